@@ -1,0 +1,336 @@
+/**
+ * `planMigration`: resource profile -> allowed isolation methods -> the cheapest by estimated
+ * transfer size, with every decision explained. Pure: no I/O, no `node:` imports.
+ *
+ * @module
+ */
+import { err, ok, type Result } from 'neverthrow';
+import { z } from 'zod';
+import { InvalidInputError, NoAllowedMethodError, UnknownMethodError, type PlanError } from '../errors.js';
+import { CLASS_OF_KIND, classifyProfile, type KindEvidence, type ResourceKind } from './classify.js';
+import { estimateTransfer, measureProfile, type TransferEstimate } from './estimate.js';
+import { capabilityFor, IsolationMethodSchema, BUILTIN_METHODS, MB, type Capability, type IsolationMethod } from './methods.js';
+import { PlatformSchema, ResourceProfileSchema, type Platform, type ResourceClass, type ResourceProfile } from './profile.js';
+import { validateInput } from './validate.js';
+
+/**
+ * Version of the decision rules. It changes whenever a built-in capability row, default size or
+ * rule changes, so a stored plan says which rules made it.
+ */
+export const RULES_VERSION = '2026.11.1';
+
+/** How much a concern matters: a blocker rules a method out. */
+export type ConcernSeverity = 'blocker' | 'warning' | 'info';
+
+/** Something the planner wants a person to know about a candidate or the plan. */
+export interface Concern {
+  /** Stable identifier, e.g. `not-isolated:sysv-shm`, `os-mismatch`, `estimate-default`. */
+  id: string;
+  severity: ConcernSeverity;
+  /** A sentence a person understands. */
+  message: string;
+  /** What to do about it, when something can be done. */
+  fix?: string;
+}
+
+/** How one isolation method fares for this profile. */
+export interface CandidateEvaluation {
+  method: string;
+  name: string;
+  weight: number;
+  /** True when no blocker concern applies. */
+  allowed: boolean;
+  /** Kinds this method isolates on the destination platform (empty when it does not run there). */
+  isolates: ResourceKind[];
+  /** The capability row used, when one applies. */
+  capability?: Capability;
+  estimate: TransferEstimate;
+  concerns: Concern[];
+}
+
+/** The planner's answer. */
+export interface MigrationPlan {
+  rulesVersion: string;
+  /** Platform the program runs on now. */
+  source: Platform;
+  /** Platform the methods were judged for (the destination's, or the source's when unknown). */
+  destination: Platform;
+  /** Resource classes the program uses (file, network, ipc). */
+  classes: ResourceClass[];
+  /** Finer kinds, with the evidence that put each in the set. */
+  kinds: ResourceKind[];
+  evidence: KindEvidence[];
+  /** The chosen method id: the allowed candidate with the smallest estimate. */
+  chosen: string;
+  /** Every candidate: allowed ones first, cheapest first; then rejected ones, lightest first. */
+  candidates: CandidateEvaluation[];
+  /** Concerns about the plan as a whole (e.g. an incomplete profile). */
+  concerns: Concern[];
+}
+
+/** Options that steer {@link planMigration}. All optional; validated. */
+export const PlanOptionsSchema = z.object({
+  /** Only these method ids may be chosen (others are evaluated but rejected). */
+  allowedMethods: z.array(z.string()).optional(),
+  /** These method ids may not be chosen. */
+  forbiddenMethods: z.array(z.string()).default([]),
+  /** Facts about the destination. */
+  destination: z
+    .object({
+      /** Its platform; defaults to the source's. */
+      platform: PlatformSchema.optional(),
+      /** What it already has, e.g. `freebsd-base-userland` (a jail then sends no base). */
+      provides: z.array(z.string()).default([]),
+    })
+    .default({ provides: [] }),
+  /** Measured sizes that replace defaults, by size key: `jail-base-userland`, `vm-image`. */
+  sizes: z.record(z.string(), z.number().int().nonnegative('sizes must not be negative')).default({}),
+});
+/** Options that steer the planner, as written by a caller. */
+export type PlanOptions = z.input<typeof PlanOptionsSchema> & {
+  /** Methods to consider; defaults to {@link BUILTIN_METHODS}. Add your own with `[...BUILTIN_METHODS, mine]`. */
+  methods?: readonly IsolationMethod[];
+};
+
+const KIND_LABEL: Record<ResourceKind, string> = {
+  file: 'files',
+  network: 'network sockets',
+  'sysv-shm': 'SysV shared memory',
+  'sysv-sem': 'SysV semaphores',
+  'sysv-msg': 'SysV message queues',
+  'posix-mq': 'POSIX message queues',
+  'posix-shm': 'POSIX shared memory',
+};
+
+// Names that mean the same machine architecture on different systems.
+const ARCH_ALIASES: Record<string, string> = { amd64: 'x86_64', x64: 'x86_64', arm64: 'aarch64' };
+const normalArch = (arch: string) => ARCH_ALIASES[arch] ?? arch;
+
+function describePlatform(p: Platform): string {
+  return `${p.os === 'freebsd' ? 'FreeBSD' : p.os === 'linux' ? 'Linux' : p.os} ${p.release}`;
+}
+
+function describeRange(row: Capability): string {
+  if (row.minRelease && row.belowRelease) return ` ${row.minRelease} to before ${row.belowRelease}`;
+  if (row.minRelease) return ` ${row.minRelease}+`;
+  if (row.belowRelease) return ` before ${row.belowRelease}`;
+  return '';
+}
+
+/**
+ * Which methods would isolate `kind` on the destination: plainly when the destination's own
+ * release does, else naming the release range (and settings) that would.
+ */
+function isolationHint(kind: ResourceKind, destination: Platform, methods: readonly IsolationMethod[]): string {
+  const hints: string[] = [];
+  for (const method of methods) {
+    const current = capabilityFor(method, destination.os, destination.release);
+    const row = current?.isolates.includes(kind)
+      ? current
+      : method.capabilities.find((r) => (r.os === destination.os || r.os === '*') && r.isolates.includes(kind));
+    if (!row) continue;
+    const range = row === current || row.os === '*' ? '' : describeRange(row);
+    const requires = row.requires.length ? ` with ${row.requires.join(', ')}` : '';
+    hints.push(`${method.id}${range}${requires}`);
+  }
+  return hints.length ? `use ${hints.join(' or ')}` : 'no known method isolates this; register one';
+}
+
+function isVmLike(row: Capability | undefined): boolean {
+  return row?.os === '*';
+}
+
+interface Context {
+  profile: ResourceProfile;
+  destination: Platform;
+  kinds: ResourceKind[];
+  evidence: Map<ResourceKind, KindEvidence>;
+  methods: readonly IsolationMethod[];
+  options: z.output<typeof PlanOptionsSchema>;
+}
+
+function evaluate(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeof measureProfile>): CandidateEvaluation {
+  const { destination, options } = ctx;
+  const concerns: Concern[] = [];
+  const capability = capabilityFor(method, destination.os, destination.release);
+  const isolates = capability ? [...capability.isolates] : [];
+
+  if (!capability) {
+    const where = method.capabilities.map((r) => `${r.os}${describeRange(r)}`).join(', ');
+    concerns.push({
+      id: 'platform-unsupported',
+      severity: 'blocker',
+      message: `${method.name} is not available on ${describePlatform(destination)} (it runs on: ${where}).`,
+    });
+  } else {
+    if (!isVmLike(capability) && ctx.profile.platform.os !== destination.os) {
+      concerns.push({
+        id: 'os-mismatch',
+        severity: 'blocker',
+        message: `The program is built for ${ctx.profile.platform.os} but the destination runs ${destination.os}; only a VM carries its own OS.`,
+      });
+    }
+    if (!isVmLike(capability) && normalArch(ctx.profile.platform.arch) !== normalArch(destination.arch)) {
+      concerns.push({
+        id: 'arch-mismatch',
+        severity: 'blocker',
+        message: `The program is built for ${ctx.profile.platform.arch} but the destination is ${destination.arch}.`,
+      });
+    }
+    for (const kind of ctx.kinds) {
+      if (capability.isolates.includes(kind)) continue;
+      const ev = ctx.evidence.get(kind)!;
+      concerns.push({
+        id: `not-isolated:${kind}`,
+        severity: 'blocker',
+        message: `The program uses ${KIND_LABEL[kind]} (${ev.detail}${ev.count > 1 ? ` and ${ev.count - 1} more` : ''}); ${method.name} on ${describePlatform(destination)} does not isolate ${KIND_LABEL[kind]}.`,
+        fix: isolationHint(kind, destination, ctx.methods),
+      });
+    }
+    const needed = capability.requires.length > 0 && ctx.kinds.some((k) => CLASS_OF_KIND[k] === 'ipc' && capability.isolates.includes(k));
+    if (needed) {
+      concerns.push({
+        id: 'requires-host-config',
+        severity: 'warning',
+        message: `Isolating the program's IPC with ${method.name} needs ${capability.requires.join(', ')} at the destination.`,
+        fix: 'the pre-flight check verifies the destination supports it',
+      });
+    }
+  }
+  if (options.allowedMethods && !options.allowedMethods.includes(method.id)) {
+    concerns.push({ id: 'not-allowed-by-options', severity: 'blocker', message: `${method.id} is not among the allowed methods.` });
+  }
+  if (options.forbiddenMethods.includes(method.id)) {
+    concerns.push({ id: 'forbidden-by-options', severity: 'blocker', message: `${method.id} is forbidden by the options.` });
+  }
+
+  const estimate = estimateTransfer(method, sizes, {
+    destinationProvides: new Set(options.destination.provides),
+    sizes: options.sizes,
+  });
+  for (const item of estimate.items) {
+    if (item.source === 'default') {
+      concerns.push({
+        id: 'estimate-default',
+        severity: 'info',
+        message: `The ${item.label} size (${item.bytes % MB === 0 ? `${item.bytes / MB} MB` : formatBytes(item.bytes)}) is a default from ${item.basis}, not a measurement.`,
+        fix: 'pass a measured size in options.sizes to replace it',
+      });
+    }
+  }
+  return {
+    method: method.id,
+    name: method.name,
+    weight: method.weight,
+    allowed: !concerns.some((c) => c.severity === 'blocker'),
+    isolates,
+    ...(capability ? { capability } : {}),
+    estimate,
+    concerns,
+  };
+}
+
+/** Format a byte count for people (binary units, as the paper's MB). */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
+}
+
+// Cheapest first; equal estimates go to the lighter method, then by id, so plans are deterministic.
+function compareAllowed(a: CandidateEvaluation, b: CandidateEvaluation): number {
+  return a.estimate.totalBytes - b.estimate.totalBytes || a.weight - b.weight || (a.method < b.method ? -1 : a.method > b.method ? 1 : 0);
+}
+function compareRejected(a: CandidateEvaluation, b: CandidateEvaluation): number {
+  return a.weight - b.weight || (a.method < b.method ? -1 : a.method > b.method ? 1 : 0);
+}
+
+/**
+ * Decide how to move a program.
+ *
+ * `profile` may be a {@link ResourceProfile}, a plain object, or a JSON string; it is validated.
+ * Returns the plan, or a typed error: {@link InvalidInputError} (naming the field),
+ * {@link UnknownMethodError} (an option names a method nobody registered), or
+ * {@link NoAllowedMethodError} (every candidate has a blocker; `details.candidates` says why).
+ * Never throws.
+ */
+export function planMigration(profile: unknown, options: PlanOptions = {}): Result<MigrationPlan, PlanError> {
+  const parsedProfile = validateInput(ResourceProfileSchema, profile, 'resource profile');
+  if (parsedProfile.isErr()) return err(parsedProfile.error);
+  const { methods: methodsOption, ...rest } = options;
+  const parsedOptions = validateInput(PlanOptionsSchema, rest, 'plan options');
+  if (parsedOptions.isErr()) return err(parsedOptions.error);
+
+  const methods = methodsOption ?? BUILTIN_METHODS;
+  if (methodsOption) {
+    const ids = new Set<string>();
+    for (const [i, m] of methodsOption.entries()) {
+      const check = IsolationMethodSchema.safeParse(m);
+      if (!check.success) {
+        return err(new InvalidInputError('plan options', [{ path: `methods.${i}`, message: check.error.issues[0]?.message ?? 'invalid' }]));
+      }
+      if (ids.has(m.id)) return err(new InvalidInputError('plan options', [{ path: `methods.${i}.id`, message: `duplicate method id "${m.id}"` }]));
+      ids.add(m.id);
+    }
+  }
+  const opts = parsedOptions.value;
+  const known = methods.map((m) => m.id);
+  for (const id of [...(opts.allowedMethods ?? []), ...opts.forbiddenMethods]) {
+    if (!known.includes(id)) return err(new UnknownMethodError(id, known));
+  }
+
+  const prof = parsedProfile.value;
+  const classification = classifyProfile(prof);
+  const ctx: Context = {
+    profile: prof,
+    destination: opts.destination.platform ?? prof.platform,
+    kinds: classification.kinds,
+    evidence: new Map(classification.evidence.map((e) => [e.kind, e])),
+    methods,
+    options: opts,
+  };
+  const sizes = measureProfile(prof);
+  const evaluations = methods.map((m) => evaluate(m, ctx, sizes));
+  const allowed = evaluations.filter((c) => c.allowed).sort(compareAllowed);
+  const rejected = evaluations.filter((c) => !c.allowed).sort(compareRejected);
+
+  const planConcerns: Concern[] = [];
+  if (!prof.completeness.complete) {
+    planConcerns.push({
+      id: 'profile-incomplete',
+      severity: 'warning',
+      message: `The profile may be incomplete: ${prof.completeness.notes.join(' ') || 'the profiler could not see every use.'}`,
+      fix: 'profile the program from its start with the ebpf or strace profiler',
+    });
+  }
+
+  const best = allowed[0];
+  if (!best) {
+    const reasons = rejected
+      .map((c) => `${c.method}: ${c.concerns.filter((x) => x.severity === 'blocker').map((x) => x.message).join(' ')}`)
+      .join('; ');
+    return err(
+      new NoAllowedMethodError(`No isolation method is allowed for this program. ${reasons}`, {
+        classes: classification.classes,
+        kinds: classification.kinds,
+        candidates: rejected,
+      }),
+    );
+  }
+  return ok({
+    rulesVersion: RULES_VERSION,
+    source: prof.platform,
+    destination: ctx.destination,
+    classes: classification.classes,
+    kinds: classification.kinds,
+    evidence: classification.evidence,
+    chosen: best.method,
+    candidates: [...allowed, ...rejected],
+    concerns: planConcerns,
+  });
+}

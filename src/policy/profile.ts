@@ -1,0 +1,140 @@
+/**
+ * The resource model: what a program uses, as a profiler reports it.
+ *
+ * A {@link ResourceProfile} is plain JSON-compatible data, validated by {@link ResourceProfileSchema}.
+ * Profilers produce it; the planner, packagers and deployers consume it.
+ *
+ * @module
+ */
+import { z } from 'zod';
+
+/** The paper's three resource classes. */
+export const RESOURCE_CLASSES = ['file', 'network', 'ipc'] as const;
+/** A resource class: files (incl. devices, pipes, the binary, libraries), network sockets, or IPC. */
+export type ResourceClass = (typeof RESOURCE_CLASSES)[number];
+
+/** Current version of the profile format. */
+export const PROFILE_FORMAT_VERSION = 1 as const;
+
+/** Kinds of file-system object a program can use. */
+export const FILE_KINDS = ['regular', 'directory', 'symlink', 'fifo', 'unix-socket', 'device', 'unknown'] as const;
+/** How a program used a file. */
+export const FILE_ACCESS = ['read', 'write', 'exec'] as const;
+/** Socket address families. `unix-path` is bound to a file-system path; `unix-abstract` is not. */
+export const SOCKET_FAMILIES = ['inet', 'inet6', 'unix-path', 'unix-abstract', 'netlink', 'other'] as const;
+/** Socket protocols (transport for inet; socket type for unix). */
+export const SOCKET_PROTOCOLS = ['tcp', 'udp', 'stream', 'dgram', 'seqpacket', 'raw', 'other'] as const;
+/** Kinds of inter-process communication object. */
+export const IPC_KINDS = ['sysv-shm', 'sysv-sem', 'sysv-msg', 'posix-mq', 'posix-shm'] as const;
+
+const nonNegativeInt = z.number().int().nonnegative();
+const port = z.number().int().min(0).max(65535);
+
+/** Where a profile was taken: the operating system, its release and the machine architecture. */
+export const PlatformSchema = z.object({
+  /** Operating system, lower case: `linux`, `freebsd`, ... */
+  os: z.string().min(1).regex(/^[a-z0-9_-]+$/, 'lower-case OS name such as "linux" or "freebsd"'),
+  /** Kernel release as `uname -r` prints it, e.g. `9.2-RELEASE` or `6.1.0-18-amd64`. */
+  release: z.string().min(1),
+  /** Machine architecture as `uname -m` prints it, e.g. `x86_64` or `amd64`. */
+  arch: z.string().min(1),
+});
+/** Where a profile was taken. */
+export type Platform = z.infer<typeof PlatformSchema>;
+
+/** One file-system object the program used. */
+export const FileUseSchema = z.object({
+  /** Absolute, normalised path as the program saw it. */
+  path: z.string().startsWith('/', 'must be an absolute path'),
+  kind: z.enum(FILE_KINDS),
+  /** Every way the program used it (at least one). */
+  access: z.array(z.enum(FILE_ACCESS)).min(1),
+  /** Size in bytes when profiled (0 for non-regular files). */
+  size: nonNegativeInt,
+  /** True for shared libraries and the dynamic loader: the destination may supply its own. */
+  sharedLibrary: z.boolean().default(false),
+  /** True when the program created it (it did not exist before): it needs no transfer. */
+  created: z.boolean().default(false),
+  /** Link target, for symlinks. */
+  linkTarget: z.string().optional(),
+});
+/** One file-system object the program used. */
+export type FileUse = z.infer<typeof FileUseSchema>;
+
+/** One socket the program held. */
+export const SocketUseSchema = z.object({
+  family: z.enum(SOCKET_FAMILIES),
+  protocol: z.enum(SOCKET_PROTOCOLS),
+  localAddress: z.string().optional(),
+  localPort: port.optional(),
+  remoteAddress: z.string().optional(),
+  remotePort: port.optional(),
+  /** File-system path (`unix-path`) or abstract name without the leading NUL (`unix-abstract`). */
+  path: z.string().optional(),
+  /** True when the program listened (accepted connections) on it. */
+  listening: z.boolean().default(false),
+});
+/** One socket the program held. */
+export type SocketUse = z.infer<typeof SocketUseSchema>;
+
+/** One IPC object the program used. */
+export const IpcUseSchema = z.object({
+  kind: z.enum(IPC_KINDS),
+  /** SysV key (`IPC_PRIVATE` is 0). */
+  key: z.number().int().optional(),
+  /** SysV identifier returned by `shmget`/`semget`/`msgget`. */
+  id: nonNegativeInt.optional(),
+  /** POSIX name, e.g. `/queue`. */
+  name: z.string().optional(),
+  /** Segment size in bytes, where known. */
+  size: nonNegativeInt.optional(),
+});
+/** One IPC object the program used. */
+export type IpcUse = z.infer<typeof IpcUseSchema>;
+
+/** A process of the program's tree seen by the profiler. */
+export const ProcessInfoSchema = z.object({
+  pid: z.number().int().positive(),
+  ppid: nonNegativeInt.optional(),
+  executable: z.string().optional(),
+  argv: z.array(z.string()).optional(),
+});
+/** A process of the program's tree. */
+export type ProcessInfo = z.infer<typeof ProcessInfoSchema>;
+
+/** How complete a profile is, and why not. */
+export const CompletenessSchema = z.object({
+  /** False when uses may have been missed (sampling, attach after start, dropped events). */
+  complete: z.boolean(),
+  /** Sentences explaining what may be missing. */
+  notes: z.array(z.string()).default([]),
+});
+
+/** Everything the SDK knows about what a program uses. */
+export const ResourceProfileSchema = z.object({
+  formatVersion: z.literal(PROFILE_FORMAT_VERSION).default(PROFILE_FORMAT_VERSION),
+  /** Absolute path of the program's executable. */
+  executable: z.string().startsWith('/', 'must be an absolute path'),
+  /** Size of the executable in bytes. */
+  executableSize: nonNegativeInt.default(0),
+  argv: z.array(z.string()).min(1),
+  cwd: z.string().startsWith('/', 'must be an absolute path'),
+  /** Environment to start the program with at the destination (optional; secrets are the caller's call). */
+  env: z.record(z.string(), z.string()).optional(),
+  uid: nonNegativeInt,
+  gid: nonNegativeInt,
+  platform: PlatformSchema,
+  files: z.array(FileUseSchema).default([]),
+  sockets: z.array(SocketUseSchema).default([]),
+  ipc: z.array(IpcUseSchema).default([]),
+  processes: z.array(ProcessInfoSchema).default([]),
+  completeness: CompletenessSchema.default({ complete: true, notes: [] }),
+  /** Which profiler produced this, and when. */
+  profiler: z
+    .object({ name: z.string(), startedAt: z.string().optional(), durationMs: z.number().nonnegative().optional() })
+    .optional(),
+});
+/** Everything the SDK knows about what a program uses (validated, defaults filled in). */
+export type ResourceProfile = z.infer<typeof ResourceProfileSchema>;
+/** A profile as written by hand or read from JSON, before defaults are filled in. */
+export type ResourceProfileInput = z.input<typeof ResourceProfileSchema>;
