@@ -9,3 +9,4 @@ export * from './policy/index.js';
 export type * from './spec/executor.js';
 export type * from './spec/profiler.js';
 export { createLocalExecutor, ExecError, describeArgv } from './exec/local.js';
+export * from './bundle/index.js';
