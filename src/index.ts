@@ -10,3 +10,4 @@ export type * from './spec/executor.js';
 export type * from './spec/profiler.js';
 export { createLocalExecutor, ExecError, describeArgv } from './exec/local.js';
 export * from './bundle/index.js';
+export * from './esxi/index.js';

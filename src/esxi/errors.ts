@@ -1,0 +1,141 @@
+/**
+ * Typed errors of the vSphere (vim25) client. SOAP faults keep the server's fault type and
+ * message; each well-known fault gets its own class so callers can `instanceof` them.
+ *
+ * @module
+ */
+import { ApMigrateError, type ApMigrateErrorOptions } from '../errors.js';
+
+/** Base class of every error from the vSphere client. `faultType` is the vim25 fault name when the server sent one. */
+export class EsxiError extends ApMigrateError {
+  /** The vim25 fault type (e.g. `InvalidPowerState`), or undefined for transport errors. */
+  readonly faultType: string | undefined;
+
+  constructor(code: string, message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super(code, message, { ...options, details: { ...options.details, faultType: options.faultType } });
+    this.faultType = options.faultType;
+  }
+}
+
+/** The server rejected the user name or password (fault `InvalidLogin`). */
+export class InvalidLoginError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_INVALID_LOGIN', message, { ...options, faultType: 'InvalidLogin' });
+  }
+}
+
+/** The session is not (or no longer) logged in (fault `NotAuthenticated`). */
+export class NotAuthenticatedError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_NOT_AUTHENTICATED', message, { ...options, faultType: 'NotAuthenticated' });
+  }
+}
+
+/** A datastore file or directory does not exist (fault `FileNotFound`, or HTTP 404 on `/folder`). */
+export class FileNotFoundError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super('ESXI_FILE_NOT_FOUND', message, { faultType: 'FileNotFound', ...options });
+  }
+}
+
+/** The object is in the wrong state for the call (`InvalidState`, `InvalidPowerState`, ...). */
+export class InvalidStateError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super('ESXI_INVALID_STATE', message, { faultType: 'InvalidState', ...options });
+  }
+}
+
+/** Something with that name or path already exists (`AlreadyExists`, `DuplicateName`, `FileAlreadyExists`). */
+export class AlreadyExistsError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super('ESXI_ALREADY_EXISTS', message, { faultType: 'AlreadyExists', ...options });
+  }
+}
+
+/** A named inventory object (VM, datastore, datacenter) was not found. */
+export class ObjectNotFoundError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super('ESXI_NOT_FOUND', message, options);
+  }
+}
+
+/** The server does not implement a method (fault `MethodNotFound`, e.g. vcsim's missing `ExportVm`). */
+export class MethodNotSupportedError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_METHOD_NOT_SUPPORTED', message, { ...options, faultType: 'MethodNotFound' });
+  }
+}
+
+/** A vSphere task ended in the `error` state; `faultType` is the task's fault. */
+export class TaskFailedError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super('ESXI_TASK_FAILED', message, options);
+  }
+}
+
+/** Any other SOAP fault; `faultType` names it. */
+export class SoapFaultError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions & { faultType?: string } = {}) {
+    super('ESXI_SOAP_FAULT', message, options);
+  }
+}
+
+/** Network, TLS or HTTP failure talking to the host (retryable unless it is a TLS trust failure). */
+export class EsxiTransportError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_TRANSPORT', message, { isRetryable: true, ...options });
+  }
+}
+
+/** The server's certificate did not match the pinned thumbprint or failed verification. */
+export class CertificateMismatchError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_CERTIFICATE', message, options);
+  }
+}
+
+/** A wait (task, lease) took longer than allowed. */
+export class EsxiTimeoutError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_TIMEOUT', message, { isRetryable: true, ...options });
+  }
+}
+
+/** The caller's AbortSignal fired. */
+export class EsxiAbortedError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ABORTED', message, options);
+  }
+}
+
+/** The server answered something this client cannot understand. */
+export class ProtocolError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_PROTOCOL', message, options);
+  }
+}
+
+const FILE_NOT_FOUND = new Set(['FileNotFound', 'NotFound']);
+const INVALID_STATE = new Set(['InvalidState', 'InvalidPowerState', 'InvalidDatastoreState', 'InvalidHostState', 'TaskInProgress']);
+const ALREADY_EXISTS = new Set(['AlreadyExists', 'DuplicateName', 'FileAlreadyExists']);
+
+/** Map a vim25 fault type and the server's message to the matching typed error. */
+export function faultToError(faultType: string, message: string, context: string, details: Record<string, unknown> = {}): EsxiError {
+  const text = `${context}: ${message || faultType} (${faultType})`;
+  const opts = { faultType, details };
+  if (faultType === 'InvalidLogin') return new InvalidLoginError(text, { details });
+  if (faultType === 'NotAuthenticated') return new NotAuthenticatedError(text, { details });
+  if (faultType === 'MethodNotFound') return new MethodNotSupportedError(text, { details });
+  if (faultType === 'ManagedObjectNotFound') return new ObjectNotFoundError(text, opts);
+  if (FILE_NOT_FOUND.has(faultType)) return new FileNotFoundError(text, opts);
+  if (INVALID_STATE.has(faultType)) return new InvalidStateError(text, opts);
+  if (ALREADY_EXISTS.has(faultType)) return new AlreadyExistsError(text, opts);
+  return new SoapFaultError(text, opts);
+}
+
+/** Turn anything caught into an EsxiError (unknown values become a ProtocolError). */
+export function asEsxiError(value: unknown, context: string): EsxiError {
+  if (value instanceof EsxiError) return value;
+  const message = value instanceof Error ? value.message : String(value);
+  return new ProtocolError(`${context}: ${message}`, { cause: value });
+}

@@ -1,0 +1,203 @@
+/**
+ * Copy a VM from one standalone ESXi host to another through the datastore HTTP API, without
+ * vCenter: power the source off, stream every file of its directory GET -> PUT (no local disk,
+ * bounded memory), register the copy at the destination, power it on and check it runs.
+ * Any failure removes what this call created at the destination and powers the source back
+ * on if this call powered it off. The source VM is never destroyed or unregistered.
+ *
+ * @module
+ */
+import { posix } from 'node:path';
+import { ResultAsync } from 'neverthrow';
+import type { VimClient } from './client.js';
+import { datastorePathExists, openDatastoreFile, putDatastoreFile } from './datastore-http.js';
+import { AlreadyExistsError, EsxiAbortedError, type EsxiError, FileNotFoundError, InvalidStateError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
+import { findVmByName, formatDatastorePath, getHostInventory, listVms, parseDatastorePath, vmSizeBytes, type HostInventory, type VmInfo } from './inventory.js';
+import { deleteDatastoreFile, destroyEntity, listDatastoreDirectory, makeDirectory, powerOffVm, powerOnVm, registerVm } from './operations.js';
+import { getProperties } from './properties.js';
+import type { MoRef } from './soap.js';
+
+/** Progress of a VM copy, reported while files stream. */
+export interface CopyProgress {
+  /** File being copied (relative to the VM directory). */
+  file: string;
+  /** Bytes of this file sent so far. */
+  fileBytes: number;
+  /** Bytes of all files sent so far. */
+  totalBytes: number;
+  /** Bytes to send in all. */
+  expectedBytes: number;
+}
+
+/** Options of a VM copy. */
+export interface CopyVmOptions {
+  /** Datastore at the destination (default: the source datastore's name). */
+  destinationDatastore?: string;
+  /** Name of the registered copy (default: the source VM's name). */
+  destinationName?: string;
+  /** Directory at the destination (default: the source VM directory's name). */
+  destinationDirectory?: string;
+  /** Power the copy on and check it runs (default true). */
+  powerOn?: boolean;
+  /** Abort the copy (the destination is then cleaned up). */
+  signal?: AbortSignal;
+  /** Called as bytes move. */
+  onProgress?: (progress: CopyProgress) => void;
+  /** Timeout of each vSphere task (default 30 minutes). */
+  taskTimeoutMs?: number;
+  /** Abort a transfer that moves no byte for this long (default 120 s). */
+  idleTimeoutMs?: number;
+}
+
+/** What a successful copy did. */
+export interface CopyVmReport {
+  sourceVm: MoRef;
+  destinationVm: MoRef;
+  /** `[ds] dir/name.vmx` at the destination. */
+  destinationVmx: string;
+  /** Files copied with their sizes. */
+  files: { path: string; size: number }[];
+  /** Source VM size from `layoutEx.file` (what a plan estimates). */
+  estimatedBytes: number;
+  /** Bytes actually streamed. */
+  sentBytes: number;
+  /** Power state of the copy after the call. */
+  destinationPowerState: string;
+  /** Whether the source was running before the copy (it is left powered off). */
+  sourceWasPoweredOn: boolean;
+}
+
+/** Files never copied: locks and swap files belong to a running instance and are recreated on power-on. */
+function skipped(name: string): boolean {
+  return name.endsWith('.lck') || name.endsWith('.vswp') || name.startsWith('.lck-') || name.endsWith('.vmx~');
+}
+
+async function filesToCopy(src: VimClient, inv: HostInventory, vm: VmInfo, datastore: string, dir: string, signal: AbortSignal | undefined): Promise<{ path: string; size: number }[]> {
+  const ds = inv.datastores.find((d) => d.name === datastore);
+  if (!ds?.browser) throw new ObjectNotFoundError(`Source datastore "${datastore}" not found on ${src.endpoint.origin.host}`);
+  const listed = await listDatastoreDirectory(src, ds.browser, formatDatastorePath({ datastore, path: dir }), { signal });
+  const files = new Map(listed.map((f) => [f.path, f.size]));
+  // layoutEx.file may name files the directory search hides (e.g. -flat.vmdk behind a disk query).
+  for (const f of vm.files) {
+    const p = parseDatastorePath(f.name);
+    if (p.datastore === datastore && posix.dirname(p.path) === dir && !files.has(posix.basename(p.path))) files.set(posix.basename(p.path), f.size);
+  }
+  return [...files].filter(([name]) => !skipped(name)).map(([path, size]) => ({ path, size }));
+}
+
+/**
+ * Promise form of the copy (rejects with an EsxiError); prefer the ResultAsync wrapper
+ * `copyVmBetweenHosts` exported from the esxi entry point.
+ */
+export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vmName: string, options: CopyVmOptions = {}): Promise<CopyVmReport> {
+  const signal = options.signal;
+  const wait = { signal, timeoutMs: options.taskTimeoutMs };
+  // 1. Look everything up before changing anything.
+  const vm = await findVmByName(src, vmName, { signal });
+  const vmx = parseDatastorePath(vm.vmPathName);
+  const srcDir = posix.dirname(vmx.path);
+  if (!srcDir || srcDir === '.') throw new ProtocolError(`VM "${vmName}" has its .vmx at the datastore root; only VMs in their own directory can be copied`);
+  const [srcInv, dstInv] = await Promise.all([getHostInventory(src, { signal }), getHostInventory(dst, { signal })]);
+  const dstDatastore = options.destinationDatastore ?? vmx.datastore;
+  if (!dstInv.datastores.some((d) => d.name === dstDatastore)) {
+    throw new ObjectNotFoundError(`Destination datastore "${dstDatastore}" not found on ${dst.endpoint.origin.host} (it has: ${dstInv.datastores.map((d) => d.name).join(', ') || 'none'})`, {
+      details: { datastore: dstDatastore },
+    });
+  }
+  const dstName = options.destinationName ?? vm.name;
+  const dstDir = options.destinationDirectory ?? srcDir;
+  if ((await listVms(dst, { signal })).some((v) => v.name === dstName)) {
+    throw new AlreadyExistsError(`A VM named "${dstName}" already exists on ${dst.endpoint.origin.host}`);
+  }
+  const dstDirRef = { datacenter: dstInv.datacenterName, datastore: dstDatastore, path: `${dstDir}/` };
+  if (await datastorePathExists(dst, dstDirRef, { signal })) {
+    throw new AlreadyExistsError(`Directory [${dstDatastore}] ${dstDir} already exists on ${dst.endpoint.origin.host}; choose destinationDirectory`);
+  }
+  const estimatedBytes = vmSizeBytes(vm);
+  const sourceWasPoweredOn = vm.powerState === 'poweredOn';
+
+  let poweredOffByUs = false;
+  let createdDir = false;
+  let createdVm: MoRef | undefined;
+  try {
+    // 2. Quiesce: a powered-off VM's files are consistent and not locked.
+    if (sourceWasPoweredOn) {
+      await powerOffVm(src, vm.ref, wait);
+      poweredOffByUs = true;
+    }
+    const files = await filesToCopy(src, srcInv, vm, vmx.datastore, srcDir, signal);
+    const expectedBytes = files.reduce((s, f) => s + f.size, 0);
+    // 3. Stream each file GET -> PUT.
+    await makeDirectory(dst, formatDatastorePath({ datastore: dstDatastore, path: dstDir }), dstInv.datacenter, wait);
+    createdDir = true;
+    let sentBytes = 0;
+    for (const file of files) {
+      if (signal?.aborted) throw new EsxiAbortedError(`copy of ${vmName} aborted`);
+      const download = await openDatastoreFile(src, { datacenter: srcInv.datacenterName, datastore: vmx.datastore, path: `${srcDir}/${file.path}` }, { signal });
+      const size = download.size ?? file.size;
+      const before = sentBytes;
+      sentBytes += await putDatastoreFile(dst, { datacenter: dstInv.datacenterName, datastore: dstDatastore, path: `${dstDir}/${file.path}` }, download.body, size, {
+        signal,
+        idleTimeoutMs: options.idleTimeoutMs,
+        onProgress: (bytes) => options.onProgress?.({ file: file.path, fileBytes: bytes, totalBytes: before + bytes, expectedBytes }),
+      });
+      file.size = size;
+    }
+    // 4. Check what arrived before registering it.
+    const dstDs = dstInv.datastores.find((d) => d.name === dstDatastore);
+    if (dstDs?.browser) {
+      const arrived = new Map((await listDatastoreDirectory(dst, dstDs.browser, formatDatastorePath({ datastore: dstDatastore, path: dstDir }), wait)).map((f) => [f.path, f.size]));
+      for (const f of files) {
+        if (arrived.get(f.path) !== f.size) throw new FileNotFoundError(`${f.path} arrived with ${arrived.get(f.path) ?? 'no'} bytes at the destination, expected ${f.size}`);
+      }
+    }
+    // 5. Register and power on.
+    const destinationVmx = formatDatastorePath({ datastore: dstDatastore, path: `${dstDir}/${posix.basename(vmx.path)}` });
+    createdVm = await registerVm(dst, { folder: dstInv.vmFolder, vmxPath: destinationVmx, name: dstName, pool: dstInv.resourcePool, host: dstInv.host }, wait);
+    let destinationPowerState = 'poweredOff';
+    if (options.powerOn ?? true) {
+      await powerOnVm(dst, createdVm, wait);
+      destinationPowerState = (await getProperties(dst, createdVm, ['runtime.powerState'], { signal })).get('runtime.powerState')?.text.trim() ?? 'unknown';
+      if (destinationPowerState !== 'poweredOn') throw new InvalidStateError(`Copy of ${vmName} registered but is ${destinationPowerState} after power-on`);
+    }
+    return { sourceVm: vm.ref, destinationVm: createdVm, destinationVmx, files, estimatedBytes, sentBytes, destinationPowerState, sourceWasPoweredOn };
+  } catch (err) {
+    const error = asEsxiError(err, `copy of VM ${vmName}`);
+    const rollback: string[] = [];
+    const note = async (what: string, step: () => Promise<unknown>) => {
+      try {
+        await step();
+        rollback.push(`${what}: done`);
+      } catch (e) {
+        rollback.push(`${what}: failed: ${(e as Error).message}`);
+      }
+    };
+    // Rollback must run even when the caller's signal fired, so it uses no signal.
+    if (createdVm) {
+      const ref = createdVm;
+      await note('power off destination VM', () => powerOffVm(dst, ref).catch((e: unknown) => {
+        if (!(e instanceof InvalidStateError)) throw e;
+      }));
+      await note('destroy destination VM', () => destroyEntity(dst, ref));
+    }
+    if (createdDir) {
+      await note('delete destination directory', () => deleteDatastoreFile(dst, formatDatastorePath({ datastore: dstDatastore, path: dstDir }), dstInv.datacenter).catch((e: unknown) => {
+        if (!(e instanceof FileNotFoundError)) throw e;
+      }));
+    }
+    if (poweredOffByUs) await note('power source VM back on', () => powerOnVm(src, vm.ref));
+    (error.details as Record<string, unknown>).rollback = rollback;
+    throw error;
+  }
+}
+
+
+/**
+ * Copy a VM between two standalone hosts through the datastore HTTP API (power off, stream its
+ * directory GET -> PUT, register, power on, verify). Failures remove what was created at the
+ * destination and power the source back on; the source is never destroyed and stays powered
+ * off after a successful copy (two running copies would fight over the same identity).
+ */
+export function copyVmBetweenHosts(src: VimClient, dst: VimClient, vmName: string, options: CopyVmOptions = {}): ResultAsync<CopyVmReport, EsxiError> {
+  return ResultAsync.fromPromise(copyVmBetweenHostsAsync(src, dst, vmName, options), (e) => asEsxiError(e, `copy of VM ${vmName}`));
+}

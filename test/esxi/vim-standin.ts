@@ -1,0 +1,152 @@
+/**
+ * A small local HTTP server that speaks the part of vim25 the ExportVm path needs, following
+ * the documented HttpNfcLease protocol (state initializing -> ready, info.deviceUrl with a `*`
+ * host, HttpNfcLeaseProgress / Complete / Abort), plus a task that never finishes. vcsim lacks
+ * ExportVm, so this stand-in is what those tests run against; it is not a mock of our client,
+ * it is a server our client must interoperate with over real HTTP.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { child, childText, parseXml } from '../../src/esxi/xml.js';
+
+/** Behaviour knobs of the stand-in. */
+export interface StandinOptions {
+  /** Bytes of the one exported disk. */
+  diskBytes: number;
+  /** Polls answered `initializing` before the lease turns `ready`. */
+  initializingPolls?: number;
+  /** Make the lease go to `error` instead of `ready`. */
+  leaseError?: boolean;
+  /** Delay between 64 KiB chunks of the disk download (lets progress reports happen). */
+  chunkDelayMs?: number;
+}
+
+/** A running stand-in and what it observed. */
+export interface Standin {
+  url: string;
+  port: number;
+  progress: number[];
+  completed: boolean;
+  aborted: boolean;
+  downloadsWithoutCookie: number;
+  close(): Promise<void>;
+}
+
+const ENV_OPEN =
+  '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>';
+const ENV_CLOSE = '</soapenv:Body></soapenv:Envelope>';
+
+/** Byte `i` of the stand-in's disk (so tests can check content without storing it). */
+export function diskByte(i: number): number {
+  return (i * 131 + 17) & 0xff;
+}
+
+async function readAll(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of req as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Start the stand-in on a free loopback port. */
+export async function startStandin(options: StandinOptions): Promise<Standin> {
+  let polls = 0;
+  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, close: async () => undefined };
+  const reply = (res: ServerResponse, body: string, status = 200, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { 'content-type': 'text/xml; charset=utf-8', ...headers });
+    res.end(ENV_OPEN + body + ENV_CLOSE);
+  };
+  const fault = (res: ServerResponse, type: string, message: string) =>
+    reply(res, `<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>${message}</faultstring><detail><${type}Fault xmlns="urn:vim25" xsi:type="${type}"></${type}Fault></detail></soapenv:Fault>`, 500);
+
+  const soap = async (req: IncomingMessage, res: ServerResponse) => {
+    const body = child(parseXml(await readAll(req)), 'Body');
+    const call = body?.children[0];
+    const method = call?.name ?? '';
+    const authed = (req.headers.cookie ?? '').includes('vmware_soap_session=standin');
+    const ok = (inner: string) => reply(res, `<${method}Response xmlns="urn:vim25">${inner}</${method}Response>`);
+    switch (method) {
+      case 'RetrieveServiceContent':
+        return ok('<returnval><rootFolder type="Folder">root</rootFolder><propertyCollector type="PropertyCollector">pc</propertyCollector><sessionManager type="SessionManager">sm</sessionManager><about><fullName>stand-in</fullName><apiType>HostAgent</apiType><apiVersion>6.7</apiVersion></about></returnval>');
+      case 'Login':
+        if (childText(call, 'password') !== 'pw') return fault(res, 'InvalidLogin', 'Cannot complete login due to an incorrect user name or password.');
+        res.setHeader('set-cookie', 'vmware_soap_session=standin; Path=/; HttpOnly');
+        return ok('<returnval><key>s</key><userName>root</userName></returnval>');
+      case 'Logout':
+        return ok('');
+    }
+    if (!authed) return fault(res, 'NotAuthenticated', 'The session is not authenticated.');
+    switch (method) {
+      case 'ExportVm':
+        return ok('<returnval type="HttpNfcLease">lease-1</returnval>');
+      case 'HttpNfcLeaseProgress':
+        state.progress.push(Number(childText(call, 'percent')));
+        return ok('');
+      case 'HttpNfcLeaseComplete':
+        state.completed = true;
+        return ok('');
+      case 'HttpNfcLeaseAbort':
+        state.aborted = true;
+        return ok('');
+      case 'PowerOffVM_Task':
+        return ok('<returnval type="Task">task-slow</returnval>');
+      case 'RetrievePropertiesEx': {
+        const obj = child(child(child(call, 'specSet'), 'objectSet'), 'obj');
+        const paths = (child(child(call, 'specSet'), 'propSet')?.children ?? []).filter((c) => c.name === 'pathSet').map((c) => c.text);
+        const type = obj?.attrs.type;
+        // Declare the XSI namespace under vcsim's odd prefix to exercise namespace resolution.
+        const val = (t: string, inner: string) => `<val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="${t}">${inner}</val>`;
+        const props: string[] = [];
+        if (type === 'HttpNfcLease') {
+          polls += 1;
+          const leaseState = options.leaseError ? 'error' : polls > (options.initializingPolls ?? 2) ? 'ready' : 'initializing';
+          if (paths.includes('state')) props.push(`<propSet><name>state</name>${val('HttpNfcLeaseState', leaseState)}</propSet>`);
+          if (paths.includes('error') && options.leaseError) {
+            props.push(`<propSet><name>error</name>${val('LocalizedMethodFault', '<fault XMLSchema-instance:type="FileNotFound"><file>disk-0.vmdk</file></fault><localizedMessage>File disk-0.vmdk was not found</localizedMessage>')}</propSet>`);
+          }
+          if (paths.includes('info')) {
+            props.push(`<propSet><name>info</name>${val('HttpNfcLeaseInfo', `<lease type="HttpNfcLease">lease-1</lease><entity type="VirtualMachine">vm-1</entity><deviceUrl><key>/vm-1/VirtualLsiLogicController0:0</key><importKey></importKey><url>http://*:${state.port}/nfc/ticket-1/disk-0.vmdk</url><sslThumbprint></sslThumbprint><disk>true</disk><targetId>disk-0.vmdk</targetId><fileSize>${options.diskBytes}</fileSize></deviceUrl><totalDiskCapacityInKB>${Math.ceil(options.diskBytes / 1024)}</totalDiskCapacityInKB><leaseTimeout>300</leaseTimeout>`)}</propSet>`);
+          }
+        } else if (type === 'Task') {
+          props.push(`<propSet><name>info</name>${val('TaskInfo', '<key>task-slow</key><state>running</state><progress>10</progress>')}</propSet>`);
+        }
+        return ok(`<returnval><objects><obj type="${type}">${obj?.text}</obj>${props.join('')}</objects></returnval>`);
+      }
+      default:
+        return fault(res, 'MethodNotFound', `${method} not implemented by the stand-in`);
+    }
+  };
+
+  const download = async (req: IncomingMessage, res: ServerResponse) => {
+    if (!(req.headers.cookie ?? '').includes('vmware_soap_session=standin')) {
+      state.downloadsWithoutCookie += 1;
+      res.writeHead(403).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': options.diskBytes });
+    const chunk = 64 * 1024;
+    for (let off = 0; off < options.diskBytes; off += chunk) {
+      const n = Math.min(chunk, options.diskBytes - off);
+      const buf = Buffer.allocUnsafe(n);
+      for (let i = 0; i < n; i++) buf[i] = diskByte(off + i);
+      if (!res.write(buf)) await new Promise((r) => res.once('drain', r));
+      if (options.chunkDelayMs) await sleep(options.chunkDelayMs);
+      if (res.destroyed) return;
+    }
+    res.end();
+  };
+
+  const server: Server = createServer((req, res) => {
+    const run = req.method === 'POST' && req.url === '/sdk' ? soap(req, res) : req.method === 'GET' && req.url?.startsWith('/nfc/ticket-1/') ? download(req, res) : Promise.resolve(void res.writeHead(404).end());
+    run.catch(() => res.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const address = server.address();
+  state.port = typeof address === 'object' && address ? address.port : 0;
+  state.url = `http://127.0.0.1:${state.port}/sdk`;
+  state.close = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
+  return state;
+}
