@@ -60,7 +60,8 @@ function transportError(err: unknown, what: string): EsxiError {
   const e = err as NodeJS.ErrnoException;
   if (e?.name === 'AbortError') return new EsxiAbortedError(`${what}: aborted`, { cause: err });
   const code = e?.code ?? '';
-  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
+  // Node 24's OpenSSL also refuses weak keys ("EE certificate key too weak", code UNSPECIFIED).
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) || /certificate/i.test(e?.message ?? '')) {
     return new CertificateMismatchError(`${what}: server certificate not trusted (${code}); pin its thumbprint or add its CA`, { cause: err });
   }
   return new EsxiTransportError(`${what}: ${e?.message ?? String(err)}`, { cause: err });
