@@ -7,6 +7,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     // System tests share root-only resources (netns names, sshd ports): run files one at a time.
     fileParallelism: false,
+    globalSetup: ['test/global-setup.ts'],
     reporters: ['default'],
   },
 });

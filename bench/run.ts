@@ -2,19 +2,38 @@
  * `npm run bench`: every benchmark, printed as ratios against a baseline run in the same process
  * or script. Pass names to run a subset: `npm run bench -- planner transport`.
  */
+import { benchPack } from './bundle.js';
+import { benchEsxiCopy } from './esxi.js';
 import { benchPlanner } from './planner.js';
+import { benchEbpf } from './profilers-ebpf.js';
+import { benchStrace } from './profilers-strace.js';
+import { benchTransport } from './transport.js';
 
-type Bench = () => Promise<void>;
+interface RatioLine {
+  name: string;
+  ratio: number;
+  detail?: string;
+}
 
-const benches: Record<string, Bench> = {
+function printRatios(lines: RatioLine[]): void {
+  for (const l of lines) console.log(`  ${l.name.padEnd(48)} ${l.ratio.toFixed(2).padStart(6)}x${l.detail ? `  ${l.detail}` : ''}`);
+}
+
+const benches: Record<string, () => Promise<void>> = {
   planner: async () => {
     const { rows, growthExponent } = benchPlanner();
-    console.log('planner: files  plans/s  us/plan');
+    console.log('  files  plans/s  us/plan');
     for (const r of rows) console.log(`  ${String(r.files).padStart(7)}  ${r.plansPerSecond.toFixed(0).padStart(7)}  ${r.microsPerPlan.toFixed(1)}`);
     console.log(`  growth exponent (log-log, >=1000 files): ${growthExponent.toFixed(2)} (1.00 = linear)`);
   },
+  'profilers-ebpf': async () => printRatios(await benchEbpf()),
+  'profilers-strace': async () => printRatios(await benchStrace()),
+  bundle: async () => printRatios(await benchPack()),
+  transport: async () => printRatios(await benchTransport()),
+  esxi: async () => printRatios(await benchEsxiCopy()),
 };
 
+console.log(`load average: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')} (ratios are noisy above ~1 per core)`);
 const wanted = process.argv.slice(2);
 for (const [name, run] of Object.entries(benches)) {
   if (wanted.length && !wanted.includes(name)) continue;

@@ -6,8 +6,71 @@
  */
 export * from './errors.js';
 export * from './policy/index.js';
+
+// Interfaces ("spec"): implementations live apart from them.
 export type * from './spec/executor.js';
 export type * from './spec/profiler.js';
+export type * from './spec/transport.js';
+export type * from './spec/deployer.js';
+
+// Executors.
 export { createLocalExecutor, ExecError, describeArgv } from './exec/local.js';
+export { createSshCliExecutor, quoteForShell } from './exec/ssh-cli.js';
+export type { SshCliExecutorOptions } from './exec/ssh-cli.js';
+
+// Profilers.
+export { ProfileError } from './profilers/common.js';
+export type { ProgramOutput } from './profilers/common.js';
+export { detectProfilers } from './profilers/detect.js';
+export { createEbpfProfiler, ebpfAvailability } from './profilers/ebpf.js';
+export type { EbpfProfilerOptions } from './profilers/ebpf.js';
+export { createStraceProfiler, straceAvailability } from './profilers/strace.js';
+export type { StraceProfilerOptions } from './profilers/strace.js';
+export { createProcfsProfiler, procfsAvailability } from './profilers/procfs.js';
+export type { ProcfsProfilerOptions } from './profilers/procfs.js';
+export { createFreeBsdProfiler, FREEBSD_PROFILER_NAME } from './profilers/freebsd.js';
+export type { FreeBsdProfilerOptions } from './profilers/freebsd.js';
+export { FreeBsdParseError } from './profilers/freebsd-parsers.js';
+export { detectFreeBsdHostFacts, factsFromOutputs, parseUnameRelease, parseSysctlInteger, SYSV_JAIL_PARAMS } from './platforms/freebsd-facts.js';
+export type { FreeBsdHostFacts } from './platforms/freebsd-facts.js';
+
+// Bundles.
 export * from './bundle/index.js';
+
+// Deployment and orchestration.
+export { migrate, MIGRATION_PHASES } from './migrate.js';
+export type { MigrateOptions, MigrationReport, MigrationProgress, MigrationPhase, PhaseTiming, SourcePolicy } from './migrate.js';
+export { DeployError } from './deploy/common.js';
+export type { DeployErrorCode } from './deploy/common.js';
+export { createChrootDeployer, CHROOT_TOOLS } from './deploy/chroot.js';
+export type { ChrootDeployerOptions } from './deploy/chroot.js';
+export { createNamespacesDeployer, defaultVethAddresses, namespaceNames, NAMESPACES_TOOLS } from './deploy/namespaces.js';
+export type { NamespacesDeployerOptions, VethAddresses } from './deploy/namespaces.js';
+export {
+  createJailDeployer,
+  checkJailCapabilities,
+  jailBundleContents,
+  measureFreeBsdBase,
+  parseDuSk,
+  jailPaths,
+  JailCapabilityError,
+  JAIL_TOOLS,
+  JAIL_PATH,
+  JAIL_HOST_FILES,
+  FREEBSD_BASE_DIRS,
+} from './deploy/jail.js';
+export type { JailDeployerOptions, JailNetworkOption, JailBundleContents, FreeBsdBaseMeasurement } from './deploy/jail.js';
+export { renderJailConf, quoteJailConfString, execStartCommand, isValidJailName, DEFAULT_DEVFS_RULESET } from './deploy/jail-conf.js';
+export type { JailConfSpec, JailNetwork } from './deploy/jail-conf.js';
 export * from './esxi/index.js';
+export { measureHostingVm } from './deploy/esxi-vm.js';
+export type { HostingVm, VmSessions } from './deploy/esxi-vm.js';
+export { createLocalTransport } from './transports/local.js';
+export type { LocalTransportOptions } from './transports/local.js';
+export { createSshTransport } from './transports/ssh.js';
+export type { SshTransportOptions } from './transports/ssh.js';
+export { createOpenSshTransport } from './transports/openssh.js';
+export type { OpenSshTransportOptions } from './transports/openssh.js';
+export { parseDestination } from './transports/url.js';
+export type { Destination, SshDestination, LocalDestination } from './transports/url.js';
+export { TransportError } from './transports/errors.js';

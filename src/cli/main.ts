@@ -1,15 +1,31 @@
 /**
  * The `ap-migrate` command line.
  *
+ *   ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)
  *   ap-migrate plan PROFILE.json [--to-os freebsd --to-release 11.4-RELEASE --to-arch amd64] [--method M]... [--json]
+ *   ap-migrate migrate --to URL (--pid N | --profile FILE [--pid N] | -- COMMAND...) [--dry-run] [--method M] [--json]
+ *   ap-migrate detect
  *
  * Exit codes: 0 success, 1 the operation failed, 2 bad usage.
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { formatPlan, planMigration } from '../policy/index.js';
+import { formatBytes } from '../policy/plan.js';
+import type { ResourceProfile } from '../policy/profile.js';
+import { detectProfilers } from '../profilers/detect.js';
+import { migrate, type SourcePolicy } from '../migrate.js';
+import type { ProfileTarget } from '../spec/profiler.js';
+import { chooseProfiler } from './profilers.js';
+import { createProgressLine, progressBar } from './progress.js';
+import { openDestination } from './transport.js';
 
 const USAGE = `usage:
+  ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)
+  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
+                     [--name NAME] [--method ID] [--dry-run] [--json] [--stop-source]
+                     [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client openssh|ssh2]
+  ap-migrate detect
   ap-migrate plan PROFILE.json [--json] [--method ID]... [--forbid ID]...
                   [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...`;
 
@@ -57,6 +73,178 @@ async function planCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+function targetFrom(pid: string | undefined, command: string[]): ProfileTarget | string {
+  if (pid !== undefined && command.length) return 'give either --pid or a command after --, not both';
+  if (pid !== undefined) {
+    const n = Number(pid);
+    return Number.isInteger(n) && n > 0 ? { pid: n } : `--pid must be a positive integer, got "${pid}"`;
+  }
+  return command.length ? { command } : 'give --pid N or a command after --';
+}
+
+function summarizeProfile(profile: ResourceProfile): string {
+  const lines = [`executable: ${profile.executable}  argv: ${JSON.stringify(profile.argv)}  uid/gid: ${profile.uid}/${profile.gid}`];
+  lines.push(`platform: ${profile.platform.os} ${profile.platform.release} ${profile.platform.arch}`);
+  lines.push(`files (${profile.files.length}):`);
+  for (const f of profile.files) {
+    lines.push(`  ${f.access.join(',').padEnd(15)} ${f.kind.padEnd(11)} ${String(f.size).padStart(10)}  ${f.path}${f.sharedLibrary ? '  [lib]' : ''}${f.created ? '  [created]' : ''}`);
+  }
+  lines.push(`sockets (${profile.sockets.length}):`);
+  for (const s of profile.sockets) {
+    lines.push(`  ${s.family} ${s.protocol} ${s.localAddress ?? ''}${s.localPort !== undefined ? `:${s.localPort}` : ''}${s.path ? ` ${s.path}` : ''}${s.remoteAddress ? ` -> ${s.remoteAddress}:${s.remotePort}` : ''}${s.listening ? ' (listening)' : ''}`);
+  }
+  lines.push(`ipc (${profile.ipc.length}):`);
+  for (const u of profile.ipc) lines.push(`  ${u.kind} ${u.name ?? ''}${u.key !== undefined ? ` key=0x${(u.key >>> 0).toString(16)}` : ''}${u.id !== undefined ? ` id=${u.id}` : ''}`);
+  if (!profile.completeness.complete) lines.push(`incomplete: ${profile.completeness.notes.join(' ')}`);
+  return lines.join('\n');
+}
+
+function splitAtDashes(args: string[]): [string[], string[]] {
+  const i = args.indexOf('--');
+  return i < 0 ? [args, []] : [args.slice(0, i), args.slice(i + 1)];
+}
+
+async function profileCommand(args: string[]): Promise<number> {
+  const [flags, command] = splitAtDashes(args);
+  const { values } = parseArgs({
+    args: flags,
+    options: {
+      profiler: { type: 'string' },
+      duration: { type: 'string', default: '5' },
+      pid: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const target = targetFrom(values.pid, command);
+  if (typeof target === 'string') {
+    console.error(`${target}\n${USAGE}`);
+    return 2;
+  }
+  const chosen = await chooseProfiler(values.profiler, 'pid' in target);
+  if (!chosen.profiler) {
+    console.error(`error [PROFILER_UNAVAILABLE]: ${chosen.reason}`);
+    return 1;
+  }
+  const line = createProgressLine();
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  const result = await chosen.profiler.profile(target, {
+    durationMs: Number(values.duration) * 1000,
+    signal: controller.signal,
+    onProgress: (p) => line.update(`${chosen.profiler!.name}: ${p.events} events, ${(p.elapsedMs / 1000).toFixed(1)} s`),
+  });
+  line.done();
+  if (result.isErr()) {
+    if (values.json) console.log(JSON.stringify({ error: result.error.toJSON() }, null, 2));
+    else console.error(`error [${result.error.code}]: ${result.error.message}`);
+    return 1;
+  }
+  console.log(values.json ? JSON.stringify(result.value, null, 2) : summarizeProfile(result.value));
+  return 0;
+}
+
+async function migrateCommand(args: string[]): Promise<number> {
+  const [flags, command] = splitAtDashes(args);
+  const { values } = parseArgs({
+    args: flags,
+    options: {
+      to: { type: 'string' },
+      pid: { type: 'string' },
+      profile: { type: 'string' },
+      profiler: { type: 'string' },
+      duration: { type: 'string', default: '3' },
+      name: { type: 'string' },
+      method: { type: 'string' },
+      'dry-run': { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      'stop-source': { type: 'boolean', default: false },
+      identity: { type: 'string' },
+      'known-hosts': { type: 'string' },
+      'trust-host-key': { type: 'string' },
+      'ssh-client': { type: 'string' },
+    },
+  });
+  if (!values.to) {
+    console.error(`--to is required\n${USAGE}`);
+    return 2;
+  }
+  let target: Parameters<typeof migrate>[0]['target'];
+  if (values.profile) {
+    const text = await readFile(values.profile, 'utf8');
+    let profile: unknown;
+    try {
+      profile = JSON.parse(text);
+    } catch (e) {
+      console.error(`error [INVALID_INPUT]: ${values.profile} is not JSON: ${(e as Error).message}`);
+      return 1;
+    }
+    target = { profile: profile as never, ...(values.pid ? { pid: Number(values.pid) } : {}) };
+  } else {
+    const t = targetFrom(values.pid, command);
+    if (typeof t === 'string') {
+      console.error(`${t}\n${USAGE}`);
+      return 2;
+    }
+    target = t;
+  }
+  const chosen = 'profile' in target ? {} : await chooseProfiler(values.profiler, 'pid' in target);
+  if (!('profile' in target) && !chosen.profiler) {
+    console.error(`error [PROFILER_UNAVAILABLE]: ${chosen.reason}`);
+    return 1;
+  }
+  const transport = await openDestination(values.to, {
+    ...(values.identity ? { identity: values.identity } : {}),
+    ...(values['known-hosts'] ? { knownHosts: values['known-hosts'] } : {}),
+    ...(values['trust-host-key'] ? { trustHostKey: values['trust-host-key'] } : {}),
+    ...(values['ssh-client'] ? { client: values['ssh-client'] } : {}),
+  });
+  if (transport.isErr()) {
+    console.error(`error [${transport.error.code}]: ${transport.error.message}`);
+    return 1;
+  }
+  const line = createProgressLine();
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  const sourcePolicy: SourcePolicy = values['stop-source'] ? 'stop' : 'keep-running';
+  const result = await migrate({
+    target,
+    destination: transport.value,
+    ...(chosen.profiler ? { profiler: chosen.profiler } : {}),
+    profileDurationMs: Number(values.duration) * 1000,
+    ...(values.name ? { name: values.name } : {}),
+    ...(values.method ? { method: values.method } : {}),
+    dryRun: values['dry-run'],
+    sourcePolicy,
+    signal: controller.signal,
+    onProgress: (p) =>
+      line.update(p.phase === 'transfer' && p.bytesTotal ? `transfer ${progressBar(p.bytesSent ?? 0, p.bytesTotal)} ${formatBytes(p.bytesSent ?? 0)}` : `${p.phase}...`),
+  });
+  line.done();
+  await transport.value.close();
+  if (result.isErr()) {
+    if (values.json) console.log(JSON.stringify({ error: result.error.toJSON() }, null, 2));
+    else console.error(`error [${result.error.code}]: ${result.error.message}`);
+    return 1;
+  }
+  const r = result.value;
+  if (values.json) {
+    console.log(JSON.stringify(r, null, 2));
+    return 0;
+  }
+  console.log(formatPlan(r.plan));
+  console.log(`\n${r.dryRun ? 'dry run: nothing sent' : `migrated ${r.name} with ${r.method}`}`);
+  console.log(`estimated ${formatBytes(r.estimatedBytes)} (bundle ${formatBytes(r.bundleEstimatedBytes)}), sent ${formatBytes(r.bytesSent)} incl. manifest ${formatBytes(r.manifestBytes)}`);
+  for (const p of r.phases) console.log(`  ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(7)} ms`);
+  if (r.destination) console.log(`destination: ${r.destination.installDir} pid ${r.destination.pid} ${r.destination.endpoints.join(' ')}`);
+  console.log(`source: ${r.source.action}${r.source.pid ? ` (pid ${r.source.pid})` : ''}`);
+  return 0;
+}
+
+async function detectCommand(): Promise<number> {
+  for (const p of await detectProfilers()) console.log(`${p.name.padEnd(8)} ${p.available ? 'available' : 'unavailable'}${p.reason ? `: ${p.reason}` : ''}`);
+  return 0;
+}
+
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
@@ -68,6 +256,12 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'plan':
       return planCommand(rest);
+    case 'profile':
+      return profileCommand(rest);
+    case 'migrate':
+      return migrateCommand(rest);
+    case 'detect':
+      return detectCommand();
     case undefined:
     case '-h':
     case '--help':

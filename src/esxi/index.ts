@@ -25,6 +25,7 @@ export { VimEndpointSchema, pemThumbprint } from './transport.js';
 export type { MoRef } from './soap.js';
 export type { HostInventory, VmInfo, VmFile, DatastoreInfo } from './inventory.js';
 export type { DatastoreFileRef, DatastoreDownload, TransferOptions } from './datastore-http.js';
+import { measureVmCopyBytes } from './migrate-vm.js';
 export { copyVmBetweenHosts, type CopyVmOptions, type CopyVmReport, type CopyProgress } from './migrate-vm.js';
 export type { LeaseDevice, LeaseExportOptions, LeaseExportResult } from './nfc-export.js';
 export type { WaitOptions } from './tasks.js';
@@ -41,6 +42,11 @@ export function findVm(client: VimClient, name: string, options: { signal?: Abor
 /** The VM's real size in bytes from `layoutEx.file` (disks, snapshots, config, logs). */
 export function estimateVmSize(client: VimClient, name: string, options: { signal?: AbortSignal } = {}): ResultAsync<number, EsxiError> {
   return wrap(`size of VM ${name}`, async () => vmSizeBytes(await findVmByName(client, name, options)));
+}
+
+/** Bytes a copy of the VM would send (its directory listing merged with `layoutEx.file`). */
+export function measureVmCopySize(client: VimClient, name: string, options: { signal?: AbortSignal } = {}): ResultAsync<number, EsxiError> {
+  return wrap(`copy size of VM ${name}`, () => measureVmCopyBytes(client, name, options));
 }
 
 /** Datacenter, VM folder, resource pool, host and datastores of a standalone host. */

@@ -86,6 +86,22 @@ async function filesToCopy(src: VimClient, inv: HostInventory, vm: VmInfo, datas
 }
 
 /**
+ * Bytes a copy of the VM would send: every file of its directory (the datastore listing, merged
+ * with `layoutEx.file`), without locks and swap files. On real hosts this matches `layoutEx`;
+ * on the simulator, whose layout reports 0-byte files, only the listing sees real sizes.
+ */
+export async function measureVmCopyBytes(src: VimClient, vmName: string, options: { signal?: AbortSignal } = {}): Promise<number> {
+  const vm = await findVmByName(src, vmName, options);
+  const vmx = parseDatastorePath(vm.vmPathName);
+  const inv = await getHostInventory(src, options);
+  const files = await filesToCopy(src, inv, vm, vmx.datastore, posix.dirname(vmx.path), options.signal);
+  return Math.max(
+    files.reduce((sum, f) => sum + f.size, 0),
+    vmSizeBytes(vm),
+  );
+}
+
+/**
  * Promise form of the copy (rejects with an EsxiError); prefer the ResultAsync wrapper
  * `copyVmBetweenHosts` exported from the esxi entry point.
  */

@@ -84,6 +84,8 @@ export const IsolationMethodSchema = z.object({
   transfers: z.array(TransferComponentSchema).min(1),
   /** A sentence on what the method needs at the destination. */
   needs: z.string().optional(),
+  /** The method moves the VM that hosts the program, so that VM must be known (`PlanOptions.hostingVm`). */
+  movesHostingVm: z.boolean().default(false),
 });
 /** An isolation method (validated; defaults filled in). */
 export type IsolationMethod = z.infer<typeof IsolationMethodSchema>;
@@ -185,6 +187,7 @@ export const ESXI_VM: IsolationMethod = IsolationMethodSchema.parse({
     },
   ],
   needs: 'the VM that hosts the program, and an ESXi host to receive it',
+  movesHostingVm: true,
 });
 
 /** The built-in methods, lightest first. */

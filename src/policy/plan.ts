@@ -83,6 +83,12 @@ export const PlanOptionsSchema = z.object({
       provides: z.array(z.string()).default([]),
     })
     .default({ provides: [] }),
+  /**
+   * The VM that hosts the program. `false`: the program is known not to run in a VM we can move,
+   * so VM methods are ruled out. Absent: not asked (planning in the abstract; VM methods stay
+   * candidates with a default image size).
+   */
+  hostingVm: z.union([z.literal(false), z.object({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative().optional() })]).optional(),
   /** Measured sizes that replace defaults, by size key: `jail-base-userland`, `vm-image`. */
   sizes: z.record(z.string(), z.number().int().nonnegative('sizes must not be negative')).default({}),
 });
@@ -197,6 +203,14 @@ function evaluate(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeo
       });
     }
   }
+  if (method.movesHostingVm && options.hostingVm === false) {
+    concerns.push({
+      id: 'vm-unknown',
+      severity: 'blocker',
+      message: `${method.name} moves the VM that hosts the program, and no such VM was named.`,
+      fix: 'name the VM (its vSphere endpoint and name) to make it a candidate',
+    });
+  }
   if (options.allowedMethods && !options.allowedMethods.includes(method.id)) {
     concerns.push({ id: 'not-allowed-by-options', severity: 'blocker', message: `${method.id} is not among the allowed methods.` });
   }
@@ -204,9 +218,11 @@ function evaluate(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeo
     concerns.push({ id: 'forbidden-by-options', severity: 'blocker', message: `${method.id} is forbidden by the options.` });
   }
 
+  const vmSize = method.movesHostingVm && options.hostingVm ? options.hostingVm.sizeBytes : undefined;
   const estimate = estimateTransfer(method, sizes, {
     destinationProvides: new Set(options.destination.provides),
-    sizes: options.sizes,
+    // A measured VM size (from the hypervisor's file layout) replaces the image default.
+    sizes: vmSize !== undefined ? { ...options.sizes, 'vm-image': vmSize } : options.sizes,
   });
   for (const item of estimate.items) {
     if (item.source === 'default') {

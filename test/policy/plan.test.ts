@@ -182,3 +182,18 @@ describe('invalid input is a typed error naming the field, never a throw', () =>
     expect(planMigration(JSON.stringify(parsed))._unsafeUnwrap()).toEqual(planMigration(parsed)._unsafeUnwrap());
   });
 });
+
+describe('the VM hosting the program', () => {
+  it('when known not to exist, VM methods are ruled out with a concern', () => {
+    const plan = planMigration(withNetwork(), { hostingVm: false })._unsafeUnwrap();
+    const vm = plan.candidates.find((c) => c.method === 'esxi-vm')!;
+    expect(vm.allowed).toBe(false);
+    expect(vm.concerns.find((c) => c.id === 'vm-unknown')!.message).toContain('no such VM was named');
+    expect(planMigration(withSysvIpc(), { hostingVm: false })._unsafeUnwrapErr().code).toBe('NO_ALLOWED_METHOD');
+  });
+  it('when named with its measured size, the estimate is that size, marked measured', () => {
+    const plan = planMigration(withSysvIpc(), { hostingVm: { name: 'bsd92', sizeBytes: 1234 * MB } })._unsafeUnwrap();
+    const vm = plan.candidates.find((c) => c.method === 'esxi-vm')!;
+    expect(vm.estimate).toMatchObject({ totalBytes: 1234 * MB, measured: true });
+  });
+});

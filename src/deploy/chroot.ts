@@ -1,0 +1,126 @@
+/**
+ * The chroot deployer: the program's files under a private root, the destination's own shared
+ * libraries copied in, a minimal `/dev`, and the program started with `unshare --root --wd`
+ * (util-linux) as its original uid/gid.
+ *
+ * @module
+ */
+import { posix } from 'node:path';
+import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
+import type { ApMigrateError } from '../errors.js';
+import type { ActivatedDeployment, DeployContext, Deployer } from '../spec/deployer.js';
+import { isPseudoPath } from '../policy/estimate.js';
+import {
+  BUILD_ROOT_SCRIPT,
+  DeployError,
+  healthCheckCommon,
+  launchArgv,
+  layoutFor,
+  preflightCommon,
+  receiveWithReceiver,
+  rollbackCommon,
+  runScript,
+  startDetached,
+} from './common.js';
+
+/** Options of {@link createChrootDeployer}. */
+export interface ChrootDeployerOptions {
+  /** Also accept device nodes from the bundle (default false). */
+  allowDevices?: boolean;
+  /** setuid/setgid files in the bundle: reject (default), strip the bits, or allow. */
+  setuid?: 'reject' | 'strip' | 'allow';
+  /** How long the health check waits for the program to listen (default 10 s). */
+  healthTimeoutMs?: number;
+}
+
+/** Tools the destination needs for a chroot deployment. */
+export const CHROOT_TOOLS = ['node', 'unshare', 'setsid', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
+
+const MOVE_INTO_PLACE_SCRIPT = `
+set -e
+staging="$1"; install="$2"
+mkdir -p "$staging/run"
+chmod 755 "$staging" "$staging/root"
+[ ! -e "$install" ] || { echo "exists: $install" >&2; exit 17; }
+mv -T -- "$staging" "$install"
+`;
+
+/** Directories the program will create files in: they must exist in its root. */
+function createdFileDirs(context: DeployContext): string[] {
+  const dirs = new Set<string>();
+  for (const f of context.profile.files) {
+    if (f.created && !isPseudoPath(f.path)) dirs.add(posix.dirname(f.path));
+  }
+  return [...dirs];
+}
+
+/** Whether the program read anything under `/proc` (then the root gets a mounted procfs). */
+export function needsProc(context: DeployContext): boolean {
+  return context.profile.files.some((f) => f.path === '/proc' || f.path.startsWith('/proc/'));
+}
+
+/** The environment the program starts with: the profile's, or a minimal one. */
+export function programEnv(context: DeployContext): string[] {
+  const env = context.profile.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', LANG: 'C.UTF-8' };
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+/** Build the private root inside staging, then move it into place with one rename. */
+export function buildAndActivate(context: DeployContext, stagingDir: string, extraUndo: string[][] = []): ResultAsync<ActivatedDeployment, ApMigrateError> {
+  const layout = layoutFor(context.transport, context.name);
+  const stagingRoot = posix.join(stagingDir, 'root');
+  const libraries = context.profile.files.filter((f) => f.sharedLibrary).map((f) => f.path);
+  const signalOpt = context.signal ? { signal: context.signal } : {};
+  const mkdirs = createdFileDirs(context).map((d) => posix.join(stagingRoot, d));
+  return runScript(context.transport, BUILD_ROOT_SCRIPT, [stagingRoot, context.profile.executable, context.profile.cwd, ...libraries], signalOpt)
+    .andThen(() => (mkdirs.length ? context.transport.exec(['mkdir', '-p', '--', ...mkdirs], signalOpt) : okAsync(undefined)))
+    .andThen(() => runScript(context.transport, MOVE_INTO_PLACE_SCRIPT, [stagingDir, layout.installDir], signalOpt))
+    .mapErr((e) => new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e }))
+    .map(() => ({ installDir: layout.installDir, rootDir: layout.rootDir, undo: extraUndo }));
+}
+
+/** Mount procfs in the root when the program uses it. */
+export function mountProcIfNeeded(context: DeployContext, activated: ActivatedDeployment): ResultAsync<void, ApMigrateError> {
+  if (!needsProc(context)) return okAsync(undefined);
+  return context.transport
+    .exec(['mount', '-t', 'proc', 'proc', posix.join(activated.rootDir, 'proc')], context.signal ? { signal: context.signal } : {})
+    .map(() => undefined);
+}
+
+/** The chroot deployer. */
+export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deployer {
+  return {
+    method: 'chroot',
+    // The destination supplies its own shared libraries (paper, section 3.2).
+    bundleSelection: () => ({ includeSharedLibraries: false }),
+    preflight: (context, estimatedBytes) => preflightCommon(context, estimatedBytes, CHROOT_TOOLS),
+    receive: (context, bundle, onBytes) =>
+      receiveWithReceiver(context, bundle, {
+        ...(options.allowDevices ? { allowDevices: true } : {}),
+        ...(options.setuid ? { setuid: options.setuid } : {}),
+        ...(onBytes ? { onBytes } : {}),
+      }),
+    activate: (context, staged) => buildAndActivate(context, staged.stagingDir),
+    start: (context, activated) => {
+      const { uid, gid, cwd } = context.profile;
+      const argv = ['env', '-i', ...programEnv(context), 'unshare', `--root=${activated.rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...launchArgv(context)];
+      return mountProcIfNeeded(context, activated)
+        .andThen(() => startDetached(context, activated, argv))
+        .map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') }));
+    },
+    healthCheck: (context, started) => healthCheckCommon(context, started, options.healthTimeoutMs !== undefined ? { timeoutMs: options.healthTimeoutMs } : {}),
+    rollback: (context, state) => rollbackCommon(context, state),
+  };
+}
+
+/** `host:port` for every TCP port the program listened on. */
+export function endpointsOf(context: DeployContext, host: string): string[] {
+  return [...new Set(context.profile.sockets.filter((s) => s.listening && s.localPort).map((s) => `${host}:${s.localPort}`))];
+}
+
+/** Fail early when a plan did not choose the method a deployer implements. */
+export function checkMethod(context: DeployContext, method: string): ResultAsync<void, ApMigrateError> {
+  return context.plan.chosen === method
+    ? okAsync(undefined)
+    : errAsync(new DeployError('PREFLIGHT_FAILED', `The plan chose ${context.plan.chosen}, not ${method}`));
+}

@@ -1,0 +1,329 @@
+/**
+ * Destination-side steps shared by the chroot and namespace deployers: pre-flight checks, the
+ * receiver, library resolution, starting, health checks and rollback. Every remote step is an
+ * argv run through the transport; scripts take their data as positional arguments ("$@"), never
+ * spliced into the script text, so no file name can become shell syntax.
+ *
+ * @module
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { dirname, join, posix } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Readable } from 'node:stream';
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
+import { ApMigrateError } from '../errors.js';
+import type { ExecResult } from '../spec/executor.js';
+import type { ActivatedDeployment, DeployContext, PreflightReport, StagedBundle, StartedProgram } from '../spec/deployer.js';
+import type { Transport } from '../spec/transport.js';
+
+/** Codes of deployment errors. */
+export type DeployErrorCode =
+  | 'PREFLIGHT_FAILED'
+  | 'DESTINATION_EXISTS'
+  | 'INSUFFICIENT_SPACE'
+  | 'TOOL_MISSING'
+  | 'PLATFORM_MISMATCH'
+  | 'RECEIVE_FAILED'
+  | 'RECEIVER_MISSING'
+  | 'ACTIVATE_FAILED'
+  | 'START_FAILED'
+  | 'HEALTH_CHECK_FAILED'
+  | 'ROLLBACK_FAILED';
+
+/** A deployment step failed at the destination. */
+export class DeployError extends ApMigrateError {
+  constructor(code: DeployErrorCode | string, message: string, options: { cause?: unknown; isRetryable?: boolean; details?: Record<string, unknown> } = {}) {
+    super(code, message, options);
+  }
+}
+
+/** Run a fixed POSIX sh script at the destination with `args` as "$@" (never spliced into the text). */
+export function runScript(
+  transport: Transport,
+  script: string,
+  args: readonly string[],
+  options: { signal?: AbortSignal; stdin?: Readable; allowNonZeroExit?: boolean; timeoutMs?: number } = {},
+): ResultAsync<ExecResult, ApMigrateError> {
+  return transport.exec(['sh', '-c', script, 'ap-migrate', ...args], {
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.stdin ? { stdin: options.stdin } : {}),
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    allowNonZeroExit: options.allowNonZeroExit ?? false,
+  });
+}
+
+/** Where things live at the destination for one migrated program. */
+export interface DestinationLayout {
+  /** `<root>/<name>`: the final install directory. */
+  installDir: string;
+  /** `<installDir>/root`: what the program sees as `/`. */
+  rootDir: string;
+  /** `<installDir>/run`: pid file and log, outside the program's root. */
+  runDir: string;
+  /** `<root>/.ap-migrate`: receiver and staging directories. */
+  workDir: string;
+}
+
+/** Compute the layout for `name` under the transport's root. */
+export function layoutFor(transport: Transport, name: string): DestinationLayout {
+  const installDir = posix.join(transport.root, name);
+  return {
+    installDir,
+    rootDir: posix.join(installDir, 'root'),
+    runDir: posix.join(installDir, 'run'),
+    workDir: posix.join(transport.root, '.ap-migrate'),
+  };
+}
+
+/** A name usable as one directory and namespace component. */
+export function isSafeName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name);
+}
+
+const PREFLIGHT_SCRIPT = `
+root="$1"; install="$2"; shift 2
+mkdir -p "$root" || exit 3
+echo "os=$(uname -s)"; echo "release=$(uname -r)"; echo "arch=$(uname -m)"
+echo "free_kb=$(df -Pk "$root" | awk 'NR==2 {print $4}')"
+if [ -e "$install" ] || [ -L "$install" ]; then echo "exists=1"; else echo "exists=0"; fi
+for tool in "$@"; do p=$(command -v "$tool" 2>/dev/null) && echo "tool.$tool=$p"; done
+exit 0
+`;
+
+/**
+ * Check the destination: platform matches the plan's, the install directory is free, every tool
+ * in `tools` exists, and there is room for `estimatedBytes` (plus 5% and 16 MiB of slack).
+ */
+export function preflightCommon(context: DeployContext, estimatedBytes: number, tools: readonly string[]): ResultAsync<PreflightReport, ApMigrateError> {
+  const { transport, name } = context;
+  if (!isSafeName(name)) {
+    return errAsync(new DeployError('PREFLIGHT_FAILED', `Invalid program name "${name}": use letters, digits, dot, dash, underscore (max 63)`));
+  }
+  const layout = layoutFor(transport, name);
+  return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...tools], context.signal ? { signal: context.signal } : {})
+    .mapErr((e) => new DeployError('PREFLIGHT_FAILED', `Pre-flight check on ${transport.description} failed: ${e.message}`, { cause: e, isRetryable: e.isRetryable }))
+    .andThen((result) => {
+      const facts = new Map<string, string>();
+      for (const line of result.stdout.split('\n')) {
+        const eq = line.indexOf('=');
+        if (eq > 0) facts.set(line.slice(0, eq), line.slice(eq + 1));
+      }
+      const foundTools: Record<string, string> = {};
+      for (const tool of tools) {
+        const path = facts.get(`tool.${tool}`);
+        if (path) foundTools[tool] = path;
+      }
+      const missing = tools.filter((t) => !foundTools[t]);
+      if (missing.length) {
+        return errAsync(new DeployError('TOOL_MISSING', `The destination ${transport.description} lacks: ${missing.join(', ')}`, { details: { missing } }));
+      }
+      if (facts.get('exists') === '1') {
+        return errAsync(new DeployError('DESTINATION_EXISTS', `${layout.installDir} already exists at ${transport.description}; choose another name or remove it`));
+      }
+      const os = (facts.get('os') ?? '').toLowerCase();
+      const expected = context.plan.destination.os;
+      if (os !== expected) {
+        return errAsync(new DeployError('PLATFORM_MISMATCH', `The plan was made for a ${expected} destination but ${transport.description} runs ${os || 'an unknown OS'}`));
+      }
+      const freeBytes = Number(facts.get('free_kb') ?? 'NaN') * 1024;
+      const needed = Math.ceil(estimatedBytes * 1.05) + 16 * 1024 * 1024;
+      if (!Number.isFinite(freeBytes) || freeBytes < needed) {
+        return errAsync(
+          new DeployError('INSUFFICIENT_SPACE', `The destination has ${Math.floor(freeBytes / 1048576)} MiB free under ${transport.root}; the bundle needs about ${Math.ceil(needed / 1048576)} MiB`, {
+            details: { freeBytes, needed },
+          }),
+        );
+      }
+      return okAsync<PreflightReport, ApMigrateError>({
+        platform: { os, release: facts.get('release') ?? '', arch: facts.get('arch') ?? '' },
+        freeBytes,
+        tools: foundTools,
+        installDir: layout.installDir,
+      });
+    });
+}
+
+/** Path of the built receiver (`dist/receiver.cjs`), next to this module in a build or under `dist/` from sources. */
+export function locateReceiver(): string | undefined {
+  const here = typeof __filename === 'string' ? dirname(__filename) : dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, 'receiver.cjs'), join(here, '..', '..', 'dist', 'receiver.cjs')];
+  if (process.env.AP_MIGRATE_RECEIVER) candidates.unshift(process.env.AP_MIGRATE_RECEIVER);
+  return candidates.find((p) => existsSync(p));
+}
+
+/** Upload the receiver (once per content hash) and run it with the bundle on its stdin. */
+export function receiveWithReceiver(
+  context: DeployContext,
+  bundle: Readable,
+  options: { allowDevices?: boolean; setuid?: 'reject' | 'strip' | 'allow'; onBytes?: (bytes: number) => void } = {},
+): ResultAsync<StagedBundle, ApMigrateError> {
+  const { transport } = context;
+  const receiverPath = locateReceiver();
+  if (!receiverPath) {
+    bundle.destroy();
+    return errAsync(new DeployError('RECEIVER_MISSING', 'dist/receiver.cjs not found: run `npm run build` (or set AP_MIGRATE_RECEIVER)'));
+  }
+  const layout = layoutFor(transport, context.name);
+  const hash = createHash('sha256').update(readFileSync(receiverPath)).digest('hex').slice(0, 16);
+  const remoteReceiver = posix.join(layout.workDir, `receiver-${hash}.cjs`);
+  const stagingDir = posix.join(layout.workDir, `staging-${context.name}-${randomBytes(6).toString('hex')}`);
+  const signalOpt = context.signal ? { signal: context.signal } : {};
+  let bytes = 0;
+  bundle.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    options.onBytes?.(bytes);
+  });
+  bundle.pause();
+  const flags = [...(options.allowDevices ? ['--allow-devices'] : []), ...(options.setuid ? [`--setuid=${options.setuid}`] : [])];
+  return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [layout.workDir, remoteReceiver], signalOpt)
+    .andThen((r) => (r.stdout.trim() === 'present' ? okAsync(undefined) : transport.upload(createReadStream(receiverPath), remoteReceiver, { ...signalOpt, mode: 0o600 }).map(() => undefined)))
+    .andThen(() => transport.exec(['node', remoteReceiver, 'unpack', posix.join(stagingDir, 'root'), ...flags], { ...signalOpt, stdin: bundle, allowNonZeroExit: true }))
+    .mapErr((e) => {
+      bundle.destroy();
+      return e;
+    })
+    .andThen((result) => {
+      const line = result.stdout.trim().split('\n').pop() ?? '';
+      let reply: { ok: boolean; report?: { bytesRead: number; entries: number; verified: boolean }; error?: { code: string; message: string; isRetryable?: boolean } };
+      try {
+        reply = JSON.parse(line);
+      } catch {
+        return errAsync(new DeployError('RECEIVE_FAILED', `The receiver at ${transport.description} exited with ${result.code}: ${result.stderr.trim().slice(0, 400)}`));
+      }
+      if (!reply.ok || !reply.report) {
+        const code = reply.error?.code ?? 'RECEIVE_FAILED';
+        return errAsync(new DeployError(code, `The destination rejected the bundle: ${reply.error?.message ?? 'unknown error'}`, { isRetryable: reply.error?.isRetryable ?? false }));
+      }
+      if (!reply.report.verified) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination could not verify the bundle against its manifest'));
+      return okAsync<StagedBundle, ApMigrateError>({ stagingDir, bytesReceived: reply.report.bytesRead || bytes, entriesVerified: reply.report.entries });
+    });
+}
+
+/**
+ * Copy the destination's own shared libraries that the program needs into its root:
+ * everything `ldd` lists for the program's binary, and every library the profile saw mapped that
+ * exists at the same path at the destination. Also make a minimal `/dev` and the program's cwd.
+ */
+export const BUILD_ROOT_SCRIPT = `
+set -e
+root="$1"; exe="$2"; cwd="$3"; shift 3
+mkdir -p "$root/dev" "$root/dev/shm" "$root/tmp" "$root/proc" "$root$cwd"
+chmod 1777 "$root/tmp" "$root/dev/shm"
+for spec in null:1:3 zero:1:5 random:1:8 urandom:1:9; do
+  IFS=: read -r n major minor <<EOF_SPEC
+$spec
+EOF_SPEC
+  [ -e "$root/dev/$n" ] || { mknod -m 666 "$root/dev/$n" c "$major" "$minor"; }
+done
+copy_lib() {
+  [ -e "$1" ] || return 0
+  [ -e "$root$1" ] && return 0
+  mkdir -p "$root$(dirname "$1")"
+  cp -L --preserve=mode,timestamps "$1" "$root$1"
+}
+if command -v ldd >/dev/null 2>&1; then
+  ldd "$root$exe" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\\//) print $i }' | while read -r lib; do copy_lib "$lib"; done
+fi
+for lib in "$@"; do copy_lib "$lib"; done
+`;
+
+/** The program's launch argv at the destination: executable plus its original arguments. */
+export function launchArgv(context: DeployContext): string[] {
+  return [context.profile.executable, ...context.profile.argv.slice(1)];
+}
+
+const START_SCRIPT = `
+log="$1"; pidfile="$2"; shift 2
+mkdir -p "$(dirname "$log")"
+setsid "$@" >"$log" 2>&1 </dev/null &
+echo $! >"$pidfile"
+echo "$!"
+`;
+
+/** Start `argv` detached at the destination, logging to `<runDir>/program.log`. */
+export function startDetached(context: DeployContext, activated: ActivatedDeployment, argv: readonly string[]): ResultAsync<{ pid: number; logPath: string }, ApMigrateError> {
+  const layout = layoutFor(context.transport, context.name);
+  const logPath = posix.join(layout.runDir, 'program.log');
+  const pidPath = posix.join(layout.runDir, 'launcher.pid');
+  void activated;
+  return runScript(context.transport, START_SCRIPT, [logPath, pidPath, ...argv], context.signal ? { signal: context.signal } : {})
+    .mapErr((e) => new DeployError('START_FAILED', `Could not start the program at ${context.transport.description}: ${e.message}`, { cause: e }))
+    .andThen((r) => {
+      const pid = Number(r.stdout.trim().split('\n').pop());
+      return Number.isInteger(pid) && pid > 0 ? okAsync({ pid, logPath }) : errAsync(new DeployError('START_FAILED', `The launcher printed no pid: ${r.stdout.slice(0, 200)}`));
+    });
+}
+
+const HEALTH_SCRIPT = `
+pid="$1"; log="$2"; wait_ms="$3"; shift 3
+i=0
+while [ "$i" -lt "$wait_ms" ]; do
+  # A zombie still answers kill -0, so read its state.
+  state=$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+  if [ -z "$state" ] || [ "$state" = Z ]; then echo "exited"; tail -c 2000 "$log" 2>/dev/null; exit 1; fi
+  ok=1
+  for port in "$@"; do
+    hex=$(printf '%04X' "$port")
+    grep -qiE "^ *[0-9]+: [0-9A-F]+:$hex [0-9A-F]+:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null || ok=0
+  done
+  [ "$ok" = 1 ] && [ "$i" -ge 300 ] && { echo "healthy"; exit 0; }
+  sleep 0.1; i=$((i + 100))
+done
+echo "timeout"; exit 2
+`;
+
+/**
+ * Healthy means: the process is still alive 300 ms after start and listens on every TCP port it
+ * listened on at the source (read from `/proc/net/tcp*`, as seen from `netnsExec`'s namespace).
+ */
+export function healthCheckCommon(
+  context: DeployContext,
+  started: StartedProgram,
+  options: { timeoutMs?: number; wrap?: (argv: string[]) => string[] } = {},
+): ResultAsync<void, ApMigrateError> {
+  const ports = [...new Set(context.profile.sockets.filter((s) => s.listening && s.protocol === 'tcp' && s.localPort).map((s) => String(s.localPort)))];
+  const argv = ['sh', '-c', HEALTH_SCRIPT, 'ap-migrate', String(started.pid), started.logPath, String(options.timeoutMs ?? 10_000), ...ports];
+  return context.transport
+    .exec(options.wrap ? options.wrap(argv) : argv, { allowNonZeroExit: true, ...(context.signal ? { signal: context.signal } : {}) })
+    .mapErr((e) => new DeployError('HEALTH_CHECK_FAILED', `Health check failed: ${e.message}`, { cause: e }))
+    .andThen((r) => {
+      if (r.code === 0) return okAsync(undefined);
+      const [verdict, ...rest] = r.stdout.split('\n');
+      const what = verdict === 'exited' ? 'the program exited at the destination' : `the program is not listening on port(s) ${ports.join(', ')}`;
+      return errAsync(new DeployError('HEALTH_CHECK_FAILED', `Health check failed: ${what}. ${rest.join('\n').trim().slice(0, 600)}`.trim()));
+    });
+}
+
+const ROLLBACK_SCRIPT = `
+pidfile="$1"; shift
+if [ -f "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  # Kill the whole session the launcher started (setsid made the pid its session leader).
+  pkill -KILL -s "$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+fi
+for dir in "$@"; do
+  [ -n "$dir" ] || continue
+  if [ -d "$dir/root/proc" ]; then umount -l "$dir/root/proc" 2>/dev/null || true; fi
+  rm -rf -- "$dir"
+done
+`;
+
+/** Stop the program (its whole session), run `undo` commands, and remove staging and install directories. */
+export function rollbackCommon(
+  context: DeployContext,
+  state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram },
+): ResultAsync<void, ApMigrateError> {
+  const layout = layoutFor(context.transport, context.name);
+  const dirs = [state.staged?.stagingDir, state.activated ? state.activated.installDir : undefined].filter((d): d is string => !!d);
+  const pidfile = posix.join(layout.runDir, 'launcher.pid');
+  // Rollback must run even after an abort, so it never takes the caller's signal.
+  const undo = (state.activated?.undo ?? []).reduce<ResultAsync<unknown, ApMigrateError>>(
+    (acc, argv) => acc.andThen(() => context.transport.exec(argv, { allowNonZeroExit: true })),
+    okAsync(undefined),
+  );
+  return runScript(context.transport, ROLLBACK_SCRIPT, [state.activated || state.started ? pidfile : '', ...dirs], { allowNonZeroExit: true })
+    .andThen(() => undo)
+    .map(() => undefined)
+    .mapErr((e) => new DeployError('ROLLBACK_FAILED', `Rollback at ${context.transport.description} failed: ${e.message}; check ${layout.installDir}`, { cause: e }));
+}

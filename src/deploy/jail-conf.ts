@@ -1,0 +1,188 @@
+/**
+ * Pure generation of a FreeBSD `jail.conf(5)` stanza for one migrated program.
+ *
+ * The quoting follows the jail(8) lexer (`usr.sbin/jail/jaillex.l`): inside a double-quoted value
+ * a backslash starts a C-style escape (`\\`, `\"`, `\n`, octal `\ooo`) and an unescaped `$`
+ * starts a variable, so `\`, `"` and `$` are always escaped and control characters are written
+ * as escapes. `exec.start` is a single string jail(8) hands to the jail's `/bin/sh -c` (it has
+ * shell metacharacters), so each argument is first single-quoted for sh, then the whole command
+ * is quoted for jail.conf: two layers, each exact.
+ *
+ * @module
+ */
+import { err, ok, type Result } from 'neverthrow';
+import { InvalidInputError, type InputIssue } from '../errors.js';
+import { shellQuote } from '../transports/quote.js';
+
+/** devfs ruleset 4 is `devfsrules_jail` in FreeBSD's default `/etc/defaults/devfs.rules`. */
+export const DEFAULT_DEVFS_RULESET = 4;
+
+/** How the jail reaches the network. */
+export type JailNetwork =
+  /** No network at all: `ip4 = disable; ip6 = disable` (files-only programs). */
+  | { mode: 'none' }
+  /** Addresses on a host interface (`ip4.addr = "em0|192.0.2.10/32"`); jail(8) adds and removes the aliases. */
+  | { mode: 'ip4'; interface: string; addresses: readonly string[] }
+  /** A network stack of its own (VIMAGE) with one epair end moved in (`vnet.interface`). */
+  | { mode: 'vnet'; interface: string };
+
+/** Everything {@link renderJailConf} needs. */
+export interface JailConfSpec {
+  /** Jail name: letters, digits, `_`, `-`; not all digits (jail(8) would read a number as a jid). */
+  name: string;
+  /** Host path of the jail's root directory. */
+  path: string;
+  /** `host.hostname` inside the jail (default: the name). */
+  hostname?: string;
+  network: JailNetwork;
+  /** devfs ruleset for the jail's `/dev` (default {@link DEFAULT_DEVFS_RULESET}); 0 (no rules) is refused. */
+  devfsRuleset?: number;
+  /** Give the jail its own SysV IPC namespace (`sysvshm/sysvsem/sysvmsg = new`, FreeBSD 11+). */
+  sysvIpc?: boolean;
+  /** The program's argv; `argv[0]` is the path of the executable inside the jail. */
+  argv: readonly string[];
+  /** Working directory inside the jail. */
+  cwd: string;
+  /** Extra environment variables exported before the program starts. */
+  env?: Readonly<Record<string, string>>;
+  /** User the program runs as (`exec.jail_user`), looked up in the host's passwd (`exec.system_jail_user`). */
+  jailUser: string;
+  /** User for commands run on the host side (`exec.system_user`); unset means the caller (root). */
+  systemUser?: string;
+  /** Host file receiving the program's stdout and stderr (`exec.consolelog`). */
+  consoleLog: string;
+  /** Commands run on the host after the jail is created (`exec.created`), as argv arrays. */
+  created?: ReadonlyArray<readonly string[]>;
+  /** Keep the jail when no process runs in it (default true), so a crash is seen, not hidden. */
+  persist?: boolean;
+}
+
+const NAME = /^(?![0-9]+$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const INTERFACE = /^[a-z][a-z0-9_.]{0,14}$/;
+const IPV4_CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}(\/([0-9]|[12][0-9]|3[0-2]))?$/;
+const USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Quote `value` as one double-quoted jail.conf string. `\`, `"` and `$` are escaped (an unescaped
+ * `$` would start a variable), newline, tab and CR become `\n`, `\t`, `\r`, other control
+ * characters a three-digit octal escape. NUL cannot be represented and must be refused earlier.
+ */
+export function quoteJailConfString(value: string): string {
+  let out = '"';
+  for (const ch of value) {
+    const code = ch.codePointAt(0)!;
+    if (ch === '\\' || ch === '"' || ch === '$') out += `\\${ch}`;
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\t') out += '\\t';
+    else if (ch === '\r') out += '\\r';
+    // Always three digits: the lexer reads up to three octal digits, so a following digit is safe.
+    else if (code < 0x20 || code === 0x7f) out += `\\${code.toString(8).padStart(3, '0')}`;
+    else out += ch;
+  }
+  return `${out}"`;
+}
+
+/**
+ * The shell command `exec.start` runs in the jail: export the environment, change to the working
+ * directory, and replace the shell with the program, in the background (`&`) so `jail -c` returns
+ * once it is launched instead of waiting for a server that never exits. stdin is `/dev/null`
+ * (from the jail's devfs); stdout and stderr go to `exec.consolelog`.
+ */
+export function execStartCommand(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>> = {}): string {
+  const exports = Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`);
+  const prefix = exports.length ? `export ${exports.join(' ')}; ` : '';
+  return `${prefix}cd ${shellQuote(cwd)} && exec ${argv.map(shellQuote).join(' ')} </dev/null &`;
+}
+
+/** The argv of an `exec.created` command as one sh command line (jail(8) runs it with `/bin/sh -c` when quoted). */
+function commandLine(argv: readonly string[]): string {
+  return argv.map(shellQuote).join(' ');
+}
+
+/** Whether `name` can name a jail: letters, digits, `_`, `-`; not all digits; no dots (jail(8) reads them as a hierarchy). */
+export function isValidJailName(name: string): boolean {
+  return NAME.test(name);
+}
+
+function validate(spec: JailConfSpec): InputIssue[] {
+  const issues: InputIssue[] = [];
+  const noNul = (path: string, value: string) => {
+    if (value.includes('\0')) issues.push({ path, message: 'must not contain NUL' });
+  };
+  if (!NAME.test(spec.name)) issues.push({ path: 'name', message: 'use letters, digits, "_" and "-" (max 63, not all digits, no dots)' });
+  const hostname = spec.hostname ?? spec.name;
+  if (!HOSTNAME.test(hostname) || hostname.length > 255) issues.push({ path: 'hostname', message: 'not a valid host name' });
+  for (const [field, value] of [['path', spec.path], ['cwd', spec.cwd], ['consoleLog', spec.consoleLog]] as const) {
+    if (!value.startsWith('/')) issues.push({ path: field, message: 'must be an absolute path' });
+    noNul(field, value);
+  }
+  if (spec.path === '/' || /(^|\/)\.\.?(\/|$)/.test(spec.path)) issues.push({ path: 'path', message: 'must be a normalised directory other than /' });
+  if (spec.argv.length === 0 || !spec.argv[0]?.startsWith('/')) issues.push({ path: 'argv.0', message: 'argv[0] must be the absolute path of the executable' });
+  spec.argv.forEach((a, i) => noNul(`argv.${i}`, a));
+  for (const [k, v] of Object.entries(spec.env ?? {})) {
+    if (!ENV_NAME.test(k)) issues.push({ path: `env.${k}`, message: 'not a valid environment variable name' });
+    noNul(`env.${k}`, v);
+  }
+  if (!USER.test(spec.jailUser)) issues.push({ path: 'jailUser', message: 'not a valid user name' });
+  if (spec.systemUser !== undefined && !USER.test(spec.systemUser)) issues.push({ path: 'systemUser', message: 'not a valid user name' });
+  const ruleset = spec.devfsRuleset ?? DEFAULT_DEVFS_RULESET;
+  if (!Number.isInteger(ruleset) || ruleset < 1 || ruleset > 65535) {
+    issues.push({ path: 'devfsRuleset', message: 'must be a ruleset number from 1 (0 would expose every host device)' });
+  }
+  const net = spec.network;
+  if (net.mode === 'ip4') {
+    if (!INTERFACE.test(net.interface)) issues.push({ path: 'network.interface', message: 'not an interface name' });
+    if (net.addresses.length === 0) issues.push({ path: 'network.addresses', message: 'at least one IPv4 address is needed' });
+    net.addresses.forEach((a, i) => {
+      if (!IPV4_CIDR.test(a)) issues.push({ path: `network.addresses.${i}`, message: 'not an IPv4 address (optionally /prefix)' });
+    });
+  } else if (net.mode === 'vnet') {
+    if (!INTERFACE.test(net.interface)) issues.push({ path: 'network.interface', message: 'not an interface name' });
+  }
+  (spec.created ?? []).forEach((argv, i) => {
+    if (argv.length === 0) issues.push({ path: `created.${i}`, message: 'empty command' });
+    argv.forEach((a, j) => noNul(`created.${i}.${j}`, a));
+  });
+  return issues;
+}
+
+/**
+ * Render the jail.conf stanza for `spec`. Secure defaults: no network unless asked, devfs with a
+ * restrictive ruleset, `enforce_statfs = 2` (the jail sees only its own mounts), no child jails,
+ * and the program run as `jailUser`, never as the caller.
+ */
+export function renderJailConf(spec: JailConfSpec): Result<string, InvalidInputError> {
+  const issues = validate(spec);
+  if (issues.length) return err(new InvalidInputError('jail.conf spec', issues));
+  const q = quoteJailConfString;
+  const lines: string[] = [
+    `# Generated by ap-migrate for "${spec.name}". Removed with the jail on rollback.`,
+    `${spec.name} {`,
+    `\tpath = ${q(spec.path)};`,
+    `\thost.hostname = ${q(spec.hostname ?? spec.name)};`,
+  ];
+  const net = spec.network;
+  if (net.mode === 'none') {
+    lines.push('\tip4 = "disable";', '\tip6 = "disable";');
+  } else if (net.mode === 'ip4') {
+    lines.push(`\tip4.addr = ${net.addresses.map((a) => q(`${net.interface}|${a}`)).join(', ')};`, '\tip6 = "disable";');
+  } else {
+    lines.push('\tvnet;', `\tvnet.interface = ${q(net.interface)};`);
+  }
+  lines.push(
+    '\tmount.devfs;',
+    `\tdevfs_ruleset = ${spec.devfsRuleset ?? DEFAULT_DEVFS_RULESET};`,
+    '\tenforce_statfs = 2;',
+    '\tchildren.max = 0;',
+  );
+  if (spec.sysvIpc) lines.push('\tsysvshm = "new";', '\tsysvsem = "new";', '\tsysvmsg = "new";');
+  if (spec.systemUser !== undefined) lines.push(`\texec.system_user = ${q(spec.systemUser)};`);
+  lines.push('\texec.system_jail_user;', `\texec.jail_user = ${q(spec.jailUser)};`, `\texec.consolelog = ${q(spec.consoleLog)};`);
+  for (const [i, argv] of (spec.created ?? []).entries()) lines.push(`\texec.created ${i === 0 ? '=' : '+='} ${q(commandLine(argv))};`);
+  lines.push(`\texec.start = ${q(execStartCommand(spec.argv, spec.cwd, spec.env))};`);
+  if (spec.persist ?? true) lines.push('\tpersist;');
+  lines.push('}', '');
+  return ok(lines.join('\n'));
+}

@@ -1,0 +1,132 @@
+/**
+ * The Linux namespaces deployer: the same bundle and private root as chroot (plus the shared
+ * libraries the bundle carries), started in new mount, IPC, PID and UTS namespaces inside a
+ * network namespace of its own, joined to the destination host by a veth pair.
+ *
+ * The program's SysV IPC objects live in its own IPC namespace; its sockets live in its own
+ * network namespace, reachable from the destination host at the container address.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
+import type { ApMigrateError } from '../errors.js';
+import type { DeployContext, Deployer } from '../spec/deployer.js';
+import { buildAndActivate, endpointsOf, needsProc, programEnv } from './chroot.js';
+import { DeployError, healthCheckCommon, launchArgv, preflightCommon, receiveWithReceiver, rollbackCommon, runScript, startDetached } from './common.js';
+
+/** Addresses of the veth pair joining the program's network namespace to the destination host. */
+export interface VethAddresses {
+  /** Host side, CIDR, e.g. `10.231.7.1/30`. */
+  host: string;
+  /** Program side, CIDR, e.g. `10.231.7.2/30`. */
+  program: string;
+}
+
+/** Options of {@link createNamespacesDeployer}. */
+export interface NamespacesDeployerOptions {
+  /** Addresses of the veth pair (default: a /30 in 10.231.0.0/16 derived from the name). */
+  addresses?: (name: string) => VethAddresses;
+  /** How long the health check waits for the program to listen (default 10 s). */
+  healthTimeoutMs?: number;
+  /** setuid/setgid files in the bundle: reject (default), strip, or allow. */
+  setuid?: 'reject' | 'strip' | 'allow';
+}
+
+/** Tools the destination needs. */
+export const NAMESPACES_TOOLS = ['node', 'unshare', 'setsid', 'ip', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
+
+/** Default veth addresses: a /30 in 10.231.0.0/16 picked from a hash of the name. */
+export function defaultVethAddresses(name: string): VethAddresses {
+  const n = createHash('sha256').update(name).digest().readUInt16BE(0) % 16384;
+  const third = Math.floor(n / 64);
+  const fourth = (n % 64) * 4;
+  return { host: `10.231.${third}.${fourth + 1}/30`, program: `10.231.${third}.${fourth + 2}/30` };
+}
+
+/** Network-namespace and interface names for a program (interface names are at most 15 bytes). */
+export function namespaceNames(name: string): { netns: string; hostVeth: string } {
+  const short = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return { netns: `apm-${name}`, hostVeth: `apm${short}` };
+}
+
+const NETWORK_SCRIPT = `
+set -e
+ns="$1"; hv="$2"; hostaddr="$3"; progaddr="$4"
+ip netns add "$ns"
+ip link add "$hv" type veth peer name eth0 netns "$ns"
+ip addr add "$hostaddr" dev "$hv"
+ip link set "$hv" up
+ip -n "$ns" addr add "$progaddr" dev eth0
+ip -n "$ns" link set eth0 up
+ip -n "$ns" link set lo up
+ip -n "$ns" route add default via "\${hostaddr%/*}"
+`;
+
+/** The argv that starts the program inside its namespaces. */
+export function namespacesLaunchArgv(context: DeployContext, rootDir: string): string[] {
+  const { netns } = namespaceNames(context.name);
+  const { uid, gid, cwd } = context.profile;
+  return [
+    'ip', 'netns', 'exec', netns,
+    'env', '-i', ...programEnv(context),
+    'unshare', '--mount', '--ipc', '--pid', '--fork', '--uts', '--kill-child',
+    ...(needsProc(context) ? [`--mount-proc=${posix.join(rootDir, 'proc')}`] : []),
+    `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid),
+    '--', ...launchArgv(context),
+  ];
+}
+
+/** The Linux namespaces deployer. */
+export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}): Deployer {
+  const addressesOf = options.addresses ?? defaultVethAddresses;
+  return {
+    method: 'linux-namespaces',
+    preflight: (context, estimatedBytes) =>
+      preflightCommon(context, estimatedBytes, NAMESPACES_TOOLS).andThen((report) => {
+        const { netns } = namespaceNames(context.name);
+        return context.transport
+          .exec(['ip', 'netns', 'list'], context.signal ? { signal: context.signal } : {})
+          .andThen((r) =>
+            r.stdout.split('\n').some((line) => line.split(' ')[0] === netns)
+              ? errAsync<typeof report, ApMigrateError>(new DeployError('DESTINATION_EXISTS', `Network namespace ${netns} already exists at ${context.transport.description}`))
+              : okAsync<typeof report, ApMigrateError>(report),
+          );
+      }),
+    receive: (context, bundle, onBytes) =>
+      receiveWithReceiver(context, bundle, { ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
+    activate: (context, staged) => {
+      const { netns, hostVeth } = namespaceNames(context.name);
+      const addrs = addressesOf(context.name);
+      const undo = [
+        ['ip', 'netns', 'del', netns],
+        ['ip', 'link', 'del', hostVeth],
+      ];
+      // Network first: if it fails, nothing was moved into place and rollback removes staging.
+      return runScript(context.transport, NETWORK_SCRIPT, [netns, hostVeth, addrs.host, addrs.program], context.signal ? { signal: context.signal } : {})
+        .orElse((e) =>
+          runScript(context.transport, 'ip netns del "$1" 2>/dev/null; ip link del "$2" 2>/dev/null; exit 0', [netns, hostVeth]).andThen(() =>
+            errAsync(new DeployError('ACTIVATE_FAILED', `Could not create the network namespace: ${e.message}`, { cause: e })),
+          ),
+        )
+        .andThen(() =>
+          buildAndActivate(context, staged.stagingDir, undo).orElse((e) =>
+            runScript(context.transport, 'ip netns del "$1" 2>/dev/null; ip link del "$2" 2>/dev/null; exit 0', [netns, hostVeth]).andThen(() => errAsync(e)),
+          ),
+        );
+    },
+    start: (context, activated) =>
+      startDetached(context, activated, namespacesLaunchArgv(context, activated.rootDir)).map(({ pid, logPath }) => ({
+        pid,
+        logPath,
+        endpoints: endpointsOf(context, addressesOf(context.name).program.split('/')[0]!),
+      })),
+    healthCheck: (context, started) =>
+      healthCheckCommon(context, started, {
+        ...(options.healthTimeoutMs !== undefined ? { timeoutMs: options.healthTimeoutMs } : {}),
+        wrap: (argv) => ['ip', 'netns', 'exec', namespaceNames(context.name).netns, ...argv],
+      }),
+    rollback: (context, state) => rollbackCommon(context, state),
+  };
+}

@@ -1,0 +1,367 @@
+/**
+ * `migrate()`: profile -> plan -> pre-flight -> pack and send as one stream -> verify -> activate
+ * -> start -> health check -> source policy. The source program is never touched before the
+ * destination is verified and running; any failure after the destination was touched is rolled
+ * back there, so a failed or aborted migration leaves no half-installed destination.
+ *
+ * @module
+ */
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
+import { ApMigrateError, InvalidInputError } from './errors.js';
+import { createBundleStream, type PackReport } from './bundle/pack.js';
+import { estimateBundleBytes } from './bundle/estimate.js';
+import { planMigration, type MigrationPlan, type PlanOptions } from './policy/plan.js';
+import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from './policy/profile.js';
+import type { ActivatedDeployment, Deployer, DeployContext, StagedBundle, StartedProgram } from './spec/deployer.js';
+import type { ProfileTarget, Profiler } from './spec/profiler.js';
+import type { Transport } from './spec/transport.js';
+import { createChrootDeployer } from './deploy/chroot.js';
+import { createNamespacesDeployer } from './deploy/namespaces.js';
+import { createJailDeployer } from './deploy/jail.js';
+import { closeSessions, connectDestination, measureHostingVm, moveHostingVm, settleSourceVm, type HostingVm, type VmSessions } from './deploy/esxi-vm.js';
+
+/** The phases of a migration, in order. */
+export const MIGRATION_PHASES = ['profile', 'plan', 'preflight', 'transfer', 'activate', 'start', 'health', 'source'] as const;
+/** One phase of a migration. */
+export type MigrationPhase = (typeof MIGRATION_PHASES)[number];
+
+/** Progress of a migration: the phase, and bytes for the transfer phase. */
+export interface MigrationProgress {
+  phase: MigrationPhase;
+  /** Bytes sent so far (transfer phase). */
+  bytesSent?: number;
+  /** Bytes expected in all (transfer phase). */
+  bytesTotal?: number;
+  /** A short line for people. */
+  message?: string;
+}
+
+/** What to do with the source program once the destination runs and is healthy. */
+export type SourcePolicy = 'keep-running' | 'stop';
+
+/** Options of {@link migrate}. */
+export interface MigrateOptions {
+  /** The program: profile it (launch or attach with `profiler`), or take a given profile. */
+  target: ProfileTarget | { profile: ResourceProfileInput; pid?: number };
+  /** Where it goes (for the file-based methods: chroot, namespaces, jail). */
+  destination?: Transport;
+  /**
+   * The VM hosting the program and the ESXi host to move it to. Without it the `esxi-vm` method
+   * is not a candidate (the plan says why); with it, its estimate is the VM's measured size.
+   */
+  vm?: HostingVm;
+  /** Name at the destination (directory, namespace); default: the executable's base name. */
+  name?: string;
+  /** Force a method (it must still be allowed by the plan). */
+  method?: string;
+  /** Profiler used when `target` is not a profile. */
+  profiler?: Profiler;
+  /** How long to watch when profiling (default 3 s). */
+  profileDurationMs?: number;
+  /** Extra planner options (destination facts, sizes, methods). */
+  planOptions?: PlanOptions;
+  /** Deployers by method id (defaults: chroot, linux-namespaces). */
+  deployers?: Record<string, Deployer>;
+  /** Stop everything; whatever exists at the destination is rolled back. */
+  signal?: AbortSignal;
+  onProgress?: (progress: MigrationProgress) => void;
+  /** Profile, plan and pre-flight only: nothing is sent or changed. */
+  dryRun?: boolean;
+  /** Default `keep-running`: the source is left alone. `stop` sends it SIGTERM after the destination is healthy. */
+  sourcePolicy?: SourcePolicy;
+}
+
+/** Time spent in one phase. */
+export interface PhaseTiming {
+  phase: MigrationPhase;
+  ms: number;
+}
+
+/** What a migration did. */
+export interface MigrationReport {
+  name: string;
+  method: string;
+  plan: MigrationPlan;
+  profile: ResourceProfile;
+  dryRun: boolean;
+  /** The plan's estimate for the chosen method. */
+  estimatedBytes: number;
+  /** The bundle's own estimate (the plan's files plus tar headers, without the manifest). */
+  bundleEstimatedBytes: number;
+  /** Bytes of the bundle actually sent (0 for a dry run). */
+  bytesSent: number;
+  /** Bytes of the manifest entry in `bytesSent`. */
+  manifestBytes: number;
+  phases: PhaseTiming[];
+  destination?: { installDir: string; pid: number; endpoints: string[]; logPath: string };
+  /** For `esxi-vm`: the registered copy and its power state. */
+  vm?: { name: string; destinationVmx: string; powerState: string; files: number };
+  source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
+}
+
+const DEFAULT_DEPLOYERS = (): Record<string, Deployer> => ({
+  chroot: createChrootDeployer(),
+  'linux-namespaces': createNamespacesDeployer(),
+  'freebsd-jail': createJailDeployer(),
+});
+
+function isProfileTarget(target: MigrateOptions['target']): target is { profile: ResourceProfileInput; pid?: number } {
+  return 'profile' in target;
+}
+
+function defaultName(profile: ResourceProfile): string {
+  const base = profile.executable.split('/').pop() ?? 'program';
+  return base.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || 'program';
+}
+
+/** Stop the source program: SIGTERM, then SIGKILL after 5 s. */
+async function stopSource(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Migrate a program. Returns a report, or a typed error; on error after the destination was
+ * touched, everything created there has been removed and the source is untouched.
+ */
+export function migrate(options: MigrateOptions): ResultAsync<MigrationReport, ApMigrateError> {
+  const launched: { pid?: number } = {};
+  return ResultAsync.fromPromise(runMigration(options, launched), (e) =>
+    e instanceof ApMigrateError ? e : new ApMigrateError('MIGRATION_FAILED', `Migration failed: ${String(e)}`, { cause: e }),
+  )
+    .andThen((r) => r)
+    .mapErr((error) => {
+      // A program we launched to profile keeps running after a failure: say which one it is.
+      if (launched.pid !== undefined) error.details.sourcePid = launched.pid;
+      return error;
+    });
+}
+
+async function runMigration(options: MigrateOptions, launched: { pid?: number }): Promise<ResultAsync<MigrationReport, ApMigrateError>> {
+  const phases: PhaseTiming[] = [];
+  const emit = (p: MigrationProgress) => options.onProgress?.(p);
+  const timed = async <T>(phase: MigrationPhase, work: () => PromiseLike<T>): Promise<T> => {
+    emit({ phase, message: `${phase}...` });
+    const start = performance.now();
+    try {
+      return await work();
+    } finally {
+      phases.push({ phase, ms: performance.now() - start });
+    }
+  };
+  const aborted = () =>
+    options.signal?.aborted ? new ApMigrateError('ABORTED', 'The migration was aborted', { cause: options.signal.reason }) : undefined;
+
+  // 1. Profile (or validate a given one).
+  const target = options.target;
+  let sourcePid: number | undefined;
+  const profiled = await timed('profile', async () => {
+    if (isProfileTarget(target)) {
+      sourcePid = target.pid;
+      const parsed = ResourceProfileSchema.safeParse(target.profile);
+      return parsed.success
+        ? okAsync<ResourceProfile, ApMigrateError>(parsed.data)
+        : errAsync<ResourceProfile, ApMigrateError>(
+            new InvalidInputError('resource profile', parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }))),
+          );
+    }
+    if ('pid' in target) sourcePid = target.pid;
+    if (!options.profiler) return errAsync<ResourceProfile, ApMigrateError>(new InvalidInputError('migrate options', [{ path: 'profiler', message: 'a profiler is needed to profile a pid or command' }]));
+    return options.profiler.profile(target, {
+      durationMs: options.profileDurationMs ?? 3000,
+      ...(options.signal ? { signal: options.signal } : {}),
+      keepRunning: true,
+    });
+  });
+  if (profiled.isErr()) return errAsync(profiled.error);
+  const profile = profiled.value;
+  // A program we launched to profile keeps running: it is the source now.
+  if (sourcePid === undefined && !isProfileTarget(target)) sourcePid = launched.pid = profile.processes[0]?.pid;
+
+  // 2. Plan (measuring the hosting VM first, when there is one).
+  let vmSessions: VmSessions | undefined;
+  const planned = await timed('plan', async () => {
+    if (options.vm) {
+      const measured = await measureHostingVm(options.vm, options.signal);
+      if (measured.isErr()) return errAsync<MigrationPlan, ApMigrateError>(measured.error);
+      vmSessions = measured.value;
+    }
+    return planMigration(profile, {
+      ...options.planOptions,
+      hostingVm: options.vm && vmSessions ? { name: options.vm.name, sizeBytes: vmSessions.sizeBytes } : false,
+      ...(options.method ? { allowedMethods: [options.method] } : {}),
+    });
+  });
+  if (planned.isErr()) {
+    await closeSessions(vmSessions);
+    return errAsync(planned.error);
+  }
+  const plan = planned.value;
+  if (plan.chosen === 'esxi-vm' && options.vm && vmSessions) {
+    try {
+      return await migrateHostingVm(options, options.vm, vmSessions, { profile, plan, phases, timed, emit, sourcePid });
+    } finally {
+      await closeSessions(vmSessions);
+    }
+  }
+  await closeSessions(vmSessions);
+  if (!options.destination) {
+    return errAsync(new InvalidInputError('migrate options', [{ path: 'destination', message: `a destination transport is needed for ${plan.chosen}` }]));
+  }
+  const destination = options.destination;
+  const chosen = plan.candidates.find((c) => c.method === plan.chosen)!;
+  const deployers = { ...DEFAULT_DEPLOYERS(), ...options.deployers };
+  const deployer = deployers[plan.chosen];
+  if (!deployer) {
+    return errAsync(
+      new ApMigrateError('NO_DEPLOYER', `The plan chose ${plan.chosen}, but no deployer for it is registered (have: ${Object.keys(deployers).join(', ')})`, {
+        details: { plan },
+      }),
+    );
+  }
+  const name = options.name ?? defaultName(profile);
+  const context: DeployContext = { transport: destination, profile, plan, name, ...(options.signal ? { signal: options.signal } : {}) };
+  const selection = deployer.bundleSelection?.(context) ?? { includeSharedLibraries: true };
+  const bundleEstimate = estimateBundleBytes(profile, selection);
+
+  // 3. Pre-flight: reachable, authenticated, tools, space, no collision.
+  const pre = await timed('preflight', () => deployer.preflight(context, bundleEstimate.bytes));
+  if (pre.isErr()) return errAsync(pre.error);
+  const report: MigrationReport = {
+    name,
+    method: plan.chosen,
+    plan,
+    profile,
+    dryRun: !!options.dryRun,
+    estimatedBytes: chosen.estimate.totalBytes,
+    bundleEstimatedBytes: bundleEstimate.bytes,
+    bytesSent: 0,
+    manifestBytes: 0,
+    phases,
+    source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: sourcePid !== undefined ? 'kept-running' : 'none' },
+  };
+  if (options.dryRun) return okAsync(report);
+  const abortedBeforeSend = aborted();
+  if (abortedBeforeSend) return errAsync(abortedBeforeSend);
+
+  // 4..7: everything from here on is rolled back on failure.
+  const state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram } = {};
+  const fail = async (error: ApMigrateError): Promise<ResultAsync<MigrationReport, ApMigrateError>> => {
+    const rolledBack = await deployer.rollback(context, state);
+    if (rolledBack.isErr()) {
+      return errAsync(new ApMigrateError(error.code, `${error.message} (and rollback failed: ${rolledBack.error.message})`, { cause: error, isRetryable: false }));
+    }
+    return errAsync(error);
+  };
+
+  const transfer = await timed('transfer', async () => {
+    const bundle = createBundleStream(profile, {
+      ...selection,
+      plan,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    if (bundle.isErr()) return errAsync<{ staged: StagedBundle; pack: PackReport }, ApMigrateError>(bundle.error);
+    const { stream, report: packReport } = bundle.value;
+    const received = deployer.receive(context, stream, (bytes) => emit({ phase: 'transfer', bytesSent: bytes, bytesTotal: bundleEstimate.bytes }));
+    const [staged, pack] = await Promise.all([received, packReport]);
+    if (pack.isErr()) {
+      if (staged.isOk()) state.staged = staged.value;
+      return errAsync<{ staged: StagedBundle; pack: PackReport }, ApMigrateError>(pack.error);
+    }
+    if (staged.isErr()) return errAsync<{ staged: StagedBundle; pack: PackReport }, ApMigrateError>(staged.error);
+    return okAsync<{ staged: StagedBundle; pack: PackReport }, ApMigrateError>({ staged: staged.value, pack: pack.value });
+  });
+  if (transfer.isErr()) return fail(aborted() ?? transfer.error);
+  state.staged = transfer.value.staged;
+  report.bytesSent = transfer.value.pack.totalBytes;
+  report.manifestBytes = transfer.value.pack.manifestBytes;
+
+  const steps: Array<[MigrationPhase, () => ResultAsync<unknown, ApMigrateError>]> = [
+    ['activate', () => deployer.activate(context, state.staged!).map((a) => (state.activated = a))],
+    ['start', () => deployer.start(context, state.activated!).map((s) => (state.started = s))],
+    ['health', () => deployer.healthCheck(context, state.started!)],
+  ];
+  for (const [phase, step] of steps) {
+    const early = aborted();
+    if (early) return fail(early);
+    const result = await timed(phase, step);
+    if (result.isErr()) return fail(aborted() ?? result.error);
+    if (phase === 'activate') delete state.staged; // moved into place: rollback removes the install dir instead
+  }
+  const started = state.started!;
+  report.destination = { installDir: state.activated!.installDir, pid: started.pid, endpoints: started.endpoints, logPath: started.logPath };
+
+  // 8. Only now may the source be touched.
+  await timed('source', async () => {
+    if (options.sourcePolicy === 'stop' && sourcePid !== undefined) {
+      await stopSource(sourcePid);
+      report.source.action = 'stopped';
+    }
+  });
+  return okAsync(report);
+}
+
+interface VmMigrationState {
+  profile: ResourceProfile;
+  plan: MigrationPlan;
+  phases: PhaseTiming[];
+  timed: <T>(phase: MigrationPhase, work: () => PromiseLike<T>) => Promise<T>;
+  emit: (p: MigrationProgress) => void;
+  sourcePid: number | undefined;
+}
+
+/** The `esxi-vm` path: pre-flight (destination session), copy + register + power on, verify, settle the source VM. */
+async function migrateHostingVm(
+  options: MigrateOptions,
+  vm: HostingVm,
+  sessions: VmSessions,
+  { profile, plan, phases, timed, emit, sourcePid }: VmMigrationState,
+): Promise<ResultAsync<MigrationReport, ApMigrateError>> {
+  const chosen = plan.candidates.find((c) => c.method === plan.chosen)!;
+  const pre = await timed('preflight', () => connectDestination(vm, sessions, options.signal));
+  if (pre.isErr()) return errAsync(pre.error);
+  const report: MigrationReport = {
+    name: vm.destinationName ?? vm.name,
+    method: 'esxi-vm',
+    plan,
+    profile,
+    dryRun: !!options.dryRun,
+    estimatedBytes: chosen.estimate.totalBytes,
+    bundleEstimatedBytes: sessions.sizeBytes,
+    bytesSent: 0,
+    manifestBytes: 0,
+    phases,
+    source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: 'none' },
+  };
+  if (options.dryRun) return okAsync(report);
+  // The copy powers the source off first (a consistent disk) and removes what it created on failure.
+  const copied = await timed('transfer', () =>
+    moveHostingVm(vm, pre.value, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      onBytes: (bytesSent, bytesTotal) => emit({ phase: 'transfer', bytesSent, bytesTotal }),
+    }),
+  );
+  if (copied.isErr()) return errAsync(copied.error);
+  report.bytesSent = copied.value.sentBytes;
+  report.vm = { name: report.name, destinationVmx: copied.value.destinationVmx, powerState: copied.value.destinationPowerState, files: copied.value.files.length };
+  const settled = await timed('source', () => settleSourceVm(pre.value, copied.value, options.sourcePolicy ?? 'keep-running'));
+  if (settled.isErr()) return errAsync(settled.error);
+  report.source.action = settled.value;
+  return okAsync(report);
+}

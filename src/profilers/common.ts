@@ -1,0 +1,431 @@
+/**
+ * Helpers shared by the Linux profilers: typed errors, path rules (pseudo-files, shared
+ * libraries), the process tree in /proc, killing what we launched, and the
+ * {@link ProfileCollector} that turns raw observations into a validated {@link ResourceProfile}.
+ *
+ * @module
+ */
+import { access, lstat, readFile, readlink, readdir } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { err, ok, type Result } from 'neverthrow';
+import { ApMigrateError, type ApMigrateErrorOptions, toError } from '../errors.js';
+import {
+  type FileUse,
+  type IpcUse,
+  type Platform,
+  type ProcessInfo,
+  type ResourceProfile,
+  ResourceProfileSchema,
+  type SocketUse,
+} from '../policy/profile.js';
+import type { ProfileErrorCode, ProfileTarget, LaunchTarget } from '../spec/profiler.js';
+
+/** The error every Linux profiler returns; `code` says which kind of failure it was. */
+export class ProfileError extends ApMigrateError {
+  /** Which kind of profiling failure this is. */
+  declare readonly code: ProfileErrorCode;
+
+  constructor(code: ProfileErrorCode, message: string, options: ApMigrateErrorOptions = {}) {
+    super(code, message, options);
+  }
+}
+
+/** True when the target asks us to launch a command (rather than attach to a pid). */
+export function isLaunchTarget(target: ProfileTarget): target is LaunchTarget {
+  return 'command' in target;
+}
+
+/** Check a target's shape before doing anything with it. */
+export function validateTarget(target: ProfileTarget): Result<ProfileTarget, ProfileError> {
+  if (isLaunchTarget(target)) {
+    if (!Array.isArray(target.command) || target.command.length === 0 || !target.command[0]) {
+      return err(new ProfileError('INVALID_INPUT', 'The command to profile is empty: give at least the program name'));
+    }
+    if (target.cwd !== undefined && !path.isAbsolute(target.cwd)) {
+      return err(new ProfileError('INVALID_INPUT', `The working directory "${target.cwd}" must be an absolute path`));
+    }
+    return ok(target);
+  }
+  if (!Number.isInteger(target.pid) || target.pid <= 0) {
+    return err(new ProfileError('INVALID_INPUT', `The pid ${String(target.pid)} is not a positive integer`));
+  }
+  return ok(target);
+}
+
+/** Resolve `p` against `base` (a directory) and normalise it; `p` may already be absolute. */
+export function resolvePath(base: string, p: string): string {
+  return path.posix.resolve(base, p);
+}
+
+/** Pseudo file systems whose entries are never sent to the destination. */
+const PSEUDO_PREFIXES = ['/proc', '/sys', '/dev/pts'];
+
+/** True for /proc, /sys and /dev/pts entries: kernel views, not files to send. */
+export function isPseudoPath(p: string): boolean {
+  return PSEUDO_PREFIXES.some((prefix) => p === prefix || p.startsWith(prefix + '/'));
+}
+
+/** True for shared libraries and the dynamic loader (the destination may supply its own). */
+export function isSharedLibraryPath(p: string): boolean {
+  const base = path.posix.basename(p);
+  if (/^ld-linux.*\.so/.test(base) || /^ld\.so/.test(base)) return true;
+  if (/\.so(\.[0-9.]+)?$/.test(base)) return true;
+  return /^\/(usr\/)?(local\/)?lib(32|64|x32)?\//.test(p) && /\.so\b/.test(base);
+}
+
+/** This machine's platform, as the profile records it. */
+export function currentPlatform(): Platform {
+  return { os: os.platform(), release: os.release(), arch: os.machine() };
+}
+
+/** The fields of /proc/<pid>/status a profile needs. */
+export interface ProcStatus {
+  /** Short command name. */
+  name: string;
+  /** Parent pid. */
+  ppid: number;
+  /** Real uid. */
+  uid: number;
+  /** Real gid. */
+  gid: number;
+  /** Thread-group id (the process id of a thread). */
+  tgid: number;
+}
+
+/** Read /proc/<pid>/status; undefined when the process is gone. */
+export async function readProcStatus(pid: number): Promise<ProcStatus | undefined> {
+  const text = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(text)?.[1] ?? '';
+  const firstNumber = (name: string) => Number.parseInt(field(name).split(/\s+/)[0] ?? '', 10);
+  return { name: field('Name'), ppid: firstNumber('PPid'), uid: firstNumber('Uid'), gid: firstNumber('Gid'), tgid: firstNumber('Tgid') };
+}
+
+/** True when a process with this pid exists (zombies count as gone). */
+export async function processExists(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (stat === undefined) return false;
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
+}
+
+/** The direct children of every thread of `pid`, from /proc/<pid>/task/<tid>/children. */
+export async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  const children = new Set<number>();
+  for (const tid of tasks) {
+    const text = await readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '');
+    for (const word of text.split(/\s+/)) if (word) children.add(Number(word));
+  }
+  return [...children];
+}
+
+/** `root` and all its descendants alive now, parents before children. */
+export async function processTree(root: number): Promise<number[]> {
+  const seen: number[] = [];
+  const queue = [root];
+  while (queue.length > 0) {
+    const pid = queue.shift()!;
+    if (seen.includes(pid) || !(await processExists(pid))) continue;
+    seen.push(pid);
+    queue.push(...(await childPids(pid)));
+  }
+  return seen;
+}
+
+/** Send SIGKILL to `root` and every descendant (children first so none is re-parented and lost). */
+export async function killTree(root: number, options: { includeRoot?: boolean } = {}): Promise<void> {
+  const tree = await processTree(root);
+  for (const pid of tree.reverse()) {
+    if (pid === root && options.includeRoot === false) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone: nothing to do.
+    }
+  }
+}
+
+/** Read argv of a process from /proc/<pid>/cmdline. */
+export async function readCmdline(pid: number): Promise<string[] | undefined> {
+  const raw = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+  if (!raw || raw.length === 0) return undefined;
+  const parts = raw.toString('utf8').split('\0');
+  if (parts.at(-1) === '') parts.pop();
+  return parts;
+}
+
+/** Read the environment of a process from /proc/<pid>/environ. */
+export async function readEnviron(pid: number): Promise<Record<string, string> | undefined> {
+  const raw = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
+  if (!raw) return undefined;
+  const env: Record<string, string> = {};
+  for (const entry of raw.toString('utf8').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
+}
+
+/** Read a /proc symlink (exe, cwd, fd/N); undefined when it cannot be read. */
+export async function readProcLink(p: string): Promise<string | undefined> {
+  return readlink(p).catch(() => undefined);
+}
+
+/** How a file was used, as a set. */
+type AccessSet = Set<FileUse['access'][number]>;
+
+/** Facts about the program itself that the profile records. */
+export interface ProgramFacts {
+  /** Absolute path of the executable. */
+  executable: string;
+  /** argv of the program. */
+  argv: string[];
+  /** Working directory the program started in. */
+  cwd: string;
+  /** Real uid. */
+  uid: number;
+  /** Real gid. */
+  gid: number;
+  /** Environment, only when the caller asked to capture it. */
+  env?: Record<string, string>;
+}
+
+/**
+ * Collects what a profiler observed (deduplicated) and builds the validated profile.
+ * File kinds and sizes are read with lstat when the profile is built, not per event.
+ */
+export class ProfileCollector {
+  /** Events (syscalls or samples) seen; reported as progress. */
+  events = 0;
+  private readonly files = new Map<string, { access: AccessSet; sharedLibrary: boolean }>();
+  private readonly sockets = new Map<string, SocketUse>();
+  private readonly ipc = new Map<string, IpcUse>();
+  private readonly processes = new Map<number, ProcessInfo>();
+  private readonly notes: string[] = [];
+
+  /** @param startedAt when watching started (ms since the epoch): files born after it were created by the program. */
+  constructor(readonly startedAt: number = Date.now()) {}
+
+  /** Record a use of the file at absolute path `p`. */
+  addFile(p: string, access: FileUse['access'][number], options: { sharedLibrary?: boolean } = {}): void {
+    const normal = path.posix.normalize(p);
+    const entry = this.files.get(normal) ?? { access: new Set(), sharedLibrary: false };
+    entry.access.add(access);
+    entry.sharedLibrary ||= options.sharedLibrary ?? false;
+    this.files.set(normal, entry);
+  }
+
+  /** Record a socket (duplicates are merged). */
+  addSocket(socket: SocketUse): void {
+    this.sockets.set(JSON.stringify(socket), socket);
+  }
+
+  /** Record an IPC object (merged by kind and key or name; a known id or size is kept). */
+  addIpc(use: IpcUse): void {
+    const key = `${use.kind}:${use.name ?? ''}:${use.key ?? (use.id !== undefined ? `id${use.id}` : '')}`;
+    const before = this.ipc.get(key);
+    this.ipc.set(key, { ...before, ...Object.fromEntries(Object.entries(use).filter(([, v]) => v !== undefined)) } as IpcUse);
+  }
+
+  /** Record a process of the program's tree (later facts fill in missing ones). */
+  addProcess(info: ProcessInfo): void {
+    const before = this.processes.get(info.pid);
+    this.processes.set(info.pid, { ...before, ...Object.fromEntries(Object.entries(info).filter(([, v]) => v !== undefined)) } as ProcessInfo);
+  }
+
+  /** True once this pid was recorded. */
+  hasProcess(pid: number): boolean {
+    return this.processes.has(pid);
+  }
+
+  /** Add a sentence to the completeness notes (once). */
+  note(sentence: string): void {
+    if (!this.notes.includes(sentence)) this.notes.push(sentence);
+  }
+
+  /** Build and validate the profile. */
+  async build(
+    program: ProgramFacts,
+    meta: { profiler: string; complete: boolean },
+  ): Promise<Result<ResourceProfile, ProfileError>> {
+    try {
+      const files: FileUse[] = [];
+      let skippedPseudo = 0;
+      for (const [p, entry] of [...this.files].sort(([a], [b]) => a.localeCompare(b))) {
+        if (isPseudoPath(p)) {
+          skippedPseudo++;
+          continue;
+        }
+        files.push(await describeFile(p, entry.access, entry.sharedLibrary || isSharedLibraryPath(p), this.startedAt));
+      }
+      if (skippedPseudo > 0) this.note(`${skippedPseudo} /proc, /sys or /dev/pts entries were left out: they are kernel views, not files to send.`);
+      const exeStat = await lstat(program.executable).catch(() => undefined);
+      const raw = {
+        executable: program.executable,
+        executableSize: exeStat?.isFile() ? exeStat.size : 0,
+        argv: program.argv,
+        cwd: program.cwd,
+        ...(program.env ? { env: program.env } : {}),
+        uid: program.uid,
+        gid: program.gid,
+        platform: currentPlatform(),
+        files,
+        sockets: dropBoundDuplicates([...this.sockets.values()]),
+        ipc: [...this.ipc.values()],
+        processes: [...this.processes.values()].sort((a, b) => a.pid - b.pid),
+        completeness: { complete: meta.complete, notes: this.notes },
+        profiler: { name: meta.profiler, startedAt: new Date(this.startedAt).toISOString(), durationMs: Date.now() - this.startedAt },
+      };
+      const parsed = ResourceProfileSchema.safeParse(raw);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        return err(
+          new ProfileError('PROFILER_FAILED', `The ${meta.profiler} profiler built an invalid profile at ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? ''}`, {
+            cause: parsed.error,
+          }),
+        );
+      }
+      return ok(parsed.data);
+    } catch (e) {
+      return err(new ProfileError('PROFILER_FAILED', `Building the profile failed: ${toError(e).message}`, { cause: e }));
+    }
+  }
+}
+
+/** Describe one file: its kind and size now, whether it is new, and its link target. */
+async function describeFile(p: string, access: AccessSet, sharedLibrary: boolean, startedAt: number): Promise<FileUse> {
+  const order = ['read', 'write', 'exec'] as const;
+  const accessList = order.filter((a) => access.has(a));
+  const st = await lstat(p).catch(() => undefined);
+  if (!st) {
+    // Gone by now: a file the program wrote and removed was its own temporary file.
+    return { path: p, kind: 'unknown', access: accessList, size: 0, sharedLibrary, created: access.has('write') };
+  }
+  const kind: FileUse['kind'] = st.isFile()
+    ? 'regular'
+    : st.isDirectory()
+      ? 'directory'
+      : st.isSymbolicLink()
+        ? 'symlink'
+        : st.isFIFO()
+          ? 'fifo'
+          : st.isSocket()
+            ? 'unix-socket'
+            : st.isCharacterDevice() || st.isBlockDevice()
+              ? 'device'
+              : 'unknown';
+  // birthtime is 0 where the file system does not record it: then we cannot tell.
+  const created = access.has('write') && st.birthtimeMs > 0 && st.birthtimeMs >= startedAt - 5;
+  const use: FileUse = { path: p, kind, access: accessList, size: kind === 'regular' ? st.size : 0, sharedLibrary, created };
+  if (kind === 'symlink') {
+    const target = await readlink(p).catch(() => undefined);
+    if (target !== undefined) use.linkTarget = target;
+  }
+  return use;
+}
+
+/** A bound-only socket adds nothing when the same address is also listed as listening. */
+function dropBoundDuplicates(sockets: SocketUse[]): SocketUse[] {
+  const listening = new Set(
+    sockets.filter((s) => s.listening).map((s) => `${s.family}|${s.protocol}|${s.localAddress}|${s.localPort}|${s.path}`),
+  );
+  return sockets.filter((s) => s.listening || !listening.has(`${s.family}|${s.protocol}|${s.localAddress}|${s.localPort}|${s.path}`));
+}
+
+/** Map an open(2) flags string (`O_WRONLY|O_CREAT`) or number to how the file is used. */
+export function accessFromOpenFlags(flags: string | number): Array<'read' | 'write'> {
+  if (typeof flags === 'number') {
+    const mode = flags & 3;
+    const out: Array<'read' | 'write'> = mode === 0 ? ['read'] : mode === 1 ? ['write'] : ['read', 'write'];
+    // O_TRUNC (0o1000) or O_CREAT (0o100) with read-only still changes the file.
+    if (mode === 0 && (flags & 0o1000) !== 0) out.push('write');
+    return out;
+  }
+  const parts = flags.split('|');
+  if (parts.includes('O_RDWR')) return ['read', 'write'];
+  if (parts.includes('O_WRONLY')) return ['write'];
+  if (parts.includes('O_TRUNC')) return ['read', 'write'];
+  return ['read'];
+}
+
+/** Where a launched program's standard output and error go. */
+export type ProgramOutput = 'ignore' | 'inherit';
+
+/** Find `command` the way execvp does: a name with a slash is taken relative to `cwd`, others are looked up on PATH. */
+export async function resolveCommand(command: string, cwd: string, envPath = process.env.PATH ?? '/usr/bin:/bin'): Promise<string | undefined> {
+  const candidates = command.includes('/') ? [resolvePath(cwd, command)] : envPath.split(':').filter(Boolean).map((dir) => resolvePath(cwd, path.posix.join(dir, command)));
+  for (const candidate of candidates) {
+    const st = await lstat(candidate).catch(() => undefined);
+    if (!st) continue;
+    if (await access(candidate, fsConstants.X_OK).then(() => true, () => false)) return candidate;
+  }
+  return undefined;
+}
+
+/** Start `argv` directly (no shell) and wait until it has started or failed to. */
+export async function launchProgram(
+  argv: readonly string[],
+  options: { cwd: string; env?: Record<string, string>; output: ProgramOutput; captureStderr?: boolean },
+): Promise<Result<ChildProcess, ProfileError>> {
+  const [program, ...args] = argv;
+  if (!program) return err(new ProfileError('INVALID_INPUT', 'Empty command'));
+  return new Promise((resolve) => {
+    const child = spawn(program, args, {
+      cwd: options.cwd,
+      env: options.env ? { ...process.env, ...options.env } : process.env,
+      stdio: ['ignore', options.output, options.captureStderr ? 'pipe' : options.output],
+    });
+    child.once('spawn', () => resolve(ok(child)));
+    child.once('error', (cause) =>
+      resolve(
+        err(
+          new ProfileError('LAUNCH_FAILED', `Cannot start "${program}": ${cause.message}`, {
+            cause,
+            details: { argv: [...argv], cwd: options.cwd },
+          }),
+        ),
+      ),
+    );
+  });
+}
+
+/**
+ * Wait for a child process to end; resolves at once when it already has. Waits for `exit`, not
+ * `close`: a program strace started inherits strace's stderr and may hold it open for longer.
+ */
+export function waitForExit(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/**
+ * Resolves after `ms` (or never when undefined), when `signal` aborts, or when `ended` settles,
+ * whichever comes first; says which.
+ */
+export function waitForStop(ms: number | undefined, signal: AbortSignal | undefined, ended: Promise<unknown>): Promise<'duration' | 'aborted' | 'ended'> {
+  return new Promise((resolve) => {
+    const timer = ms !== undefined ? setTimeout(() => finish('duration'), ms) : undefined;
+    const onAbort = () => finish('aborted');
+    function finish(why: 'duration' | 'aborted' | 'ended') {
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      resolve(why);
+    }
+    if (signal?.aborted) return finish('aborted');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    void ended.then(() => finish('ended'), () => finish('ended'));
+  });
+}
+
+/** Run a profiling body; anything it throws becomes a PROFILER_FAILED error instead of escaping the public API. */
+export async function guardProfile<T>(profiler: string, body: () => Promise<Result<T, ProfileError>>): Promise<Result<T, ProfileError>> {
+  try {
+    return await body();
+  } catch (e) {
+    return err(new ProfileError('PROFILER_FAILED', `The ${profiler} profiler failed: ${toError(e).message}`, { cause: e }));
+  }
+}

@@ -1,0 +1,550 @@
+/**
+ * Decodes the output of the bpftrace program from `ebpf-script.ts` (run with `-f json`) into
+ * typed events, and folds those events into a profile (`EbpfEventTracker`). No I/O of its own:
+ * /proc is read through an injected `ProcReader`, so every rule is unit-tested.
+ *
+ * Read bpftrace's stdout as `latin1` and hand each line to {@link parseEbpfLine}: bpftrace 0.17
+ * writes bytes >= 0x80 either raw or as the broken escape `\uffffffXX` (a sign-extended char);
+ * both become one char per byte here, and strings are then decoded as UTF-8.
+ *
+ * @module
+ */
+import path from 'node:path';
+import { err, ok, type Result } from 'neverthrow';
+import type { SocketUse } from '../policy/profile.js';
+import { accessFromOpenFlags, isSharedLibraryPath, type ProfileCollector } from './common.js';
+import { EBPF_MAX_STRLEN } from './ebpf-script.js';
+
+/** Socket address fields read from a `struct sockaddr` at bind(2)/connect(2). */
+export interface EbpfSockaddr {
+  /** Address family number (AF_UNIX 1, AF_INET 2, AF_INET6 10 ...). */
+  family: number;
+  /** Port in host order (inet/inet6). */
+  port: number;
+  /** Dotted IPv4 address (inet). */
+  ipv4: string;
+  /** IPv6 address in full hex groups, lower-case (inet6). */
+  ipv6: string;
+  /** Unix socket path, or abstract name without its leading NUL. */
+  path: string;
+  /** True for an abstract unix socket name. */
+  abstract: boolean;
+}
+
+/** One event the bpftrace program reported. Every event carries the process and thread id. */
+export type EbpfEvent =
+  | { type: 'open'; pid: number; tid: number; dirfd: number; flags: number; fd: number; path: string; truncated: boolean }
+  | { type: 'exec'; pid: number; tid: number; path: string; truncated: boolean }
+  | { type: 'chdir'; pid: number; tid: number; path: string; truncated: boolean }
+  | { type: 'fchdir'; pid: number; tid: number; fd: number }
+  | { type: 'fork'; pid: number; tid: number; child: number }
+  | { type: 'exit'; pid: number; tid: number }
+  | { type: 'socket'; pid: number; tid: number; fd: number; family: number; socketType: number; protocol: number }
+  | { type: 'bind' | 'connect'; pid: number; tid: number; ret: number; fd: number; address: EbpfSockaddr; truncated: boolean }
+  | { type: 'listen'; pid: number; tid: number; fd: number }
+  | { type: 'accept'; pid: number; tid: number; listenFd: number; fd: number }
+  | { type: 'shmget' | 'semget' | 'msgget'; pid: number; tid: number; key: number; size: number; id: number }
+  | { type: 'shmat' | 'semop' | 'msgop'; pid: number; tid: number; id: number }
+  | { type: 'mq_open'; pid: number; tid: number; fd: number; flags: number; name: string; truncated: boolean }
+  | { type: 'mmap_exec'; pid: number; tid: number; fd: number };
+
+/** A decoded output line: an event, or one of bpftrace's own notices. */
+export type EbpfLine =
+  | { kind: 'event'; event: EbpfEvent }
+  /** The readiness marker: every probe is attached. */
+  | { kind: 'ready' }
+  /** The once-a-second heartbeat. */
+  | { kind: 'tick' }
+  /** bpftrace dropped events because its buffer was full. */
+  | { kind: 'lost'; count: number }
+  /** Anything else bpftrace prints in JSON mode (attached_probes, maps ...). */
+  | { kind: 'other'; type: string };
+
+/** A line that does not follow the format; `line` is the raw text (cut to 200 chars). */
+export interface EbpfParseError {
+  /** What is wrong with the line. */
+  message: string;
+  /** The line itself, cut to 200 characters. */
+  line: string;
+}
+
+/** Longest string (bytes, without NUL) a bpftrace `str()` of `EBPF_MAX_STRLEN` can return. */
+const MAX_STRING_BYTES = 199;
+/** Longest string read for a unix socket path (`sun_path` is 108 bytes). */
+const MAX_SUN_PATH_BYTES = 107;
+
+/** Replace bpftrace's `\uffffffXX` with `\u00XX`, leaving escaped backslashes alone. */
+function repairHighByteEscapes(jsonLine: string): string {
+  return jsonLine.replace(/(?<!\\)((?:\\\\)*)\\uffffff([0-9a-fA-F]{2})/g, '$1\\u00$2');
+}
+
+/** Chars of a latin1-decoded string are bytes: decode them as UTF-8. */
+function bytesToUtf8(latin1: string): string {
+  return Buffer.from(latin1, 'latin1').toString('utf8');
+}
+
+function int(field: string | undefined, name: string): number {
+  if (field === undefined || !/^-?\d+$/.test(field)) throw new Error(`field ${name} is not an integer: ${String(field)}`);
+  return Number(field);
+}
+
+function ipv4FromMemoryWord(word: number): string {
+  // The 4 address bytes were read as a little-endian u32: memory order is the low byte first.
+  return [word & 0xff, (word >>> 8) & 0xff, (word >>> 16) & 0xff, (word >>> 24) & 0xff].join('.');
+}
+
+function ipv6FromMemoryWords(high: string, low: string): string {
+  const bytes = Buffer.alloc(16);
+  bytes.writeBigUInt64LE(BigInt(high), 0);
+  bytes.writeBigUInt64LE(BigInt(low), 8);
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
+  return compressIpv6(groups);
+}
+
+/** RFC 5952 text form: the longest run (>= 2) of zero groups becomes `::`. */
+function compressIpv6(groups: string[]): string {
+  let bestStart = -1;
+  let bestLength = 0;
+  for (let i = 0; i < groups.length; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < groups.length && groups[j] === '0') j++;
+    if (j - i > bestLength) {
+      bestStart = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  if (bestLength < 2) return groups.join(':');
+  return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLength).join(':')}`;
+}
+
+/** Split `data` into `count` fixed fields and the rest (the trailing string, tabs included). */
+function fieldsAndRest(data: string, count: number): { fields: string[]; rest: string | undefined } {
+  const fields: string[] = [];
+  let start = 0;
+  for (let i = 0; i < count; i++) {
+    const tab = data.indexOf('\t', start);
+    if (tab < 0) {
+      fields.push(data.slice(start));
+      return { fields, rest: undefined };
+    }
+    fields.push(data.slice(start, tab));
+    start = tab + 1;
+  }
+  return { fields, rest: data.slice(start) };
+}
+
+/** Decode one printf line's text (the `data` of bpftrace's JSON), without its final newline. */
+export function parseEbpfRecord(data: string): EbpfLine {
+  const tag = data.slice(0, data.indexOf('\t') < 0 ? data.length : data.indexOf('\t'));
+  if (tag === 'R') return { kind: 'ready' };
+  if (tag === 'T') return { kind: 'tick' };
+  const withString = (n: number, maxBytes = MAX_STRING_BYTES): { f: string[]; s: string; truncated: boolean } => {
+    const { fields, rest } = fieldsAndRest(data, n);
+    if (rest === undefined) throw new Error(`expected ${n} fields and a string`);
+    // Byte length decides truncation: bpftrace cuts at MAX_STRING_BYTES bytes, not chars.
+    return { f: fields, s: bytesToUtf8(rest), truncated: rest.length >= maxBytes };
+  };
+  const plain = (n: number): string[] => {
+    const parts = data.split('\t');
+    if (parts.length !== n) throw new Error(`expected ${n} fields, got ${parts.length}`);
+    return parts;
+  };
+  const ids = (f: string[]) => ({ pid: int(f[1], 'pid'), tid: int(f[2], 'tid') });
+  switch (tag) {
+    case 'O': {
+      const { f, s, truncated } = withString(6);
+      return {
+        kind: 'event',
+        event: { type: 'open', ...ids(f), dirfd: int(f[3], 'dirfd'), flags: int(f[4], 'flags'), fd: int(f[5], 'fd'), path: s, truncated },
+      };
+    }
+    case 'X':
+    case 'C': {
+      const { f, s, truncated } = withString(3);
+      return { kind: 'event', event: { type: tag === 'X' ? 'exec' : 'chdir', ...ids(f), path: s, truncated } };
+    }
+    case 'D': {
+      const f = plain(5);
+      return { kind: 'event', event: { type: 'fchdir', ...ids(f), fd: int(f[3], 'fd') } };
+    }
+    case 'F': {
+      const f = plain(4);
+      return { kind: 'event', event: { type: 'fork', ...ids(f), child: int(f[3], 'child') } };
+    }
+    case 'E': {
+      const f = plain(3);
+      return { kind: 'event', event: { type: 'exit', ...ids(f) } };
+    }
+    case 'S': {
+      const f = plain(7);
+      return {
+        kind: 'event',
+        event: { type: 'socket', ...ids(f), fd: int(f[3], 'fd'), family: int(f[4], 'family'), socketType: int(f[5], 'type'), protocol: int(f[6], 'protocol') },
+      };
+    }
+    case 'B':
+    case 'K': {
+      const { f, s, truncated } = withString(11, MAX_SUN_PATH_BYTES);
+      const abstract = int(f[10], 'abstract') === 1;
+      const portWord = int(f[6], 'port');
+      const address: EbpfSockaddr = {
+        family: int(f[5], 'family'),
+        // Read as a little-endian u16; the port is stored in network (big-endian) order.
+        port: ((portWord & 0xff) << 8) | (portWord >> 8),
+        ipv4: ipv4FromMemoryWord(int(f[7], 'ipv4')),
+        ipv6: ipv6FromMemoryWords(f[8] ?? '0', f[9] ?? '0'),
+        path: s,
+        abstract,
+      };
+      return {
+        kind: 'event',
+        event: { type: tag === 'B' ? 'bind' : 'connect', ...ids(f), ret: int(f[3], 'ret'), fd: int(f[4], 'fd'), address, truncated },
+      };
+    }
+    case 'L': {
+      const f = plain(5);
+      return { kind: 'event', event: { type: 'listen', ...ids(f), fd: int(f[3], 'fd') } };
+    }
+    case 'A': {
+      const f = plain(5);
+      return { kind: 'event', event: { type: 'accept', ...ids(f), listenFd: int(f[3], 'fd'), fd: int(f[4], 'fd') } };
+    }
+    case 'HG':
+    case 'SG':
+    case 'MG': {
+      const f = plain(6);
+      const type = tag === 'HG' ? 'shmget' : tag === 'SG' ? 'semget' : 'msgget';
+      return { kind: 'event', event: { type, ...ids(f), key: int(f[3], 'key'), size: int(f[4], 'size'), id: int(f[5], 'id') } };
+    }
+    case 'HA':
+    case 'SO':
+    case 'MO': {
+      const f = plain(4);
+      const type = tag === 'HA' ? 'shmat' : tag === 'SO' ? 'semop' : 'msgop';
+      return { kind: 'event', event: { type, ...ids(f), id: int(f[3], 'id') } };
+    }
+    case 'Q': {
+      const { f, s, truncated } = withString(5);
+      return { kind: 'event', event: { type: 'mq_open', ...ids(f), fd: int(f[3], 'fd'), flags: int(f[4], 'flags'), name: s, truncated } };
+    }
+    case 'MM': {
+      const f = plain(4);
+      return { kind: 'event', event: { type: 'mmap_exec', ...ids(f), fd: int(f[3], 'fd') } };
+    }
+    default:
+      throw new Error(`unknown record tag "${tag}"`);
+  }
+}
+
+/**
+ * Decode one line of `bpftrace -f json` output (read as latin1). Blank lines are `other`.
+ * A malformed line is an error naming what is wrong; callers count it rather than stop.
+ */
+export function parseEbpfLine(line: string): Result<EbpfLine, EbpfParseError> {
+  const trimmed = line.trim();
+  if (trimmed === '') return ok({ kind: 'other', type: 'blank' });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(repairHighByteEscapes(trimmed));
+  } catch (e) {
+    return err({ message: `not JSON: ${e instanceof Error ? e.message : String(e)}`, line: trimmed.slice(0, 200) });
+  }
+  if (typeof parsed !== 'object' || parsed === null || typeof (parsed as { type?: unknown }).type !== 'string') {
+    return err({ message: 'JSON without a "type" field', line: trimmed.slice(0, 200) });
+  }
+  const { type, data } = parsed as { type: string; data?: unknown };
+  if (type === 'lost_events') {
+    const count = typeof data === 'object' && data !== null ? Number((data as { events?: unknown }).events) : NaN;
+    return ok({ kind: 'lost', count: Number.isFinite(count) ? count : 1 });
+  }
+  if (type !== 'printf') return ok({ kind: 'other', type });
+  if (typeof data !== 'string') return err({ message: 'printf record without string data', line: trimmed.slice(0, 200) });
+  try {
+    return ok(parseEbpfRecord(data.endsWith('\n') ? data.slice(0, -1) : data));
+  } catch (e) {
+    return err({ message: e instanceof Error ? e.message : String(e), line: trimmed.slice(0, 200) });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Turning events into a profile
+// ---------------------------------------------------------------------------------------------
+
+const AT_FDCWD = -100;
+const O_CREAT = 0o100;
+const O_PATH = 0o10000000;
+
+/** Reads /proc synchronously so an event is interpreted while the process is still in that state. */
+export interface ProcReader {
+  /** Target of a /proc symlink, undefined when it cannot be read. */
+  readlink(p: string): string | undefined;
+  /** Text of a /proc file, undefined when it cannot be read. */
+  readFile(p: string): string | undefined;
+}
+
+interface SocketState {
+  family: number;
+  socketType: number;
+  bound?: SocketUse;
+}
+
+interface ProcessState {
+  cwd: string | undefined;
+  files: Map<number, string>;
+  sockets: Map<number, SocketState>;
+}
+
+const SOCKET_FAMILY: Record<number, SocketUse['family']> = { 2: 'inet', 10: 'inet6', 16: 'netlink' };
+
+function socketProtocol(family: SocketUse['family'], socketType: number): SocketUse['protocol'] {
+  const base = socketType & 0xf;
+  if (family === 'inet' || family === 'inet6') return base === 1 ? 'tcp' : base === 2 ? 'udp' : base === 3 ? 'raw' : 'other';
+  return base === 1 ? 'stream' : base === 2 ? 'dgram' : base === 5 ? 'seqpacket' : base === 3 ? 'raw' : 'other';
+}
+
+/**
+ * Folds bpftrace events into a `ProfileCollector`: resolves relative paths against each
+ * process's cwd (tracked through fork and chdir) or the `*at` directory descriptor, remembers
+ * which descriptor is which file or socket, and names SysV ids by their keys.
+ */
+export class EbpfEventTracker {
+  /** Processes of the tree (not threads), with what we learned of them. */
+  readonly processes = new Map<number, { ppid?: number; executable?: string; argv?: string[] }>();
+  /** Processes still alive, as far as events tell. */
+  readonly live = new Set<number>();
+  /** First executable the root process ran (launch mode). */
+  rootExecutable: string | undefined;
+  /** argv of that first exec. */
+  rootArgv: string[] | undefined;
+  /** Strings bpftrace cut at its length limit (their prefixes). */
+  readonly truncated: string[] = [];
+  private readonly state = new Map<number, ProcessState>();
+  private readonly forkedFrom = new Map<number, number>();
+  private readonly pending = new Set<number>();
+  private readonly sysvKeys = new Map<string, { key: number; size?: number }>();
+
+  constructor(
+    readonly collector: ProfileCollector,
+    readonly rootPid: number,
+    private readonly proc: ProcReader,
+  ) {}
+
+  /** Start tracking a process that already runs (seeded pids), with its cwd from /proc. */
+  seed(pid: number, ppid?: number): void {
+    this.noteProcess(pid, ppid);
+  }
+
+  private noteProcess(pid: number, ppid?: number): void {
+    if (!this.processes.has(pid)) {
+      this.processes.set(pid, ppid !== undefined ? { ppid } : {});
+      this.live.add(pid);
+    }
+  }
+
+  private stateOf(pid: number): ProcessState {
+    let s = this.state.get(pid);
+    if (!s) {
+      s = { cwd: this.proc.readlink(`/proc/${pid}/cwd`), files: new Map(), sockets: new Map() };
+      this.state.set(pid, s);
+    }
+    return s;
+  }
+
+  /** Directory `dirfd` names in `pid` (AT_FDCWD is the cwd), or undefined when unknown. */
+  private directoryOf(pid: number, dirfd: number): string | undefined {
+    const s = this.stateOf(pid);
+    if (dirfd === AT_FDCWD) return s.cwd;
+    return s.files.get(dirfd) ?? this.proc.readlink(`/proc/${pid}/fd/${dirfd}`);
+  }
+
+  private resolve(pid: number, p: string, dirfd = AT_FDCWD): string | undefined {
+    if (p.startsWith('/')) return path.posix.normalize(p);
+    const base = this.directoryOf(pid, dirfd);
+    if (base === undefined || !base.startsWith('/')) {
+      this.collector.note(`A relative path "${p}" could not be resolved (unknown directory of pid ${pid}).`);
+      return undefined;
+    }
+    return path.posix.resolve(base, p);
+  }
+
+  private cut(what: string): void {
+    this.truncated.push(what);
+    this.collector.note(
+      `bpftrace cuts strings at ${EBPF_MAX_STRLEN - 1} bytes: a longer path starting "${what.slice(0, 60)}..." was left out.`,
+    );
+  }
+
+  /** Apply one event. */
+  handle(event: EbpfEvent): void {
+    this.collector.events++;
+    const pid = event.pid;
+    if (this.pending.delete(pid)) this.noteProcess(pid, this.forkedFrom.get(pid));
+    switch (event.type) {
+      case 'fork': {
+        // The child of a thread-creating clone is a thread of `pid`: only real processes count.
+        const status = this.proc.readFile(`/proc/${event.child}/status`);
+        const tgid = status ? Number(/^Tgid:\s*(\d+)/m.exec(status)?.[1]) : undefined;
+        if (tgid !== undefined && tgid !== event.child) return;
+        const parent = this.stateOf(pid);
+        this.forkedFrom.set(event.child, pid);
+        this.state.set(event.child, { cwd: parent.cwd, files: new Map(parent.files), sockets: new Map(parent.sockets) });
+        // Already gone: a process or a thread? Its own events (an exit as leader) will tell.
+        if (tgid === undefined) this.pending.add(event.child);
+        else this.noteProcess(event.child, pid);
+        return;
+      }
+      case 'exit':
+        this.live.delete(pid);
+        return;
+      case 'exec':
+        return this.onExec(event.pid, event.path, event.truncated);
+      case 'chdir': {
+        if (event.truncated) return this.cut(event.path);
+        const dir = this.resolve(pid, event.path);
+        this.stateOf(pid).cwd = dir;
+        return;
+      }
+      case 'fchdir':
+        this.stateOf(pid).cwd = this.stateOf(pid).files.get(event.fd) ?? this.proc.readlink(`/proc/${pid}/cwd`);
+        return;
+      case 'open':
+        return this.onOpen(event);
+      case 'mmap_exec': {
+        const file = this.stateOf(pid).files.get(event.fd) ?? this.proc.readlink(`/proc/${pid}/fd/${event.fd}`);
+        if (file?.startsWith('/')) this.collector.addFile(file, 'read', { sharedLibrary: true });
+        return;
+      }
+      case 'socket':
+        this.stateOf(pid).sockets.set(event.fd, { family: event.family, socketType: event.socketType });
+        return;
+      case 'bind':
+      case 'connect':
+        return this.onAddress(event.type, pid, event.fd, event.address, event.truncated);
+      case 'listen':
+      case 'accept': {
+        const fd = event.type === 'listen' ? event.fd : event.listenFd;
+        const sock = this.stateOf(pid).sockets.get(fd);
+        if (sock?.bound) this.collector.addSocket({ ...sock.bound, listening: true });
+        else if (sock) {
+          const family = SOCKET_FAMILY[sock.family] ?? (sock.family === 1 ? 'unix-path' : 'other');
+          this.collector.addSocket({ family, protocol: socketProtocol(family, sock.socketType), listening: true });
+        }
+        return;
+      }
+      case 'shmget':
+      case 'semget':
+      case 'msgget': {
+        const kind = event.type === 'shmget' ? 'sysv-shm' : event.type === 'semget' ? 'sysv-sem' : 'sysv-msg';
+        const size = event.type === 'shmget' ? { size: event.size } : {};
+        this.sysvKeys.set(`${kind}:${event.id}`, { key: event.key, ...size });
+        this.collector.addIpc({ kind, key: event.key, id: event.id, ...size });
+        return;
+      }
+      case 'shmat':
+      case 'semop':
+      case 'msgop': {
+        const kind = event.type === 'shmat' ? 'sysv-shm' : event.type === 'semop' ? 'sysv-sem' : 'sysv-msg';
+        const known = this.sysvKeys.get(`${kind}:${event.id}`) ?? this.lookupSysv(kind, event.id);
+        this.collector.addIpc({ kind, id: event.id, ...(known ?? {}) });
+        return;
+      }
+      case 'mq_open':
+        if (event.truncated) return this.cut(event.name);
+        // glibc passes the name without its leading slash.
+        this.collector.addIpc({ kind: 'posix-mq', name: event.name.startsWith('/') ? event.name : `/${event.name}` });
+        return;
+    }
+  }
+
+  private onExec(pid: number, rawPath: string, truncated: boolean): void {
+    this.noteProcess(pid, this.forkedFrom.get(pid));
+    const info = this.processes.get(pid)!;
+    const exe = this.proc.readlink(`/proc/${pid}/exe`)?.replace(/ \(deleted\)$/, '');
+    const named = truncated ? undefined : this.resolve(pid, rawPath);
+    if (truncated) this.cut(rawPath);
+    // The name used may be a script or a symlink; /proc/<pid>/exe is the binary really running.
+    if (named) this.collector.addFile(named, 'exec');
+    if (exe?.startsWith('/')) this.collector.addFile(exe, 'exec');
+    const argv = this.proc.readFile(`/proc/${pid}/cmdline`)?.split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+    info.executable = named ?? exe;
+    if (argv && argv.length > 0) info.argv = argv;
+    if (pid === this.rootPid && this.rootExecutable === undefined) {
+      this.rootExecutable = info.executable;
+      this.rootArgv = info.argv;
+    }
+    // The kernel maps the dynamic loader itself (no open(2) to see): take it from the maps.
+    const maps = this.proc.readFile(`/proc/${pid}/maps`) ?? '';
+    for (const line of maps.split('\n')) {
+      const m = /^\S+\s+\S\S(x)\S\s+\S+\s+\S+\s+\d+\s+(\/.*)$/.exec(line);
+      const file = m?.[2];
+      if (file && file !== exe && isSharedLibraryPath(file)) this.collector.addFile(file, 'read', { sharedLibrary: true });
+    }
+    this.stateOf(pid).files.clear();
+  }
+
+  private onOpen(event: Extract<EbpfEvent, { type: 'open' }>): void {
+    if (event.truncated) return this.cut(event.path);
+    const file = this.resolve(event.pid, event.path, event.dirfd);
+    if (!file) return;
+    this.stateOf(event.pid).files.set(event.fd, file);
+    if (file.startsWith('/dev/shm/') && file.split('/').length === 4) {
+      this.collector.addIpc({ kind: 'posix-shm', name: file.slice('/dev/shm'.length) });
+      return;
+    }
+    const accesses: Array<'read' | 'write'> = (event.flags & O_PATH) !== 0 ? ['read'] : accessFromOpenFlags(event.flags);
+    for (const access of accesses) this.collector.addFile(file, access);
+    if ((event.flags & O_CREAT) !== 0 && !accesses.includes('write')) this.collector.addFile(file, 'write');
+  }
+
+  private onAddress(type: 'bind' | 'connect', pid: number, fd: number, address: EbpfSockaddr, truncated: boolean): void {
+    const state = this.stateOf(pid);
+    const sock = state.sockets.get(fd) ?? { family: address.family, socketType: 0 };
+    const use = this.socketUse(pid, address, sock.socketType, type === 'bind' ? 'local' : 'remote');
+    if (!use) return;
+    if (truncated) this.collector.note(`A unix socket path may have been cut at 107 bytes: "${address.path.slice(0, 60)}..."`);
+    if (type === 'bind') {
+      state.sockets.set(fd, { ...sock, bound: use });
+    }
+    this.collector.addSocket(use);
+  }
+
+  private socketUse(pid: number, a: EbpfSockaddr, socketType: number, side: 'local' | 'remote'): SocketUse | undefined {
+    if (a.family === 1) {
+      const family = a.abstract ? 'unix-abstract' : 'unix-path';
+      // An unnamed unix address (autobind, or an empty connect) names nothing to isolate.
+      if (a.path === '' && !a.abstract) return undefined;
+      // A relative socket path is relative to the cwd, like any other path.
+      const p = a.abstract ? a.path : this.resolve(pid, a.path);
+      if (p === undefined) return undefined;
+      return { family, protocol: socketProtocol(family, socketType), path: p, listening: false };
+    }
+    const family = SOCKET_FAMILY[a.family];
+    if (!family) return a.family === 0 ? undefined : { family: 'other', protocol: 'other', listening: false };
+    const protocol = socketProtocol(family, socketType);
+    if (family === 'netlink') return { family, protocol, listening: false };
+    const address = family === 'inet' ? a.ipv4 : a.ipv6;
+    return side === 'local'
+      ? { family, protocol, localAddress: address, localPort: a.port, listening: false }
+      : { family, protocol, remoteAddress: address, remotePort: a.port, listening: false };
+  }
+
+  /** Key and size of a SysV object by id, from /proc/sysvipc (another process created it). */
+  private lookupSysv(kind: 'sysv-shm' | 'sysv-sem' | 'sysv-msg', id: number): { key: number; size?: number } | undefined {
+    const text = this.proc.readFile(`/proc/sysvipc/${kind.slice('sysv-'.length)}`) ?? '';
+    for (const line of text.split('\n').slice(1)) {
+      const [key, ident, , size] = line.trim().split(/\s+/);
+      if (Number(ident) !== id) continue;
+      const found = { key: Number(key), ...(kind === 'sysv-shm' ? { size: Number(size) } : {}) };
+      this.sysvKeys.set(`${kind}:${id}`, found);
+      return found;
+    }
+    return undefined;
+  }
+}
+

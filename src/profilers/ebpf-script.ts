@@ -1,0 +1,200 @@
+/**
+ * Generates the bpftrace program the eBPF profiler runs.
+ *
+ * Design, in short:
+ * - Every probe is filtered on `@t[pid]`, a BPF map of the traced process ids (thread-group ids),
+ *   seeded in `BEGIN` and grown by `sched:sched_process_fork`, so the rest of the system costs
+ *   one map lookup per syscall.
+ * - Syscall *enter* probes only remember the arguments per thread; *exit* probes print a line
+ *   only when the call succeeded. Strings are read at exit because the kernel has faulted the
+ *   user page in by then (a read at entry can fail on a not-yet-touched page).
+ * - One line per event, tab-separated, the variable-length string always last, so a path with
+ *   tabs or spaces stays unambiguous; bpftrace's JSON output mode escapes newlines and quotes.
+ * - A marker probe, attached last (bpftrace attaches in program order), prints `R` when our own
+ *   process calls `getpriority(PRIO_PROCESS, nonce)`: seeing it means every probe is live.
+ *
+ * The line formats are documented in `docs/profilers-ebpf.md` and decoded by `ebpf-parser.ts`.
+ *
+ * @module
+ */
+
+/** Longest string bpftrace 0.17 reads (BPFTRACE_STRLEN maximum); longer paths come back cut. */
+export const EBPF_MAX_STRLEN = 200;
+
+/** Inputs of {@link generateEbpfScript}. */
+export interface EbpfScriptOptions {
+  /** Process ids to trace from the start (the launched wrapper, or an attached tree). */
+  seedPids: readonly number[];
+  /** Pid of the process that triggers the readiness marker (ours). */
+  markerPid: number;
+  /** Value passed as `who` to getpriority(2) by the marker; pick one no real process uses. */
+  markerNonce: number;
+  /**
+   * Syscall tracepoints this kernel has (names like `sys_enter_openat`). Syscalls an architecture
+   * lacks (`open`, `creat` on arm64) are left out instead of failing to attach.
+   */
+  availableSyscallEvents: ReadonlySet<string>;
+  /** Whether `sched:sched_process_exit` has the `group_dead` field (Linux 6.x). */
+  exitHasGroupDead: boolean;
+}
+
+const O_CREAT_WRONLY_TRUNC = 0o1101;
+
+function pidList(pids: readonly number[]): string {
+  return pids.map((p) => `  @t[${Math.trunc(p)}] = 1;`).join('\n');
+}
+
+/** A probe body emitted only when the kernel has both tracepoints. */
+interface SyscallPair {
+  name: string;
+  enter: string;
+  exit: string;
+}
+
+function syscallPairs(): SyscallPair[] {
+  const saveOpen = (path: string, flags: string, dfd: string) =>
+    `{ @op[tid] = ((uint64)${path}, (int64)${flags}, (int64)${dfd}); }`;
+  // An absolute path opened again by the same process with the same flags is printed once:
+  // a program re-reading a few files in a loop then costs no output. Relative paths always print
+  // (the same name may be another file after a chdir).
+  const printOpen = `/@op[tid].0/ {
+  $e = @op[tid];
+  if (args->ret >= 0) {
+    $s = str(uptr($e.0));
+    if (*(uint8*)uptr($e.0) != 47 || !@seen[pid, $e.1, $s]) {
+      if (*(uint8*)uptr($e.0) == 47) { @seen[pid, $e.1, $s] = 1; }
+      printf("O\\t%d\\t%d\\t%d\\t%d\\t%d\\t%s\\n", pid, tid, $e.2, $e.1, args->ret, $s);
+    }
+  }
+  delete(@op[tid]);
+}`;
+  const saveAddr = (fd: string, ptr: string) => `{ @sa[tid] = ((uint64)${ptr}, (int64)${fd}); }`;
+  // Connect on a non-blocking socket returns -EINPROGRESS (-115): the program still uses the peer.
+  const printAddr = (tag: string, okCondition: string) => `/@sa[tid].0/ {
+  $a = @sa[tid];
+  $p = $a.0;
+  if (${okCondition}) {
+    $abs = (uint64)(*(uint8*)uptr($p + 2) == 0);
+    printf("${tag}\\t%d\\t%d\\t%d\\t%d\\t%u\\t%u\\t%u\\t%lu\\t%lu\\t%d\\t%s\\n", pid, tid, args->ret, $a.1,
+      *(uint16*)uptr($p), *(uint16*)uptr($p + 2), *(uint32*)uptr($p + 4), *(uint64*)uptr($p + 8), *(uint64*)uptr($p + 16),
+      $abs, str(uptr($p + 2 + $abs), 108));
+  }
+  delete(@sa[tid]);
+}`;
+  const saveFd = (fd: string) => `{ @fd[tid] = (int64)${fd} + 1; }`;
+  const printFd = (tag: string) => `/@fd[tid]/ {
+  if (args->ret >= 0) { printf("${tag}\\t%d\\t%d\\t%d\\t%d\\n", pid, tid, @fd[tid] - 1, args->ret); }
+  delete(@fd[tid]);
+}`;
+  const saveGet = (key: string, size: string) => `{ @ig[tid] = ((int64)${key}, (int64)${size}, 1); }`;
+  const printGet = (tag: string) => `/@ig[tid].2/ {
+  $g = @ig[tid];
+  if (args->ret >= 0) { printf("${tag}\\t%d\\t%d\\t%d\\t%d\\t%d\\n", pid, tid, $g.0, $g.1, args->ret); }
+  delete(@ig[tid]);
+}`;
+  return [
+    { name: 'open', enter: saveOpen('args->filename', 'args->flags', '-100'), exit: printOpen },
+    { name: 'openat', enter: saveOpen('args->filename', 'args->flags', 'args->dfd'), exit: printOpen },
+    { name: 'openat2', enter: saveOpen('args->filename', '*(uint64*)uptr(args->how)', 'args->dfd'), exit: printOpen },
+    { name: 'creat', enter: saveOpen('args->pathname', String(O_CREAT_WRONLY_TRUNC), '-100'), exit: printOpen },
+    {
+      name: 'chdir',
+      enter: '{ @cd[tid] = (uint64)args->filename; }',
+      exit: `/@cd[tid]/ {
+  if (args->ret == 0) { printf("C\\t%d\\t%d\\t%s\\n", pid, tid, str(uptr(@cd[tid]))); }
+  delete(@cd[tid]);
+}`,
+    },
+    { name: 'fchdir', enter: saveFd('args->fd'), exit: printFd('D') },
+    {
+      name: 'socket',
+      enter: '{ @so[tid] = ((int64)args->family, (int64)args->type, (int64)args->protocol, 1); }',
+      exit: `/@so[tid].3/ {
+  $s = @so[tid];
+  if (args->ret >= 0) { printf("S\\t%d\\t%d\\t%d\\t%d\\t%d\\t%d\\n", pid, tid, args->ret, $s.0, $s.1, $s.2); }
+  delete(@so[tid]);
+}`,
+    },
+    { name: 'bind', enter: saveAddr('args->fd', 'args->umyaddr'), exit: printAddr('B', 'args->ret == 0') },
+    { name: 'connect', enter: saveAddr('args->fd', 'args->uservaddr'), exit: printAddr('K', 'args->ret == 0 || args->ret == -115') },
+    { name: 'listen', enter: saveFd('args->fd'), exit: printFd('L') },
+    { name: 'accept', enter: saveFd('args->fd'), exit: printFd('A') },
+    { name: 'accept4', enter: saveFd('args->fd'), exit: printFd('A') },
+    { name: 'shmget', enter: saveGet('args->key', 'args->size'), exit: printGet('HG') },
+    { name: 'semget', enter: saveGet('args->key', 'args->nsems'), exit: printGet('SG') },
+    { name: 'msgget', enter: saveGet('args->key', '0'), exit: printGet('MG') },
+    {
+      name: 'mq_open',
+      enter: '{ @mq[tid] = ((uint64)args->u_name, (int64)args->oflag); }',
+      exit: `/@mq[tid].0/ {
+  $m = @mq[tid];
+  if (args->ret >= 0) { printf("Q\\t%d\\t%d\\t%d\\t%d\\t%s\\n", pid, tid, args->ret, $m.1, str(uptr($m.0))); }
+  delete(@mq[tid]);
+}`,
+    },
+  ];
+}
+
+/**
+ * Operations on an existing IPC id: printed once per process and id (a BPF map remembers which),
+ * so a program doing millions of semop(2) calls costs no output.
+ */
+function ipcUseProbes(has: (event: string) => boolean): string[] {
+  const uses: Array<[string, string, string, number]> = [
+    ['shmat', 'args->shmid', 'HA', 1],
+    ['semop', 'args->semid', 'SO', 2],
+    ['semtimedop', 'args->semid', 'SO', 2],
+    ['msgsnd', 'args->msqid', 'MO', 3],
+    ['msgrcv', 'args->msqid', 'MO', 3],
+  ];
+  return uses
+    .filter(([name]) => has(`sys_enter_${name}`))
+    .map(
+      ([name, id, tag, kind]) => `tracepoint:syscalls:sys_enter_${name} /@t[pid] && !@iu[pid, ${kind}, (int64)${id}]/ {
+  @iu[pid, ${kind}, (int64)${id}] = 1;
+  printf("${tag}\\t%d\\t%d\\t%d\\n", pid, tid, ${id});
+}`,
+    );
+}
+
+/** The bpftrace program for one profiling run. */
+export function generateEbpfScript(options: EbpfScriptOptions): string {
+  const has = (event: string) => options.availableSyscallEvents.has(event);
+  const probes: string[] = [];
+  probes.push(`BEGIN {\n${pidList(options.seedPids)}\n}`);
+  probes.push(`tracepoint:sched:sched_process_fork /@t[pid]/ {
+  @t[args->child_pid] = 1;
+  printf("F\\t%d\\t%d\\t%d\\n", pid, tid, args->child_pid);
+}`);
+  const groupDead = options.exitHasGroupDead ? 'args->group_dead' : 'tid == pid';
+  probes.push(`tracepoint:sched:sched_process_exit /@t[pid]/ {
+  if (tid == pid) { printf("E\\t%d\\t%d\\n", pid, tid); }
+  if (tid != pid) { delete(@t[tid]); }
+  if (${groupDead}) { delete(@t[pid]); }
+}`);
+  probes.push(`tracepoint:sched:sched_process_exec /@t[pid]/ {
+  printf("X\\t%d\\t%d\\t%s\\n", pid, tid, str(args->filename));
+}`);
+  for (const pair of syscallPairs()) {
+    if (!has(`sys_enter_${pair.name}`) || !has(`sys_exit_${pair.name}`)) continue;
+    probes.push(`tracepoint:syscalls:sys_enter_${pair.name} /@t[pid]/ ${pair.enter}`);
+    probes.push(`tracepoint:syscalls:sys_exit_${pair.name} ${pair.exit}`);
+  }
+  probes.push(...ipcUseProbes(has));
+  // Executable file mappings (PROT_EXEC = 4) are how dlopen'ed shared libraries show up.
+  if (has('sys_enter_mmap')) {
+    probes.push(`tracepoint:syscalls:sys_enter_mmap /@t[pid] && args->fd < 0x80000000 && (args->prot & 4)/ {
+  printf("MM\\t%d\\t%d\\t%d\\n", pid, tid, args->fd);
+}`);
+  }
+  // A heartbeat: progress for the caller, and bpftrace dies of SIGPIPE soon after we do.
+  probes.push('interval:s:1 { printf("T\\n"); }');
+  // bpftrace prints every non-empty map at exit: clear the ones this program uses.
+  const usedMaps = [...new Set(probes.join('\n').match(/@[a-z]+/g) ?? [])];
+  probes.push(`END {\n${usedMaps.map((m) => `  clear(${m});`).join('\n')}\n}`);
+  // Last, so that seeing its line means every probe above is attached.
+  probes.push(`tracepoint:syscalls:sys_enter_getpriority /pid == ${Math.trunc(options.markerPid)} && args->who == ${Math.trunc(options.markerNonce)}/ {
+  printf("R\\n");
+}`);
+  return probes.join('\n\n') + '\n';
+}

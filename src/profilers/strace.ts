@@ -1,0 +1,549 @@
+/**
+ * The strace profiler: runs `strace -f -yy` (ptrace; seccomp-bpf filtering for launched
+ * programs) on a few syscall classes and turns each successful call into a resource use.
+ * Works without BPF, costs more than eBPF (every traced syscall stops the thread twice).
+ *
+ * @module
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { promisify } from 'node:util';
+import { err, ResultAsync } from 'neverthrow';
+import type { ApMigrateError } from '../errors.js';
+import type { ResourceProfile, SocketUse } from '../policy/profile.js';
+import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
+import {
+  accessFromOpenFlags,
+  guardProfile,
+  isLaunchTarget,
+  killTree,
+  processExists,
+  processTree,
+  ProfileCollector,
+  ProfileError,
+  type ProgramFacts,
+  type ProgramOutput,
+  readProcLink,
+  readProcStatus,
+  resolveCommand,
+  resolvePath,
+  validateTarget,
+  waitForExit,
+  waitForStop,
+} from './common.js';
+import { ProcfsSampler, parseSysvTable } from './procfs.js';
+import {
+  parseFdArg,
+  parseQuoted,
+  parseSockaddr,
+  parseSocketDecoration,
+  parseStringArray,
+  type StraceCall,
+  StraceLineParser,
+} from './strace-parser.js';
+
+const execFileAsync = promisify(execFile);
+
+/** The syscalls traced: those that name files, sockets, IPC objects, or change the process tree or cwd. */
+export const TRACED_SYSCALLS = [
+  // files
+  'open', 'openat', 'openat2', 'creat', 'execve', 'execveat', 'chdir', 'fchdir', 'mkdir', 'mkdirat', 'mknod', 'mknodat',
+  'rename', 'renameat', 'renameat2', 'unlink', 'unlinkat', 'rmdir', 'truncate', 'link', 'linkat', 'symlink', 'symlinkat',
+  // network
+  'bind', 'listen', 'connect',
+  // ipc
+  'shmget', 'shmat', 'semget', 'msgget', 'mq_open',
+  // process
+  'clone', 'clone3', 'fork', 'vfork',
+] as const;
+
+/**
+ * Turns parsed strace calls into uses in a {@link ProfileCollector}: resolves relative paths
+ * against the calling process's cwd (tracked through chdir/fchdir and `AT_FDCWD<...>`) or the
+ * `*at` directory descriptor, and ignores failed calls.
+ */
+export class StraceInterpreter {
+  private readonly cwds = new Map<number, string>();
+  private readonly shmIdsFromGet = new Set<number>();
+  private readonly attachedShmIds = new Set<number>();
+  /** The first successful execve of the root process (its executable and argv). */
+  rootExec?: { executable: string; argv: string[] };
+
+  constructor(
+    readonly collector: ProfileCollector,
+    /** The root process's pid, or `first-exec` when the first execve traced is the root's. */
+    private readonly rootPid: number | 'first-exec' | undefined,
+    private readonly initialCwd: string,
+  ) {}
+
+  /** Set the cwd of a pid known from elsewhere (/proc, when attaching). */
+  setCwd(pid: number, cwd: string): void {
+    this.cwds.set(pid, cwd);
+  }
+
+  private cwdOf(pid: number): string {
+    return this.cwds.get(pid) ?? this.initialCwd;
+  }
+
+  /** Resolve a path argument against `AT_FDCWD<cwd>`, a directory descriptor, or the tracked cwd. */
+  private resolve(pid: number, p: string, dirArg?: string): string {
+    if (p.startsWith('/')) return path.posix.normalize(p);
+    const dir = dirArg !== undefined ? parseFdArg(dirArg) : undefined;
+    if (dir?.fd === 'AT_FDCWD' && dir.decoration) this.cwds.set(pid, dir.decoration);
+    const base = dir?.decoration?.startsWith('/') ? dir.decoration : this.cwdOf(pid);
+    return resolvePath(base, p);
+  }
+
+  /** Apply one call. */
+  handle(call: StraceCall): void {
+    this.collector.events++;
+    // Failed calls are not uses; a non-blocking connect in progress is.
+    if (call.errno !== undefined && !(call.name === 'connect' && call.errno === 'EINPROGRESS')) return;
+    const { pid, args } = call;
+    const str = (i: number) => parseQuoted(args[i] ?? '');
+    switch (call.name) {
+      case 'open':
+      case 'creat': {
+        const p = str(0);
+        if (p !== undefined) this.open(pid, this.resolve(pid, p), call.name === 'creat' ? 'O_WRONLY|O_CREAT' : (args[1] ?? ''));
+        break;
+      }
+      case 'openat':
+      case 'openat2': {
+        const p = str(1);
+        const flags = call.name === 'openat2' ? (/flags=([\w|]+)/.exec(args[2] ?? '')?.[1] ?? '') : (args[2] ?? '');
+        if (p !== undefined) this.open(pid, this.resolve(pid, p, args[0]), flags);
+        break;
+      }
+      case 'execve':
+      case 'execveat': {
+        const pathIndex = call.name === 'execve' ? 0 : 1;
+        const p = str(pathIndex);
+        if (p === undefined) break;
+        const executable = call.name === 'execve' ? this.resolve(pid, p) : this.resolve(pid, p, args[0]);
+        const argv = parseStringArray(args[pathIndex + 1] ?? '') ?? [];
+        this.collector.addFile(executable, 'exec');
+        this.collector.addProcess({ pid, executable, ...(argv.length > 0 ? { argv } : {}) });
+        if ((pid === this.rootPid || this.rootPid === 'first-exec') && !this.rootExec) this.rootExec = { executable, argv };
+        break;
+      }
+      case 'chdir': {
+        const p = str(0);
+        if (p !== undefined) this.cwds.set(pid, this.resolve(pid, p));
+        break;
+      }
+      case 'fchdir': {
+        const dir = parseFdArg(args[0] ?? '')?.decoration;
+        if (dir?.startsWith('/')) this.cwds.set(pid, dir);
+        break;
+      }
+      case 'mkdir':
+      case 'mknod':
+      case 'unlink':
+      case 'rmdir':
+      case 'truncate': {
+        const p = str(0);
+        if (p !== undefined) this.collector.addFile(this.resolve(pid, p), 'write');
+        break;
+      }
+      case 'mkdirat':
+      case 'mknodat':
+      case 'unlinkat': {
+        const p = str(1);
+        if (p !== undefined) this.collector.addFile(this.resolve(pid, p, args[0]), 'write');
+        break;
+      }
+      case 'rename':
+      case 'link': {
+        for (const i of [0, 1]) {
+          const p = str(i);
+          if (p !== undefined) this.collector.addFile(this.resolve(pid, p), i === 0 && call.name === 'link' ? 'read' : 'write');
+        }
+        break;
+      }
+      case 'renameat':
+      case 'renameat2':
+      case 'linkat': {
+        const from = str(1);
+        const to = str(3);
+        if (from !== undefined) this.collector.addFile(this.resolve(pid, from, args[0]), call.name === 'linkat' ? 'read' : 'write');
+        if (to !== undefined) this.collector.addFile(this.resolve(pid, to, args[2]), 'write');
+        break;
+      }
+      case 'symlink': {
+        const p = str(1);
+        if (p !== undefined) this.collector.addFile(this.resolve(pid, p), 'write');
+        break;
+      }
+      case 'symlinkat': {
+        const p = str(2);
+        if (p !== undefined) this.collector.addFile(this.resolve(pid, p, args[1]), 'write');
+        break;
+      }
+      case 'bind':
+      case 'connect':
+        this.socketCall(call);
+        break;
+      case 'listen':
+        this.listen(call);
+        break;
+      case 'shmget':
+      case 'semget':
+      case 'msgget': {
+        const key = Number(args[0] === 'IPC_PRIVATE' ? 0 : args[0]) | 0;
+        const kind = call.name === 'shmget' ? 'sysv-shm' : call.name === 'semget' ? 'sysv-sem' : 'sysv-msg';
+        const size = call.name === 'shmget' ? Number(args[1]) : undefined;
+        if (call.retval === undefined || Number.isNaN(key)) break;
+        if (kind === 'sysv-shm') this.shmIdsFromGet.add(call.retval);
+        this.collector.addIpc({ kind, key, id: call.retval, ...(size !== undefined && Number.isFinite(size) ? { size } : {}) });
+        break;
+      }
+      case 'shmat': {
+        const id = Number(args[0]);
+        if (Number.isInteger(id)) this.attachedShmIds.add(id);
+        break;
+      }
+      case 'mq_open': {
+        const name = str(0);
+        if (name !== undefined) this.collector.addIpc({ kind: 'posix-mq', name: name.startsWith('/') ? name : `/${name}` });
+        break;
+      }
+      case 'clone':
+      case 'clone3':
+      case 'fork':
+      case 'vfork': {
+        const child = call.retval;
+        if (child === undefined || child <= 0) break;
+        this.cwds.set(child, this.cwdOf(pid));
+        // Threads share the process; only new processes go in the process list.
+        if (!/CLONE_THREAD/.test(args.join(','))) this.collector.addProcess({ pid: child, ppid: pid });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private open(pid: number, p: string, flags: string): void {
+    if (p.startsWith('/dev/shm/')) {
+      this.collector.addIpc({ kind: 'posix-shm', name: p.slice('/dev/shm'.length) });
+      return;
+    }
+    for (const access of accessFromOpenFlags(flags)) this.collector.addFile(p, access);
+  }
+
+  private socketCall(call: StraceCall): void {
+    const addr = parseSockaddr(call.args[1] ?? '');
+    if (!addr) return;
+    const deco = parseSocketDecoration(parseFdArg(call.args[0] ?? '')?.decoration ?? '');
+    const protocol = deco?.protocol ?? 'other';
+    const use: SocketUse = { family: addr.family, protocol, listening: false };
+    const isConnect = call.name === 'connect';
+    if (addr.family === 'unix-path' || addr.family === 'unix-abstract') {
+      if (addr.path === undefined || addr.path === '') return;
+      use.path = addr.path;
+    } else if (addr.family === 'inet' || addr.family === 'inet6') {
+      if (isConnect) Object.assign(use, { remoteAddress: addr.address, remotePort: addr.port });
+      else Object.assign(use, { localAddress: addr.address, localPort: addr.port });
+    }
+    this.collector.addSocket(use);
+  }
+
+  private listen(call: StraceCall): void {
+    const deco = parseSocketDecoration(parseFdArg(call.args[0] ?? '')?.decoration ?? '');
+    if (!deco) return;
+    if (deco.family === 'inet' || deco.family === 'inet6') {
+      if (deco.localPort === undefined) return;
+      this.collector.addSocket({ family: deco.family, protocol: deco.protocol, localAddress: deco.localAddress, localPort: deco.localPort, listening: true });
+    } else if (deco.family === 'unix' && deco.path) {
+      const abstract = deco.path.startsWith('@');
+      this.collector.addSocket({
+        family: abstract ? 'unix-abstract' : 'unix-path',
+        protocol: deco.protocol,
+        path: abstract ? deco.path.slice(1) : deco.path,
+        listening: true,
+      });
+    }
+  }
+
+  /** Segments attached with shmat but created elsewhere: find their keys in /proc/sysvipc/shm. */
+  async resolveAttachedSegments(): Promise<void> {
+    const missing = [...this.attachedShmIds].filter((id) => !this.shmIdsFromGet.has(id));
+    if (missing.length === 0) return;
+    const table = parseSysvTable(await readFile('/proc/sysvipc/shm', 'utf8').catch(() => ''), 'sysv-shm');
+    for (const id of missing) {
+      const entry = table.find((e) => e.id === id);
+      this.collector.addIpc({ kind: 'sysv-shm', id, ...(entry ? { key: entry.key, ...(entry.size !== undefined ? { size: entry.size } : {}) } : {}) });
+    }
+  }
+}
+
+/** Options of {@link createStraceProfiler}. */
+export interface StraceProfilerOptions {
+  /** The strace binary (default `strace` on PATH). */
+  straceBinary?: string;
+  /** Where a launched program's output goes (default `ignore`). */
+  programOutput?: ProgramOutput;
+  /** Record the program's environment in the profile (default false: it may hold secrets). */
+  captureEnv?: boolean;
+}
+
+const DEFAULT_DURATION_MS = 10_000;
+
+/** Create the strace profiler (ptrace; needs the `strace` package, and root to attach to others' processes). */
+export function createStraceProfiler(options: StraceProfilerOptions = {}): Profiler {
+  return {
+    name: 'strace',
+    availability: () => straceAvailability(options.straceBinary),
+    profile: (target, profileOptions = {}) =>
+      ResultAsync.fromSafePromise(Promise.resolve(validateTarget(target))).andThen((r) =>
+        r.isErr() ? err<ResourceProfile, ApMigrateError>(r.error) : new ResultAsync(guardProfile('strace', () => runStrace(target, profileOptions, options))),
+      ),
+  };
+}
+
+/** Whether strace is installed and new enough (5.3+ for `--seccomp-bpf`). */
+export async function straceAvailability(binary = 'strace'): Promise<ProfilerAvailability> {
+  const found = await resolveCommand(binary, process.cwd());
+  if (!found) return { name: 'strace', available: false, reason: `the "${binary}" tool is not installed (Debian package strace)` };
+  try {
+    const { stdout } = await execFileAsync(found, ['-V'], { timeout: 5000 });
+    const version = /version (\d+)\.(\d+)/.exec(stdout);
+    const major = Number(version?.[1] ?? 0);
+    const minor = Number(version?.[2] ?? 0);
+    if (major < 5 || (major === 5 && minor < 3)) {
+      return { name: 'strace', available: false, reason: `strace ${major}.${minor} is too old: 5.3 or newer is needed for --seccomp-bpf` };
+    }
+    const root = process.getuid?.() === 0;
+    return { name: 'strace', available: true, reason: `strace ${major}.${minor}${root ? '' : '; not root: only own processes can be attached'}` };
+  } catch (e) {
+    return { name: 'strace', available: false, reason: `"${found} -V" failed: ${String(e)}` };
+  }
+}
+
+/** A FIFO strace writes into, read as a stream (bounded memory, progress while it runs). */
+async function openTraceFifo(): Promise<{ fifo: string; socket: net.Socket; closeWriter: () => void; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ap-migrate-strace-'));
+  const fifo = path.join(dir, 'trace');
+  await execFileAsync('mkfifo', ['-m', '600', fifo]);
+  // Non-blocking opens never wait for the other end. Our own writer keeps the reader from
+  // seeing end-of-file before strace has opened the FIFO; it is closed once strace is done.
+  const readFd = openSync(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  let writeFd: number | undefined = openSync(fifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+  const socket = new net.Socket({ fd: readFd, readable: true, writable: false });
+  return {
+    fifo,
+    socket,
+    closeWriter: () => {
+      if (writeFd !== undefined) closeSync(writeFd);
+      writeFd = undefined;
+    },
+    cleanup: async () => {
+      if (writeFd !== undefined) closeSync(writeFd);
+      writeFd = undefined;
+      socket.destroy();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Keep the last `max` bytes of a stream (strace's own messages, for error reports). */
+function tail(stream: NodeJS.ReadableStream | null, max = 8192): () => string {
+  let text = '';
+  stream?.on('data', (chunk: Buffer) => {
+    text = (text + chunk.toString('utf8')).slice(-max);
+  });
+  return () => text;
+}
+
+/** Wait until `pid` is traced by `tracer` (strace attaches in the background). */
+async function waitTraced(pid: number, tracer: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    if (new RegExp(`^TracerPid:\\s*${tracer}$`, 'm').test(status)) return true;
+    if (!status) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
+
+async function runStrace(target: ProfileTarget, opts: ProfileOptions, config: StraceProfilerOptions) {
+  const binary = await resolveCommand(config.straceBinary ?? 'strace', process.cwd());
+  if (!binary) return err(new ProfileError('PROFILER_UNAVAILABLE', `strace is not installed: install the Debian package "strace"`));
+  const collector = new ProfileCollector();
+  const trace = await openTraceFifo();
+  try {
+    return isLaunchTarget(target) ? await straceLaunch(binary, target, opts, config, collector, trace) : await straceAttach(binary, target.pid, opts, config, collector, trace);
+  } finally {
+    await trace.cleanup();
+  }
+}
+
+type TraceFifo = Awaited<ReturnType<typeof openTraceFifo>>;
+
+function baseArgs(fifo: string): string[] {
+  return ['-f', '-qq', '-yy', '-s', '4096', '-e', `trace=${TRACED_SYSCALLS.join(',')}`, '-o', fifo];
+}
+
+/** Read the trace into the interpreter; resolves at end of file. */
+function consume(trace: TraceFifo, interpreter: StraceInterpreter, parser: StraceLineParser): Promise<void> {
+  const lines = readline.createInterface({ input: trace.socket, crlfDelay: Infinity });
+  lines.on('line', (line) => {
+    const event = parser.push(line);
+    if (event?.type === 'call') interpreter.handle(event.call);
+  });
+  return new Promise((resolve) => lines.once('close', () => resolve()));
+}
+
+function progressTimer(collector: ProfileCollector, opts: ProfileOptions): () => void {
+  if (!opts.onProgress) return () => {};
+  const started = Date.now();
+  const timer = setInterval(() => opts.onProgress?.({ events: collector.events, elapsedMs: Date.now() - started }), 250);
+  return () => clearInterval(timer);
+}
+
+/** End of file on the trace, or give up after `ms` (a stuck strace must not hang us). */
+function drained(done: Promise<void>, ms: number): Promise<boolean> {
+  return Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+}
+
+async function straceLaunch(
+  binary: string,
+  target: { command: readonly string[]; cwd?: string; env?: Record<string, string> },
+  opts: ProfileOptions,
+  config: StraceProfilerOptions,
+  collector: ProfileCollector,
+  trace: TraceFifo,
+) {
+  const cwd = target.cwd ?? process.cwd();
+  const resolved = await resolveCommand(target.command[0]!, cwd, target.env?.PATH ?? process.env.PATH);
+  if (!resolved) {
+    return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": no such executable (looked in the cwd and on PATH)`, { details: { argv: [...target.command], cwd } }));
+  }
+  // --seccomp-bpf stops the program only for the traced syscalls, but its filter outlives
+  // strace: a program left running (keepRunning) would then see ENOSYS. Only use it when
+  // the program ends with the profile.
+  const args = [...baseArgs(trace.fifo), ...(opts.keepRunning ? [] : ['--seccomp-bpf']), '--', ...target.command];
+  const output = config.programOutput ?? 'ignore';
+  const child: ChildProcess = spawn(binary, args, {
+    cwd,
+    env: target.env ? { ...process.env, ...target.env } : process.env,
+    stdio: ['ignore', output, 'pipe'],
+  });
+  const stderr = tail(child.stderr);
+  if (output === 'inherit') child.stderr?.pipe(process.stderr);
+  const spawnError = await new Promise<Error | undefined>((resolve) => {
+    child.once('spawn', () => resolve(undefined));
+    child.once('error', (e) => resolve(e));
+  });
+  if (spawnError) return err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run strace: ${spawnError.message}`, { cause: spawnError }));
+  const stracePid = child.pid!;
+  const interpreter = new StraceInterpreter(collector, 'first-exec', cwd);
+  const parser = new StraceLineParser();
+  const done = consume(trace, interpreter, parser);
+  const stopProgress = progressTimer(collector, opts);
+  const exited = waitForExit(child);
+  const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
+  if (why !== 'ended') {
+    // keepRunning: killing strace makes the kernel detach its tracees, which run on untraced.
+    if (opts.keepRunning) child.kill('SIGKILL');
+    else await killTree(stracePid, { includeRoot: false }); // strace exits after its last tracee
+  }
+  if (!(await drained(exited, 5000))) child.kill('SIGKILL');
+  await exited;
+  trace.closeWriter();
+  if (!(await drained(done, 5000))) trace.socket.destroy();
+  stopProgress();
+  if (!interpreter.rootExec) {
+    const message = stderr().trim().split('\n').filter(Boolean).at(-1) ?? `exit code ${child.exitCode}`;
+    return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}" under strace: ${message}`, { details: { argv: [...target.command], cwd, stderr: stderr() } }));
+  }
+  await interpreter.resolveAttachedSegments();
+  if (parser.unparsed.length > 0) collector.note(`${parser.unparsed.length} strace lines could not be parsed, e.g. ${JSON.stringify(parser.unparsed[0])}.`);
+  const facts: ProgramFacts = {
+    executable: interpreter.rootExec.executable,
+    argv: [...target.command],
+    cwd,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
+  };
+  const complete = why === 'ended' && parser.unparsed.length === 0;
+  if (why !== 'ended') collector.note('Watching stopped before the program ended: later uses are not in the profile.');
+  return collector.build(facts, { profiler: 'strace', complete });
+}
+
+async function straceAttach(
+  binary: string,
+  pid: number,
+  opts: ProfileOptions,
+  config: StraceProfilerOptions,
+  collector: ProfileCollector,
+  trace: TraceFifo,
+) {
+  if (!(await processExists(pid))) return err(new ProfileError('NO_SUCH_PROCESS', `No process with pid ${pid} is running`, { details: { pid } }));
+  if (!(await readProcLink(`/proc/${pid}/exe`))) {
+    return err(new ProfileError('PERMISSION_DENIED', `Cannot read /proc/${pid}: run as root or as the process's user`, { details: { pid } }));
+  }
+  // What the program already holds: long-running daemons acquire most resources at start-up.
+  const sampler = new ProcfsSampler(pid, collector, { captureEnv: config.captureEnv ?? false });
+  await sampler.sample();
+  collector.note('Attached to a running program: what it held then was sampled from /proc; files it opened and closed before are missed.');
+  const tree = await processTree(pid);
+  const interpreter = new StraceInterpreter(collector, undefined, sampler.root.cwd ?? '/');
+  for (const p of tree) {
+    const cwd = await readProcLink(`/proc/${p}/cwd`);
+    if (cwd) interpreter.setCwd(p, cwd);
+  }
+  // No --seccomp-bpf: strace cannot install a filter in a process that is already running.
+  const args = [...baseArgs(trace.fifo), ...tree.flatMap((p) => ['-p', String(p)])];
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const stderr = tail(child.stderr);
+  const spawnError = await new Promise<Error | undefined>((resolve) => {
+    child.once('spawn', () => resolve(undefined));
+    child.once('error', (e) => resolve(e));
+  });
+  if (spawnError) return err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run strace: ${spawnError.message}`, { cause: spawnError }));
+  const parser = new StraceLineParser();
+  const done = consume(trace, interpreter, parser);
+  const exited = waitForExit(child);
+  if (!(await Promise.race([waitTraced(pid, child.pid!, 5000), exited.then(() => false)]))) {
+    child.kill('SIGKILL');
+    await exited;
+    trace.closeWriter();
+    const message = stderr().trim();
+    const denied = /Operation not permitted|EPERM/.test(message);
+    if (!denied && !(await processExists(pid))) return err(new ProfileError('NO_SUCH_PROCESS', `Process ${pid} ended before strace could attach`, { details: { pid } }));
+    return err(
+      new ProfileError(denied ? 'PERMISSION_DENIED' : 'PROFILER_FAILED', `strace could not attach to pid ${pid}: ${message || 'no reason given'}`, { details: { pid, stderr: message } }),
+    );
+  }
+  const stopProgress = progressTimer(collector, opts);
+  const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
+  // A last look at what is held, while still attached (before the program may end).
+  await sampler.sample();
+  if (why !== 'ended') child.kill('SIGINT'); // strace detaches; the attached program keeps running
+  if (!(await drained(exited, 5000))) child.kill('SIGKILL');
+  await exited;
+  trace.closeWriter();
+  if (!(await drained(done, 5000))) trace.socket.destroy();
+  stopProgress();
+  await interpreter.resolveAttachedSegments();
+  const root = sampler.root;
+  const status = await readProcStatus(pid);
+  const facts: ProgramFacts = {
+    executable: root.executable ?? '/',
+    argv: root.argv ?? ['?'],
+    cwd: root.cwd ?? '/',
+    uid: root.uid ?? status?.uid ?? 0,
+    gid: root.gid ?? status?.gid ?? 0,
+    ...(root.env ? { env: root.env } : {}),
+  };
+  return collector.build(facts, { profiler: 'strace', complete: false });
+}

@@ -1,0 +1,541 @@
+/**
+ * The FreeBSD jail deployer, tested on the exact commands and jail.conf it would send. No FreeBSD
+ * host exists here: a scripted transport records every call and answers with outputs written from
+ * the tools' documented formats (test/fixtures/freebsd, test/fixtures/jail; each file says so).
+ * Golden files live in test/fixtures/jail; regenerate them with UPDATE_GOLDEN=1 and review the diff.
+ *
+ * What runs for real: the jail.conf string quoting is decoded by a decoder written from the
+ * jail(8) lexer's rules and the resulting exec.start command is run by this machine's /bin/sh,
+ * which must give the program its exact argv, environment and working directory; every remote
+ * script passes `sh -n`.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../src/migrate.js';
+import { planMigration } from '../../src/policy/plan.js';
+import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from '../../src/policy/profile.js';
+import { PAPER_JAIL_BASE_BYTES } from '../../src/policy/methods.js';
+import type { ApMigrateError } from '../../src/errors.js';
+import type { ActivatedDeployment, DeployContext, Deployer, StagedBundle, StartedProgram } from '../../src/spec/deployer.js';
+import {
+  checkJailCapabilities,
+  createJailDeployer,
+  FREEBSD_BASE_DIRS,
+  JAIL_ACTIVATE_SCRIPT,
+  JAIL_MOVE_SCRIPT,
+  JAIL_PREFLIGHT_SCRIPT,
+  JAIL_ROLLBACK_SCRIPT,
+  jailBundleContents,
+  measureFreeBsdBase,
+  parseDuSk,
+  type JailDeployerOptions,
+} from '../../src/deploy/jail.js';
+import { execStartCommand, quoteJailConfString, renderJailConf, type JailConfSpec } from '../../src/deploy/jail-conf.js';
+import { createScriptedTransport, renderCalls, type ScriptedRule, type ScriptedTransport } from '../helpers/scripted-transport.js';
+
+const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
+const JAIL_FIXTURES = join(FIXTURES, 'jail');
+const UPDATE = process.env.UPDATE_GOLDEN === '1';
+// The receiver is never run by the scripted host; a fixed stand-in keeps its remote name stable.
+process.env.AP_MIGRATE_RECEIVER = join(JAIL_FIXTURES, 'receiver-stand-in.cjs');
+
+/** A recorded tool output without the comment lines that say where it came from. */
+function fixture(dir: 'freebsd' | 'jail', name: string): string {
+  return readFileSync(join(FIXTURES, dir, name), 'utf8')
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .join('\n');
+}
+
+/** Compare with a golden file (or write it under UPDATE_GOLDEN=1). */
+function expectGolden(name: string, actual: string): void {
+  const path = join(JAIL_FIXTURES, name);
+  if (UPDATE) writeFileSync(path, actual);
+  expect(existsSync(path), `golden file ${name} is missing: run with UPDATE_GOLDEN=1`).toBe(true);
+  expect(actual).toBe(readFileSync(path, 'utf8'));
+}
+
+const SCRIPT_NAMES = {
+  JAIL_PREFLIGHT_SCRIPT,
+  JAIL_ACTIVATE_SCRIPT,
+  JAIL_MOVE_SCRIPT,
+  JAIL_ROLLBACK_SCRIPT,
+};
+
+const ROOT = '/var/ap-migrate';
+
+const BASE_PROFILE: ResourceProfileInput = {
+  executable: '/usr/local/bin/apserver',
+  executableSize: 48_128,
+  argv: ['apserver', '--data', '/var/db/apserver', '--motd', `it's "$HOME"\\n`],
+  cwd: '/var/db/apserver',
+  uid: 1001,
+  gid: 1001,
+  platform: { os: 'freebsd', release: '13.2-RELEASE-p4', arch: 'amd64' },
+  files: [
+    { path: '/var/db/apserver/notes.db', kind: 'regular', access: ['read', 'write'], size: 1200 },
+    { path: '/lib/libc.so.7', kind: 'regular', access: ['read', 'exec'], size: 1_912_536, sharedLibrary: true },
+    { path: '/libexec/ld-elf.so.1', kind: 'regular', access: ['read', 'exec'], size: 123_456, sharedLibrary: true },
+    { path: '/var/log/apserver/apserver.log', kind: 'regular', access: ['write'], size: 0, created: true },
+  ],
+};
+
+const NETWORK_PROFILE: ResourceProfileInput = {
+  ...BASE_PROFILE,
+  sockets: [{ family: 'inet', protocol: 'tcp', localPort: 8080, listening: true }],
+};
+
+const SYSV_PROFILE: ResourceProfileInput = {
+  ...BASE_PROFILE,
+  ipc: [
+    { kind: 'sysv-shm', key: 0x5eed, id: 65536, size: 4096 },
+    { kind: 'sysv-sem', key: 0x5eed, id: 65537 },
+  ],
+};
+
+type Release = '13.2' | '10.3' | '9.2';
+
+const TOOL_DIRS: Record<string, string> = { node: '/usr/local/bin', jail: '/usr/sbin', jls: '/usr/sbin', jexec: '/usr/sbin', ifconfig: '/sbin', mount: '/sbin', umount: '/sbin', ldd: '/usr/bin' };
+
+/** A FreeBSD host of `release` as its tools would answer, written from their documented output. */
+function freebsdHost(release: Release, extra: ScriptedRule[] = []): ScriptedRule[] {
+  const modern = release === '13.2';
+  const unknownOid = (oid: string) => ({ code: 1, stderr: fixture('freebsd', 'sysctl-unknown-oid.stderr.txt').replace('security.jail.param.sysvshm', oid) });
+  return [
+    ...extra,
+    {
+      match: (argv) => argv[0] === 'sh' && (argv[2] ?? '').includes('free_kb='),
+      reply: (argv) => ({
+        stdout: [
+          'os=FreeBSD',
+          `release=${fixture('freebsd', `uname-r-${release}.txt`).trim()}`,
+          'arch=amd64',
+          'free_kb=20971520',
+          'exists=0',
+          ...argv.slice(5).map((tool) => `tool.${tool}=${TOOL_DIRS[tool] ?? '/usr/bin'}/${tool}`),
+          '',
+        ].join('\n'),
+      }),
+    },
+    { match: ['uname', '-r'], reply: { stdout: fixture('freebsd', `uname-r-${release}.txt`) } },
+    ...(['sysvshm', 'sysvsem', 'sysvmsg'] as const).map((p): ScriptedRule => {
+      const oid = `security.jail.param.${p}`;
+      return { match: ['sysctl', '-n', oid], reply: modern ? { stdout: fixture('freebsd', 'sysctl-param-present.txt') } : unknownOid(oid) };
+    }),
+    { match: ['sysctl', '-n', 'kern.features.vimage'], reply: modern ? { stdout: fixture('freebsd', 'sysctl-vimage-present.txt') } : unknownOid('kern.features.vimage') },
+    { match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\nuser=www\n' } },
+    { match: (argv) => argv[0] === 'sh' && (argv[2] ?? '').includes('echo present'), reply: { stdout: 'present\n' } },
+    {
+      match: (argv) => argv[0] === 'node' && argv[2] === 'unpack',
+      reply: (_argv, stdin) => ({ stdout: `${JSON.stringify({ ok: true, report: { bytesRead: Buffer.byteLength(stdin ?? ''), entries: 6, verified: true } })}\n` }),
+    },
+    { match: ['sh', '-c', JAIL_ACTIVATE_SCRIPT], reply: {} },
+    { match: ['sh', '-c', JAIL_MOVE_SCRIPT], reply: {} },
+    { match: ['ifconfig', 'epair', 'create'], reply: { stdout: 'epair0a\n' } },
+    { match: ['ifconfig', 'epair0a'], reply: {} },
+    { match: (argv) => argv[0] === 'env' && argv.includes('jail'), reply: { stdout: 'apserver: created\n' } },
+    { match: ['jls', '-j', 'apserver', 'jid'], reply: { stdout: '7\n' } },
+    { match: ['pgrep', '-j', '7'], reply: { stdout: '4242\n' } },
+    { match: ['sockstat', '-4', '-6', '-l', '-j', '7'], reply: { stdout: fixture('jail', 'sockstat-l-j.txt') } },
+    { match: ['tail', '-c', '2000'], reply: { stdout: 'apserver: cannot open /var/db/apserver/notes.db: Permission denied\n' } },
+    { match: ['sh', '-c', JAIL_ROLLBACK_SCRIPT], reply: {} },
+  ];
+}
+
+function profileOf(input: ResourceProfileInput): ResourceProfile {
+  return ResourceProfileSchema.parse(input);
+}
+
+/** Context for a jail deployment planned for a FreeBSD 13.2 destination. */
+function contextFor(input: ResourceProfileInput, transport: ScriptedTransport): DeployContext {
+  const profile = profileOf(input);
+  const plan = planMigration(profile, {
+    destination: { platform: { os: 'freebsd', release: '13.2-RELEASE', arch: 'amd64' }, provides: ['freebsd-base-userland'] },
+    allowedMethods: ['freebsd-jail'],
+  })._unsafeUnwrap();
+  expect(plan.chosen).toBe('freebsd-jail');
+  return { transport, profile, plan, name: 'apserver' };
+}
+
+/** Drive a deployer through migrate()'s phases and roll back on failure, as migrate() does. */
+async function deploy(deployer: Deployer, context: DeployContext): Promise<{ error?: ApMigrateError; started?: StartedProgram; rolledBack: boolean }> {
+  const state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram } = {};
+  const pre = await deployer.preflight(context, 4 * 1024 * 1024);
+  if (pre.isErr()) return { error: pre.error, rolledBack: false };
+  const fail = async (error: ApMigrateError) => {
+    (await deployer.rollback(context, state))._unsafeUnwrap();
+    return { error, rolledBack: true };
+  };
+  const staged = await deployer.receive(context, Readable.from([Buffer.alloc(10_240, 7)]));
+  if (staged.isErr()) return fail(staged.error);
+  state.staged = staged.value;
+  const activated = await deployer.activate(context, staged.value);
+  if (activated.isErr()) return fail(activated.error);
+  delete state.staged;
+  state.activated = activated.value;
+  const started = await deployer.start(context, activated.value);
+  if (started.isErr()) return fail(started.error);
+  state.started = started.value;
+  const healthy = await deployer.healthCheck(context, started.value);
+  if (healthy.isErr()) return fail(healthy.error);
+  return { started: started.value, rolledBack: false };
+}
+
+const normalise = (text: string) => text.replace(/staging-apserver-[0-9a-f]{12}/g, 'staging-apserver-RANDOM');
+
+function uploadedConf(transport: ScriptedTransport): string {
+  const upload = transport.calls.find((c) => c.op === 'upload');
+  if (!upload || upload.op !== 'upload') throw new Error('no jail.conf was uploaded');
+  return upload.text;
+}
+
+const FAST: JailDeployerOptions = { settleMs: 0, healthPollMs: 10, healthTimeoutMs: 2000 };
+
+describe('jail deployer: golden command sequences', () => {
+  it('files only: no network, devfs ruleset 4, the program as its user, everything under <root>/apserver', async () => {
+    const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const result = await deploy(createJailDeployer(FAST), contextFor(BASE_PROFILE, transport));
+    expect(result.error).toBeUndefined();
+    expect(transport.unmatched).toEqual([]);
+    expect(result.started).toEqual({ pid: 4242, logPath: `${ROOT}/apserver/run/console.log`, endpoints: [] });
+    const conf = uploadedConf(transport);
+    expect(conf).toContain('ip4 = "disable";');
+    expect(conf).not.toContain('sysvshm');
+    expectGolden('files-only.conf', conf);
+    expectGolden('files-only.commands.txt', normalise(renderCalls(transport.calls, SCRIPT_NAMES)));
+  });
+
+  it('network: ip4.addr on the host interface, health waits for port 8080 in sockstat -j', async () => {
+    const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const deployer = createJailDeployer({ ...FAST, network: { mode: 'ip4', interface: 'em0', addresses: ['192.0.2.10/32'] } });
+    const result = await deploy(deployer, contextFor(NETWORK_PROFILE, transport));
+    expect(result.error).toBeUndefined();
+    expect(transport.unmatched).toEqual([]);
+    expect(result.started?.endpoints).toEqual(['192.0.2.10:8080']);
+    const conf = uploadedConf(transport);
+    expect(conf).toContain('ip4.addr = "em0|192.0.2.10/32";');
+    expectGolden('network.conf', conf);
+    expectGolden('network.commands.txt', normalise(renderCalls(transport.calls, SCRIPT_NAMES)));
+  });
+
+  it('SysV IPC on 13.2: sysvshm/sysvsem/sysvmsg = new', async () => {
+    const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const result = await deploy(createJailDeployer(FAST), contextFor(SYSV_PROFILE, transport));
+    expect(result.error).toBeUndefined();
+    expect(transport.unmatched).toEqual([]);
+    const conf = uploadedConf(transport);
+    for (const p of ['sysvshm', 'sysvsem', 'sysvmsg']) expect(conf).toContain(`\t${p} = "new";`);
+    expectGolden('sysv-ipc.conf', conf);
+    expectGolden('sysv-ipc.commands.txt', normalise(renderCalls(transport.calls, SCRIPT_NAMES)));
+  });
+
+  it('VNET: an epair, its jail end configured from exec.created, destroyed on rollback', async () => {
+    const transport = createScriptedTransport({
+      root: ROOT,
+      rules: freebsdHost('13.2', [{ match: ['sockstat'], reply: { stdout: fixture('jail', 'sockstat-l-j.txt').replace('192.0.2.10', '10.231.9.2') } }]),
+    });
+    const deployer = createJailDeployer({ ...FAST, network: { mode: 'vnet', addresses: { host: '10.231.9.1/30', program: '10.231.9.2/30' } } });
+    const context = contextFor(NETWORK_PROFILE, transport);
+    const result = await deploy(deployer, context);
+    expect(result.error).toBeUndefined();
+    expect(result.started?.endpoints).toEqual(['10.231.9.2:8080']);
+    const conf = uploadedConf(transport);
+    expect(conf).toContain('vnet.interface = "epair0b";');
+    expectGolden('vnet.conf', conf);
+    // Rolling back the running jail removes it, then destroys the epair.
+    const before = transport.calls.length;
+    (await deployer.rollback(context, { activated: { installDir: `${ROOT}/apserver`, rootDir: `${ROOT}/apserver/root`, undo: [['ifconfig', 'epair0a', 'destroy']] } }))._unsafeUnwrap();
+    expect(renderCalls(transport.calls.slice(before), SCRIPT_NAMES)).toBe(
+      `sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver\nifconfig epair0a destroy\n`,
+    );
+  });
+
+  it('a failed start is rolled back: jail -r with its config, devfs unmounted, directories removed', async () => {
+    // The jail is created but its only process exits at once (pgrep finds nothing).
+    const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['pgrep', '-j', '7'], reply: { code: 1 } }]) });
+    const result = await deploy(createJailDeployer(FAST), contextFor(BASE_PROFILE, transport));
+    expect(result.error?.code).toBe('START_FAILED');
+    expect(result.error?.message).toContain('no process runs in the jail');
+    expect(result.error?.message).toContain('Permission denied');
+    expect(result.rolledBack).toBe(true);
+    const commands = normalise(renderCalls(transport.calls, SCRIPT_NAMES));
+    expect(commands.trimEnd().split('\n').pop()).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver`);
+    expectGolden('failed-start.commands.txt', commands);
+  });
+
+  it('health polls until the port listens, and fails naming the port or the exit otherwise', async () => {
+    const header = fixture('jail', 'sockstat-l-j.txt').split('\n')[0]!;
+    const started: StartedProgram = { pid: 4242, logPath: `${ROOT}/apserver/run/console.log`, endpoints: [] };
+    const options = { ...FAST, network: { mode: 'ip4' as const, interface: 'em0', addresses: ['192.0.2.10/32'] } };
+    // Not listening for the first two probes, then listening.
+    const slow = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sockstat'], reply: { stdout: `${header}\n` }, times: 2 }]) });
+    (await createJailDeployer(options).healthCheck(contextFor(NETWORK_PROFILE, slow), started))._unsafeUnwrap();
+    expect(slow.calls.filter((c) => c.op === 'exec' && c.argv[0] === 'sockstat')).toHaveLength(3);
+    const never = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sockstat'], reply: { stdout: `${header}\n` } }]) });
+    const notListening = (await createJailDeployer({ ...options, healthTimeoutMs: 50 }).healthCheck(contextFor(NETWORK_PROFILE, never), started))._unsafeUnwrapErr();
+    expect(notListening.code).toBe('HEALTH_CHECK_FAILED');
+    expect(notListening.message).toContain('not listening on port(s) 8080');
+    const exited = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['pgrep'], reply: { code: 1 } }]) });
+    const gone = (await createJailDeployer(options).healthCheck(contextFor(NETWORK_PROFILE, exited), started))._unsafeUnwrapErr();
+    expect(gone.message).toContain('the program exited in the jail');
+    expect(gone.message).toContain('Permission denied');
+  });
+
+  it('the remote scripts are golden and valid POSIX sh', () => {
+    const text = Object.entries(SCRIPT_NAMES)
+      .map(([name, script]) => `### ${name}${script}`)
+      .join('\n');
+    expectGolden('scripts.txt', text);
+    for (const script of Object.values(SCRIPT_NAMES)) execFileSync('sh', ['-n', '-c', script]);
+  });
+});
+
+describe('the activation script on this machine\'s /bin/sh (its POSIX parts; ldd -f is FreeBSD-only and is skipped quietly)', () => {
+  const base = mkdtempSync(join(tmpdir(), 'apm-jail-activate-'));
+  afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+  function stagingWith(name: string): string {
+    const staging = join(base, name);
+    mkdirSync(join(staging, 'root', 'usr', 'local', 'bin'), { recursive: true });
+    writeFileSync(join(staging, 'root', 'usr', 'local', 'bin', 'apserver'), '#!/bin/sh\n');
+    return staging;
+  }
+
+  it('creates /dev, /tmp (1777), the cwd and created-file dirs, copies the host shell, then moves into place', () => {
+    const staging = stagingWith('ok');
+    execFileSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', staging, '/usr/local/bin/apserver', '/var/db/apserver', '/bin/sh', '--', '/var/log/apserver']);
+    const root = join(staging, 'root');
+    for (const dir of ['dev', 'tmp', 'var/db/apserver', 'var/log/apserver']) expect(statSync(join(root, dir)).isDirectory()).toBe(true);
+    expect(statSync(join(root, 'tmp')).mode & 0o7777).toBe(0o1777);
+    expect(readFileSync(join(root, 'bin', 'sh'))).toEqual(readFileSync('/bin/sh'));
+    const install = join(base, 'installed');
+    execFileSync('sh', ['-c', JAIL_MOVE_SCRIPT, 'ap-migrate', staging, install]);
+    expect(existsSync(staging)).toBe(false);
+    expect(statSync(join(install, 'run')).isDirectory()).toBe(true);
+    // A second move onto an existing install directory is refused.
+    const again = stagingWith('again');
+    expect(() => execFileSync('sh', ['-c', JAIL_MOVE_SCRIPT, 'ap-migrate', again, install], { stdio: 'pipe' })).toThrow(/exists/);
+  });
+
+  it('refuses to write through a symbolic link the bundle put in the root', () => {
+    const staging = stagingWith('evil');
+    const outside = join(base, 'outside');
+    mkdirSync(outside);
+    symlinkSync(outside, join(staging, 'root', 'var'));
+    expect(() =>
+      execFileSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', staging, '/usr/local/bin/apserver', '/var/db/apserver', '--'], { stdio: 'pipe' }),
+    ).toThrow(/symbolic link/);
+    expect(readdirSync(outside)).toEqual([]);
+  });
+});
+
+describe('jail deployer: pre-flight refusals', () => {
+  for (const release of ['9.2', '10.3'] as const) {
+    it(`refuses SysV IPC isolation on FreeBSD ${release} before sending anything`, async () => {
+      const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost(release) });
+      const result = await deploy(createJailDeployer(FAST), contextFor(SYSV_PROFILE, transport));
+      expect(result.error?.code).toBe('CAPABILITY_MISSING');
+      expect(result.error?.message).toContain(`FreeBSD ${release}-RELEASE`);
+      expect(result.error?.message).toContain('SysV shared memory, SysV semaphores');
+      expect(result.error?.message).toContain('11.0 or later');
+      expect(result.error?.details).toMatchObject({ missing: ['sysv-shm', 'sysv-sem'] });
+      expect(result.rolledBack).toBe(false);
+      expect(transport.calls.some((c) => c.op === 'upload' || (c.op === 'exec' && c.argv[0] === 'node'))).toBe(false);
+      expectGolden(`refuse-sysv-${release}.commands.txt`, renderCalls(transport.calls, SCRIPT_NAMES));
+    });
+  }
+
+  it('migrate() with the jail deployer stops at pre-flight with CAPABILITY_MISSING on 10.3', async () => {
+    const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('10.3') });
+    const result = await migrate({
+      target: { profile: SYSV_PROFILE },
+      destination: transport,
+      name: 'apserver',
+      method: 'freebsd-jail',
+      planOptions: { destination: { platform: { os: 'freebsd', release: '13.2-RELEASE', arch: 'amd64' } } },
+      deployers: { 'freebsd-jail': createJailDeployer(FAST) },
+    });
+    expect(result._unsafeUnwrapErr().code).toBe('CAPABILITY_MISSING');
+    expect(transport.calls.some((c) => c.op === 'exec' && c.argv[0] === 'node')).toBe(false);
+  });
+
+  it('refuses a name an existing jail already has, and a uid with no user', async () => {
+    const taken = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=1\nuser=www\n' } }]) });
+    expect((await createJailDeployer().preflight(contextFor(BASE_PROFILE, taken), 1))._unsafeUnwrapErr().code).toBe('DESTINATION_EXISTS');
+    const nobody = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\n' } }]) });
+    const error = (await createJailDeployer().preflight(contextFor(BASE_PROFILE, nobody), 1))._unsafeUnwrapErr();
+    expect(error.code).toBe('PREFLIGHT_FAILED');
+    expect(error.message).toContain('uid 1001');
+  });
+
+  it('refuses a dotted jail name before running anything, and a bad address before sending anything', async () => {
+    const t1 = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const e1 = (await createJailDeployer().preflight({ ...contextFor(BASE_PROFILE, t1), name: 'ap.server' }, 1))._unsafeUnwrapErr();
+    expect(e1.code).toBe('PREFLIGHT_FAILED');
+    expect(t1.calls).toEqual([]);
+    const t2 = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const deployer = createJailDeployer({ network: { mode: 'ip4', interface: 'em0', addresses: ['192.0.2.10/33'] } });
+    const e2 = (await deployer.preflight(contextFor(NETWORK_PROFILE, t2), 1))._unsafeUnwrapErr();
+    expect(e2.code).toBe('INVALID_INPUT');
+    expect(e2.message).toContain('network.addresses.0');
+  });
+
+  it('refuses a network program without a network option, and too little space', async () => {
+    const t1 = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const e1 = (await createJailDeployer().preflight(contextFor(NETWORK_PROFILE, t1), 1))._unsafeUnwrapErr();
+    expect(e1.code).toBe('CAPABILITY_MISSING');
+    expect(e1.message).toContain('mode: "ip4"');
+    const t2 = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    expect((await createJailDeployer().preflight(contextFor(BASE_PROFILE, t2), 64 * 1024 ** 3))._unsafeUnwrapErr().code).toBe('INSUFFICIENT_SPACE');
+  });
+});
+
+describe('checkJailCapabilities', () => {
+  const facts = (release: string, major: number, sysv: boolean, vnet: boolean) => ({ release, major, minor: 0, sysvIpcJailParams: sysv, vnet });
+
+  it('allows files and network everywhere, SysV IPC from 11.0 with the parameters', () => {
+    expect(checkJailCapabilities(['file', 'network'], facts('9.2-RELEASE', 9, false, false), { mode: 'ip4', interface: 'em0', addresses: ['192.0.2.1'] }, 'h')).toEqual({ sysvIpc: false });
+    expect(checkJailCapabilities(['file', 'sysv-msg'], facts('11.0-RELEASE', 11, true, false), { mode: 'none' }, 'h')).toEqual({ sysvIpc: true });
+  });
+
+  it('refuses 11+ without the sysv jail parameters, POSIX IPC anywhere, VNET without VIMAGE or before 12', () => {
+    const noParams = checkJailCapabilities(['file', 'sysv-shm'], facts('12.4-RELEASE', 12, false, true), { mode: 'none' }, 'h');
+    expect(noParams).toMatchObject({ code: 'CAPABILITY_MISSING' });
+    expect(String((noParams as Error).message)).toContain('security.jail.param.sysv');
+    expect(checkJailCapabilities(['file', 'posix-mq'], facts('14.0-RELEASE', 14, true, true), { mode: 'none' }, 'h')).toMatchObject({ code: 'CAPABILITY_MISSING' });
+    expect(checkJailCapabilities(['file'], facts('13.2-RELEASE', 13, true, false), { mode: 'vnet' }, 'h')).toMatchObject({ code: 'CAPABILITY_MISSING' });
+    expect(checkJailCapabilities(['file'], facts('11.4-RELEASE', 11, true, true), { mode: 'vnet' }, 'h')).toMatchObject({ code: 'CAPABILITY_MISSING' });
+  });
+});
+
+/** Decode one double-quoted jail.conf string, following jaillex.l: C escapes, octal, `\x`, `$` starts a variable. */
+function decodeJailConfString(quoted: string): string {
+  expect(quoted.startsWith('"') && quoted.endsWith('"')).toBe(true);
+  const body = quoted.slice(1, -1);
+  let out = '';
+  for (let i = 0; i < body.length; i++) {
+    const ch = body[i]!;
+    if (ch === '"') throw new Error(`unescaped quote at ${i}`);
+    if (ch === '$') throw new Error(`unescaped $ at ${i} would start a variable`);
+    if (ch !== '\\') {
+      out += ch;
+      continue;
+    }
+    const next = body[++i]!;
+    if (/[0-7]/.test(next)) {
+      let digits = next;
+      while (digits.length < 3 && /[0-7]/.test(body[i + 1] ?? '')) digits += body[++i];
+      out += String.fromCharCode(parseInt(digits, 8));
+      continue;
+    }
+    const simple: Record<string, string> = { a: '\x07', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v' };
+    if (next === '\n') continue;
+    out += simple[next] ?? next;
+  }
+  return out;
+}
+
+describe('jail.conf quoting', () => {
+  it('escapes quotes, backslashes, $, newlines and control characters', () => {
+    expect(quoteJailConfString('plain')).toBe('"plain"');
+    expect(quoteJailConfString('a "b"')).toBe('"a \\"b\\""');
+    expect(quoteJailConfString('c:\\dir')).toBe('"c:\\\\dir"');
+    expect(quoteJailConfString('$HOME ${x}')).toBe('"\\$HOME \\${x}"');
+    expect(quoteJailConfString('two\nlines\ttab')).toBe('"two\\nlines\\ttab"');
+    expect(quoteJailConfString('bell\x07 del\x7f1')).toBe('"bell\\007 del\\1771"');
+  });
+
+  it('round-trips any string without NUL through the jail(8) lexer rules', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }).filter((s) => !s.includes('\0')), (s) => {
+        expect(decodeJailConfString(quoteJailConfString(s))).toBe(s);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  describe('exec.start runs the exact argv, env and cwd under a real /bin/sh', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'apm jail cwd '));
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('survives quotes, backslashes, $, spaces and newlines', () => {
+      const out = join(dir, 'argv.json');
+      const args = ['a b', "it's", '"dq"', '$HOME', '`id`', 'back\\slash', 'new\nline', '', '*', '; rm -rf /'];
+      const argv = [process.execPath, '-e', `require('fs').writeFileSync(process.argv[1], JSON.stringify({ argv: process.argv.slice(2), cwd: process.cwd(), motd: process.env.MOTD }))`, out, ...args];
+      const spec: JailConfSpec = { name: 'apserver', path: '/j/apserver/root', network: { mode: 'none' }, argv, cwd: dir, env: { MOTD: `hi "$USER"\n` }, jailUser: 'www', consoleLog: '/j/apserver/run/console.log' };
+      const conf = renderJailConf(spec)._unsafeUnwrap();
+      const line = conf.split('\n').find((l) => l.startsWith('\texec.start = '))!;
+      const command = decodeJailConfString(line.slice('\texec.start = '.length, -1));
+      expect(command).toBe(execStartCommand(argv, dir, spec.env));
+      execFileSync('sh', ['-c', `${command}\nwait`], { stdio: 'ignore' });
+      // The program was started in the background; wait for its file.
+      for (let i = 0; i < 100 && !existsSync(out); i++) execFileSync('sleep', ['0.05']);
+      expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual({ argv: args, cwd: dir, motd: `hi "$USER"\n` });
+    });
+  });
+
+  it('refuses unsafe specs: devfs ruleset 0, a numeric or dotted name, NUL, a relative cwd', () => {
+    const good: JailConfSpec = { name: 'apserver', path: '/j/r', network: { mode: 'none' }, argv: ['/bin/x'], cwd: '/', jailUser: 'www', consoleLog: '/j/log' };
+    expect(renderJailConf(good).isOk()).toBe(true);
+    const bad: Array<[Partial<JailConfSpec>, string]> = [
+      [{ devfsRuleset: 0 }, 'devfsRuleset'],
+      [{ name: '42' }, 'name'],
+      [{ name: 'a.b' }, 'name'],
+      [{ argv: ['/bin/x', 'a\0b'] }, 'argv.1'],
+      [{ cwd: 'relative' }, 'cwd'],
+      [{ path: '/' }, 'path'],
+      [{ network: { mode: 'ip4', interface: 'em0', addresses: ['192.0.2.300'] } }, 'network.addresses.0'],
+      [{ env: { 'BAD-NAME': 'x' } }, 'env.BAD-NAME'],
+    ];
+    for (const [change, path] of bad) {
+      const error = renderJailConf({ ...good, ...change })._unsafeUnwrapErr();
+      expect(error.code).toBe('INVALID_INPUT');
+      expect(error.issues.map((i) => i.path)).toContain(path);
+    }
+  });
+});
+
+describe('thin and thick jail bundles', () => {
+  const profile = profileOf(BASE_PROFILE);
+
+  it('thin: program, files and libraries; the base is not sent', () => {
+    const thin = jailBundleContents(profile);
+    expect(thin.kind).toBe('thin');
+    expect(thin.selection).toEqual({ includeSharedLibraries: true });
+    expect(thin.extraTrees).toEqual([]);
+    expect(thin.estimate.baseSource).toBe('not-sent');
+    // The libraries (about 2 MB) are in it.
+    expect(thin.estimate.totalBytes).toBeGreaterThan(1_912_536 + 123_456);
+    expect(thin.planOptions.destination.provides).toEqual(['freebsd-base-userland']);
+  });
+
+  it('thick: the base trees, at the paper default unless measured, and says which', () => {
+    const byDefault = jailBundleContents(profile, { thick: true });
+    expect(byDefault.extraTrees).toEqual([...FREEBSD_BASE_DIRS]);
+    expect(byDefault.estimate).toMatchObject({ baseBytes: PAPER_JAIL_BASE_BYTES, baseSource: 'paper-default' });
+    expect(byDefault.estimate.note).toContain('1108 MB');
+    const measured = parseDuSk(fixture('jail', 'du-sk-base.txt'), '', FREEBSD_BASE_DIRS);
+    if (measured instanceof Error) throw measured;
+    const thick = jailBundleContents(profile, { thick: true, measuredBaseBytes: measured.bytes });
+    expect(thick.estimate).toMatchObject({ baseBytes: 791_580 * 1024, baseSource: 'measured' });
+    expect(thick.estimate.note).toContain('measured at 773 MB');
+    expect(thick.planOptions.sizes).toEqual({ 'jail-base-userland': 791_580 * 1024 });
+    // Libraries travel inside /lib and /usr/lib, not twice.
+    expect(thick.selection).toEqual({ includeSharedLibraries: false });
+  });
+
+  it('measureFreeBsdBase runs du -sk over the base dirs and tolerates a missing one', async () => {
+    const lines = fixture('jail', 'du-sk-base.txt').split('\n').filter((l) => !l.endsWith('/usr/share/misc')).join('\n');
+    const source = createScriptedTransport({ root: '/', rules: [{ match: ['du', '-sk'], reply: { code: 1, stdout: lines, stderr: 'du: /usr/share/misc: No such file or directory\n' } }] });
+    const result = (await measureFreeBsdBase(source))._unsafeUnwrap();
+    expect(source.calls[0]).toEqual({ op: 'exec', argv: ['du', '-sk', '--', ...FREEBSD_BASE_DIRS] });
+    expect(result.missing).toEqual(['/usr/share/misc']);
+    expect(result.bytes).toBe((791_580 - 3164) * 1024);
+    expect(parseDuSk('garbage\n', '', ['/bin'])).toMatchObject({ code: 'PARSE_FAILED' });
+  });
+});

@@ -1,0 +1,97 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createProcfsProfiler, decodeProcNetAddress, parseInetTable, parseSysvTable, parseUnixTable } from '../../src/profilers/procfs.js';
+import { runProfilerConformance } from '../conformance/profiler-suite.js';
+import { skipUnless } from '../helpers/requirements.js';
+
+runProfilerConformance('procfs', () => createProcfsProfiler({ intervalMs: 50 }), {
+  requirements: ['root', 'tool:gcc', 'tool:ipcs'],
+  completeWhenLaunched: false,
+});
+
+describe('procfs table parsers', () => {
+  it('decodes IPv4 and IPv6 addresses as the kernel prints them', () => {
+    expect(decodeProcNetAddress('0100007F:1F90')).toEqual({ address: '127.0.0.1', port: 8080 });
+    expect(decodeProcNetAddress('00000000000000000000000001000000:0050')).toEqual({ address: '::1', port: 80 });
+    expect(decodeProcNetAddress('00000000000000000000000000000000:1F40')).toEqual({ address: '::', port: 8000 });
+    expect(decodeProcNetAddress('0000000000000000FFFF00000100007F:0016')).toEqual({ address: '::ffff:127.0.0.1', port: 22 });
+  });
+
+  it('reads listening and established TCP rows with their inodes', () => {
+    const text = [
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 0100007F:AB95 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 17537 1 0000000012582bf0 100 0 0 10 0',
+      '   1: 0100007F:C3A2 0100007F:AB95 01 00000000:00000000 00:00000000 00000000     0        0 17540 1 0000000012582bf0 100 0 0 10 0',
+    ].join('\n');
+    const [listen, established] = parseInetTable(text, 'inet', 'tcp');
+    expect(listen).toMatchObject({ inode: 17537, listening: true, socket: { localAddress: '127.0.0.1', localPort: 0xab95 } });
+    expect(established).toMatchObject({ inode: 17540, established: true, socket: { remoteAddress: '127.0.0.1', remotePort: 0xab95 } });
+  });
+
+  it('reads unix sockets: path, abstract name, listening flag', () => {
+    const text = [
+      'Num       RefCount Protocol Flags    Type St Inode Path',
+      '000000008443af7e: 00000002 00000000 00010000 0001 01 16359 /run/app.sock',
+      '00000000c5d7243a: 00000002 00000000 00000000 0002 01 118 @abstract name',
+      '00000000c5d7243b: 00000003 00000000 00000000 0001 03 119',
+    ].join('\n');
+    const [a, b, c] = parseUnixTable(text);
+    expect(a).toMatchObject({ inode: 16359, listening: true, socket: { family: 'unix-path', protocol: 'stream', path: '/run/app.sock' } });
+    expect(b).toMatchObject({ inode: 118, listening: false, socket: { family: 'unix-abstract', protocol: 'dgram', path: 'abstract name' } });
+    expect(c?.socket.path).toBeUndefined();
+  });
+
+  it('reads SysV tables by header names, keeping signed keys and pids', () => {
+    const shm = [
+      '       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap',
+      '     17185          1   600                  4096  8477  8478      1     0     0     0     0 1795832917          0 1795832917                  4096                     0',
+      '-559038737          2   600                   100    10     0      0     0     0     0     0 0 0 0 0 0',
+    ].join('\n');
+    expect(parseSysvTable(shm, 'sysv-shm')).toEqual([
+      { kind: 'sysv-shm', key: 17185, id: 1, size: 4096, pids: [8477, 8478] },
+      { kind: 'sysv-shm', key: -559038737, id: 2, size: 100, pids: [10] },
+    ]);
+    const msg = ['       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime', '        42          7   644           0          0   300   301     0     0     0     0 0 0 1'].join('\n');
+    expect(parseSysvTable(msg, 'sysv-msg')).toEqual([{ kind: 'sysv-msg', key: 42, id: 7, pids: [300, 301] }]);
+  });
+});
+
+describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk'))('procfs on real programs', () => {
+  const children: Array<ReturnType<typeof spawn>> = [];
+  afterEach(() => {
+    for (const c of children.splice(0)) c.kill('SIGKILL');
+  });
+
+  it('python3 -m http.server attached by pid: listening socket and its files', async () => {
+    const child = spawn('python3', ['-u', '-m', 'http.server', '0', '--bind', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    const line = await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString())));
+    const port = Number(/port (\d+)/.exec(line)?.[1]);
+    const result = await createProcfsProfiler().profile({ pid: child.pid! }, { durationMs: 300 });
+    if (result.isErr()) throw result.error;
+    expect(result.value.sockets).toContainEqual(expect.objectContaining({ family: 'inet', protocol: 'tcp', localPort: port, listening: true }));
+    expect(result.value.files.some((f) => f.sharedLibrary)).toBe(true);
+    expect(result.value.ipc).toEqual([]);
+  });
+
+  it('ipcmk: the segment it created is found by its creator pid after it exited', async () => {
+    const result = await createProcfsProfiler().profile({ command: ['ipcmk', '-M', '8192'] }, { durationMs: 3000 });
+    if (result.isErr()) throw result.error;
+    const shm = result.value.ipc.find((i) => i.kind === 'sysv-shm');
+    try {
+      expect(shm).toMatchObject({ kind: 'sysv-shm', size: 8192 });
+    } finally {
+      if (shm?.id !== undefined) execFileSync('ipcrm', ['-m', String(shm.id)]);
+    }
+  });
+});
+
+describe('detectProfilers', () => {
+  it('names every Linux profiler with a verdict, and a reason for each unavailable one', async () => {
+    const { detectProfilers } = await import('../../src/profilers/detect.js');
+    const found = await detectProfilers();
+    expect(found.map((f) => f.name)).toEqual(['ebpf', 'strace', 'procfs']);
+    for (const f of found) if (!f.available) expect(f.reason).toBeTruthy();
+    expect(found.find((f) => f.name === 'procfs')?.available).toBe(true);
+  });
+});
