@@ -1,5 +1,136 @@
 /**
- * The main job. Until the migration pipeline lands this prints plans for the sample programs;
- * see examples/plan.ts.
+ * The main job, end to end and for real (run as root on Linux):
+ *
+ *   1. build and start a sample service (examples/demo/notesd.c: files only, fed through a named pipe),
+ *   2. make a second "host": a network namespace running a real OpenSSH server,
+ *   3. profile the service with the best profiler here (eBPF, else strace), plan, and migrate it
+ *      over SSH with the lightest method (chroot), verifying every byte at the destination,
+ *   4. talk to the migrated copy through the SSH transport, and print the report.
+ *
+ * Everything it creates is removed at the end; the source service is stopped last.
+ *
+ *   npm run demo
  */
-import './plan.js';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createChrootDeployer, formatBytes, formatPlan, migrate, type MigrationReport } from '../src/index.js';
+import { chooseProfiler } from '../src/cli/profilers.js';
+import { createOpenSshTransport } from '../src/transports/openssh.js';
+import type { Transport } from '../src/spec/transport.js';
+import { createNetnsPair } from '../test/helpers/netns.js';
+import { startSshd } from '../test/helpers/sshd.js';
+
+const WORK = '/tmp/ap-migrate-demo';
+const step = (text: string) => console.log(`\n== ${text}`);
+
+async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    console.error('The demo needs root (chroot, network namespaces, sshd).');
+    return 1;
+  }
+  rmSync(WORK, { recursive: true, force: true });
+  const dataDir = join(WORK, 'src/var/lib/notes');
+  const exe = join(WORK, 'src/usr/local/bin/notesd');
+  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(join(WORK, 'src/usr/local/bin'), { recursive: true });
+  const cleanups: Array<() => unknown> = [];
+
+  try {
+    step('1. build and start the sample service (notesd: files and a named pipe, nothing else)');
+    execFileSync('gcc', ['-O2', '-o', exe, 'examples/demo/notesd.c']);
+    writeFileSync(join(dataDir, 'notesd.conf'), 'demo\n');
+    writeFileSync(join(dataDir, 'notes.db'), 'demo: written before the migration\n');
+    execFileSync('mkfifo', [join(dataDir, 'in.fifo')]);
+
+    step('2. a destination host: network namespace + OpenSSH server with throwaway keys');
+    const hosts = createNetnsPair();
+    cleanups.push(() => hosts.teardown());
+    const sshd = await startSshd({ host: hosts.destinationAddress, port: 22, wrap: hosts.wrap(hosts.destination) });
+    cleanups.push(() => sshd.stop());
+    console.log(`sshd on ${hosts.destinationAddress}:${sshd.port} (namespace ${hosts.destination}), host key ${sshd.hostKeyFingerprint}`);
+    const opened = await createOpenSshTransport({
+      host: hosts.destinationAddress,
+      port: sshd.port,
+      username: 'root',
+      identityFile: sshd.clientKeyPath,
+      knownHostsPath: sshd.knownHostsPath, // host key verified: nothing is sent to an unknown host
+      root: join(WORK, 'dst-host/srv'),
+      proxyCommand: hosts.proxyCommand,
+    });
+    if (opened.isErr()) throw opened.error;
+    const transport: Transport = opened.value;
+    cleanups.push(() => transport.close());
+
+    step('3. profile, plan and migrate');
+    const { profiler, reason } = await chooseProfiler(undefined, false);
+    if (!profiler) throw new Error(reason);
+    console.log(`profiler: ${profiler.name}`);
+    // While the profiler watches, feed the service one note so its database write is seen too.
+    const feeder = (async () => {
+      await sleep(profiler.name === 'ebpf' ? 6000 : 1500);
+      writeFileSync(join(dataDir, 'in.fifo'), 'written while profiling\n');
+    })();
+    let report: MigrationReport | undefined;
+    const result = await migrate({
+      target: { command: [exe, dataDir] },
+      profiler,
+      profileDurationMs: profiler.name === 'ebpf' ? 9000 : 3000,
+      destination: transport,
+      name: 'notesd',
+      onProgress: (p) => console.log(`   ${p.phase}${p.bytesSent !== undefined ? ` ${formatBytes(p.bytesSent)} of ${formatBytes(p.bytesTotal ?? 0)}` : ''}`),
+    });
+    await feeder;
+    const sourcePid = result.isOk() ? result.value.source.pid : (result.error.details.sourcePid as number | undefined);
+    if (sourcePid) cleanups.unshift(() => process.kill(sourcePid, 'SIGKILL'));
+    if (result.isErr()) throw result.error;
+    report = result.value;
+    cleanups.unshift(() =>
+      createChrootDeployer().rollback(
+        { transport, profile: report!.profile, plan: report!.plan, name: report!.name },
+        { activated: { installDir: report!.destination!.installDir, rootDir: join(report!.destination!.installDir, 'root'), undo: [] }, started: { pid: report!.destination!.pid, logPath: '', endpoints: [] } },
+      ),
+    );
+    console.log(formatPlan(report.plan));
+
+    step('4. talk to the migrated service over SSH');
+    const fifo = join(report.destination!.installDir, 'root', dataDir, 'in.fifo');
+    const status = join(report.destination!.installDir, 'root', dataDir, 'status');
+    const db = join(report.destination!.installDir, 'root', dataDir, 'notes.db');
+    const sent = await transport.exec(['sh', '-c', 'printf "%s\\n" "$1" > "$2"', 'demo', 'hello from the destination', fifo]);
+    if (sent.isErr()) throw sent.error;
+    await sleep(300);
+    for (const path of [status, db]) {
+      const content = await transport.readFile(path);
+      if (content.isErr()) throw content.error;
+      console.log(`${path}:\n${content.value.toString().replace(/^/gm, '   ')}`);
+    }
+
+    step('report');
+    console.log(`method ${report.method}; plan estimate ${formatBytes(report.estimatedBytes)}, bundle estimate ${formatBytes(report.bundleEstimatedBytes)}, sent ${formatBytes(report.bytesSent)} (manifest ${formatBytes(report.manifestBytes)})`);
+    for (const p of report.phases) console.log(`   ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(6)} ms`);
+    console.log(`destination pid ${report.destination!.pid} in ${report.destination!.installDir}; source pid ${report.source.pid} ${report.source.action}`);
+    return 0;
+  } finally {
+    step('cleanup');
+    for (const cleanup of cleanups) {
+      try {
+        await cleanup();
+      } catch {
+        // best effort
+      }
+    }
+    rmSync(WORK, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    console.error(`demo failed: ${error instanceof Error ? `${(error as { code?: string }).code ?? ''} ${error.message}` : String(error)}`);
+    process.exitCode = 1;
+  },
+);

@@ -31,8 +31,8 @@ export type { ProcfsProfilerOptions } from './profilers/procfs.js';
 export { createFreeBsdProfiler, FREEBSD_PROFILER_NAME } from './profilers/freebsd.js';
 export type { FreeBsdProfilerOptions } from './profilers/freebsd.js';
 export { FreeBsdParseError } from './profilers/freebsd-parsers.js';
-export { detectFreeBsdHostFacts, factsFromOutputs, parseUnameRelease, parseSysctlInteger, SYSV_JAIL_PARAMS } from './platforms/freebsd-facts.js';
-export type { FreeBsdHostFacts } from './platforms/freebsd-facts.js';
+export { detectFreeBsdHostFacts, factsFromOutputs, parseUnameRelease, parseSysctlInteger, SYSV_JAIL_PARAMS, FACT_COMMANDS } from './platforms/freebsd-facts.js';
+export type { FreeBsdHostFacts, SysctlValue } from './platforms/freebsd-facts.js';
 
 // Bundles.
 export * from './bundle/index.js';
@@ -74,3 +74,8 @@ export type { OpenSshTransportOptions } from './transports/openssh.js';
 export { parseDestination } from './transports/url.js';
 export type { Destination, SshDestination, LocalDestination } from './transports/url.js';
 export { TransportError } from './transports/errors.js';
+export { createTransport, resolveSshImplementation } from './transports/select.js';
+export type { CreateTransportOptions, SshImplementation } from './transports/select.js';
+export { parseKnownHosts, checkHostKey, fingerprintSha256, knownHostsName } from './transports/known-hosts.js';
+export type { KnownHostEntry, HostKeyVerdict } from './transports/known-hosts.js';
+export { shellQuote, shellQuoteArgv } from './transports/quote.js';

@@ -64,6 +64,7 @@ export interface MigrateOptions {
   deployers?: Record<string, Deployer>;
   /** Stop everything; whatever exists at the destination is rolled back. */
   signal?: AbortSignal;
+  /** Called as the migration moves through its phases, and with bytes while transferring. */
   onProgress?: (progress: MigrationProgress) => void;
   /** Profile, plan and pre-flight only: nothing is sent or changed. */
   dryRun?: boolean;

@@ -43,9 +43,10 @@ export function runScript(
   transport: Transport,
   script: string,
   args: readonly string[],
-  options: { signal?: AbortSignal; stdin?: Readable; allowNonZeroExit?: boolean; timeoutMs?: number } = {},
+  options: { signal?: AbortSignal; stdin?: Readable; allowNonZeroExit?: boolean; timeoutMs?: number; cwd?: string } = {},
 ): ResultAsync<ExecResult, ApMigrateError> {
   return transport.exec(['sh', '-c', script, 'ap-migrate', ...args], {
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.stdin ? { stdin: options.stdin } : {}),
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
@@ -101,7 +102,8 @@ export function preflightCommon(context: DeployContext, estimatedBytes: number, 
     return errAsync(new DeployError('PREFLIGHT_FAILED', `Invalid program name "${name}": use letters, digits, dot, dash, underscore (max 63)`));
   }
   const layout = layoutFor(transport, name);
-  return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...tools], context.signal ? { signal: context.signal } : {})
+  // Run from `/`: the root directory itself may not exist yet (the script creates it).
+  return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...tools], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) })
     .mapErr((e) => new DeployError('PREFLIGHT_FAILED', `Pre-flight check on ${transport.description} failed: ${e.message}`, { cause: e, isRetryable: e.isRetryable }))
     .andThen((result) => {
       const facts = new Map<string, string>();

@@ -12,23 +12,13 @@ import { errAsync } from 'neverthrow';
 import { ApMigrateError } from '../errors.js';
 import type { ExecOptions, Executor } from '../spec/executor.js';
 import { createLocalExecutor } from './local.js';
-
-/** Characters that never need quoting in a POSIX shell word. */
-const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
+import { shellQuoteArgv } from '../transports/quote.js';
 
 /**
- * Quote argv for a POSIX shell (`sh -c`): each word in single quotes unless it is plainly safe,
- * with `'` written as `'\''`. Inside single quotes nothing is special (`$`, backticks, `;`,
- * newlines, non-ASCII), so the shell gives back exactly these words.
+ * Quote argv for a POSIX shell (`sh -c`): the transports' {@link shellQuoteArgv}, under the name
+ * this module has always exported.
  */
-export function quoteForShell(argv: readonly string[]): string {
-  return argv.map(quoteWord).join(' ');
-}
-
-function quoteWord(word: string): string {
-  if (SAFE_WORD.test(word)) return word;
-  return `'${word.replace(/'/g, `'\\''`)}'`;
-}
+export const quoteForShell = shellQuoteArgv;
 
 /** Options for {@link createSshCliExecutor}. */
 export interface SshCliExecutorOptions {
