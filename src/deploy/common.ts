@@ -298,8 +298,8 @@ export function healthCheckCommon(
 }
 
 const ROLLBACK_SCRIPT = `
-pidfile="$1"; shift
-if [ -f "$pidfile" ]; then
+pidfile="$1"; work="$2"; name="$3"; shift 3
+if [ -n "$pidfile" ] && [ -f "$pidfile" ]; then
   pid=$(cat "$pidfile")
   # Kill the whole session the launcher started (setsid made the pid its session leader).
   pkill -KILL -s "$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
@@ -309,6 +309,9 @@ for dir in "$@"; do
   if [ -d "$dir/root/proc" ]; then umount -l "$dir/root/proc" 2>/dev/null || true; fi
   rm -rf -- "$dir"
 done
+# A receiver killed mid-stream (connection cut) cannot clean up after itself: its staging
+# directory is named after the program, so remove every one of them.
+rm -rf -- "$work"/staging-"$name"-*
 `;
 
 /** Stop the program (its whole session), run `undo` commands, and remove staging and install directories. */
@@ -324,7 +327,7 @@ export function rollbackCommon(
     (acc, argv) => acc.andThen(() => context.transport.exec(argv, { allowNonZeroExit: true })),
     okAsync(undefined),
   );
-  return runScript(context.transport, ROLLBACK_SCRIPT, [state.activated || state.started ? pidfile : '', ...dirs], { allowNonZeroExit: true })
+  return runScript(context.transport, ROLLBACK_SCRIPT, [state.activated || state.started ? pidfile : '', layout.workDir, context.name, ...dirs], { allowNonZeroExit: true, cwd: '/' })
     .andThen(() => undo)
     .map(() => undefined)
     .mapErr((e) => new DeployError('ROLLBACK_FAILED', `Rollback at ${context.transport.description} failed: ${e.message}; check ${layout.installDir}`, { cause: e }));

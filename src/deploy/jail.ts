@@ -21,7 +21,7 @@ import { ApMigrateError } from '../errors.js';
 import { estimateBundleBytes } from '../bundle/estimate.js';
 import type { BundleSelectionOptions } from '../bundle/select.js';
 import { capabilityFor, FREEBSD_JAIL, PAPER_JAIL_BASE_BYTES } from '../policy/methods.js';
-import type { ResourceKind } from '../policy/classify.js';
+import { RESOURCE_KIND_LABELS, type ResourceKind } from '../policy/classify.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import { isPseudoPath } from '../policy/estimate.js';
 import { detectFreeBsdHostFacts, type FreeBsdHostFacts } from '../platforms/freebsd-facts.js';
@@ -109,15 +109,7 @@ function missingKinds(kinds: readonly ResourceKind[], release: string): { missin
   return { missing: kinds.filter((k) => !row.isolates.includes(k)), ...(row.note ? { note: row.note } : {}) };
 }
 
-const KIND_WORDS: Record<ResourceKind, string> = {
-  file: 'files',
-  network: 'network sockets',
-  'sysv-shm': 'SysV shared memory',
-  'sysv-sem': 'SysV semaphores',
-  'sysv-msg': 'SysV message queues',
-  'posix-mq': 'POSIX message queues',
-  'posix-shm': 'POSIX shared memory',
-};
+const KIND_WORDS = RESOURCE_KIND_LABELS;
 
 const SYSV_KINDS: readonly ResourceKind[] = ['sysv-shm', 'sysv-sem', 'sysv-msg'];
 

@@ -28,6 +28,17 @@ export const RESOURCE_KINDS = ['file', 'network', 'sysv-shm', 'sysv-sem', 'sysv-
 /** A resource kind; each belongs to one {@link ResourceClass}. */
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 
+/** Each kind in words, plural, for messages: `SysV shared memory`, `network sockets`. */
+export const RESOURCE_KIND_LABELS: Readonly<Record<ResourceKind, string>> = {
+  file: 'files',
+  network: 'network sockets',
+  'sysv-shm': 'SysV shared memory',
+  'sysv-sem': 'SysV semaphores',
+  'sysv-msg': 'SysV message queues',
+  'posix-mq': 'POSIX message queues',
+  'posix-shm': 'POSIX shared memory',
+};
+
 /** The class each kind belongs to. */
 export const CLASS_OF_KIND: Readonly<Record<ResourceKind, ResourceClass>> = {
   file: 'file',

@@ -7,7 +7,7 @@
 import { err, ok, type Result } from 'neverthrow';
 import { z } from 'zod';
 import { InvalidInputError, NoAllowedMethodError, UnknownMethodError, type PlanError } from '../errors.js';
-import { CLASS_OF_KIND, classifyProfile, type KindEvidence, type ResourceKind } from './classify.js';
+import { CLASS_OF_KIND, classifyProfile, RESOURCE_KIND_LABELS, type KindEvidence, type ResourceKind } from './classify.js';
 import { estimateTransfer, measureProfile, type TransferEstimate } from './estimate.js';
 import { capabilityFor, IsolationMethodSchema, BUILTIN_METHODS, MB, type Capability, type IsolationMethod } from './methods.js';
 import { PlatformSchema, ResourceProfileSchema, type Platform, type ResourceClass, type ResourceProfile } from './profile.js';
@@ -98,15 +98,7 @@ export type PlanOptions = z.input<typeof PlanOptionsSchema> & {
   methods?: readonly IsolationMethod[];
 };
 
-const KIND_LABEL: Record<ResourceKind, string> = {
-  file: 'files',
-  network: 'network sockets',
-  'sysv-shm': 'SysV shared memory',
-  'sysv-sem': 'SysV semaphores',
-  'sysv-msg': 'SysV message queues',
-  'posix-mq': 'POSIX message queues',
-  'posix-shm': 'POSIX shared memory',
-};
+const KIND_LABEL = RESOURCE_KIND_LABELS;
 
 // Names that mean the same machine architecture on different systems.
 const ARCH_ALIASES: Record<string, string> = { amd64: 'x86_64', x64: 'x86_64', arm64: 'aarch64' };

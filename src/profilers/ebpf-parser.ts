@@ -12,7 +12,7 @@
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import type { SocketUse } from '../policy/profile.js';
-import { accessFromOpenFlags, isSharedLibraryPath, type ProfileCollector } from './common.js';
+import { accessFromOpenFlags, compressIpv6, isSharedLibraryPath, type ProfileCollector } from './common.js';
 import { EBPF_MAX_STRLEN } from './ebpf-script.js';
 
 /** Socket address fields read from a `struct sockaddr` at bind(2)/connect(2). */
@@ -100,27 +100,6 @@ function ipv6FromMemoryWords(high: string, low: string): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
   return compressIpv6(groups);
-}
-
-/** RFC 5952 text form: the longest run (>= 2) of zero groups becomes `::`. */
-function compressIpv6(groups: string[]): string {
-  let bestStart = -1;
-  let bestLength = 0;
-  for (let i = 0; i < groups.length; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < groups.length && groups[j] === '0') j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  if (bestLength < 2) return groups.join(':');
-  return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLength).join(':')}`;
 }
 
 /** Split `data` into `count` fixed fields and the rest (the trailing string, tabs included). */

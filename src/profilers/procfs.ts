@@ -32,6 +32,7 @@ import {
   validateTarget,
   waitForExit,
   waitForStop,
+  compressIpv6,
 } from './common.js';
 
 const execFileAsync = promisify(execFile);
@@ -60,29 +61,6 @@ export function decodeProcNetAddress(hex: string): { address: string; port: numb
   return { address: compressIpv6(groups), port };
 }
 
-/** Shorten the longest run of zero groups to `::`, as inet_ntop does. */
-function compressIpv6(groups: string[]): string {
-  let bestStart = -1;
-  let bestLength = 0;
-  for (let i = 0; i < groups.length; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < groups.length && groups[j] === '0') j++;
-    if (j - i > bestLength && j - i > 1) [bestStart, bestLength] = [i, j - i];
-    i = j;
-  }
-  const text = bestStart < 0 ? groups.join(':') : `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLength).join(':')}`;
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(text);
-  if (mapped) {
-    const hi = Number.parseInt(mapped[1]!, 16);
-    const lo = Number.parseInt(mapped[2]!, 16);
-    return `::ffff:${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-  }
-  return text;
-}
 
 /** Parse /proc/net/{tcp,tcp6,udp,udp6}. */
 export function parseInetTable(text: string, family: 'inet' | 'inet6', protocol: 'tcp' | 'udp'): NetTableEntry[] {
