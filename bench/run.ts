@@ -4,6 +4,7 @@
  */
 import { benchPack } from './bundle.js';
 import { benchEsxiCopy } from './esxi.js';
+import { benchJailBundles } from './jail-bundles.js';
 import { benchPlanner } from './planner.js';
 import { benchEbpf } from './profilers-ebpf.js';
 import { benchStrace } from './profilers-strace.js';
@@ -31,6 +32,7 @@ const benches: Record<string, () => Promise<void>> = {
   bundle: async () => printRatios(await benchPack()),
   transport: async () => printRatios(await benchTransport()),
   esxi: async () => printRatios(await benchEsxiCopy()),
+  'jail-bundles': async () => printRatios(await benchJailBundles()),
 };
 
 console.log(`load average: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')} (ratios are noisy above ~1 per core)`);

@@ -10,6 +10,7 @@ import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import { ApMigrateError, InvalidInputError } from './errors.js';
 import { createBundleStream, type PackReport } from './bundle/pack.js';
 import { estimateBundleBytes } from './bundle/estimate.js';
+import { measureTrees } from './bundle/measure.js';
 import { planMigration, type MigrationPlan, type PlanOptions } from './policy/plan.js';
 import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from './policy/profile.js';
 import type { ActivatedDeployment, Deployer, DeployContext, StagedBundle, StartedProgram } from './spec/deployer.js';
@@ -239,7 +240,14 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
   const name = options.name ?? defaultName(profile);
   const context: DeployContext = { transport: destination, profile, plan, name, ...(options.signal ? { signal: options.signal } : {}) };
   const selection = deployer.bundleSelection?.(context) ?? { includeSharedLibraries: true };
-  const bundleEstimate = estimateBundleBytes(profile, selection);
+  // Whole trees (a thick jail's base userland) are measured on disk: the profile cannot size them.
+  let extraTreeBytes: number | undefined;
+  if (selection.extraTrees?.length) {
+    const measured = await measureTrees(selection.extraTrees, options.signal ? { signal: options.signal } : {});
+    if (measured.isErr()) return errAsync(measured.error);
+    extraTreeBytes = measured.value.bytes;
+  }
+  const bundleEstimate = estimateBundleBytes(profile, { ...selection, ...(extraTreeBytes !== undefined ? { extraTreeBytes } : {}) });
 
   // 3. Pre-flight: reachable, authenticated, tools, space, no collision.
   const pre = await timed('preflight', () => deployer.preflight(context, bundleEstimate.bytes));
@@ -274,6 +282,7 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
   const transfer = await timed('transfer', async () => {
     const bundle = createBundleStream(profile, {
       ...selection,
+      ...(extraTreeBytes !== undefined ? { extraTreeBytes } : {}),
       plan,
       ...(options.signal ? { signal: options.signal } : {}),
     });
@@ -281,6 +290,14 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
     const { stream, report: packReport } = bundle.value;
     const received = deployer.receive(context, stream, (bytes) => emit({ phase: 'transfer', bytesSent: bytes, bytesTotal: bundleEstimate.bytes }));
     const [staged, pack] = await Promise.all([received, packReport]);
+    // When both sides fail, one failure caused the other. A destination that went away (a cut
+    // connection, a full disk, a rejected entry) makes the packer fail with a generic BUNDLE_IO
+    // ("closed before its end"), which would hide the real, often retryable, cause; a packer that
+    // failed on its own (a source file changed, vanished, unreadable; an abort) has a specific code.
+    if (staged.isErr() && pack.isErr() && pack.error.code === 'BUNDLE_IO') {
+      staged.error.details.packError = pack.error.message;
+      return errAsync<{ staged: StagedBundle; pack: PackReport }, ApMigrateError>(staged.error);
+    }
     if (pack.isErr()) {
       if (staged.isOk()) state.staged = staged.value;
       return errAsync<{ staged: StagedBundle; pack: PackReport }, ApMigrateError>(pack.error);

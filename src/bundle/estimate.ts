@@ -76,8 +76,16 @@ export interface BundleEstimate {
   entries: number;
   /** Data bytes of regular files. */
   dataBytes: number;
-  /** Headers, PAX records, padding, `bundle.json` and the end-of-archive blocks. */
+  /** Headers, PAX records, padding, `bundle.json` and the end-of-archive blocks (without the extra trees). */
   overheadBytes: number;
+  /** The `extraTreeBytes` the caller measured, included in `bytes`. */
+  extraTreeBytes: number;
+}
+
+/** Options of {@link estimateBundleBytes}. */
+export interface BundleEstimateOptions extends BundleSelectionOptions {
+  /** Bytes the `extraTrees` add (headers, data, padding), as `measureTrees` measured them (default 0). */
+  extraTreeBytes?: number;
 }
 
 /** Shape of the `bundle.json` a packer writes; the estimate builds the same to know its size. */
@@ -97,9 +105,10 @@ export function makeBundleInfo(profile: ResourceProfile, createdAt: Date, estima
  * padding and data of `bundle.json`, every ancestor directory and every selected path, plus the
  * end-of-archive blocks. Computed from the profile alone, so it assumes what the profile says:
  * file sizes as profiled, no hard links (a hard link sends no data, so the bundle only gets smaller)
- * and no symlinked ancestors.
+ * and no symlinked ancestors. Thick bundles add `extraTreeBytes` (from `measureTrees`).
  */
-export function estimateBundleBytes(profile: ResourceProfile, options: BundleSelectionOptions = {}): BundleEstimate {
+export function estimateBundleBytes(profile: ResourceProfile, options: BundleEstimateOptions = {}): BundleEstimate {
+  const extraTreeBytes = options.extraTreeBytes ?? 0;
   const { paths } = selectProfilePaths(profile, options);
   const directories = new Set<string>(['/']);
   let headerBytes = tarHeaderBytes({ name: tarNameOf('/', true) });
@@ -127,8 +136,8 @@ export function estimateBundleBytes(profile: ResourceProfile, options: BundleSel
     headerBytes += padToBlock(selected.kind === 'regular' ? selected.size : 0) - (selected.kind === 'regular' ? selected.size : 0);
   }
   const withoutInfo = headerBytes + dataBytes + TAR_END_BYTES;
-  const info = JSON.stringify(makeBundleInfo(profile, new Date(0), entries + 1, withoutInfo + 1024));
+  const info = JSON.stringify(makeBundleInfo(profile, new Date(0), entries + 1, withoutInfo + extraTreeBytes + 1024));
   const infoBytes = tarHeaderBytes({ name: BUNDLE_INFO_NAME }) + padToBlock(Buffer.byteLength(info));
-  const bytes = withoutInfo + infoBytes;
-  return { bytes, entries: entries + 1, dataBytes, overheadBytes: bytes - dataBytes };
+  const profileBytes = withoutInfo + infoBytes;
+  return { bytes: profileBytes + extraTreeBytes, entries: entries + 1, dataBytes, overheadBytes: profileBytes - dataBytes, extraTreeBytes };
 }

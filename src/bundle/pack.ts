@@ -6,18 +6,20 @@
  *
  * @module
  */
-import { createHash, type Hash } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
-import { lstat, open, readlink, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { err, errAsync, ok, ResultAsync, type Result } from 'neverthrow';
-import * as tar from 'tar-stream';
 import { InvalidInputError } from '../errors.js';
 import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from '../policy/profile.js';
 import { BundleError, errnoOf, toBundleError } from './errors.js';
-import { estimateBundleBytes, makeBundleInfo, padToBlock, tarHeaderBytes, tarNameOf, USTAR_MAX_ID, type BundleEstimate } from './estimate.js';
+import { estimateBundleBytes, makeBundleInfo, padToBlock, tarNameOf, USTAR_MAX_ID, type BundleEstimate } from './estimate.js';
+import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
+import { TarOutput } from './tar-output.js';
+import { walkTree, type WalkedEntry } from './walk.js';
 import {
   BUNDLE_FORMAT_VERSION,
   BUNDLE_INFO_NAME,
@@ -27,7 +29,15 @@ import {
   type BundleManifest,
   type ManifestEntry,
 } from './manifest.js';
-import { emptySkipCounts, isPseudoFilesystemPath, selectProfilePaths, type BundleSelectionOptions, type SkipReason } from './select.js';
+import {
+  comparePaths,
+  emptySkipCounts,
+  isPseudoFilesystemPath,
+  normaliseAbsolute,
+  selectProfilePaths,
+  type BundleSelectionOptions,
+  type SkipReason,
+} from './select.js';
 
 /** Options of {@link createBundleStream} and {@link packBundle}. */
 export interface PackOptions extends BundleSelectionOptions {
@@ -43,8 +53,13 @@ export interface PackOptions extends BundleSelectionOptions {
   signal?: AbortSignal;
   /** Called about every MiB with the bytes and entries emitted so far. */
   onProgress?: (progress: PackProgress) => void;
-  /** Bytes per read from a file (default 256 KiB). */
+  /** Bytes per read from a large file (default 1 MiB). */
   readChunkBytes?: number;
+  /**
+   * Bytes the `extraTrees` will add, as measured by {@link measureTrees}; only used for the estimate
+   * written into `bundle.json` and the report (default 0).
+   */
+  extraTreeBytes?: number;
 }
 
 /** Progress of a pack. */
@@ -78,22 +93,16 @@ export interface BundleStream {
   report: ResultAsync<PackReport, BundleError>;
 }
 
-const DEFAULT_CHUNK = 256 * 1024;
-/** Pause metadata-only entries (which tar-stream buffers without backpressure) above this. */
-const PACK_BUFFER_LIMIT = 4 * 1024 * 1024;
+const DEFAULT_CHUNK = 1024 * 1024;
 const MAX_SYMLINK_HOPS = 40;
-/** Small chunks are gathered up to this size before they are passed on. */
-const BATCH_BYTES = 64 * 1024;
-/** Profile paths whose lstat is started ahead of their turn. */
-const LSTAT_AHEAD = 16;
-/** Chunk reads in flight per large file. */
+/** Chunk reads in flight per large file: the thread pool reads ahead while this thread hashes. */
 const READ_AHEAD = 4;
-/** Files at most this large are read whole ahead of their turn. */
-const PREFETCH_BYTES = 256 * 1024;
-/** Entries queued ahead of the one being written (each may hold an open file). */
-const MAX_PENDING_JOBS = 32;
-/** Bytes read ahead across queued files. */
-const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** Files at most this large are read with one synchronous call straight into the output batch. */
+const SMALL_FILE_BYTES = 1024 * 1024;
+/** Synchronous file-system work runs at most this long before the event loop gets a turn. */
+const SLICE_MS = 4;
+/** Bytes the output stream holds before the packer waits for its consumer. */
+const OUTPUT_HIGH_WATER_MARK = 2 * 1024 * 1024;
 
 /**
  * Start packing `profile` into a tar stream. Returns at once; errors while packing destroy the
@@ -121,6 +130,13 @@ export function createBundleStream(
   if (options.readChunkBytes !== undefined && !(Number.isInteger(options.readChunkBytes) && options.readChunkBytes > 0)) {
     return err(new InvalidInputError('pack options', [{ path: 'readChunkBytes', message: 'must be a positive integer' }]));
   }
+  if (options.extraTreeBytes !== undefined && !(Number.isInteger(options.extraTreeBytes) && options.extraTreeBytes >= 0)) {
+    return err(new InvalidInputError('pack options', [{ path: 'extraTreeBytes', message: 'must be a non-negative integer' }]));
+  }
+  const badTree = (options.extraTrees ?? []).findIndex((tree) => typeof tree !== 'string' || !tree.startsWith('/') || tree.includes('\0'));
+  if (badTree !== -1) {
+    return err(new InvalidInputError('pack options', [{ path: `extraTrees.${badTree}`, message: 'must be an absolute path' }]));
+  }
   return ok(new Packer(parsed.data, plan, options).start());
 }
 
@@ -141,34 +157,38 @@ export function packBundle(
   );
 }
 
-/** What tar-stream accepts as an entry header. */
-type EntryHeader = Partial<tar.Header> & { name: string; pax?: Record<string, string> };
+/** An entry of an extra tree; `isRoot` marks the tree's root, which needs its ancestors first. */
+type TreeEntry = WalkedEntry & { isRoot?: boolean };
+
+/** Manifest fields every entry of one object shares. */
+type EntryBase = Omit<ManifestEntry, 'path' | 'type' | 'size'>;
 
 class Packer {
-  private readonly pack = tar.pack();
+  private readonly output = new TarOutput(OUTPUT_HIGH_WATER_MARK);
   private readonly selectionOptions: BundleSelectionOptions;
   private readonly sourceRoot: string;
   private readonly chunkBytes: number;
+  /** Paths the profile part emitted (tree entries are checked against it, not added). */
   private readonly emitted = new Set<string>();
   private readonly directoriesSeen = new Set<string>();
   private readonly symlinksSeen = new Map<string, string>();
-  private readonly lstatAhead = new Map<string, Promise<Stats>>();
+  /** First name of every inode with more than one link, by `dev:ino`. */
   private readonly inodes = new Map<string, string>();
-  private readonly entries: ManifestEntry[] = [];
+  /** Manifest entries, each already serialised: a string is far smaller than the object it came from. */
+  private readonly entryJson: string[] = [];
+  private entryJsonBytes = 0;
   private readonly typeCounts: Record<string, number> = {};
   private readonly skipped = emptySkipCounts();
   private readonly warnings: string[] = [];
   private readonly createdAt = new Date();
   private readonly estimate: BundleEstimate;
   private dataBytes = 0;
-  private emittedBytes = 0;
   private entryCount = 0;
-  private drainWaiters: (() => void)[] = [];
-  private writeChain: Promise<void> = Promise.resolve();
-  private pendingJobs = 0;
-  private pendingBytes = 0;
-  private slotWaiters: (() => void)[] = [];
-  private failed = false;
+  private sliceStart = performance.now();
+  /** Roots of the extra trees whose walk has started, and the last tree entry emitted. */
+  private readonly treeRoots: string[] = [];
+  private treeCursor = '';
+  private lastProgress = 0;
 
   constructor(
     private readonly profile: ResourceProfile,
@@ -178,36 +198,36 @@ class Packer {
     this.selectionOptions = { includeSharedLibraries: options.includeSharedLibraries ?? false, includeDevices: options.includeDevices ?? false };
     this.sourceRoot = options.sourceRoot ?? '/';
     this.chunkBytes = options.readChunkBytes ?? DEFAULT_CHUNK;
-    this.estimate = estimateBundleBytes(profile, this.selectionOptions);
-    // Failures reach the caller through the stream and the report; this only keeps an error
-    // raised after the stream has closed from becoming an uncaught exception.
-    this.pack.on('error', () => undefined);
+    this.estimate = estimateBundleBytes(profile, { ...this.selectionOptions, extraTreeBytes: options.extraTreeBytes ?? 0 });
   }
 
   start(): BundleStream {
     let manifestBytes = 0;
-    let settleReading!: (error?: unknown) => void;
-    const readDone = new Promise<void>((resolve, reject) => (settleReading = (e) => (e === undefined ? resolve() : reject(e))));
-    readDone.catch(() => undefined);
-    const stream = Readable.from(this.countBytes(settleReading), { objectMode: false, highWaterMark: 1024 * 1024 });
-    // A consumer that stops early must also stop the packer, or it would wait for room forever.
-    stream.on('close', () => {
-      if (!stream.readableEnded) this.pack.destroy(new BundleError('BUNDLE_IO', 'The bundle stream was closed before its end'));
+    const stream = this.output.stream;
+    // Failures reach the consumer through its pipe and the caller through `report`; this only
+    // keeps an error nobody listens to from becoming an uncaught exception.
+    stream.on('error', () => undefined);
+    const readDone = new Promise<void>((resolve, reject) => {
+      stream.once('end', resolve);
+      stream.once('close', () => {
+        if (!stream.readableEnded) reject(new BundleError('BUNDLE_IO', 'The bundle stream was closed before its end'));
+      });
     });
+    readDone.catch(() => undefined);
     const onAbort = () => stream.destroy(new BundleError('ABORTED', 'Packing was aborted by the caller'));
     if (this.options.signal?.aborted) queueMicrotask(onAbort);
     this.options.signal?.addEventListener('abort', onAbort, { once: true });
 
     const run = this.run().then((bytes) => (manifestBytes = bytes));
-    run.catch((e: unknown) => this.pack.destroy(toBundleError(e, 'BUNDLE_IO', 'packing')));
+    run.catch((e: unknown) => stream.destroy(toBundleError(e, 'BUNDLE_IO', 'packing')));
     const settled = Promise.all([run, readDone]).finally(() => this.options.signal?.removeEventListener('abort', onAbort));
     const report = ResultAsync.fromPromise(settled, (e) =>
       this.options.signal?.aborted ? new BundleError('ABORTED', 'Packing was aborted by the caller', { cause: e }) : toBundleError(e, 'BUNDLE_IO', 'packing'),
     ).map(
       (): PackReport => ({
-        totalBytes: this.emittedBytes,
+        totalBytes: this.output.bytes,
         manifestBytes,
-        bytesWithoutManifest: this.emittedBytes - manifestBytes,
+        bytesWithoutManifest: this.output.bytes - manifestBytes,
         estimate: this.estimate,
         entryCount: this.entryCount,
         counts: this.counts(),
@@ -218,105 +238,89 @@ class Packer {
     return { stream, report };
   }
 
-  /** Re-yield tar-stream's output, counting bytes and waking metadata writers once it drains. */
-  private async *countBytes(settle: (error?: unknown) => void): AsyncGenerator<Buffer> {
-    let lastProgress = 0;
-    let completed = false;
-    try {
-      // Headers and small files arrive as many small chunks: send them in batches, so a consumer
-      // writing to a file or socket makes one system call per batch instead of three per file.
-      let batch: Buffer[] = [];
-      let batched = 0;
-      const flush = (): Buffer => {
-        const out = batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch, batched);
-        batch = [];
-        batched = 0;
-        return out;
-      };
-      for await (const chunk of this.pack as AsyncIterable<Buffer>) {
-        this.emittedBytes += chunk.length;
-        if (chunk.length >= BATCH_BYTES) {
-          if (batched > 0) yield flush();
-          yield chunk;
-        } else {
-          batch.push(chunk);
-          batched += chunk.length;
-          if (batched >= BATCH_BYTES) yield flush();
-        }
-        if (this.drainWaiters.length && this.packBuffered() < PACK_BUFFER_LIMIT) {
-          for (const wake of this.drainWaiters.splice(0)) wake();
-        }
-        if (this.options.onProgress && this.emittedBytes - lastProgress >= 1024 * 1024) {
-          lastProgress = this.emittedBytes;
-          this.options.onProgress({ bytes: this.emittedBytes, entries: this.entryCount });
-        }
-      }
-      if (batched > 0) yield flush();
-      completed = true;
-      settle();
-    } catch (e) {
-      settle(e);
-      throw e;
-    } finally {
-      if (!completed) settle(new BundleError('BUNDLE_IO', 'The bundle stream was closed before its end'));
-      for (const wake of this.drainWaiters.splice(0)) wake();
+  /**
+   * Called before every entry: stop on abort or a closed stream, wait for the consumer, and give the
+   * event loop a turn after {@link SLICE_MS} of synchronous file-system work.
+   */
+  private async pace(): Promise<void> {
+    this.throwIfAborted();
+    this.output.checkOpen();
+    if (performance.now() - this.sliceStart >= SLICE_MS) {
+      this.output.flush();
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.sliceStart = performance.now();
     }
+    await this.output.room();
+    this.progress();
   }
 
-  /** Bytes tar-stream holds that nobody has read yet (streamx internals; 0 if they change). */
-  private packBuffered(): number {
-    const state = (this.pack as unknown as { _readableState?: { buffered?: unknown } })._readableState;
-    return typeof state?.buffered === 'number' ? state.buffered : 0;
-  }
-
-  private async waitForRoom(): Promise<void> {
-    if (this.packBuffered() < PACK_BUFFER_LIMIT) return;
-    await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  /** Tell the caller about every MiB written. */
+  private progress(): void {
+    if (this.options.onProgress && this.output.bytes - this.lastProgress >= 1024 * 1024) {
+      this.lastProgress = this.output.bytes;
+      this.options.onProgress({ bytes: this.output.bytes, entries: this.entryCount });
+    }
   }
 
   /** Writes every entry; resolves with the bytes of the manifest entry. */
   private async run(): Promise<number> {
+    await this.pace();
     const info = makeBundleInfo(this.profile, this.createdAt, this.estimate.entries, this.estimate.bytes);
-    await this.writeBuffer(BUNDLE_INFO_NAME, Buffer.from(JSON.stringify(info)));
-    const rootStats = await this.lstatSource('/', '/');
+    this.writeBuffer(BUNDLE_INFO_NAME, Buffer.from(JSON.stringify(info)));
+    const rootStats = this.lstatSource('/', '/');
     if (!rootStats) throw new BundleError('BUNDLE_SOURCE_MISSING', `The source root ${this.sourceRoot} does not exist`);
     await this.emitOnce('/', rootStats);
     const selection = selectProfilePaths(this.profile, this.selectionOptions);
     for (const [reason, count] of Object.entries(selection.skipped)) this.skipped[reason as SkipReason] += count;
-    try {
-      const paths = selection.paths;
-      for (const [index, selected] of paths.entries()) {
-        this.throwIfAborted();
-        // Look a few paths ahead: their lstat round trips overlap this one's walk.
-        for (const upcoming of paths.slice(index + 1, index + 1 + LSTAT_AHEAD)) {
-          if (this.lstatAhead.has(upcoming.path)) continue;
-          const pending = lstat(this.sourcePath(upcoming.path));
-          pending.catch(() => undefined);
-          this.lstatAhead.set(upcoming.path, pending);
-        }
-        await this.visit(selected.path);
+    // The profile's paths and the trees' entries, merged in path order, so that every directory's
+    // entries stay contiguous (GNU tar restores a directory's time once it has left it).
+    const trees = this.treeEntries(await this.resolveTreeRoots());
+    let tree = await trees.next();
+    for (const selected of selection.paths) {
+      while (!tree.done && comparePaths(tree.value.path, selected.path) <= 0) {
+        await this.emitTreeEntry(tree.value);
+        tree = await trees.next();
       }
-      this.lstatAhead.clear();
-    } finally {
-      // On failure too: queued files must be closed before the error surfaces.
-      await this.writeChain.catch(() => undefined);
+      await this.pace();
+      await this.visit(selected.path, this.options.followSymlinks !== false);
     }
-    await this.writeChain;
-    const manifest: BundleManifest = {
+    for (; !tree.done; tree = await trees.next()) await this.emitTreeEntry(tree.value);
+    await this.pace();
+    const manifestBytes = await this.writeManifest();
+    this.output.end();
+    return manifestBytes;
+  }
+
+  /**
+   * Write `manifest.json` piece by piece, with backpressure: the bytes are exactly
+   * `JSON.stringify(manifest)`, but the entries are never joined into one string.
+   */
+  private async writeManifest(): Promise<number> {
+    const head: Omit<BundleManifest, 'entries' | 'counts' | 'dataBytes' | 'warnings'> = {
       kind: 'ap-migrate-manifest',
       formatVersion: BUNDLE_FORMAT_VERSION,
       createdAt: this.createdAt.toISOString(),
       profile: this.profile,
       plan: this.plan,
-      entries: this.entries,
-      counts: this.counts(),
-      dataBytes: this.dataBytes,
-      warnings: this.warnings,
     };
-    const manifestData = Buffer.from(JSON.stringify(manifest));
-    await this.writeBuffer(BUNDLE_MANIFEST_NAME, manifestData);
-    this.pack.finalize();
-    return tarHeaderBytes({ name: BUNDLE_MANIFEST_NAME }) + padToBlock(manifestData.length);
+    const tail: Pick<BundleManifest, 'counts' | 'dataBytes' | 'warnings'> = { counts: this.counts(), dataBytes: this.dataBytes, warnings: this.warnings };
+    const prefix = Buffer.from(JSON.stringify(head).slice(0, -1) + ',"entries":[');
+    const suffix = Buffer.from('],' + JSON.stringify(tail).slice(1));
+    const commas = Math.max(0, this.entryJson.length - 1);
+    const size = prefix.length + this.entryJsonBytes + commas + suffix.length;
+    const header = encodeTarHeader({ name: BUNDLE_MANIFEST_NAME, type: 'file', mode: 0o100644, uid: 0, gid: 0, mtime: Math.floor(this.createdAt.getTime() / 1000), size });
+    this.output.write(header);
+    this.output.write(prefix);
+    const entries = this.entryJson.splice(0);
+    for (let start = 0; start < entries.length; start += 1000) {
+      const piece = entries.slice(start, start + 1000).join(',');
+      this.output.write(Buffer.from(start === 0 ? piece : ',' + piece));
+      await this.pace();
+    }
+    this.output.write(suffix);
+    this.output.zeros(padToBlock(size) - size);
+    this.entryCount += 1;
+    return header.length + padToBlock(size);
   }
 
   private counts(): BundleCounts {
@@ -332,15 +336,20 @@ class Packer {
   }
 
   /** lstat a destination path in the source tree; undefined when it does not exist. */
-  private async lstatSource(path: string, named: string): Promise<Stats | undefined> {
-    const prefetched = this.lstatAhead.get(path);
-    this.lstatAhead.delete(path);
+  private lstatSource(path: string, named: string): Stats | undefined {
     try {
-      return await (prefetched ?? lstat(this.sourcePath(path)));
+      return lstatSync(this.sourcePath(path), { throwIfNoEntry: false });
     } catch (e) {
-      const errno = errnoOf(e);
-      if (errno === 'ENOENT' || errno === 'ENOTDIR') return undefined;
+      if (errnoOf(e) === 'ENOTDIR') return undefined;
       throw new BundleError('BUNDLE_SOURCE_UNREADABLE', `Cannot read ${path} (for ${named}): ${String(e)}`, { cause: e, details: { path } });
+    }
+  }
+
+  private readLink(path: string): string {
+    try {
+      return readlinkSync(this.sourcePath(path));
+    } catch (e) {
+      throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `reading the symlink ${path}`);
     }
   }
 
@@ -358,8 +367,10 @@ class Packer {
    * Walk `named` one component at a time the way the kernel does, emitting every ancestor
    * directory and every symlink met on the way, so the destination gets the same tree shape
    * (e.g. `/lib -> usr/lib` then `/usr/lib/...`) and no entry is written through a symlink.
+   * Resolves with the path `named` leads to (undefined when it is missing or pseudo). With
+   * `emit: false` it only resolves: nothing is emitted, cached or reported missing.
    */
-  private async visit(named: string): Promise<void> {
+  private async visit(named: string, followFinal: boolean, emit = true): Promise<string | undefined> {
     const pending = named.split('/').filter(Boolean);
     let current = '/';
     let hops = 0;
@@ -373,22 +384,22 @@ class Packer {
       }
       const next = current === '/' ? `/${component}` : `${current}/${component}`;
       // A symlink into /proc or /sys: the destination's kernel provides it.
-      if (isPseudoFilesystemPath(next)) return;
+      if (isPseudoFilesystemPath(next)) return undefined;
       const isLast = pending.length === 0;
       // Ancestors shared by many files are looked up once.
-      if (!isLast && this.directoriesSeen.has(next)) {
+      if (emit && !isLast && this.directoriesSeen.has(next)) {
         current = next;
         continue;
       }
-      const knownTarget = this.symlinksSeen.get(next);
-      const stats = knownTarget === undefined ? await this.lstatSource(next, named) : undefined;
+      const knownTarget = emit ? this.symlinksSeen.get(next) : undefined;
+      const stats = knownTarget === undefined ? this.lstatSource(next, named) : undefined;
       if (knownTarget !== undefined || stats?.isSymbolicLink()) {
-        const target = knownTarget ?? (await readlink(this.sourcePath(next)));
-        if (stats) {
+        const target = knownTarget ?? this.readLink(next);
+        if (stats && emit) {
           this.symlinksSeen.set(next, target);
           await this.emitOnce(next, stats, target);
         }
-        if (isLast && this.options.followSymlinks === false) return;
+        if (isLast && !followFinal) return next;
         if (++hops > MAX_SYMLINK_HOPS) {
           throw new BundleError('BUNDLE_SOURCE_UNREADABLE', `Too many symlinks resolving ${named}`, { details: { path: named } });
         }
@@ -397,20 +408,98 @@ class Packer {
         pending.unshift(...target.split('/').filter(Boolean));
         continue;
       }
+      if (!emit && (!stats || (!isLast && !stats.isDirectory()))) return undefined;
       if (!stats) {
         if (viaFinalSymlink) this.warnings.push(`dangling symlink: ${named} points to the missing ${next}`);
         else this.missing(named, next);
-        return;
+        return undefined;
       }
       if (!isLast && !stats.isDirectory()) {
         if (viaFinalSymlink) this.warnings.push(`dangling symlink: ${named} goes through the non-directory ${next}`);
         else this.missing(named, next);
-        return;
+        return undefined;
       }
-      if (stats.isDirectory()) this.directoriesSeen.add(next);
-      await this.emitOnce(next, stats);
+      if (emit) {
+        if (stats.isDirectory()) this.directoriesSeen.add(next);
+        await this.emitOnce(next, stats);
+      }
       current = next;
     }
+    return current;
+  }
+
+  /**
+   * Where each of the `extraTrees` really is (symlinked ancestors resolved, nothing emitted yet),
+   * sorted, with trees inside other trees dropped (they are walked as part of the outer one).
+   */
+  private async resolveTreeRoots(): Promise<string[]> {
+    const roots: string[] = [];
+    for (const tree of this.options.extraTrees ?? []) {
+      const normal = normaliseAbsolute(tree);
+      if (isPseudoFilesystemPath(normal)) {
+        this.skipped.pseudo += 1;
+        continue;
+      }
+      if (normal === '/') {
+        roots.push('/');
+        continue;
+      }
+      const parent = await this.visit(posix.dirname(normal), true, false);
+      const root = parent === undefined ? undefined : posix.join(parent, posix.basename(normal));
+      if (root === undefined || !this.lstatSource(root, tree)) {
+        this.missing(tree, root ?? tree);
+        continue;
+      }
+      roots.push(root);
+    }
+    roots.sort(comparePaths);
+    return roots.filter((root, i) => !roots.slice(0, i).some((outer) => outer === root || outer === '/' || root.startsWith(outer + '/')));
+  }
+
+  /** Every entry of the trees, in path order: each root (flagged), then what is below it. */
+  private async *treeEntries(roots: string[]): AsyncGenerator<TreeEntry> {
+    for (const root of roots) {
+      const stats = this.lstatSource(root, root);
+      if (!stats) {
+        this.missing(root, root);
+        continue;
+      }
+      yield { path: root, stats, isRoot: true };
+      if (!stats.isDirectory()) continue;
+      const walk = walkTree(root, {
+        sourcePath: (path) => this.sourcePath(path),
+        exclude: (path) => {
+          if (!isPseudoFilesystemPath(path)) return false;
+          this.skipped.pseudo += 1;
+          return true;
+        },
+        onVanished: (path) => {
+          this.warnings.push(`${path} vanished while its tree was packed`);
+          this.skipped.missing += 1;
+        },
+      });
+      yield* walk;
+    }
+  }
+
+  /** Emit one tree entry (a root after its ancestors); symlinks are stored, never followed. */
+  private async emitTreeEntry(entry: TreeEntry): Promise<void> {
+    await this.pace();
+    if (entry.isRoot) {
+      if (entry.path !== '/') await this.visit(posix.dirname(entry.path), true);
+      this.treeRoots.push(entry.path);
+    }
+    this.treeCursor = entry.path;
+    await this.emitOnce(entry.path, entry.stats, undefined, false);
+  }
+
+  /**
+   * Whether a tree already emitted `path`: it lies in a tree being (or done being) walked, at or
+   * before the walk's position. Tree entries are not remembered one by one, to keep memory flat.
+   */
+  private treeCovers(path: string): boolean {
+    if (this.treeRoots.length === 0 || comparePaths(path, this.treeCursor) > 0) return false;
+    return this.treeRoots.some((root) => root === '/' || path === root || path.startsWith(root + '/'));
   }
 
   private count(type: BundleEntryType): void {
@@ -418,34 +507,56 @@ class Packer {
     this.entryCount += 1;
   }
 
-  /** Emit one tar entry for `path` (once), choosing its type from lstat. */
-  private async emitOnce(path: string, stats: Stats, symlinkTarget?: string): Promise<void> {
+  /** Write a header-only entry and record it. */
+  private writeEntry(fields: TarHeaderFields, entry: ManifestEntry): void {
+    this.output.write(encodeTarHeader(fields));
+    this.record(entry);
+  }
+
+  /** Add an entry to the manifest and the counts. */
+  private record(entry: ManifestEntry): void {
+    const json = JSON.stringify(entry);
+    this.entryJson.push(json);
+    this.entryJsonBytes += Buffer.byteLength(json);
+    this.count(entry.type);
+  }
+
+  /**
+   * Emit one tar entry for `path` (once), choosing its type from lstat. `remember: false` (tree
+   * entries) checks the paths emitted so far without adding to them, so a large tree costs no
+   * memory per entry beyond its manifest line.
+   */
+  private async emitOnce(path: string, stats: Stats, symlinkTarget?: string, remember = true): Promise<void> {
     if (this.emitted.has(path)) return;
-    this.emitted.add(path);
-    const base = {
+    if (remember) {
+      if (this.treeCovers(path)) return;
+      this.emitted.add(path);
+    }
+    const base: EntryBase = {
       mode: stats.mode & 0o7777,
       uid: stats.uid,
       gid: stats.gid,
       // Tar's octal field cannot hold times before 1970.
       mtime: Math.max(0, Math.floor(stats.mtimeMs / 1000)),
     };
-    const header: EntryHeader = {
+    const fields: TarHeaderFields = {
       name: tarNameOf(path, stats.isDirectory()),
-      // Keep the file-type bits: tar-stream replaces a falsy mode (000) with 0644; it masks them off when encoding.
+      type: 'file',
       mode: stats.mode,
       uid: base.uid,
       gid: base.gid,
-      mtime: new Date(base.mtime * 1000),
+      mtime: base.mtime,
+      size: 0,
     };
-    if (base.uid > USTAR_MAX_ID || base.gid > USTAR_MAX_ID) header.pax = { uid: String(base.uid), gid: String(base.gid) };
+    if (base.uid > USTAR_MAX_ID || base.gid > USTAR_MAX_ID) fields.pax = { uid: String(base.uid), gid: String(base.gid) };
 
     if (stats.isDirectory()) {
-      await this.writeVoid({ ...header, type: 'directory' }, { path, type: 'directory', size: 0, ...base });
+      this.writeEntry({ ...fields, type: 'directory' }, { path, type: 'directory', size: 0, ...base });
     } else if (stats.isSymbolicLink()) {
-      const target = symlinkTarget ?? (await readlink(this.sourcePath(path)));
-      await this.writeVoid({ ...header, type: 'symlink', linkname: target }, { path, type: 'symlink', size: 0, ...base, linkTarget: target });
+      const target = symlinkTarget ?? this.readLink(path);
+      this.writeEntry({ ...fields, type: 'symlink', linkname: target }, { path, type: 'symlink', size: 0, ...base, linkTarget: target });
     } else if (stats.isFIFO()) {
-      await this.writeVoid({ ...header, type: 'fifo' }, { path, type: 'fifo', size: 0, ...base });
+      this.writeEntry({ ...fields, type: 'fifo' }, { path, type: 'fifo', size: 0, ...base });
     } else if (stats.isCharacterDevice() || stats.isBlockDevice()) {
       if (!this.selectionOptions.includeDevices) {
         this.skipped.device += 1;
@@ -454,128 +565,83 @@ class Packer {
       const type = stats.isCharacterDevice() ? 'character-device' : 'block-device';
       const devmajor = Math.floor(stats.rdev / 256) & 0xfff;
       const devminor = (stats.rdev & 0xff) | (Math.floor(stats.rdev / 4096) & ~0xff);
-      await this.writeVoid({ ...header, type, devmajor, devminor }, { path, type, size: 0, ...base, devmajor, devminor });
+      this.writeEntry({ ...fields, type, devmajor, devminor }, { path, type, size: 0, ...base, devmajor, devminor });
     } else if (stats.isSocket()) {
       this.skipped.socket += 1;
     } else if (stats.isFile()) {
       const inode = `${stats.dev}:${stats.ino}`;
       const first = stats.nlink > 1 ? this.inodes.get(inode) : undefined;
       if (first !== undefined) {
-        await this.writeVoid(
-          { ...header, type: 'link', linkname: tarNameOf(first, false) },
-          { path, type: 'link', size: 0, ...base, linkTarget: first },
-        );
+        this.writeEntry({ ...fields, type: 'link', linkname: tarNameOf(first, false) }, { path, type: 'link', size: 0, ...base, linkTarget: first });
         return;
       }
       if (stats.nlink > 1) this.inodes.set(inode, path);
-      await this.writeFile(path, stats, header, base);
+      if (stats.size > SMALL_FILE_BYTES || !this.writeSmallFile(path, stats, fields, base)) await this.writeLargeFile(path, stats, fields, base);
     }
   }
 
-  private entryDone(sinkCallback: (resolve: () => void, reject: (e: unknown) => void) => void): Promise<void> {
-    return new Promise<void>((resolve, reject) => sinkCallback(resolve, reject));
-  }
-
-  private async writeBuffer(name: string, data: Buffer): Promise<void> {
-    await this.waitForRoom();
-    await this.entryDone((resolve, reject) =>
-      this.pack.entry({ name, type: 'file', mode: 0o100644, mtime: this.createdAt, size: data.length }, data, (e) => (e ? reject(e) : resolve())),
-    );
+  private writeBuffer(name: string, data: Buffer): void {
+    this.output.write(encodeTarHeader({ name, type: 'file', mode: 0o100644, uid: 0, gid: 0, mtime: Math.floor(this.createdAt.getTime() / 1000), size: data.length }));
+    this.output.write(data);
+    this.output.zeros(padToBlock(data.length) - data.length);
     this.entryCount += 1;
   }
 
-  private writeVoid(header: EntryHeader, entry: ManifestEntry): Promise<void> {
-    return this.schedule(
-      async () => undefined,
-      async () => {
-        await this.waitForRoom();
-        await this.entryDone((resolve, reject) => this.pack.entry(header, (e) => (e ? reject(e) : resolve())));
-        this.entries.push(entry);
-        this.count(entry.type);
-      },
-      async () => undefined,
-      0,
-    );
+  private checkOpened(path: string, stats: Stats, opened: Stats): void {
+    if (!opened.isFile() || opened.ino !== stats.ino || opened.dev !== stats.dev) {
+      throw new BundleError('BUNDLE_SOURCE_CHANGED', `${path} was replaced while packing`, { details: { path } });
+    }
+  }
+
+  private openFlags(): number {
+    // O_NOFOLLOW: the path was a regular file when lstat'ed; never follow a symlink swapped in since.
+    // O_NONBLOCK: a FIFO swapped in must not hang the open.
+    return constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
   }
 
   /**
-   * Queue an entry behind the earlier ones (tar entries are strictly sequential) while its
-   * preparation (opening the file, reading a small one ahead) starts at once, so the file-system
-   * round trips of the next files overlap the sending of this one. Bounded by
-   * `MAX_PENDING_JOBS` open files and `MAX_PENDING_BYTES` read ahead.
+   * A small file, synchronously: open, fstat, reads straight into the output batches behind its
+   * header (one for most files), hash, close. Four system calls and no thread-pool round trip, like GNU tar; the
+   * caller's {@link pace} bounds how long the event loop waits. Returns false when the file has
+   * grown past {@link SMALL_FILE_BYTES} since its lstat (it is then streamed).
    */
-  private async schedule<P>(prepare: () => Promise<P>, write: (prepared: P) => Promise<void>, discard: (prepared: P) => Promise<void>, cost: number): Promise<void> {
-    while (!this.failed && this.pendingJobs > 0 && (this.pendingJobs >= MAX_PENDING_JOBS || this.pendingBytes + cost > MAX_PENDING_BYTES)) {
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
-    }
-    if (this.failed) await this.writeChain; // rethrows the failure
-    this.pendingJobs += 1;
-    this.pendingBytes += cost;
-    const prepared = prepare();
-    prepared.catch(() => undefined);
-    const release = () => {
-      this.pendingJobs -= 1;
-      this.pendingBytes -= cost;
-      for (const wake of this.slotWaiters.splice(0)) wake();
-    };
-    this.writeChain = this.writeChain.then(
-      async () => {
-        try {
-          await write(await prepared);
-        } finally {
-          release();
-        }
-      },
-      async (e: unknown) => {
-        release();
-        await prepared.then(discard, () => undefined);
-        throw e;
-      },
-    );
-    this.writeChain.catch(() => {
-      this.failed = true;
-      for (const wake of this.slotWaiters.splice(0)) wake();
-    });
-  }
-
-  /** Queue one regular file: opened (and, when small, read) now, streamed into the tar in turn. */
-  private writeFile(path: string, stats: Stats, header: EntryHeader, base: Omit<ManifestEntry, 'path' | 'type' | 'size'>): Promise<void> {
-    const cost = stats.size <= PREFETCH_BYTES ? stats.size : 0;
-    return this.schedule(
-      () => this.prepareFile(path, stats),
-      (prepared) => this.emitFile(path, prepared, header, base),
-      (prepared) => prepared.handle.close(),
-      cost,
-    );
-  }
-
-  private async prepareFile(path: string, stats: Stats): Promise<PreparedFile> {
-    let handle: FileHandle;
+  private writeSmallFile(path: string, stats: Stats, fields: TarHeaderFields, base: EntryBase): boolean {
+    let fd: number;
     try {
-      // O_NOFOLLOW: the path was a regular file when lstat'ed; never follow a symlink swapped in since.
-      // O_NONBLOCK: a FIFO swapped in must not hang the open.
-      handle = await open(this.sourcePath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = openSync(this.sourcePath(path), this.openFlags());
     } catch (e) {
       throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `opening ${path}`);
     }
     try {
-      const opened = await handle.stat();
-      if (!opened.isFile() || opened.ino !== stats.ino || opened.dev !== stats.dev) {
-        throw new BundleError('BUNDLE_SOURCE_CHANGED', `${path} was replaced while packing`, { details: { path } });
-      }
+      const opened = fstatSync(fd);
+      this.checkOpened(path, stats, opened);
       const size = opened.size;
-      if (size > PREFETCH_BYTES) return { handle, size };
-      const head = Buffer.allocUnsafe(size);
+      if (size > SMALL_FILE_BYTES) return false;
+      this.output.write(encodeTarHeader({ ...fields, type: 'file', size }));
+      // Read straight into the output batches (no copy), one batch-sized region at a time.
+      const hash = createHash('sha256');
       let offset = 0;
       while (offset < size) {
-        const { bytesRead } = await handle.read(head, offset, size - offset, offset);
-        if (bytesRead === 0) throw this.shrank(path, size, offset);
-        offset += bytesRead;
+        const region = this.output.reserveUpTo(size - offset);
+        let filled = 0;
+        while (filled < region.length) {
+          const bytesRead = readSync(fd, region, filled, region.length - filled, offset + filled);
+          if (bytesRead === 0) throw this.shrank(path, size, offset + filled);
+          filled += bytesRead;
+        }
+        hash.update(region);
+        this.output.commit(region.length);
+        offset += region.length;
       }
-      return { handle, size, head };
+      this.output.zeros(padToBlock(size) - size);
+      const sha256 = hash.digest('hex');
+      this.dataBytes += size;
+      this.record({ path, type: 'file', size, ...base, sha256 });
+      return true;
     } catch (e) {
-      await handle.close();
-      throw e;
+      throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `reading ${path}`);
+    } finally {
+      closeSync(fd);
     }
   }
 
@@ -585,108 +651,63 @@ class Packer {
     });
   }
 
-  /** Stream one opened file into the tar, hashing it on the way; a large file is never held whole. */
-  private async emitFile(path: string, prepared: PreparedFile, header: EntryHeader, base: Omit<ManifestEntry, 'path' | 'type' | 'size'>): Promise<void> {
-    const { handle, size, head } = prepared;
+  /**
+   * A large file, streamed: a few chunk reads in flight in the thread pool while this thread
+   * hashes and hands on the previous one; never held whole.
+   */
+  private async writeLargeFile(path: string, stats: Stats, fields: TarHeaderFields, base: EntryBase): Promise<void> {
+    let handle: FileHandle;
     try {
+      handle = await open(this.sourcePath(path), this.openFlags());
+    } catch (e) {
+      throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `opening ${path}`);
+    }
+    const ahead: Promise<Buffer>[] = [];
+    try {
+      const opened = await handle.stat();
+      this.checkOpened(path, stats, opened);
+      const size = opened.size;
+      this.output.write(encodeTarHeader({ ...fields, type: 'file', size }));
       const hash = createHash('sha256');
-      if (head) {
-        hash.update(head);
-        await this.waitForRoom();
-        await this.entryDone((resolve, reject) => this.pack.entry({ ...header, type: 'file', size }, head, (e) => (e ? reject(e) : resolve())));
-      } else {
-        await this.streamFile(path, handle, size, header, hash);
+      const readAt = async (at: number): Promise<Buffer> => {
+        const want = Math.min(this.chunkBytes, size - at);
+        // A fresh buffer per read: the consumer may hold the previous ones until it has written them.
+        const buffer = Buffer.allocUnsafe(want);
+        const { bytesRead } = await handle.read(buffer, 0, want, at);
+        return bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
+      };
+      let requested = 0;
+      const refill = () => {
+        while (ahead.length < READ_AHEAD && requested < size) {
+          const read = readAt(requested);
+          read.catch(() => undefined);
+          ahead.push(read);
+          requested += Math.min(this.chunkBytes, size - requested);
+        }
+      };
+      let offset = 0;
+      refill();
+      while (offset < size) {
+        const chunk = await (ahead.shift() as Promise<Buffer>);
+        // A short read means the file shrank; later reads would be misplaced.
+        if (chunk.length < Math.min(this.chunkBytes, size - offset)) throw this.shrank(path, size, offset + chunk.length);
+        offset += chunk.length;
+        refill();
+        hash.update(chunk);
+        this.output.write(chunk);
+        await this.output.room();
+        this.throwIfAborted();
+        this.progress();
       }
+      this.output.zeros(padToBlock(size) - size);
       this.dataBytes += size;
-      this.entries.push({ path, type: 'file', size, ...base, sha256: hash.digest('hex') });
-      this.count('file');
+      this.record({ path, type: 'file', size, ...base, sha256: hash.digest('hex') });
+    } catch (e) {
+      throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `reading ${path}`);
     } finally {
+      // Reads still in flight finish before the handle closes.
+      await Promise.allSettled(ahead);
       await handle.close();
     }
   }
-
-  private async streamFile(path: string, handle: FileHandle, size: number, header: EntryHeader, hash: Hash): Promise<void> {
-    let sinkError: unknown;
-    const done = new Promise<void>((resolve, reject) => {
-      const sink = this.pack.entry({ ...header, type: 'file', size }, (e) => (e ? reject(e) : resolve()));
-      void (async () => {
-        const readAt = async (at: number): Promise<Buffer> => {
-          const want = Math.min(this.chunkBytes, size - at);
-          // A fresh buffer per read: tar-stream keeps a reference until the consumer has read it.
-          const buffer = Buffer.allocUnsafe(want);
-          const { bytesRead } = await handle.read(buffer, 0, want, at);
-          return bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
-        };
-        // A few reads ahead: the disk (thread pool) works on the next chunks while this one is hashed and sent.
-        const ahead: Promise<Buffer>[] = [];
-        let requested = 0;
-        const refill = () => {
-          while (ahead.length < READ_AHEAD && requested < size) {
-            const read = readAt(requested);
-            read.catch(() => undefined);
-            ahead.push(read);
-            requested += Math.min(this.chunkBytes, size - requested);
-          }
-        };
-        let offset = 0;
-        refill();
-        while (offset < size) {
-          const chunk: Buffer = await (ahead.shift() as Promise<Buffer>);
-          // A short read means the file shrank; later reads would be misplaced.
-          if (chunk.length < Math.min(this.chunkBytes, size - offset)) throw this.shrank(path, size, offset + chunk.length);
-          offset += chunk.length;
-          refill();
-          hash.update(chunk);
-          if (!sink.write(chunk)) await waitForDrain(sink);
-        }
-        sink.end(undefined);
-      })().catch((e: unknown) => {
-        sinkError = e;
-        sink.destroy(e instanceof Error ? e : new Error(String(e)));
-        reject(e);
-      });
-    });
-    await done.catch((e: unknown) => {
-      throw sinkError ?? e;
-    });
-  }
-}
-
-/** An opened regular file; a small one is read whole ahead of its turn. */
-interface PreparedFile {
-  handle: FileHandle;
-  size: number;
-  head?: Buffer;
-}
-
-/** The events {@link waitForDrain} listens to, shared by Node and streamx writables. */
-interface DrainEmitter {
-  on(event: string, listener: (...args: any[]) => void): unknown;
-  off(event: string, listener: (...args: any[]) => void): unknown;
-}
-
-/** Resolve when a (streamx or Node) writable asks for more, or rejects if it fails first. */
-function waitForDrain(sink: DrainEmitter): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const cleanup = () => {
-      sink.off('drain', onDrain);
-      sink.off('error', onError);
-      sink.off('close', onClose);
-    };
-    const onDrain = () => {
-      cleanup();
-      resolve();
-    };
-    const onError = (e: unknown) => {
-      cleanup();
-      reject(e);
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new BundleError('BUNDLE_IO', 'The bundle stream was closed while a file was being written'));
-    };
-    sink.on('drain', onDrain);
-    sink.on('error', onError);
-    sink.on('close', onClose);
-  });
 }

@@ -13,6 +13,13 @@ export interface BundleSelectionOptions {
   includeSharedLibraries?: boolean;
   /** Carry character and block device nodes (default false: the destination makes a minimal `/dev`). */
   includeDevices?: boolean;
+  /**
+   * Whole directory trees to carry besides the profile's paths (a *thick* bundle, e.g. a base
+   * userland): absolute paths, walked with lstat (symlinks are carried, never followed), in sorted
+   * order. Their size is not known from the profile: measure it with `measureTrees` and pass it to
+   * the estimate as `extraTreeBytes`.
+   */
+  extraTrees?: string[];
 }
 
 /** Why a profile file is left out of a bundle. */
@@ -85,16 +92,22 @@ export function selectProfilePaths(profile: ResourceProfile, options: BundleSele
   return { paths, skipped };
 }
 
-/** Order paths component by component, so a directory's descendants are contiguous. */
+/**
+ * Order paths component by component, so a directory's descendants are contiguous. Equivalent to
+ * comparing the components as strings, done without splitting: `/` sorts before every other
+ * character (this runs for every pair the sort compares).
+ */
 export function comparePaths(a: string, b: string): number {
-  const left = a.split('/');
-  const right = b.split('/');
-  for (let i = 0; i < Math.min(left.length, right.length); i++) {
-    const x = left[i] as string;
-    const y = right[i] as string;
-    if (x !== y) return x < y ? -1 : 1;
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x === 47) return -1;
+    if (y === 47) return 1;
+    return x - y;
   }
-  return left.length - right.length;
+  return a.length - b.length;
 }
 
 function skipReason(file: FileUse, path: string, options: BundleSelectionOptions): SkipReason | undefined {

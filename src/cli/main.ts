@@ -9,6 +9,7 @@
  * Exit codes: 0 success, 1 the operation failed, 2 bad usage.
  */
 import { readFile } from 'node:fs/promises';
+import { ApMigrateError, InvalidInputError } from '../errors.js';
 import { parseArgs } from 'node:util';
 import { formatPlan, planMigration } from '../policy/index.js';
 import { formatBytes } from '../policy/plan.js';
@@ -29,6 +30,37 @@ const USAGE = `usage:
   ap-migrate plan PROFILE.json [--json] [--method ID]... [--forbid ID]...
                   [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...`;
 
+/** Bad command-line usage: printed with the usage text, exit code 2. */
+class UsageError extends Error {}
+
+/** Print an error as `error [CODE]: message` (each input issue on its own line), or as JSON on stdout. */
+function printError(error: ApMigrateError, json: boolean): void {
+  if (json) {
+    console.log(JSON.stringify({ error: error.toJSON() }, null, 2));
+    return;
+  }
+  console.error(`error [${error.code}]: ${error.message}`);
+  if (error instanceof InvalidInputError && error.issues.length > 1) {
+    for (const issue of error.issues) console.error(`  ${issue.path || '(whole value)'}: ${issue.message}`);
+  }
+}
+
+/** Read a file the user named; a missing or unreadable file is a typed error, not a crash. */
+async function readInputFile(path: string, what: string): Promise<{ text: string } | { error: ApMigrateError }> {
+  try {
+    return { text: path === '-' ? await readStdin() : await readFile(path, 'utf8') };
+  } catch (e) {
+    return { error: new InvalidInputError(what, [{ path, message: `cannot read it: ${(e as Error).message}` }], { cause: e }) };
+  }
+}
+
+/** `--duration SECONDS` as milliseconds; anything but a positive number is a usage error. */
+function durationMs(value: string): number {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--duration must be a positive number of seconds, got "${value}"`);
+  return seconds * 1000;
+}
+
 async function planCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -48,11 +80,17 @@ async function planCommand(args: string[]): Promise<number> {
     console.error(USAGE);
     return 2;
   }
-  const text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+  const read = await readInputFile(file, 'profile file');
+  if ('error' in read) {
+    printError(read.error, values.json);
+    return 1;
+  }
+  const text = read.text;
   const sizes: Record<string, number> = {};
   for (const pair of values.size ?? []) {
     const [key, bytes] = pair.split('=');
-    sizes[key ?? ''] = Number(bytes);
+    if (!key || bytes === undefined || !(Number(bytes) >= 0)) throw new UsageError(`--size takes KEY=BYTES, got "${pair}"`);
+    sizes[key] = Number(bytes);
   }
   const toPlatform =
     values['to-os'] || values['to-release'] || values['to-arch']
@@ -65,8 +103,7 @@ async function planCommand(args: string[]): Promise<number> {
     sizes,
   });
   if (result.isErr()) {
-    if (values.json) console.log(JSON.stringify({ error: result.error.toJSON() }, null, 2));
-    else console.error(`error [${result.error.code}]: ${result.error.message}`);
+    printError(result.error, values.json);
     return 1;
   }
   console.log(values.json ? JSON.stringify(result.value, null, 2) : formatPlan(result.value));
@@ -120,6 +157,7 @@ async function profileCommand(args: string[]): Promise<number> {
     console.error(`${target}\n${USAGE}`);
     return 2;
   }
+  const duration = durationMs(values.duration);
   const chosen = await chooseProfiler(values.profiler, 'pid' in target);
   if (!chosen.profiler) {
     console.error(`error [PROFILER_UNAVAILABLE]: ${chosen.reason}`);
@@ -129,14 +167,13 @@ async function profileCommand(args: string[]): Promise<number> {
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   const result = await chosen.profiler.profile(target, {
-    durationMs: Number(values.duration) * 1000,
+    durationMs: duration,
     signal: controller.signal,
     onProgress: (p) => line.update(`${chosen.profiler!.name}: ${p.events} events, ${(p.elapsedMs / 1000).toFixed(1)} s`),
   });
   line.done();
   if (result.isErr()) {
-    if (values.json) console.log(JSON.stringify({ error: result.error.toJSON() }, null, 2));
-    else console.error(`error [${result.error.code}]: ${result.error.message}`);
+    printError(result.error, values.json);
     return 1;
   }
   console.log(values.json ? JSON.stringify(result.value, null, 2) : summarizeProfile(result.value));
@@ -168,17 +205,28 @@ async function migrateCommand(args: string[]): Promise<number> {
     console.error(`--to is required\n${USAGE}`);
     return 2;
   }
+  if (values['ssh-client'] !== undefined && !['auto', 'openssh', 'ssh2'].includes(values['ssh-client'])) {
+    throw new UsageError(`--ssh-client must be auto, openssh or ssh2, got "${values['ssh-client']}"`);
+  }
+  const duration = durationMs(values.duration);
   let target: Parameters<typeof migrate>[0]['target'];
   if (values.profile) {
-    const text = await readFile(values.profile, 'utf8');
-    let profile: unknown;
-    try {
-      profile = JSON.parse(text);
-    } catch (e) {
-      console.error(`error [INVALID_INPUT]: ${values.profile} is not JSON: ${(e as Error).message}`);
+    if (command.length) throw new UsageError('give either --profile or a command after --, not both');
+    const pid = values.pid === undefined ? undefined : targetFrom(values.pid, []);
+    if (typeof pid === 'string') throw new UsageError(pid);
+    const read = await readInputFile(values.profile, 'profile file');
+    if ('error' in read) {
+      printError(read.error, values.json);
       return 1;
     }
-    target = { profile: profile as never, ...(values.pid ? { pid: Number(values.pid) } : {}) };
+    let profile: unknown;
+    try {
+      profile = JSON.parse(read.text);
+    } catch (e) {
+      printError(new InvalidInputError('profile file', [{ path: values.profile, message: `not JSON: ${(e as Error).message}` }]), values.json);
+      return 1;
+    }
+    target = { profile: profile as never, ...(pid && 'pid' in pid ? { pid: pid.pid } : {}) };
   } else {
     const t = targetFrom(values.pid, command);
     if (typeof t === 'string') {
@@ -199,7 +247,7 @@ async function migrateCommand(args: string[]): Promise<number> {
     ...(values['ssh-client'] ? { client: values['ssh-client'] } : {}),
   });
   if (transport.isErr()) {
-    console.error(`error [${transport.error.code}]: ${transport.error.message}`);
+    printError(transport.error, values.json);
     return 1;
   }
   const line = createProgressLine();
@@ -210,7 +258,7 @@ async function migrateCommand(args: string[]): Promise<number> {
     target,
     destination: transport.value,
     ...(chosen.profiler ? { profiler: chosen.profiler } : {}),
-    profileDurationMs: Number(values.duration) * 1000,
+    profileDurationMs: duration,
     ...(values.name ? { name: values.name } : {}),
     ...(values.method ? { method: values.method } : {}),
     dryRun: values['dry-run'],
@@ -222,8 +270,7 @@ async function migrateCommand(args: string[]): Promise<number> {
   line.done();
   await transport.value.close();
   if (result.isErr()) {
-    if (values.json) console.log(JSON.stringify({ error: result.error.toJSON() }, null, 2));
-    else console.error(`error [${result.error.code}]: ${result.error.message}`);
+    printError(result.error, values.json);
     return 1;
   }
   const r = result.value;
@@ -273,12 +320,25 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** parseArgs rejects unknown options and missing values with these codes: bad usage. */
+function isUsageError(error: unknown): boolean {
+  if (error instanceof UsageError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_');
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (error: unknown) => {
-    console.error(error instanceof Error ? error.message : String(error));
-    process.exitCode = 2;
+    const message = error instanceof Error ? error.message : String(error);
+    if (isUsageError(error)) {
+      console.error(`${message}\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      console.error(`error [INTERNAL]: ${message}`);
+      process.exitCode = 1;
+    }
   },
 );

@@ -84,9 +84,10 @@ export function isSafeName(name: string): boolean {
 
 const PREFLIGHT_SCRIPT = `
 root="$1"; install="$2"; shift 2
-mkdir -p "$root" || exit 3
+# Change nothing (a dry run ends here): measure space where the root is or will be created.
+probe="$root"; while [ ! -d "$probe" ]; do probe=$(dirname "$probe"); done
 echo "os=$(uname -s)"; echo "release=$(uname -r)"; echo "arch=$(uname -m)"
-echo "free_kb=$(df -Pk "$root" | awk 'NR==2 {print $4}')"
+echo "free_kb=$(df -Pk "$probe" | awk 'NR==2 {print $4}')"
 if [ -e "$install" ] || [ -L "$install" ]; then echo "exists=1"; else echo "exists=0"; fi
 for tool in "$@"; do p=$(command -v "$tool" 2>/dev/null) && echo "tool.$tool=$p"; done
 exit 0
@@ -102,7 +103,7 @@ export function preflightCommon(context: DeployContext, estimatedBytes: number, 
     return errAsync(new DeployError('PREFLIGHT_FAILED', `Invalid program name "${name}": use letters, digits, dot, dash, underscore (max 63)`));
   }
   const layout = layoutFor(transport, name);
-  // Run from `/`: the root directory itself may not exist yet (the script creates it).
+  // Run from `/`: the root directory itself may not exist yet.
   return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...tools], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) })
     .mapErr((e) => new DeployError('PREFLIGHT_FAILED', `Pre-flight check on ${transport.description} failed: ${e.message}`, { cause: e, isRetryable: e.isRetryable }))
     .andThen((result) => {
@@ -178,7 +179,8 @@ export function receiveWithReceiver(
   });
   bundle.pause();
   const flags = [...(options.allowDevices ? ['--allow-devices'] : []), ...(options.setuid ? [`--setuid=${options.setuid}`] : [])];
-  return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [layout.workDir, remoteReceiver], signalOpt)
+  // From `/`: this creates the root directory when it does not exist yet.
+  return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [layout.workDir, remoteReceiver], { cwd: '/', ...signalOpt })
     .andThen((r) => (r.stdout.trim() === 'present' ? okAsync(undefined) : transport.upload(createReadStream(receiverPath), remoteReceiver, { ...signalOpt, mode: 0o600 }).map(() => undefined)))
     .andThen(() => transport.exec(['node', remoteReceiver, 'unpack', posix.join(stagingDir, 'root'), ...flags], { ...signalOpt, stdin: bundle, allowNonZeroExit: true }))
     .mapErr((e) => {
@@ -309,8 +311,16 @@ for dir in "$@"; do
   if [ -d "$dir/root/proc" ]; then umount -l "$dir/root/proc" 2>/dev/null || true; fi
   rm -rf -- "$dir"
 done
-# A receiver killed mid-stream (connection cut) cannot clean up after itself: its staging
-# directory is named after the program, so remove every one of them.
+# A cut connection orphans the receiver (or the remote shell still starting it): it would
+# recreate its staging directory after we removed it, so stop it first. Matched by its
+# "unpack <work>/staging-<name>-" argument, regex-escaped; this script's own command line
+# never holds that text.
+pat=$(printf '%s' "$work/staging-$name-" | sed 's/[][\\.*^$+?(){}|]/\\\\&/g')
+if pkill -KILL -f -- "unpack '?$pat" 2>/dev/null; then
+  i=0; while [ "$i" -lt 50 ] && pgrep -f -- "unpack '?$pat" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+fi
+# A receiver killed mid-stream cannot clean up after itself: its staging directory is named
+# after the program, so remove every one of them.
 rm -rf -- "$work"/staging-"$name"-*
 `;
 

@@ -93,6 +93,11 @@ export interface JailDeployerOptions {
   settleMs?: number;
   /** Timeout of each remote command (default 60 s). */
   commandTimeoutMs?: number;
+  /**
+   * Send a thick bundle: the program plus the whole base userland ({@link FREEBSD_BASE_DIRS}),
+   * for a destination without a base to share (default false: thin, the destination's base is used).
+   */
+  thick?: boolean;
 }
 
 /** What pre-flight learnt that later phases need. */
@@ -447,11 +452,16 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
       .mapErr((e) => (e instanceof DeployError && e.code === 'ROLLBACK_FAILED' ? e : new DeployError('ROLLBACK_FAILED', `Rollback at ${context.transport.description} failed: ${e.message}; check jls and ${layout.installDir}`, { cause: e })));
   };
 
+  // A thick bundle carries the base userland, whose setuid programs (su, passwd) must keep their bits.
+  const setuid = options.setuid ?? (options.thick ? 'allow' : undefined);
   return {
     method: 'freebsd-jail',
+    bundleSelection: (context) => {
+      const contents = jailBundleContents(context.profile, { thick: !!options.thick });
+      return { ...contents.selection, ...(contents.extraTrees.length ? { extraTrees: contents.extraTrees } : {}) };
+    },
     preflight,
-    receive: (context, bundle, onBytes) =>
-      receiveWithReceiver(context, bundle, { ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
+    receive: (context, bundle, onBytes) => receiveWithReceiver(context, bundle, { ...(setuid ? { setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
     activate,
     start,
     healthCheck,

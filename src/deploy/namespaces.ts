@@ -64,6 +64,15 @@ ip -n "$ns" link set lo up
 ip -n "$ns" route add default via "\${hostaddr%/*}"
 `;
 
+// Is the name or the /30 taken at the destination? A second interface with an address in the
+// same /30 would make the host's route to the program ambiguous, so refuse before sending.
+const COLLISION_SCRIPT = `
+ns="$1"; progaddr="$2"
+ip netns list | awk '{print $1}' | grep -qxF -- "$ns" && echo "netns-exists"
+ip -o -4 addr show to "$progaddr" | awk '{print "address-used", $2, $4}'
+exit 0
+`;
+
 /** The argv that starts the program inside its namespaces. */
 export function namespacesLaunchArgv(context: DeployContext, rootDir: string): string[] {
   const { netns } = namespaceNames(context.name);
@@ -86,13 +95,21 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
     preflight: (context, estimatedBytes) =>
       preflightCommon(context, estimatedBytes, NAMESPACES_TOOLS).andThen((report) => {
         const { netns } = namespaceNames(context.name);
-        return context.transport
-          .exec(['ip', 'netns', 'list'], context.signal ? { signal: context.signal } : {})
-          .andThen((r) =>
-            r.stdout.split('\n').some((line) => line.split(' ')[0] === netns)
-              ? errAsync<typeof report, ApMigrateError>(new DeployError('DESTINATION_EXISTS', `Network namespace ${netns} already exists at ${context.transport.description}`))
-              : okAsync<typeof report, ApMigrateError>(report),
-          );
+        const addrs = addressesOf(context.name);
+        return runScript(context.transport, COLLISION_SCRIPT, [netns, addrs.program], context.signal ? { signal: context.signal } : {}).andThen((r) => {
+          const lines = r.stdout.split('\n');
+          if (lines.includes('netns-exists')) {
+            return errAsync<typeof report, ApMigrateError>(new DeployError('DESTINATION_EXISTS', `Network namespace ${netns} already exists at ${context.transport.description}`));
+          }
+          const used = lines.filter((l) => l.startsWith('address-used ')).map((l) => l.split(' ').slice(1).join(' '));
+          return used.length
+            ? errAsync<typeof report, ApMigrateError>(
+                new DeployError('DESTINATION_EXISTS', `The veth subnet of ${netns} (${addrs.program}) is already used at ${context.transport.description} by ${used.join(', ')}; pass other addresses (option \`addresses\`)`, {
+                  details: { used },
+                }),
+              )
+            : okAsync<typeof report, ApMigrateError>(report);
+        });
       }),
     receive: (context, bundle, onBytes) =>
       receiveWithReceiver(context, bundle, { ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),

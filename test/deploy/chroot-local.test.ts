@@ -65,9 +65,10 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('chroot migratio
   });
 
   it('a dry run changes nothing', async () => {
-    const result = await migrate({ target: { profile: source.profile }, destination: transport, name: 'notesd-dry', dryRun: true });
+    const fresh = createLocalTransport({ root: join(dst, 'not-yet') });
+    const result = await migrate({ target: { profile: source.profile }, destination: fresh, name: 'notesd-dry', dryRun: true });
     expect(result._unsafeUnwrap().dryRun).toBe(true);
-    expect(existsSync(join(dst, 'notesd-dry'))).toBe(false);
+    expect(existsSync(join(dst, 'not-yet'))).toBe(false); // not even the root is created
   });
 
   it('a program that dies at start is rolled back: nothing half-installed remains', async () => {

@@ -1,0 +1,124 @@
+/**
+ * How many bytes whole directory trees add to a bundle, measured locally with the same walk and
+ * the same per-entry rules as the packer, so a thick bundle can be estimated precisely.
+ *
+ * @module
+ */
+import type { Stats } from 'node:fs';
+import { lstat, readlink } from 'node:fs/promises';
+import { posix } from 'node:path';
+import { errAsync, ResultAsync } from 'neverthrow';
+import { InvalidInputError } from '../errors.js';
+import { BundleError, toBundleError } from './errors.js';
+import { padToBlock, tarHeaderBytes, tarNameOf, USTAR_MAX_ID } from './estimate.js';
+import { comparePaths, isPseudoFilesystemPath, normaliseAbsolute } from './select.js';
+import { walkTree } from './walk.js';
+
+/** What {@link measureTrees} found. */
+export interface TreeMeasurement {
+  /** Bytes the trees add to a bundle: headers, PAX records, data and padding (pass as `extraTreeBytes`). */
+  bytes: number;
+  /** Data bytes of regular files (each inode once). */
+  dataBytes: number;
+  /** Regular files, counting every hard-link name. */
+  files: number;
+  /** Directories, including the trees' roots and their ancestors. */
+  dirs: number;
+  /** Entries of any type the bundle gets. */
+  entries: number;
+  /** Sockets and devices, which the bundle leaves out. */
+  skipped: number;
+}
+
+/** Options of {@link measureTrees}. */
+export interface MeasureTreesOptions {
+  /** Count device nodes as the packer would with `includeDevices: true` (default false: left out). */
+  includeDevices?: boolean;
+  /** Stop measuring; settles with `ABORTED`. */
+  signal?: AbortSignal;
+  /** Directory that stands for `/` when reading, as the packer's `sourceRoot` (default `/`). */
+  sourceRoot?: string;
+}
+
+/**
+ * Walk `paths` (absolute) as the packer's `extraTrees` would and return what they add to a bundle.
+ * Streaming: memory grows with directory width and the number of multiply-linked inodes, never with
+ * the tree. It counts each tree's ancestors (one header each), which the profile may already
+ * carry, and does not resolve symlinked ancestors; missing trees count nothing.
+ */
+export function measureTrees(paths: readonly string[], options: MeasureTreesOptions = {}): ResultAsync<TreeMeasurement, BundleError | InvalidInputError> {
+  const bad = paths.findIndex((path) => typeof path !== 'string' || !path.startsWith('/') || path.includes('\0'));
+  if (bad !== -1) {
+    return errAsync(new InvalidInputError('measureTrees paths', [{ path: String(bad), message: 'must be an absolute path' }]));
+  }
+  return ResultAsync.fromPromise(measure(paths, options), (e) =>
+    options.signal?.aborted ? new BundleError('ABORTED', 'Measuring was aborted by the caller', { cause: e }) : toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', 'measuring trees'),
+  );
+}
+
+async function measure(paths: readonly string[], options: MeasureTreesOptions): Promise<TreeMeasurement> {
+  const result: TreeMeasurement = { bytes: 0, dataBytes: 0, files: 0, dirs: 0, entries: 0, skipped: 0 };
+  const roots = [...new Set(paths.map(normaliseAbsolute))].filter((p) => !isPseudoFilesystemPath(p)).sort(comparePaths);
+  const distinct = roots.filter((root, i) => !roots.slice(0, i).some((outer) => outer === '/' || root.startsWith(outer + '/')));
+  const ancestors = new Set<string>(['/']);
+  const inodes = new Map<string, string>();
+  let sliceStart = performance.now();
+  const sourceRoot = options.sourceRoot ?? '/';
+  const sourcePath = (path: string) => (sourceRoot === '/' ? path : posix.join(sourceRoot, path));
+
+  const add = async (path: string, stats: Stats): Promise<void> => {
+    const isDirectory = stats.isDirectory();
+    const name = tarNameOf(path, isDirectory);
+    const pax = stats.uid > USTAR_MAX_ID || stats.gid > USTAR_MAX_ID ? { uid: String(stats.uid), gid: String(stats.gid) } : undefined;
+    let linkname: string | undefined;
+    let data = 0;
+    if (isDirectory) {
+      result.dirs += 1;
+    } else if (stats.isSymbolicLink()) {
+      linkname = await readlink(sourcePath(path));
+    } else if (stats.isFile()) {
+      result.files += 1;
+      const key = `${stats.dev}:${stats.ino}`;
+      const first = stats.nlink > 1 ? inodes.get(key) : undefined;
+      if (first !== undefined) {
+        linkname = tarNameOf(first, false);
+      } else {
+        if (stats.nlink > 1) inodes.set(key, path);
+        data = stats.size;
+      }
+    } else if (stats.isSocket() || ((stats.isCharacterDevice() || stats.isBlockDevice()) && !options.includeDevices)) {
+      result.skipped += 1;
+      return;
+    }
+    result.entries += 1;
+    result.dataBytes += data;
+    result.bytes += tarHeaderBytes({ name, linkname, pax }) + padToBlock(data);
+  };
+
+  for (const root of distinct) {
+    // The packer emits each tree's ancestors (directories) first.
+    for (let dir = posix.dirname(root); !ancestors.has(dir); dir = posix.dirname(dir)) {
+      ancestors.add(dir);
+      result.dirs += 1;
+      result.entries += 1;
+      result.bytes += tarHeaderBytes({ name: tarNameOf(dir, true) });
+    }
+    let rootStats: Stats;
+    try {
+      rootStats = await lstat(sourcePath(root));
+    } catch {
+      continue;
+    }
+    if (root !== '/') await add(root, rootStats);
+    if (!rootStats.isDirectory()) continue;
+    for await (const entry of walkTree(root, { sourcePath, exclude: isPseudoFilesystemPath })) {
+      await add(entry.path, entry.stats);
+      if (performance.now() - sliceStart > 4) {
+        if (options.signal?.aborted) throw new BundleError('ABORTED', 'Measuring was aborted by the caller');
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        sliceStart = performance.now();
+      }
+    }
+  }
+  return result;
+}
