@@ -10,7 +10,7 @@ import { InvalidInputError, NoAllowedMethodError, UnknownMethodError, type PlanE
 import { CLASS_OF_KIND, classifyProfile, RESOURCE_KIND_LABELS, type KindEvidence, type ResourceKind } from './classify.js';
 import { estimateTransfer, measureProfile, type TransferEstimate } from './estimate.js';
 import { capabilityFor, IsolationMethodSchema, BUILTIN_METHODS, MB, type Capability, type IsolationMethod } from './methods.js';
-import { PlatformSchema, ResourceProfileSchema, type Platform, type ResourceClass, type ResourceProfile } from './profile.js';
+import { PlatformSchema, safeParseProfile, type Platform, type ResourceClass, type ResourceProfile } from './profile.js';
 import { validateInput } from './validate.js';
 
 /**
@@ -268,7 +268,7 @@ function compareRejected(a: CandidateEvaluation, b: CandidateEvaluation): number
  * Never throws.
  */
 export function planMigration(profile: unknown, options: PlanOptions = {}): Result<MigrationPlan, PlanError> {
-  const parsedProfile = validateInput(ResourceProfileSchema, profile, 'resource profile');
+  const parsedProfile = validateInput({ safeParse: safeParseProfile }, profile, 'resource profile');
   if (parsedProfile.isErr()) return err(parsedProfile.error);
   const { methods: methodsOption, ...rest } = options;
   const parsedOptions = validateInput(PlanOptionsSchema, rest, 'plan options');

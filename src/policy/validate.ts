@@ -19,11 +19,11 @@ export function issuesFromZod(error: z.ZodError): InputIssue[] {
  * Validate `value` with `schema`; a JSON string is parsed first. `what` names the input in the
  * error message (e.g. "resource profile").
  */
-export function validateInput<S extends z.ZodType>(
-  schema: S,
+export function validateInput<T>(
+  schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: z.ZodError } },
   value: unknown,
   what: string,
-): Result<z.output<S>, InvalidInputError> {
+): Result<T, InvalidInputError> {
   let data = value;
   if (typeof value === 'string') {
     try {

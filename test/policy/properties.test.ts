@@ -1,7 +1,7 @@
 /** Property tests of the planner: invariants that must hold for any profile. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CLASS_OF_KIND, planMigration, type ResourceProfileInput, type ResourceKind } from '../../src/index.js';
+import { CLASS_OF_KIND, planMigration, ResourceProfileSchema, safeParseProfile, type ResourceProfileInput, type ResourceKind } from '../../src/index.js';
 import { FREEBSD_10, FREEBSD_11, FREEBSD_92, LINUX } from './profiles.js';
 
 const platformArb = fc.constantFrom(FREEBSD_92, FREEBSD_10, FREEBSD_11, LINUX);
@@ -114,6 +114,30 @@ describe('planner properties', () => {
       fc.property(profileArb, (profile) => {
         const plan = planMigration(profile)._unsafeUnwrap();
         expect(plan.classes).toEqual(['file', 'network', 'ipc'].filter((c) => plan.kinds.some((k: ResourceKind) => CLASS_OF_KIND[k] === c)));
+      }),
+    );
+  });
+});
+
+describe('the fast profile validator', () => {
+  it('agrees with ResourceProfileSchema on valid and invalid profiles', () => {
+    const mangle = fc.oneof(
+      fc.constant((p: Record<string, unknown>) => p),
+      fc.constant((p: Record<string, unknown>) => ({ ...p, files: [...((p.files as unknown[]) ?? []), { path: 'relative', kind: 'regular', access: ['read'], size: 1 }] })),
+      fc.constant((p: Record<string, unknown>) => ({ ...p, files: [...((p.files as unknown[]) ?? []), { path: '/x', kind: 'regular', access: [], size: 1 }] })),
+      fc.constant((p: Record<string, unknown>) => ({ ...p, files: [...((p.files as unknown[]) ?? []), { path: '/x', kind: 'regular', access: ['read'], size: -1, extra: 1 }] })),
+      fc.constant((p: Record<string, unknown>) => ({ ...p, files: [...((p.files as unknown[]) ?? []), { path: '/x', kind: 'pipe', access: ['read'], size: 1 }] })),
+      fc.constant((p: Record<string, unknown>) => ({ ...p, files: [...((p.files as unknown[]) ?? []), { path: '/x', kind: 'regular', access: ['read'], size: 1, extra: true }] })),
+      fc.constant((p: Record<string, unknown>) => ({ ...p, uid: -1 })),
+    );
+    fc.assert(
+      fc.property(profileArb, mangle, (profile, change) => {
+        const input = change(profile as Record<string, unknown>);
+        const fast = safeParseProfile(input);
+        const slow = ResourceProfileSchema.safeParse(input);
+        expect(fast.success).toBe(slow.success);
+        if (fast.success && slow.success) expect(fast.data).toEqual(slow.data);
+        if (!fast.success && !slow.success) expect(fast.error.issues.map((i) => i.path)).toEqual(slow.error.issues.map((i) => i.path));
       }),
     );
   });
