@@ -5,6 +5,7 @@
 import { benchPack } from './bundle.js';
 import { benchEsxiCopy } from './esxi.js';
 import { benchJailBundles } from './jail-bundles.js';
+import { benchMigrate } from './migrate.js';
 import { benchPlanner } from './planner.js';
 import { benchEbpf } from './profilers-ebpf.js';
 import { benchStrace } from './profilers-strace.js';
@@ -33,6 +34,7 @@ const benches: Record<string, () => Promise<void>> = {
   transport: async () => printRatios(await benchTransport()),
   esxi: async () => printRatios(await benchEsxiCopy()),
   'jail-bundles': async () => printRatios(await benchJailBundles()),
+  migrate: async () => printRatios(await benchMigrate()),
 };
 
 console.log(`load average: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')} (ratios are noisy above ~1 per core)`);
