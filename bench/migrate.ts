@@ -13,13 +13,14 @@
  * Needs root (chroot, sshd) and gcc. Run alone: `npx tsx bench/migrate.ts`
  * (AP_MIGRATE_BENCH_MIGRATE_MIB=2048, AP_MIGRATE_BENCH_MIGRATE_FILES=320, AP_MIGRATE_BENCH_MIGRATE_ROUNDS=1).
  */
+// The same receiver build the tests use (test/global-setup.ts), so the bench uploads what users ship.
+import buildReceiver from '../test/global-setup.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { build } from 'esbuild';
 import { createChrootDeployer, migrate, type MigrationReport, type ResourceProfileInput } from '../src/index.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import type { Transport } from '../src/spec/transport.js';
@@ -131,19 +132,6 @@ async function migrateOnce(transport: Transport, profile: ResourceProfileInput, 
   return { report, transferSeconds: transferMs / 1000, sampledPeak: Math.max(sampledPeak, process.memoryUsage.rss()), kernelPeak, kernelPeakReset };
 }
 
-/** Build the receiver the deployer uploads (as `npm run build` and the test setup do). */
-async function buildReceiver(): Promise<void> {
-  await build({
-    entryPoints: ['src/deploy/receiver-cli.ts'],
-    outfile: 'dist/receiver.cjs',
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node18',
-    minify: true,
-    logLevel: 'warning',
-  });
-}
 
 /** The benchmark (see the module comment). Returns nothing (with a warning) unless root. */
 export async function benchMigrate(): Promise<MigrateBenchLine[]> {
