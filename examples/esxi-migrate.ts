@@ -4,6 +4,9 @@
  *   ESXI_SRC=https://esx1/sdk ESXI_DST=https://esx2/sdk ESXI_USER=root ESXI_PASS=... \
  *   ESXI_SRC_THUMBPRINT=AB:CD:... ESXI_DST_THUMBPRINT=... VM_NAME=bsd92 npx tsx examples/esxi-migrate.ts
  *
+ * VM_QUIESCE=snapshot copies a crash-consistent snapshot while the VM keeps running (the default,
+ * power-off, stops it for the copy).
+ *
  * Without ESXI_SRC it starts two vSphere simulators (vcsim, built from Debian's govmomi) and
  * moves their sample VM, so it runs on any machine where `go` is installed.
  */
@@ -54,7 +57,7 @@ if (process.env.ESXI_SRC && process.env.ESXI_DST) {
 try {
   const result = await migrate({
     target: { profile },
-    vm: { source, destination, name: vmName },
+    vm: { source, destination, name: vmName, quiesce: process.env.VM_QUIESCE === 'snapshot' ? 'snapshot' : 'power-off' },
     onProgress: (p) => p.phase !== 'transfer' && console.log(`${p.phase}...`),
   });
   if (result.isErr()) {
@@ -64,7 +67,8 @@ try {
     const r = result.value;
     console.log(formatPlan(r.plan));
     console.log(`moved VM ${r.vm!.name}: ${r.vm!.powerState} at ${r.vm!.destinationVmx}`);
-    console.log(`estimated ${formatBytes(r.estimatedBytes)}, sent ${formatBytes(r.bytesSent)}; source VM ${r.source.action}`);
+    console.log(`estimated ${formatBytes(r.estimatedBytes)}, sent ${formatBytes(r.bytesSent)}; quiesced by ${r.vm!.quiesce}; source VM ${r.source.action}`);
+    for (const warning of r.vm!.warnings) console.log(`warning: ${warning}`);
   }
 } finally {
   await stopVcsim(simulators);

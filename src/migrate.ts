@@ -97,7 +97,16 @@ export interface MigrationReport {
   phases: PhaseTiming[];
   destination?: { installDir: string; pid: number; endpoints: string[]; logPath: string };
   /** For `esxi-vm`: the registered copy and its power state. */
-  vm?: { name: string; destinationVmx: string; powerState: string; files: number };
+  vm?: {
+    name: string;
+    destinationVmx: string;
+    powerState: string;
+    files: number;
+    /** How the source VM was quiesced (`none`: it was already off). */
+    quiesce: 'power-off' | 'snapshot' | 'none';
+    /** What went wrong without failing the move (e.g. a source snapshot left behind). */
+    warnings: string[];
+  };
   source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
 }
 
@@ -368,7 +377,7 @@ async function migrateHostingVm(
     source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: 'none' },
   };
   if (options.dryRun) return okAsync(report);
-  // The copy powers the source off first (a consistent disk) and removes what it created on failure.
+  // The copy quiesces the source first (power-off, or a snapshot when asked) and removes what it created on failure.
   const copied = await timed('transfer', () =>
     moveHostingVm(vm, pre.value, {
       ...(options.signal ? { signal: options.signal } : {}),
@@ -377,7 +386,14 @@ async function migrateHostingVm(
   );
   if (copied.isErr()) return errAsync(copied.error);
   report.bytesSent = copied.value.sentBytes;
-  report.vm = { name: report.name, destinationVmx: copied.value.destinationVmx, powerState: copied.value.destinationPowerState, files: copied.value.files.length };
+  report.vm = {
+    name: report.name,
+    destinationVmx: copied.value.destinationVmx,
+    powerState: copied.value.destinationPowerState,
+    files: copied.value.files.length,
+    quiesce: copied.value.quiesce,
+    warnings: copied.value.warnings,
+  };
   const settled = await timed('source', () => settleSourceVm(pre.value, copied.value, options.sourcePolicy ?? 'keep-running'));
   if (settled.isErr()) return errAsync(settled.error);
   report.source.action = settled.value;

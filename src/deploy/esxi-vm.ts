@@ -1,6 +1,7 @@
 /**
  * The `esxi-vm` method: the program moves inside the VM that hosts it. The VM is measured from
- * its file layout (so the plan's estimate is measured), powered off for a consistent copy, copied
+ * its file layout (so the plan's estimate is measured), powered off (or snapshotted, when the user
+ * accepts a crash-consistent copy of a running VM) for a consistent copy, copied
  * datastore to datastore (streamed, never on local disk), registered and powered on at the
  * destination host. The source VM is never destroyed; by source policy it is powered on again or
  * left off.
@@ -9,8 +10,8 @@
  */
 import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
-import { copyVmBetweenHosts, measureVmCopySize, powerOn, VimClient } from '../esxi/index.js';
-import type { CopyVmReport } from '../esxi/migrate-vm.js';
+import { copyVmBetweenHosts, measureVmCopySize, powerOff, powerOn, VimClient } from '../esxi/index.js';
+import type { CopyVmReport, QuiesceMode } from '../esxi/migrate-vm.js';
 import type { VimEndpoint } from '../esxi/transport.js';
 import { DeployError } from './common.js';
 
@@ -26,6 +27,12 @@ export interface HostingVm {
   destinationDatastore?: string;
   /** Name of the copy (default: the same name). */
   destinationName?: string;
+  /**
+   * How to make a running VM consistent (default `power-off`). `snapshot` copies a
+   * crash-consistent state while the VM, and the program in it, keep running until the copy is
+   * verified; then the source policy decides.
+   */
+  quiesce?: QuiesceMode;
 }
 
 /** An open pair of vSphere sessions with the source VM's measured size. */
@@ -62,6 +69,7 @@ export function moveHostingVm(
   return copyVmBetweenHosts(sessions.source, sessions.destination, vm.name, {
     ...(vm.destinationDatastore ? { destinationDatastore: vm.destinationDatastore } : {}),
     ...(vm.destinationName ? { destinationName: vm.destinationName } : {}),
+    ...(vm.quiesce ? { quiesce: vm.quiesce } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     onProgress: (p) => options.onBytes?.(p.totalBytes, p.expectedBytes),
   }).andThen((report) =>
@@ -71,10 +79,16 @@ export function moveHostingVm(
   );
 }
 
-/** After a verified copy: power the source VM on again (keep running) or leave it off. Never destroy it. */
+/**
+ * After a verified copy: the source VM runs (keep running) or is off (stop). A power-off copy
+ * left it off, a snapshot copy left it running; only the difference is acted on. Never destroyed.
+ */
 export function settleSourceVm(sessions: VmSessions, copy: CopyVmReport, policy: 'keep-running' | 'stop'): ResultAsync<'kept-running' | 'stopped', ApMigrateError> {
-  if (policy === 'stop' || !copy.sourceWasPoweredOn) return okAsync('stopped' as const);
-  return powerOn(sessions.source, copy.sourceVm).map(() => 'kept-running' as const);
+  if (!copy.sourceWasPoweredOn) return okAsync('stopped' as const);
+  if (policy === 'stop') {
+    return copy.sourceLeftPoweredOn ? powerOff(sessions.source, copy.sourceVm).map(() => 'stopped' as const) : okAsync('stopped' as const);
+  }
+  return copy.sourceLeftPoweredOn ? okAsync('kept-running' as const) : powerOn(sessions.source, copy.sourceVm).map(() => 'kept-running' as const);
 }
 
 /** End both sessions; errors are ignored (the sessions expire anyway). */

@@ -90,6 +90,7 @@ export class VimClient {
   #cookie: string | undefined;
   #soapAction = 'urn:vim25/6.0';
   #loggedIn = false;
+  #renewals = 0;
 
   private constructor(endpoint: ResolvedEndpoint) {
     this.endpoint = endpoint;
@@ -176,9 +177,38 @@ export class VimClient {
       return await this.#send(method, self, params, options);
     } catch (err) {
       if (!(err instanceof NotAuthenticatedError) || !this.#loggedIn) throw err;
-      await this.#login(options);
+      await this.renewSessionAsync(options);
       return this.#send(method, self, params, options);
     }
+  }
+
+  /**
+   * Log in again with the same credentials (a fresh session cookie). Used when the session
+   * expired under a long datastore transfer: HTTP `/folder` requests answer 401 then, and unlike
+   * SOAP calls they carry no fault that `callAsync` could recover from by itself.
+   */
+  async renewSessionAsync(options: CallOptions = {}): Promise<void> {
+    await this.#login(options);
+    this.#renewals++;
+  }
+
+  /** How many times this client logged in again after its session expired. */
+  get sessionRenewals(): number {
+    return this.#renewals;
+  }
+
+  /**
+   * Keep the session from idling out during long transfers (ESXi ends idle sessions after about
+   * 30 minutes, and a datastore transfer is not SOAP activity): call `CurrentTime` every
+   * `intervalMs`. Returns a function that stops it. Failures are ignored here; the transfer's
+   * own 401 handling renews the session if it still expires.
+   */
+  keepSessionAlive(intervalMs: number): () => void {
+    const timer = setInterval(() => {
+      this.callAsync('CurrentTime', SERVICE_INSTANCE, []).catch(() => undefined);
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** End the session (best effort) and close idle connections. */

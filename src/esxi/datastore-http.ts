@@ -8,7 +8,7 @@ import type http from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { VimClient } from './client.js';
-import { EsxiAbortedError, EsxiError, EsxiTransportError, FileNotFoundError, InvalidLoginError, ProtocolError } from './errors.js';
+import { EsxiAbortedError, EsxiError, EsxiTransportError, FileNotFoundError, InvalidLoginError, NotAuthenticatedError, ProtocolError } from './errors.js';
 import { request } from './transport.js';
 
 /** Stream buffer size for transfers (per stream; memory stays bounded by a few of these). */
@@ -49,7 +49,9 @@ function headers(client: VimClient, extra: http.OutgoingHttpHeaders = {}): http.
 function statusError(status: number | undefined, method: string, url: URL): EsxiError {
   const where = `${method} ${url.pathname}${url.search}`;
   if (status === 404) return new FileNotFoundError(`${where}: not found (HTTP 404): wrong path, datastore or datacenter`);
-  if (status === 401 || status === 403) return new InvalidLoginError(`${where}: access denied (HTTP ${status})`);
+  // 401 on /folder means the session cookie is missing or expired: renewable, unlike 403.
+  if (status === 401) return new NotAuthenticatedError(`${where}: session not accepted (HTTP 401): expired or missing`, { details: { host: url.host } });
+  if (status === 403) return new InvalidLoginError(`${where}: access denied (HTTP 403)`);
   return new EsxiTransportError(`${where}: HTTP ${status}`, { isRetryable: status !== undefined && status >= 500 });
 }
 
@@ -60,6 +62,21 @@ function wrap(err: unknown, what: string): EsxiError {
   return new EsxiTransportError(`${what}: ${e?.message ?? String(err)}`, { cause: err });
 }
 
+/**
+ * Run a request that carries no body of ours (GET, HEAD) and, when the session turned out to be
+ * expired (401), log in again and run it once more. A PUT cannot be replayed (its body stream is
+ * spent); callers that own the source reopen it instead (see the VM copy).
+ */
+async function withSessionRenewal<T>(client: VimClient, options: TransferOptions, attempt: () => Promise<T>): Promise<T> {
+  try {
+    return await attempt();
+  } catch (err) {
+    if (!(err instanceof NotAuthenticatedError)) throw err;
+    await client.renewSessionAsync(options.signal ? { signal: options.signal } : {});
+    return attempt();
+  }
+}
+
 /** A readable body of a datastore file and its announced size. Consume or destroy it. */
 export interface DatastoreDownload {
   body: Readable;
@@ -68,7 +85,11 @@ export interface DatastoreDownload {
 }
 
 /** Start downloading a datastore file. Rejects with FileNotFoundError on 404. */
-export async function openDatastoreFile(client: VimClient, file: DatastoreFileRef, options: TransferOptions = {}): Promise<DatastoreDownload> {
+export function openDatastoreFile(client: VimClient, file: DatastoreFileRef, options: TransferOptions = {}): Promise<DatastoreDownload> {
+  return withSessionRenewal(client, options, () => openOnce(client, file, options));
+}
+
+async function openOnce(client: VimClient, file: DatastoreFileRef, options: TransferOptions): Promise<DatastoreDownload> {
   const url = datastoreFileUrl(client, file);
   try {
     const res = await request(client.endpoint, url, { method: 'GET', headers: headers(client), signal: options.signal, highWaterMark: TRANSFER_BUFFER_BYTES }, (req) => req.end());
@@ -84,7 +105,11 @@ export async function openDatastoreFile(client: VimClient, file: DatastoreFileRe
 }
 
 /** Whether a datastore path exists (HEAD; a directory path should end with `/`). */
-export async function datastorePathExists(client: VimClient, file: DatastoreFileRef, options: TransferOptions = {}): Promise<boolean> {
+export function datastorePathExists(client: VimClient, file: DatastoreFileRef, options: TransferOptions = {}): Promise<boolean> {
+  return withSessionRenewal(client, options, () => pathExistsOnce(client, file, options));
+}
+
+async function pathExistsOnce(client: VimClient, file: DatastoreFileRef, options: TransferOptions): Promise<boolean> {
   const url = datastoreFileUrl(client, file);
   if (file.path.endsWith('/')) url.pathname += '/';
   try {

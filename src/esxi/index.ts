@@ -13,7 +13,7 @@ import { openDatastoreFile, putDatastoreFile, type DatastoreDownload, type Datas
 import { asEsxiError, type EsxiError } from './errors.js';
 import { findVmByName, getHostInventory, vmSizeBytes, type HostInventory, type VmInfo } from './inventory.js';
 import { exportVmViaLease, type LeaseDevice, type LeaseExportOptions, type LeaseExportResult } from './nfc-export.js';
-import { createSnapshot, powerOffVm, powerOnVm } from './operations.js';
+import { createSnapshot, powerOffVm, powerOnVm, removeSnapshot } from './operations.js';
 import type { MoRef } from './soap.js';
 import type { WaitOptions } from './tasks.js';
 
@@ -26,7 +26,7 @@ export type { MoRef } from './soap.js';
 export type { HostInventory, VmInfo, VmFile, DatastoreInfo } from './inventory.js';
 export type { DatastoreFileRef, DatastoreDownload, TransferOptions } from './datastore-http.js';
 import { measureVmCopyBytes } from './migrate-vm.js';
-export { copyVmBetweenHosts, type CopyVmOptions, type CopyVmReport, type CopyProgress } from './migrate-vm.js';
+export { copyVmBetweenHosts, type CopyVmOptions, type CopyVmReport, type CopyProgress, type QuiesceMode } from './migrate-vm.js';
 export type { LeaseDevice, LeaseExportOptions, LeaseExportResult } from './nfc-export.js';
 export type { WaitOptions } from './tasks.js';
 
@@ -72,6 +72,11 @@ export function snapshotVm(
   options: WaitOptions = {},
 ): ResultAsync<MoRef | undefined, EsxiError> {
   return wrap(`snapshot ${vm.value}`, () => createSnapshot(client, vm, spec, options));
+}
+
+/** Remove a snapshot (children kept) and consolidate its delta into the parent disk. */
+export function removeVmSnapshot(client: VimClient, snapshot: MoRef, options: WaitOptions & { consolidate?: boolean } = {}): ResultAsync<void, EsxiError> {
+  return wrap(`remove snapshot ${snapshot.value}`, () => removeSnapshot(client, snapshot, options));
 }
 
 /** Open a datastore file for streaming download (consume or destroy `body`). */

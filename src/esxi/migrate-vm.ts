@@ -1,9 +1,11 @@
 /**
  * Copy a VM from one standalone ESXi host to another through the datastore HTTP API, without
- * vCenter: power the source off, stream every file of its directory GET -> PUT (no local disk,
- * bounded memory), register the copy at the destination, power it on and check it runs.
- * Any failure removes what this call created at the destination and powers the source back
- * on if this call powered it off. The source VM is never destroyed or unregistered.
+ * vCenter: quiesce the source (power it off, or take a crash-consistent snapshot and copy the
+ * frozen parent disks while it keeps running), stream every file of its directory GET -> PUT (no
+ * local disk, bounded memory), register the copy at the destination, power it on and check it
+ * runs. Any failure removes what this call created at the destination, removes the snapshot it
+ * took and powers the source back on if this call powered it off. The source VM is never
+ * destroyed or unregistered.
  *
  * @module
  */
@@ -11,9 +13,10 @@ import { posix } from 'node:path';
 import { ResultAsync } from 'neverthrow';
 import type { VimClient } from './client.js';
 import { datastorePathExists, openDatastoreFile, putDatastoreFile } from './datastore-http.js';
-import { AlreadyExistsError, EsxiAbortedError, type EsxiError, FileNotFoundError, InvalidStateError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
+import { Readable } from 'node:stream';
+import { AlreadyExistsError, EsxiAbortedError, type EsxiError, EsxiTransportError, FileNotFoundError, InvalidStateError, NotAuthenticatedError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
 import { findVmByName, formatDatastorePath, getHostInventory, listVms, parseDatastorePath, vmSizeBytes, type HostInventory, type VmInfo } from './inventory.js';
-import { deleteDatastoreFile, destroyEntity, listDatastoreDirectory, makeDirectory, powerOffVm, powerOnVm, registerVm } from './operations.js';
+import { createSnapshot, deleteDatastoreFile, destroyEntity, listDatastoreDirectory, makeDirectory, powerOffVm, powerOnVm, registerVm, removeSnapshot } from './operations.js';
 import { getProperties } from './properties.js';
 import type { MoRef } from './soap.js';
 
@@ -29,8 +32,21 @@ export interface CopyProgress {
   expectedBytes: number;
 }
 
+/**
+ * How a running source VM is made consistent for the copy:
+ * - `power-off`: power it off first; the copy is exactly the disk at rest (the default).
+ * - `snapshot`: take a snapshot without memory or guest quiescing, copy the parent disks it
+ *   freezes while the VM keeps running on the new delta, then remove the snapshot. The copy is
+ *   crash-consistent (as if the power was cut at the snapshot), and the source keeps serving.
+ */
+export type QuiesceMode = 'power-off' | 'snapshot';
+
 /** Options of a VM copy. */
 export interface CopyVmOptions {
+  /** How to quiesce a running source (default `power-off`); ignored for a powered-off one. */
+  quiesce?: QuiesceMode;
+  /** Keep both sessions alive with a `CurrentTime` call this often during the copy (default 5 minutes). */
+  sessionKeepAliveMs?: number;
   /** Datastore at the destination (default: the source datastore's name). */
   destinationDatastore?: string;
   /** Name of the registered copy (default: the source VM's name). */
@@ -63,8 +79,47 @@ export interface CopyVmReport {
   sentBytes: number;
   /** Power state of the copy after the call. */
   destinationPowerState: string;
-  /** Whether the source was running before the copy (it is left powered off). */
+  /** Whether the source was running before the copy. */
   sourceWasPoweredOn: boolean;
+  /** How the source was quiesced: `none` when it was already powered off. */
+  quiesce: QuiesceMode | 'none';
+  /** Whether the source is still powered on after the copy (only with `snapshot`). */
+  sourceLeftPoweredOn: boolean;
+  /** Things that went wrong without failing the copy (e.g. a snapshot that could not be removed). */
+  warnings: string[];
+  /** Times the destination session was renewed after an upload got HTTP 401 (downloads renew the source session by themselves). */
+  sessionRenewals: number;
+}
+
+/**
+ * Small files a running VM rewrites (config, snapshot database, NVRAM). With a snapshot they are
+ * read *before* it is taken, so the copy describes the frozen disks and not the new delta.
+ */
+const METADATA_SUFFIXES = ['.vmx', '.vmxf', '.vmsd', '.nvram'];
+/** Largest metadata file held in memory (they are a few KiB on real hosts). */
+const MAX_METADATA_BYTES = 16 * 1024 * 1024;
+
+function isMetadata(name: string): boolean {
+  return METADATA_SUFFIXES.some((suffix) => name.endsWith(suffix));
+}
+
+async function readSmallFile(client: VimClient, file: { datacenter: string; datastore: string; path: string }, signal: AbortSignal | undefined): Promise<Buffer> {
+  const download = await openDatastoreFile(client, file, signal ? { signal } : {});
+  if ((download.size ?? 0) > MAX_METADATA_BYTES) {
+    download.body.destroy();
+    throw new ProtocolError(`${file.path} is ${download.size} bytes, more than the ${MAX_METADATA_BYTES} expected of a VM metadata file`);
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of download.body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > MAX_METADATA_BYTES) {
+      download.body.destroy();
+      throw new ProtocolError(`${file.path} is larger than the ${MAX_METADATA_BYTES} bytes expected of a VM metadata file`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 /** Files never copied: locks and swap files belong to a running instance and are recreated on power-on. */
@@ -131,34 +186,101 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
   }
   const estimatedBytes = vmSizeBytes(vm);
   const sourceWasPoweredOn = vm.powerState === 'poweredOn';
+  const quiesce: QuiesceMode | 'none' = sourceWasPoweredOn ? (options.quiesce ?? 'power-off') : 'none';
+  const warnings: string[] = [];
+  let sessionRenewals = 0;
 
   let poweredOffByUs = false;
+  let snapshot: MoRef | undefined;
   let createdDir = false;
   let createdVm: MoRef | undefined;
+  // A removal failure must not fail a verified copy, nor hide the error of a failed one: it is reported.
+  const dropSnapshot = async (): Promise<string> => {
+    if (!snapshot) return 'no snapshot';
+    const ref = snapshot;
+    snapshot = undefined;
+    try {
+      await removeSnapshot(src, ref, { timeoutMs: options.taskTimeoutMs });
+      return 'done';
+    } catch (e) {
+      const message = `snapshot ${ref.value} of ${vmName} could not be removed (remove it by hand; the VM runs on its delta disk until then): ${(e as Error).message}`;
+      warnings.push(message);
+      return `failed: ${(e as Error).message}`;
+    }
+  };
+  const keepAlive = options.sessionKeepAliveMs ?? 5 * 60_000;
+  const stopKeepAlive = [src.keepSessionAlive(keepAlive), dst.keepSessionAlive(keepAlive)];
   try {
-    // 2. Quiesce: a powered-off VM's files are consistent and not locked.
-    if (sourceWasPoweredOn) {
+    // 2. Quiesce. A powered-off VM's files are consistent and not locked; with a snapshot, the
+    // files listed (and the metadata read) before it is taken are the frozen, consistent set.
+    if (quiesce === 'power-off') {
       await powerOffVm(src, vm.ref, wait);
       poweredOffByUs = true;
     }
     const files = await filesToCopy(src, srcInv, vm, vmx.datastore, srcDir, signal);
-    const expectedBytes = files.reduce((s, f) => s + f.size, 0);
+    const sourceFile = (name: string) => ({ datacenter: srcInv.datacenterName, datastore: vmx.datastore, path: `${srcDir}/${name}` });
+    const heldMetadata = new Map<string, Buffer>();
+    if (quiesce === 'snapshot') {
+      for (const f of files.filter((file) => isMetadata(file.path))) heldMetadata.set(f.path, await readSmallFile(src, sourceFile(f.path), signal));
+      snapshot = await createSnapshot(src, vm.ref, {
+        name: `ap-migrate-${Date.now()}`,
+        description: 'Taken by ap-migrate to copy this VM while it runs; removed when the copy ends.',
+        memory: false,
+        quiesce: false,
+      }, wait);
+      if (!snapshot) throw new ProtocolError('CreateSnapshot_Task: task result is not a snapshot reference');
+    }
+    const expectedBytes = files.reduce((s, f) => s + (heldMetadata.get(f.path)?.length ?? f.size), 0);
     // 3. Stream each file GET -> PUT.
     await makeDirectory(dst, formatDatastorePath({ datastore: dstDatastore, path: dstDir }), dstInv.datacenter, wait);
     createdDir = true;
     let sentBytes = 0;
-    for (const file of files) {
-      if (signal?.aborted) throw new EsxiAbortedError(`copy of ${vmName} aborted`);
-      const download = await openDatastoreFile(src, { datacenter: srcInv.datacenterName, datastore: vmx.datastore, path: `${srcDir}/${file.path}` }, { signal });
+    const uploadSessionExpired = async (err: unknown): Promise<boolean> => {
+      if (signal?.aborted) return false;
+      if (err instanceof NotAuthenticatedError) {
+        await dst.renewSessionAsync(signal ? { signal } : {});
+        return true;
+      }
+      if (!(err instanceof EsxiTransportError)) return false;
+      // A server refusing a PUT may close the connection while the body is still being sent, so
+      // the client sees EPIPE rather than the 401. Probe once: the HEAD renews an expired session.
+      const before = dst.sessionRenewals;
+      try {
+        await datastorePathExists(dst, dstDirRef, signal ? { signal } : {});
+      } catch {
+        return false;
+      }
+      return dst.sessionRenewals > before;
+    };
+    const copyFile = async (file: { path: string; size: number }): Promise<number> => {
+      const held = heldMetadata.get(file.path);
+      const download = held
+        ? { body: Readable.from([held]), size: held.length }
+        : await openDatastoreFile(src, sourceFile(file.path), { signal });
       const size = download.size ?? file.size;
       const before = sentBytes;
-      sentBytes += await putDatastoreFile(dst, { datacenter: dstInv.datacenterName, datastore: dstDatastore, path: `${dstDir}/${file.path}` }, download.body, size, {
+      const sent = await putDatastoreFile(dst, { datacenter: dstInv.datacenterName, datastore: dstDatastore, path: `${dstDir}/${file.path}` }, download.body, size, {
         signal,
         idleTimeoutMs: options.idleTimeoutMs,
         onProgress: (bytes) => options.onProgress?.({ file: file.path, fileBytes: bytes, totalBytes: before + bytes, expectedBytes }),
       });
       file.size = size;
+      return sent;
+    };
+    for (const file of files) {
+      if (signal?.aborted) throw new EsxiAbortedError(`copy of ${vmName} aborted`);
+      try {
+        sentBytes += await copyFile(file);
+      } catch (err) {
+        // The session expired under a long transfer: an upload cannot be replayed, so log in
+        // again and copy this file once more from a fresh GET.
+        if (!(await uploadSessionExpired(err))) throw err;
+        sessionRenewals++;
+        sentBytes += await copyFile(file);
+      }
     }
+    // The frozen disks are copied: let the source run on its base disks again as soon as possible.
+    await dropSnapshot();
     // 4. Check what arrived before registering it.
     const dstDs = dstInv.datastores.find((d) => d.name === dstDatastore);
     if (dstDs?.browser) {
@@ -176,7 +298,20 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
       destinationPowerState = (await getProperties(dst, createdVm, ['runtime.powerState'], { signal })).get('runtime.powerState')?.text.trim() ?? 'unknown';
       if (destinationPowerState !== 'poweredOn') throw new InvalidStateError(`Copy of ${vmName} registered but is ${destinationPowerState} after power-on`);
     }
-    return { sourceVm: vm.ref, destinationVm: createdVm, destinationVmx, files, estimatedBytes, sentBytes, destinationPowerState, sourceWasPoweredOn };
+    return {
+      sourceVm: vm.ref,
+      destinationVm: createdVm,
+      destinationVmx,
+      files,
+      estimatedBytes,
+      sentBytes,
+      destinationPowerState,
+      sourceWasPoweredOn,
+      quiesce,
+      sourceLeftPoweredOn: sourceWasPoweredOn && !poweredOffByUs,
+      warnings,
+      sessionRenewals,
+    };
   } catch (err) {
     const error = asEsxiError(err, `copy of VM ${vmName}`);
     const rollback: string[] = [];
@@ -201,18 +336,22 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
         if (!(e instanceof FileNotFoundError)) throw e;
       }));
     }
+    if (snapshot) rollback.push(`remove source snapshot: ${await dropSnapshot()}`);
     if (poweredOffByUs) await note('power source VM back on', () => powerOnVm(src, vm.ref));
     (error.details as Record<string, unknown>).rollback = rollback;
     throw error;
+  } finally {
+    for (const stop of stopKeepAlive) stop();
   }
 }
 
 
 /**
- * Copy a VM between two standalone hosts through the datastore HTTP API (power off, stream its
+ * Copy a VM between two standalone hosts through the datastore HTTP API (quiesce, stream its
  * directory GET -> PUT, register, power on, verify). Failures remove what was created at the
- * destination and power the source back on; the source is never destroyed and stays powered
- * off after a successful copy (two running copies would fight over the same identity).
+ * destination, remove the snapshot taken and power the source back on; the source is never
+ * destroyed. After a successful `power-off` copy it stays off (two running copies would fight
+ * over the same identity); after a `snapshot` copy it is still running, and the caller decides.
  */
 export function copyVmBetweenHosts(src: VimClient, dst: VimClient, vmName: string, options: CopyVmOptions = {}): ResultAsync<CopyVmReport, EsxiError> {
   return ResultAsync.fromPromise(copyVmBetweenHostsAsync(src, dst, vmName, options), (e) => asEsxiError(e, `copy of VM ${vmName}`));

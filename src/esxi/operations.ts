@@ -36,6 +36,14 @@ export async function createSnapshot(
   return outcome.resultRef;
 }
 
+/**
+ * Remove one snapshot (its children are kept) and, with `consolidate` (the default), merge its
+ * delta disk back into the parent so the VM runs on its base disks again.
+ */
+export async function removeSnapshot(client: VimClient, snapshot: MoRef, options: WaitOptions & { consolidate?: boolean } = {}): Promise<void> {
+  await runTask(client, 'RemoveSnapshot_Task', snapshot, [textEl('removeChildren', false), textEl('consolidate', options.consolidate ?? true)], options);
+}
+
 /** Destroy a managed entity (a VM: unregisters it and deletes its files). */
 export async function destroyEntity(client: VimClient, entity: MoRef, options: WaitOptions = {}): Promise<void> {
   await runTask(client, 'Destroy_Task', entity, [], options);

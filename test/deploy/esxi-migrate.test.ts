@@ -5,13 +5,14 @@
  * report shows estimated vs sent bytes.
  */
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { migrate, planMigration } from '../../src/index.js';
 import { VimClient } from '../../src/esxi/client.js';
-import { openDatastoreFile, putDatastoreFile } from '../../src/esxi/datastore-http.js';
+import { putDatastoreFile } from '../../src/esxi/datastore-http.js';
 import { findVmByName } from '../../src/esxi/inventory.js';
 import { destroyEntity, powerOffVm } from '../../src/esxi/operations.js';
+import { getProperties } from '../../src/esxi/properties.js';
+import { diskStream, remoteSha as remoteShaOf } from '../helpers/datastore-bytes.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startVcsim, stopVcsim, type VcsimHost } from '../helpers/vcsim.js';
 import { withSysvIpc } from '../policy/profiles.js';
@@ -22,26 +23,7 @@ const VM = 'ha-host_VM0';
 const DISK = `${VM}/disk1-flat.vmdk`;
 const DISK_BYTES = 64 * 1024 * 1024;
 
-function disk(hash: ReturnType<typeof createHash>): Readable {
-  let sent = 0;
-  return new Readable({
-    read() {
-      if (sent >= DISK_BYTES) return void this.push(null);
-      const buf = Buffer.allocUnsafe(1 << 20);
-      for (let i = 0; i < buf.length; i += 4) buf.writeUInt32LE(((sent + i) * 2654435761) >>> 0, i);
-      sent += buf.length;
-      hash.update(buf);
-      this.push(buf);
-    },
-  });
-}
-
-async function remoteSha(client: VimClient, path: string): Promise<string> {
-  const d = await openDatastoreFile(client, { datacenter: DC, datastore: DS, path });
-  const hash = createHash('sha256');
-  for await (const chunk of d.body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
-}
+const remoteSha = (client: VimClient, path: string) => remoteShaOf(client, { datacenter: DC, datastore: DS, path });
 
 describe.skipIf(skipUnless('tool:go'))('migrate() with esxi-vm between two vcsim hosts', () => {
   let hosts: VcsimHost[] = [];
@@ -52,7 +34,7 @@ describe.skipIf(skipUnless('tool:go'))('migrate() with esxi-vm between two vcsim
     hosts = await startVcsim(2);
     const src = (await VimClient.connect(endpoint(hosts[0]!)))._unsafeUnwrap();
     const hash = createHash('sha256');
-    await putDatastoreFile(src, { datacenter: DC, datastore: DS, path: DISK }, disk(hash), DISK_BYTES);
+    await putDatastoreFile(src, { datacenter: DC, datastore: DS, path: DISK }, diskStream(DISK_BYTES, hash), DISK_BYTES);
     diskSha = hash.digest('hex');
     await src.logout();
     // vcsim starts every host with the same VM names: free the name at the destination.
@@ -90,6 +72,30 @@ describe.skipIf(skipUnless('tool:go'))('migrate() with esxi-vm between two vcsim
     const src = (await VimClient.connect(endpoint(hosts[0]!)))._unsafeUnwrap();
     expect((await findVmByName(src, VM)).powerState).toBe('poweredOn');
     expect(report.source.action).toBe('kept-running');
+  });
+
+  it('quiesce by snapshot: the source VM runs through the copy, then the stop policy powers it off', async () => {
+    const src = (await VimClient.connect(endpoint(hosts[0]!)))._unsafeUnwrap();
+    const source = await findVmByName(src, VM);
+    let during: Promise<string | undefined> | undefined;
+    const result = await migrate({
+      target: { profile: withSysvIpc() },
+      vm: { source: endpoint(hosts[0]!), destination: endpoint(hosts[1]!), name: VM, quiesce: 'snapshot' },
+      sourcePolicy: 'stop',
+      onProgress: (p) => {
+        if (p.phase === 'transfer' && !during && (p.bytesSent ?? 0) > 8 * 1024 * 1024) {
+          during = getProperties(src, source.ref, ['runtime.powerState']).then((m) => m.get('runtime.powerState')?.text.trim());
+        }
+      },
+    });
+    if (result.isErr()) throw result.error;
+    expect(await during).toBe('poweredOn');
+    expect(result.value.vm).toMatchObject({ quiesce: 'snapshot', powerState: 'poweredOn', warnings: [] });
+    expect(result.value.source.action).toBe('stopped');
+    expect((await findVmByName(src, VM)).powerState).toBe('poweredOff');
+    const dst = (await VimClient.connect(endpoint(hosts[1]!)))._unsafeUnwrap();
+    expect(await remoteSha(dst, DISK)).toBe(diskSha);
+    await Promise.allSettled([src.logout(), dst.logout()]);
   });
 
   it('without a named VM, esxi-vm is not a candidate and the plan says why', async () => {

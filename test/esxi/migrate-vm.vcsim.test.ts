@@ -8,14 +8,14 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VimClient } from '../../src/esxi/client.js';
-import { datastorePathExists, openDatastoreFile, putDatastoreFile } from '../../src/esxi/datastore-http.js';
+import { datastorePathExists, putDatastoreFile } from '../../src/esxi/datastore-http.js';
 import { AlreadyExistsError, EsxiAbortedError, EsxiTransportError, FileNotFoundError, InvalidLoginError, ObjectNotFoundError } from '../../src/esxi/errors.js';
 import { findVmByName, listVms } from '../../src/esxi/inventory.js';
 import { copyVmBetweenHosts } from '../../src/esxi/migrate-vm.js';
 import { destroyEntity, powerOffVm } from '../../src/esxi/operations.js';
+import { diskStream, remoteSha as remoteShaOf } from '../helpers/datastore-bytes.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startVcsim, stopVcsim, type VcsimHost } from '../helpers/vcsim.js';
 
@@ -25,31 +25,7 @@ const VM = 'ha-host_VM0';
 const DISK = `${VM}/disk1-flat.vmdk`;
 const DISK_BYTES = 256 * 1024 * 1024;
 
-/** A deterministic, non-repeating byte stream (so a misplaced block changes the hash). */
-function diskStream(size: number, hash: ReturnType<typeof createHash>): Readable {
-  let sent = 0;
-  return new Readable({
-    read() {
-      if (sent >= size) {
-        this.push(null);
-        return;
-      }
-      const n = Math.min(1 << 20, size - sent);
-      const buf = Buffer.allocUnsafe(n);
-      for (let i = 0; i < n; i += 4) buf.writeUInt32LE(((sent + i) * 2654435761) >>> 0, i);
-      sent += n;
-      hash.update(buf);
-      this.push(buf);
-    },
-  });
-}
-
-async function remoteSha(client: VimClient, path: string): Promise<string> {
-  const d = await openDatastoreFile(client, { datacenter: DC, datastore: DS, path });
-  const hash = createHash('sha256');
-  for await (const chunk of d.body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
-}
+const remoteSha = (client: VimClient, path: string) => remoteShaOf(client, { datacenter: DC, datastore: DS, path });
 
 async function localSha(path: string): Promise<string> {
   const hash = createHash('sha256');
