@@ -28,6 +28,28 @@ export type { DatastoreFileRef, DatastoreDownload, TransferOptions } from './dat
 import { measureVmCopyBytes } from './migrate-vm.js';
 export { copyVmBetweenHosts, type CopyVmOptions, type CopyVmReport, type CopyProgress, type QuiesceMode } from './migrate-vm.js';
 export type { LeaseDevice, LeaseExportOptions, LeaseExportResult } from './nfc-export.js';
+export {
+  importOvf,
+  OvfImportRejectedError,
+  type ImportOvfInput,
+  type ImportOvfOptions,
+  type ImportOvfReport,
+  type ImportedFile,
+  type OvfProblem,
+  type OvfFileSource,
+} from './ovf-import.js';
+export {
+  describeVm,
+  buildOvfDescriptor,
+  type VmDescriptor,
+  type DescriptorSource,
+  type DescribedFile,
+  type VmHardware,
+  type VmDisk,
+  type VmController,
+  type DescriptorDiskFile,
+} from './ovf-descriptor.js';
+export { exportImportVm, type ExportImportOptions, type ExportImportReport } from './ovf-migrate.js';
 export type { WaitOptions } from './tasks.js';
 
 function wrap<T>(what: string, run: () => Promise<T>): ResultAsync<T, EsxiError> {

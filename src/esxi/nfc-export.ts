@@ -7,14 +7,22 @@
  *
  * @module
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { readRef, type VimClient } from './client.js';
-import { EsxiAbortedError, EsxiError, EsxiTimeoutError, EsxiTransportError, ProtocolError, TaskFailedError, asEsxiError, faultToError } from './errors.js';
-import { getProperties } from './properties.js';
-import { textEl, type MoRef } from './soap.js';
-import { request } from './transport.js';
-import { child, childText, childrenNamed, xsiType } from './xml.js';
+import { EsxiError, ProtocolError, asEsxiError } from './errors.js';
+import {
+  abortLease,
+  byteCounter,
+  completeLease,
+  downloadLeaseUrl,
+  percentOf,
+  readLeaseInfo,
+  startProgressTicker,
+  waitLeaseReady,
+  type ProgressTicker,
+} from './nfc-lease.js';
+import type { MoRef } from './soap.js';
+import { child } from './xml.js';
 
 /** One file the lease offers. */
 export interface LeaseDevice {
@@ -48,67 +56,13 @@ export interface LeaseExportResult {
   bytes: number;
 }
 
-/** Replace a `*` host in a lease URL with the host this client connected to. */
-export function rewriteLeaseUrl(raw: string, connectedHost: string): URL {
-  const host = connectedHost.includes(':') && !connectedHost.startsWith('[') ? `[${connectedHost}]` : connectedHost;
-  return new URL(raw.replace(/^(https?:\/\/)\*(?=[:/]|$)/i, `$1${host}`));
-}
-
-async function waitLeaseReady(client: VimClient, lease: MoRef, options: LeaseExportOptions): Promise<void> {
-  const deadline = Date.now() + (options.readyTimeoutMs ?? 300_000);
-  let delay = 100;
-  for (;;) {
-    const props = await getProperties(client, lease, ['state', 'error'], options);
-    const state = props.get('state')?.text.trim();
-    if (state === 'ready') return;
-    if (state === 'error' || state === 'done') {
-      const err = props.get('error');
-      const fault = child(err, 'fault');
-      const type = (fault && xsiType(fault)) ?? 'RuntimeFault';
-      const e = faultToError(type, childText(err, 'localizedMessage') ?? `lease is ${state}`, `HttpNfcLease ${lease.value}`);
-      throw e.code === 'ESXI_SOAP_FAULT' ? new TaskFailedError(e.message, { faultType: type }) : e;
-    }
-    if (Date.now() >= deadline) throw new EsxiTimeoutError(`HttpNfcLease ${lease.value} not ready after ${options.readyTimeoutMs ?? 300_000} ms (state ${state})`);
-    try {
-      await sleep(delay, undefined, { signal: options.signal });
-    } catch {
-      throw new EsxiAbortedError(`HttpNfcLease ${lease.value}: aborted while waiting for ready`);
-    }
-    delay = Math.min(delay * 2, 2000);
-  }
-}
+export { rewriteLeaseUrl } from './nfc-lease.js';
 
 async function readDevices(client: VimClient, lease: MoRef, options: LeaseExportOptions): Promise<{ devices: LeaseDevice[]; totalBytes: number }> {
-  const info = (await getProperties(client, lease, ['info'], options)).get('info');
-  const host = client.endpoint.origin.hostname;
-  const devices = childrenNamed(info, 'deviceUrl').map((d) => {
-    const size = childText(d, 'fileSize');
-    return {
-      key: childText(d, 'key') ?? '',
-      url: rewriteLeaseUrl(childText(d, 'url') ?? '', host),
-      targetId: childText(d, 'targetId'),
-      disk: childText(d, 'disk') === 'true',
-      fileSize: size === undefined ? undefined : Number(size),
-    };
-  });
+  const info = await readLeaseInfo(client, lease, options);
+  const devices = info.deviceUrls.map((d) => ({ key: d.key, url: d.url, targetId: d.targetId, disk: d.disk, fileSize: d.fileSize }));
   const known = devices.reduce((sum, d) => sum + (d.fileSize ?? 0), 0);
-  const capacityKb = Number(childText(info, 'totalDiskCapacityInKB') ?? 0);
-  return { devices, totalBytes: known || capacityKb * 1024 };
-}
-
-async function download(client: VimClient, device: LeaseDevice, signal: AbortSignal | undefined): Promise<Readable> {
-  const headers = client.cookie ? { cookie: client.cookie } : {};
-  let res;
-  try {
-    res = await request(client.endpoint, device.url, { method: 'GET', headers, signal }, (req) => req.end());
-  } catch (err) {
-    throw new EsxiTransportError(`GET ${device.url.pathname}: ${(err as Error).message}`, { cause: err });
-  }
-  if (res.statusCode !== 200) {
-    res.resume();
-    throw new EsxiTransportError(`GET ${device.url.pathname}: HTTP ${res.statusCode}`, { isRetryable: (res.statusCode ?? 0) >= 500 });
-  }
-  return res;
+  return { devices, totalBytes: known || info.totalDiskCapacityBytes };
 }
 
 /**
@@ -126,25 +80,17 @@ export async function exportVmViaLease(
   const lease = readRef(child(response, 'returnval'));
   if (!lease) throw new ProtocolError('ExportVm: no lease returned');
   let bytes = 0;
-  let timer: NodeJS.Timeout | undefined;
+  let ticker: ProgressTicker | undefined;
   try {
     await waitLeaseReady(client, lease, options);
     const { devices, totalBytes } = await readDevices(client, lease, options);
-    let lastReport: Promise<unknown> = Promise.resolve();
-    timer = setInterval(() => {
-      const percent = totalBytes > 0 ? Math.min(99, Math.floor((bytes * 100) / totalBytes)) : 0;
-      // Keep-alive: failures surface through the transfer itself, so a lost report is only logged in details.
-      lastReport = client.callAsync('HttpNfcLeaseProgress', lease, [textEl('percent', percent)]).catch(() => undefined);
-    }, options.progressIntervalMs ?? 5000);
+    ticker = startProgressTicker(client, lease, () => percentOf(bytes, totalBytes), options.progressIntervalMs);
     for (const device of devices) {
-      const body = await download(client, device, options.signal);
+      const body = await downloadLeaseUrl(client, device.url, options.signal);
       // Count bytes in a pass-through so the sink still sees the stream from its first byte.
-      const counted = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          bytes += chunk.length;
-          options.onBytes?.(bytes);
-          done(null, chunk);
-        },
+      const counted = byteCounter((n) => {
+        bytes += n;
+        options.onBytes?.(bytes);
       });
       body.once('error', (e) => counted.destroy(e));
       body.pipe(counted);
@@ -153,15 +99,14 @@ export async function exportVmViaLease(
         throw new ProtocolError(`sink returned before consuming ${device.url.pathname}`);
       }
     }
-    clearInterval(timer);
-    await lastReport;
-    await client.callAsync('HttpNfcLeaseComplete', lease, []);
+    await ticker.stop();
+    await completeLease(client, lease);
     return { devices, bytes };
   } catch (err) {
-    if (timer) clearInterval(timer);
+    await ticker?.stop();
     const error = err instanceof EsxiError ? err : asEsxiError(err, `export of ${vm.value}`);
     // Abort so the server releases the VM now instead of when the lease times out.
-    await client.callAsync('HttpNfcLeaseAbort', lease, []).catch(() => undefined);
+    await abortLease(client, lease);
     throw error;
   }
 }

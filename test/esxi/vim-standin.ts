@@ -7,7 +7,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { child, childText, parseXml } from '../../src/esxi/xml.js';
+import { child, childText, escapeXml, parseXml } from '../../src/esxi/xml.js';
 
 /** Behaviour knobs of the stand-in. */
 export interface StandinOptions {
@@ -19,6 +19,26 @@ export interface StandinOptions {
   leaseError?: boolean;
   /** Delay between 64 KiB chunks of the disk download (lets progress reports happen). */
   chunkDelayMs?: number;
+  /** Serve one VM (`vm-1`) by name for look-ups and its configuration for descriptor generation. */
+  vm?: StandinVm;
+  /**
+   * `OvfManager.CreateDescriptor`: absent (default, `MethodNotFound` like vcsim), `NotImplemented`
+   * fault, or answer with this descriptor text.
+   */
+  createDescriptor?: 'missing' | 'notImplemented' | { descriptor: string };
+  /** Cut the disk download (destroy the socket) after this many bytes. */
+  failDownloadAfterBytes?: number;
+}
+
+/** The VM the stand-in serves when {@link StandinOptions.vm} is set. */
+export interface StandinVm {
+  name: string;
+  powerState?: 'poweredOff' | 'poweredOn';
+  guestId?: string;
+  numCPU?: number;
+  memoryMB?: number;
+  /** Capacity of its one disk (on an LSI Logic controller); default the exported disk's size. */
+  diskCapacityBytes?: number;
 }
 
 /** A running stand-in and what it observed. */
@@ -29,6 +49,8 @@ export interface Standin {
   completed: boolean;
   aborted: boolean;
   downloadsWithoutCookie: number;
+  /** `ovfFiles` paths sent with CreateDescriptor calls. */
+  createDescriptorFiles: string[][];
   close(): Promise<void>;
 }
 
@@ -50,7 +72,7 @@ async function readAll(req: IncomingMessage): Promise<string> {
 /** Start the stand-in on a free loopback port. */
 export async function startStandin(options: StandinOptions): Promise<Standin> {
   let polls = 0;
-  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, close: async () => undefined };
+  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, createDescriptorFiles: [], close: async () => undefined };
   const reply = (res: ServerResponse, body: string, status = 200, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'content-type': 'text/xml; charset=utf-8', ...headers });
     res.end(ENV_OPEN + body + ENV_CLOSE);
@@ -66,7 +88,7 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
     const ok = (inner: string) => reply(res, `<${method}Response xmlns="urn:vim25">${inner}</${method}Response>`);
     switch (method) {
       case 'RetrieveServiceContent':
-        return ok('<returnval><rootFolder type="Folder">root</rootFolder><propertyCollector type="PropertyCollector">pc</propertyCollector><sessionManager type="SessionManager">sm</sessionManager><about><fullName>stand-in</fullName><apiType>HostAgent</apiType><apiVersion>6.7</apiVersion></about></returnval>');
+        return ok('<returnval><rootFolder type="Folder">root</rootFolder><propertyCollector type="PropertyCollector">pc</propertyCollector><sessionManager type="SessionManager">sm</sessionManager><ovfManager type="OvfManager">ovf</ovfManager><about><fullName>stand-in</fullName><apiType>HostAgent</apiType><apiVersion>6.7</apiVersion></about></returnval>');
       case 'Login':
         if (childText(call, 'password') !== 'pw') return fault(res, 'InvalidLogin', 'Cannot complete login due to an incorrect user name or password.');
         res.setHeader('set-cookie', 'vmware_soap_session=standin; Path=/; HttpOnly');
@@ -87,12 +109,21 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
       case 'HttpNfcLeaseAbort':
         state.aborted = true;
         return ok('');
+      case 'CreateDescriptor': {
+        const mode = options.createDescriptor ?? 'missing';
+        if (mode === 'missing') return fault(res, 'MethodNotFound', 'CreateDescriptor not implemented by the stand-in');
+        if (mode === 'notImplemented') return fault(res, 'NotImplemented', 'CreateDescriptor is not implemented on this host');
+        state.createDescriptorFiles.push((child(call, 'cdp')?.children ?? []).filter((c) => c.name === 'ovfFiles').map((f) => childText(f, 'path') ?? ''));
+        return ok(`<returnval><ovfDescriptor>${escapeXml(mode.descriptor)}</ovfDescriptor><includeImageFiles>false</includeImageFiles></returnval>`);
+      }
       case 'PowerOffVM_Task':
         return ok('<returnval type="Task">task-slow</returnval>');
       case 'RetrievePropertiesEx': {
         const obj = child(child(child(call, 'specSet'), 'objectSet'), 'obj');
         const paths = (child(child(call, 'specSet'), 'propSet')?.children ?? []).filter((c) => c.name === 'pathSet').map((c) => c.text);
         const type = obj?.attrs.type;
+        const propType = childText(child(child(call, 'specSet'), 'propSet'), 'type');
+        const vm = options.vm;
         // Declare the XSI namespace under vcsim's odd prefix to exercise namespace resolution.
         const val = (t: string, inner: string) => `<val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="${t}">${inner}</val>`;
         const props: string[] = [];
@@ -106,6 +137,28 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
           if (paths.includes('info')) {
             props.push(`<propSet><name>info</name>${val('HttpNfcLeaseInfo', `<lease type="HttpNfcLease">lease-1</lease><entity type="VirtualMachine">vm-1</entity><deviceUrl><key>/vm-1/VirtualLsiLogicController0:0</key><importKey></importKey><url>http://*:${state.port}/nfc/ticket-1/disk-0.vmdk</url><sslThumbprint></sslThumbprint><disk>true</disk><targetId>disk-0.vmdk</targetId><fileSize>${options.diskBytes}</fileSize></deviceUrl><totalDiskCapacityInKB>${Math.ceil(options.diskBytes / 1024)}</totalDiskCapacityInKB><leaseTimeout>300</leaseTimeout>`)}</propSet>`);
           }
+        } else if (type === 'Folder' && vm && propType === 'VirtualMachine') {
+          // listVms: the one VM, whatever the traversal.
+          const vmProps = [
+            `<propSet><name>name</name>${val('xsd:string', escapeXml(vm.name))}</propSet>`,
+            `<propSet><name>runtime.powerState</name>${val('VirtualMachinePowerState', vm.powerState ?? 'poweredOff')}</propSet>`,
+            `<propSet><name>config.files.vmPathName</name>${val('xsd:string', `[ds1] ${escapeXml(vm.name)}/${escapeXml(vm.name)}.vmx`)}</propSet>`,
+          ];
+          return ok(`<returnval><objects><obj type="VirtualMachine">vm-1</obj>${vmProps.join('')}</objects></returnval>`);
+        } else if (type === 'VirtualMachine' && vm) {
+          const capacity = vm.diskCapacityBytes ?? options.diskBytes;
+          const values: Record<string, string> = {
+            name: val('xsd:string', escapeXml(vm.name)),
+            'config.guestId': val('xsd:string', escapeXml(vm.guestId ?? 'otherLinux64Guest')),
+            'config.hardware.numCPU': val('xsd:int', String(vm.numCPU ?? 2)),
+            'config.hardware.memoryMB': val('xsd:int', String(vm.memoryMB ?? 256)),
+            'config.version': val('xsd:string', 'vmx-13'),
+            'config.hardware.device': val('ArrayOfVirtualDevice',
+              '<VirtualDevice XMLSchema-instance:type="VirtualLsiLogicController"><key>1000</key><busNumber>0</busNumber><sharedBus>noSharing</sharedBus></VirtualDevice>' +
+              '<VirtualDevice XMLSchema-instance:type="VirtualCdrom"><key>3002</key><controllerKey>201</controllerKey><unitNumber>0</unitNumber></VirtualDevice>' +
+              `<VirtualDevice XMLSchema-instance:type="VirtualDisk"><key>2000</key><deviceInfo><label>Hard disk 1</label><summary>disk</summary></deviceInfo><controllerKey>1000</controllerKey><unitNumber>0</unitNumber><capacityInKB>${Math.ceil(capacity / 1024)}</capacityInKB><capacityInBytes>${capacity}</capacityInBytes></VirtualDevice>`),
+          };
+          for (const p of paths) if (values[p]) props.push(`<propSet><name>${p}</name>${values[p]}</propSet>`);
         } else if (type === 'Task') {
           props.push(`<propSet><name>info</name>${val('TaskInfo', '<key>task-slow</key><state>running</state><progress>10</progress>')}</propSet>`);
         }
@@ -130,6 +183,10 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
       for (let i = 0; i < n; i++) buf[i] = diskByte(off + i);
       if (!res.write(buf)) await new Promise((r) => res.once('drain', r));
       if (options.chunkDelayMs) await sleep(options.chunkDelayMs);
+      if (options.failDownloadAfterBytes !== undefined && off + n >= options.failDownloadAfterBytes) {
+        res.destroy();
+        return;
+      }
       if (res.destroyed) return;
     }
     res.end();
