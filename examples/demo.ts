@@ -19,6 +19,7 @@ import { createChrootDeployer, formatBytes, formatPlan, migrate, type MigrationR
 import { chooseProfiler } from '../src/cli/profilers.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import type { Transport } from '../src/spec/transport.js';
+import buildReceiver from '../test/global-setup.js';
 import { createNetnsPair } from '../test/helpers/netns.js';
 import { startSshd } from '../test/helpers/sshd.js';
 
@@ -26,6 +27,8 @@ const WORK = '/tmp/ap-migrate-demo';
 const step = (text: string) => console.log(`\n== ${text}`);
 
 async function main(): Promise<number> {
+  // The receiver uploaded to the destination, built as the tests and `npm run build` build it.
+  await buildReceiver();
   if (process.getuid?.() !== 0) {
     console.error('The demo needs root (chroot, network namespaces, sshd).');
     return 1;

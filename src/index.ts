@@ -64,7 +64,7 @@ export { renderJailConf, quoteJailConfString, execStartCommand, isValidJailName,
 export type { JailConfSpec, JailNetwork } from './deploy/jail-conf.js';
 export * from './esxi/index.js';
 export { measureHostingVm } from './deploy/esxi-vm.js';
-export type { HostingVm, VmSessions } from './deploy/esxi-vm.js';
+export type { HostingVm, VmSessions, VmTransfer, VmTransferUsed, HostingVmMoveReport } from './deploy/esxi-vm.js';
 export { createLocalTransport } from './transports/local.js';
 export type { LocalTransportOptions } from './transports/local.js';
 export { createSshTransport } from './transports/ssh.js';

@@ -19,7 +19,7 @@ import type { Transport } from './spec/transport.js';
 import { createChrootDeployer } from './deploy/chroot.js';
 import { createNamespacesDeployer } from './deploy/namespaces.js';
 import { createJailDeployer } from './deploy/jail.js';
-import { closeSessions, connectDestination, measureHostingVm, moveHostingVm, settleSourceVm, type HostingVm, type VmSessions } from './deploy/esxi-vm.js';
+import { checkHostingVm, closeSessions, connectDestination, measureHostingVm, moveHostingVm, settleSourceVm, type HostingVm, type VmSessions } from './deploy/esxi-vm.js';
 
 /** The phases of a migration, in order. */
 export const MIGRATION_PHASES = ['profile', 'plan', 'preflight', 'transfer', 'activate', 'start', 'health', 'source'] as const;
@@ -102,6 +102,10 @@ export interface MigrationReport {
     destinationVmx: string;
     powerState: string;
     files: number;
+    /** How the VM travelled: its directory copied datastore to datastore, or exported and imported as OVF. */
+    transfer: 'datastore-copy' | 'export-import';
+    /** With `vm.transfer: 'auto'`, why the datastore copy ran instead of the export/import. */
+    fallbackReason?: string;
     /** How the source VM was quiesced (`none`: it was already off). */
     quiesce: 'power-off' | 'snapshot' | 'none';
     /** What went wrong without failing the move (e.g. a source snapshot left behind). */
@@ -353,7 +357,7 @@ interface VmMigrationState {
   sourcePid: number | undefined;
 }
 
-/** The `esxi-vm` path: pre-flight (destination session), copy + register + power on, verify, settle the source VM. */
+/** The `esxi-vm` path: pre-flight (destination session), move (copy + register, or export + import) + power on, verify, settle the source VM. */
 async function migrateHostingVm(
   options: MigrateOptions,
   vm: HostingVm,
@@ -361,8 +365,13 @@ async function migrateHostingVm(
   { profile, plan, phases, timed, emit, sourcePid }: VmMigrationState,
 ): Promise<ResultAsync<MigrationReport, ApMigrateError>> {
   const chosen = plan.candidates.find((c) => c.method === plan.chosen)!;
+  // Settings that cannot work together are refused before pre-flight, dry run included.
+  const refused = checkHostingVm(vm);
+  if (refused) return errAsync(refused);
   const pre = await timed('preflight', () => connectDestination(vm, sessions, options.signal));
   if (pre.isErr()) return errAsync(pre.error);
+  // The caller's closeSessions(sessions) then logs out of the destination too.
+  sessions.destination = pre.value.destination;
   const report: MigrationReport = {
     name: vm.destinationName ?? vm.name,
     method: 'esxi-vm',
@@ -377,7 +386,8 @@ async function migrateHostingVm(
     source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: 'none' },
   };
   if (options.dryRun) return okAsync(report);
-  // The copy quiesces the source first (power-off, or a snapshot when asked) and removes what it created on failure.
+  // The move quiesces the source first (power-off, or a snapshot when asked), by datastore copy or
+  // OVF export/import (vm.transfer), and removes what it created on failure.
   const copied = await timed('transfer', () =>
     moveHostingVm(vm, pre.value, {
       ...(options.signal ? { signal: options.signal } : {}),
@@ -391,6 +401,8 @@ async function migrateHostingVm(
     destinationVmx: copied.value.destinationVmx,
     powerState: copied.value.destinationPowerState,
     files: copied.value.files.length,
+    transfer: copied.value.transfer,
+    ...(copied.value.fallbackReason ? { fallbackReason: copied.value.fallbackReason } : {}),
     quiesce: copied.value.quiesce,
     warnings: copied.value.warnings,
   };

@@ -14,7 +14,7 @@
 import { ResultAsync } from 'neverthrow';
 import { z } from 'zod';
 import { readRef, type VimClient } from './client.js';
-import { EsxiError, InvalidStateError, ProtocolError, asEsxiError } from './errors.js';
+import { EsxiError, InvalidStateError, MethodNotSupportedError, ProtocolError, asEsxiError } from './errors.js';
 import { findVmByName } from './inventory.js';
 import { abortLease, byteCounter, completeLease, downloadLeaseUrl, percentOf, readLeaseInfo, startProgressTicker, waitLeaseReady, type ProgressTicker } from './nfc-lease.js';
 import { describeVmAsync, type DescriptorSource } from './ovf-descriptor.js';
@@ -57,7 +57,11 @@ export async function exportImportVmAsync(src: VimClient, dst: VimClient, vmName
   if (vm.powerState !== 'poweredOff') {
     throw new InvalidStateError(`VM "${vmName}" on ${src.endpoint.origin.host} is ${vm.powerState}; power it off before an OVF export`, { faultType: 'InvalidPowerState', details: { vmName, powerState: vm.powerState } });
   }
-  const response = await src.callAsync('ExportVm', vm.ref, [], { signal });
+  const response = await src.callAsync('ExportVm', vm.ref, [], { signal }).catch((err: unknown) => {
+    // Marked so callers can tell "this host cannot export" (nothing started yet) from later failures.
+    if (err instanceof MethodNotSupportedError) (err.details as Record<string, unknown>).method = 'ExportVm';
+    throw err;
+  });
   const lease = readRef(child(response, 'returnval'));
   if (!lease) throw new ProtocolError('ExportVm: no lease returned');
   let ticker: ProgressTicker | undefined;

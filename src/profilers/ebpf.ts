@@ -471,15 +471,7 @@ async function runLaunch(target: LaunchTarget, options: ProfileOptions, config: 
   });
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const sink: EventSink = {};
-  const nonce = markerNonce();
-  const script = generateEbpfScript({
-    seedPids: [rootPid],
-    markerPid: process.pid,
-    markerNonce: nonce,
-    availableSyscallEvents: host.syscallEvents,
-    exitHasGroupDead: host.exitHasGroupDead,
-  });
-  const run = startBpftrace(host, script, sink, nonce, config.attachTimeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS, config.onRawLine);
+  const run = startTracing(host, config, [rootPid], sink);
   const stopped = { value: false };
   let stopProgress = () => {};
   try {
@@ -526,6 +518,19 @@ async function runLaunch(target: LaunchTarget, options: ProfileOptions, config: 
   }
 }
 
+/** Generate the script that follows these processes and their descendants, and start bpftrace on it. */
+function startTracing(host: PreparedHost, config: EbpfProfilerOptions, seedPids: number[], sink: EventSink): BpftraceRun {
+  const nonce = markerNonce();
+  const script = generateEbpfScript({
+    seedPids,
+    markerPid: process.pid,
+    markerNonce: nonce,
+    availableSyscallEvents: host.syscallEvents,
+    exitHasGroupDead: host.exitHasGroupDead,
+  });
+  return startBpftrace(host, script, sink, nonce, config.attachTimeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS, config.onRawLine);
+}
+
 /** Wait for bpftrace's readiness, or fail at once when the caller aborts meanwhile. */
 function readyOrAborted(run: BpftraceRun, signal: AbortSignal | undefined): Promise<Result<void, ProfileError>> {
   const aborted = () => err<void, ProfileError>(new ProfileError('PROFILER_FAILED', 'Profiling was aborted before bpftrace had attached its probes'));
@@ -540,15 +545,7 @@ async function runAttach(pid: number, options: ProfileOptions, config: EbpfProfi
   const tracker = new EbpfEventTracker(collector, pid, liveProcReader);
   for (const p of tree) tracker.seed(p, (await readProcStatus(p))?.ppid);
   const sink: EventSink = { tracker };
-  const nonce = markerNonce();
-  const script = generateEbpfScript({
-    seedPids: tree,
-    markerPid: process.pid,
-    markerNonce: nonce,
-    availableSyscallEvents: host.syscallEvents,
-    exitHasGroupDead: host.exitHasGroupDead,
-  });
-  const run = startBpftrace(host, script, sink, nonce, config.attachTimeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS, config.onRawLine);
+  const run = startTracing(host, config, tree, sink);
   const stopped = { value: false };
   let stopProgress = () => {};
   try {

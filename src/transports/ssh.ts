@@ -214,6 +214,17 @@ function openChannel(client: Ssh2Client, command: string): Promise<ClientChannel
   });
 }
 
+/** Run a housekeeping command (kill a remote process) and wait at most 15 s for it; output is discarded. */
+async function runHousekeeping(client: Ssh2Client, command: string): Promise<void> {
+  const channel = await openChannel(client, command);
+  channel.resume();
+  channel.stderr.resume();
+  await new Promise<void>((resolve) => {
+    channel.once('close', () => resolve());
+    setTimeout(resolve, 15_000).unref();
+  });
+}
+
 /**
  * Connect to an SSH server and return a {@link Transport} for it. Fails with
  * `HOST_KEY_UNKNOWN` / `HOST_KEY_MISMATCH` before authenticating when the server is not the
@@ -263,13 +274,7 @@ export function createSshTransport(options: SshTransportOptions): ResultAsync<Tr
     const live = current ? await current.catch(() => undefined) : undefined;
     if (!live || live.lost) return;
     try {
-      const channel = await openChannel(live.client, runDir.killCommand(pidFile));
-      channel.resume();
-      channel.stderr.resume();
-      await new Promise<void>((resolve) => {
-        channel.once('close', () => resolve());
-        setTimeout(resolve, 15_000).unref();
-      });
+      await runHousekeeping(live.client, runDir.killCommand(pidFile));
     } catch {
       /* the connection is going away: sshd ends the session's commands' input anyway */
     }
@@ -357,13 +362,7 @@ export function createSshTransport(options: SshTransportOptions): ResultAsync<Tr
       if (!live || live.lost) return;
       if (runningPidFiles.size > 0) {
         try {
-          const channel = await openChannel(live.client, runDir.killAllCommand(runningPidFiles));
-          channel.resume();
-          channel.stderr.resume();
-          await new Promise<void>((resolve) => {
-            channel.once('close', () => resolve());
-            setTimeout(resolve, 15_000).unref();
-          });
+          await runHousekeeping(live.client, runDir.killAllCommand(runningPidFiles));
         } catch {
           /* best effort */
         }

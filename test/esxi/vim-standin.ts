@@ -28,6 +28,11 @@ export interface StandinOptions {
   createDescriptor?: 'missing' | 'notImplemented' | { descriptor: string };
   /** Cut the disk download (destroy the socket) after this many bytes. */
   failDownloadAfterBytes?: number;
+  /**
+   * Power tasks of the VM finish at once and change its power state (default: `PowerOffVM_Task`
+   * returns a task that never finishes, for the task-waiting tests).
+   */
+  powerTasks?: boolean;
 }
 
 /** The VM the stand-in serves when {@link StandinOptions.vm} is set. */
@@ -51,6 +56,8 @@ export interface Standin {
   downloadsWithoutCookie: number;
   /** `ovfFiles` paths sent with CreateDescriptor calls. */
   createDescriptorFiles: string[][];
+  /** Power-state changes made through `powerTasks`, in order (e.g. `['poweredOff', 'poweredOn']`). */
+  powerChanges: string[];
   close(): Promise<void>;
 }
 
@@ -72,7 +79,21 @@ async function readAll(req: IncomingMessage): Promise<string> {
 /** Start the stand-in on a free loopback port. */
 export async function startStandin(options: StandinOptions): Promise<Standin> {
   let polls = 0;
-  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, createDescriptorFiles: [], close: async () => undefined };
+  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, createDescriptorFiles: [], powerChanges: [], close: async () => undefined };
+  let powerState = options.vm?.powerState ?? 'poweredOff';
+  // With powerTasks: the (finished) task for each power call, and whether it succeeded.
+  const finishedTasks = new Map<string, string | undefined>();
+  const powerTask = (target: 'poweredOn' | 'poweredOff'): string => {
+    const key = `task-${finishedTasks.size + 1}`;
+    if (powerState === target) {
+      finishedTasks.set(key, `The attempted operation cannot be performed in the current state (${powerState}).`);
+    } else {
+      finishedTasks.set(key, undefined);
+      powerState = target;
+      state.powerChanges.push(target);
+    }
+    return `<returnval type="Task">${key}</returnval>`;
+  };
   const reply = (res: ServerResponse, body: string, status = 200, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'content-type': 'text/xml; charset=utf-8', ...headers });
     res.end(ENV_OPEN + body + ENV_CLOSE);
@@ -117,7 +138,10 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
         return ok(`<returnval><ovfDescriptor>${escapeXml(mode.descriptor)}</ovfDescriptor><includeImageFiles>false</includeImageFiles></returnval>`);
       }
       case 'PowerOffVM_Task':
-        return ok('<returnval type="Task">task-slow</returnval>');
+        return ok(options.powerTasks ? powerTask('poweredOff') : '<returnval type="Task">task-slow</returnval>');
+      case 'PowerOnVM_Task':
+        if (!options.powerTasks) return fault(res, 'MethodNotFound', 'PowerOnVM_Task not implemented by the stand-in');
+        return ok(powerTask('poweredOn'));
       case 'RetrievePropertiesEx': {
         const obj = child(child(child(call, 'specSet'), 'objectSet'), 'obj');
         const paths = (child(child(call, 'specSet'), 'propSet')?.children ?? []).filter((c) => c.name === 'pathSet').map((c) => c.text);
@@ -141,7 +165,7 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
           // listVms: the one VM, whatever the traversal.
           const vmProps = [
             `<propSet><name>name</name>${val('xsd:string', escapeXml(vm.name))}</propSet>`,
-            `<propSet><name>runtime.powerState</name>${val('VirtualMachinePowerState', vm.powerState ?? 'poweredOff')}</propSet>`,
+            `<propSet><name>runtime.powerState</name>${val('VirtualMachinePowerState', powerState)}</propSet>`,
             `<propSet><name>config.files.vmPathName</name>${val('xsd:string', `[ds1] ${escapeXml(vm.name)}/${escapeXml(vm.name)}.vmx`)}</propSet>`,
           ];
           return ok(`<returnval><objects><obj type="VirtualMachine">vm-1</obj>${vmProps.join('')}</objects></returnval>`);
@@ -159,6 +183,12 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
               `<VirtualDevice XMLSchema-instance:type="VirtualDisk"><key>2000</key><deviceInfo><label>Hard disk 1</label><summary>disk</summary></deviceInfo><controllerKey>1000</controllerKey><unitNumber>0</unitNumber><capacityInKB>${Math.ceil(capacity / 1024)}</capacityInKB><capacityInBytes>${capacity}</capacityInBytes></VirtualDevice>`),
           };
           for (const p of paths) if (values[p]) props.push(`<propSet><name>${p}</name>${values[p]}</propSet>`);
+        } else if (type === 'Task' && finishedTasks.has(obj?.text ?? '')) {
+          const failure = finishedTasks.get(obj?.text ?? '');
+          const info = failure === undefined
+            ? `<key>${obj?.text}</key><state>success</state>`
+            : `<key>${obj?.text}</key><state>error</state><error><fault XMLSchema-instance:type="InvalidPowerState"></fault><localizedMessage>${escapeXml(failure)}</localizedMessage></error>`;
+          props.push(`<propSet><name>info</name>${val('TaskInfo', info)}</propSet>`);
         } else if (type === 'Task') {
           props.push(`<propSet><name>info</name>${val('TaskInfo', '<key>task-slow</key><state>running</state><progress>10</progress>')}</propSet>`);
         }
