@@ -155,6 +155,28 @@ export function locateReceiver(): string | undefined {
   return candidates.find((p) => existsSync(p));
 }
 
+/**
+ * The staging directory each migration's receiver writes to, known from the moment it is chosen:
+ * when the receive fails, rollback removes exactly this directory (and stops exactly this
+ * receiver), so a concurrent migration of a program with the same name is never touched.
+ */
+const receiving = new WeakMap<DeployContext, string>();
+
+/** The staging directory of this migration: the verified one, or the one a failed receive was writing. */
+export function stagingDirOf(context: DeployContext, state: { staged?: StagedBundle }): string | undefined {
+  return state.staged?.stagingDir ?? receiving.get(context);
+}
+
+/** The staging directory the next receive of this migration writes to (chosen once, random, per migration). */
+export function stagingDirFor(context: DeployContext): string {
+  let dir = receiving.get(context);
+  if (!dir) {
+    dir = posix.join(layoutFor(context.transport, context.name).workDir, `staging-${context.name}-${randomBytes(6).toString('hex')}`);
+    receiving.set(context, dir);
+  }
+  return dir;
+}
+
 /** Upload the receiver (once per content hash) and run it with the bundle on its stdin. */
 export function receiveWithReceiver(
   context: DeployContext,
@@ -170,7 +192,7 @@ export function receiveWithReceiver(
   const layout = layoutFor(transport, context.name);
   const hash = createHash('sha256').update(readFileSync(receiverPath)).digest('hex').slice(0, 16);
   const remoteReceiver = posix.join(layout.workDir, `receiver-${hash}.cjs`);
-  const stagingDir = posix.join(layout.workDir, `staging-${context.name}-${randomBytes(6).toString('hex')}`);
+  const stagingDir = stagingDirFor(context);
   const signalOpt = context.signal ? { signal: context.signal } : {};
   let bytes = 0;
   bundle.on('data', (chunk: Buffer) => {
@@ -200,6 +222,8 @@ export function receiveWithReceiver(
         return errAsync(new DeployError(code, `The destination rejected the bundle: ${reply.error?.message ?? 'unknown error'}`, { isRetryable: reply.error?.isRetryable ?? false }));
       }
       if (!reply.report.verified) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination could not verify the bundle against its manifest'));
+      // From here the caller's state names the staging directory (and drops it once activation moves it).
+      receiving.delete(context);
       return okAsync<StagedBundle, ApMigrateError>({ stagingDir, bytesReceived: reply.report.bytesRead || bytes, entriesVerified: reply.report.entries });
     });
 }
@@ -300,7 +324,7 @@ export function healthCheckCommon(
 }
 
 const ROLLBACK_SCRIPT = `
-pidfile="$1"; work="$2"; name="$3"; shift 3
+pidfile="$1"; staging="$2"; shift 2
 if [ -n "$pidfile" ] && [ -f "$pidfile" ]; then
   pid=$(cat "$pidfile")
   # Kill the whole session the launcher started (setsid made the pid its session leader).
@@ -312,16 +336,16 @@ for dir in "$@"; do
   rm -rf -- "$dir"
 done
 # A cut connection orphans the receiver (or the remote shell still starting it): it would
-# recreate its staging directory after we removed it, so stop it first. Matched by its
-# "unpack <work>/staging-<name>-" argument, regex-escaped; this script's own command line
-# never holds that text.
-pat=$(printf '%s' "$work/staging-$name-" | sed 's/[][\\.*^$+?(){}|]/\\\\&/g')
-if pkill -KILL -f -- "unpack '?$pat" 2>/dev/null; then
-  i=0; while [ "$i" -lt 50 ] && pgrep -f -- "unpack '?$pat" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+# recreate its staging directory after we removed it, so stop it, then remove the directory
+# again. Matched by its "unpack <staging>/root" argument, regex-escaped; this script's own
+# command line never holds that text (the path is followed by /root only in the receiver's).
+if [ -n "$staging" ]; then
+  pat=$(printf '%s' "$staging/root" | sed 's/[][\\.*^$+?(){}|]/\\\\&/g')
+  if pkill -KILL -f -- "unpack '?$pat" 2>/dev/null; then
+    i=0; while [ "$i" -lt 50 ] && pgrep -f -- "unpack '?$pat" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+  fi
+  rm -rf -- "$staging"
 fi
-# A receiver killed mid-stream cannot clean up after itself: its staging directory is named
-# after the program, so remove every one of them.
-rm -rf -- "$work"/staging-"$name"-*
 `;
 
 /** Stop the program (its whole session), run `undo` commands, and remove staging and install directories. */
@@ -330,14 +354,15 @@ export function rollbackCommon(
   state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram },
 ): ResultAsync<void, ApMigrateError> {
   const layout = layoutFor(context.transport, context.name);
-  const dirs = [state.staged?.stagingDir, state.activated ? state.activated.installDir : undefined].filter((d): d is string => !!d);
+  const staging = stagingDirOf(context, state);
+  const dirs = [staging, state.activated ? state.activated.installDir : undefined].filter((d): d is string => !!d);
   const pidfile = posix.join(layout.runDir, 'launcher.pid');
   // Rollback must run even after an abort, so it never takes the caller's signal.
   const undo = (state.activated?.undo ?? []).reduce<ResultAsync<unknown, ApMigrateError>>(
     (acc, argv) => acc.andThen(() => context.transport.exec(argv, { allowNonZeroExit: true })),
     okAsync(undefined),
   );
-  return runScript(context.transport, ROLLBACK_SCRIPT, [state.activated || state.started ? pidfile : '', layout.workDir, context.name, ...dirs], { allowNonZeroExit: true, cwd: '/' })
+  return runScript(context.transport, ROLLBACK_SCRIPT, [state.activated || state.started ? pidfile : '', staging ?? '', ...dirs], { allowNonZeroExit: true, cwd: '/' })
     .andThen(() => undo)
     .map(() => undefined)
     .mapErr((e) => new DeployError('ROLLBACK_FAILED', `Rollback at ${context.transport.description} failed: ${e.message}; check ${layout.installDir}`, { cause: e }));

@@ -28,7 +28,7 @@ import { detectFreeBsdHostFacts, type FreeBsdHostFacts } from '../platforms/free
 import { parseSockstat } from '../profilers/freebsd-parsers.js';
 import type { ActivatedDeployment, DeployContext, Deployer, PreflightReport, StartedProgram } from '../spec/deployer.js';
 import type { Executor } from '../spec/executor.js';
-import { DeployError, launchArgv, layoutFor, preflightCommon, receiveWithReceiver, runScript } from './common.js';
+import { DeployError, launchArgv, layoutFor, preflightCommon, receiveWithReceiver, runScript, stagingDirOf } from './common.js';
 import { defaultVethAddresses, type VethAddresses } from './namespaces.js';
 import { isValidJailName, renderJailConf, type JailConfSpec, type JailNetwork } from './jail-conf.js';
 
@@ -436,7 +436,7 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
   const rollback: Deployer['rollback'] = (context, state) => {
     const layout = layoutFor(context.transport, context.name);
     const conf = state.activated ? jailPaths(state.activated.installDir).conf : '';
-    const dirs = [state.staged?.stagingDir, state.activated?.installDir].filter((d): d is string => !!d);
+    const dirs = [stagingDirOf(context, state), state.activated?.installDir].filter((d): d is string => !!d);
     const undo = state.activated?.undo ?? [];
     learnt.delete(context.name);
     epairs.delete(context.name);

@@ -3,7 +3,8 @@
  * packed, received by the real receiver, verified, put under a private root and started with
  * unshare --root; then we talk to it. Failures leave nothing at the destination.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -79,6 +80,37 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('chroot migratio
     expect(error.message).toContain('usage: notesd DIR');
     expect(existsSync(join(dst, 'notesd-broken'))).toBe(false);
     expect(readdirSync(join(dst, '.ap-migrate')).filter((n) => n.startsWith('staging-'))).toEqual([]);
+  });
+
+  it('a failed transfer removes its own staging only: a concurrent same-name migration is left alone', async () => {
+    // Another migration of a program with the same name, mid-transfer: its staging directory and its receiver.
+    const work = join(dst, '.ap-migrate');
+    const other = join(work, 'staging-notesd-twin-000000000000');
+    mkdirSync(join(other, 'root'), { recursive: true });
+    writeFileSync(join(other, 'root', 'partial'), 'bytes of the other migration');
+    const otherReceiver = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)', 'unpack', join(other, 'root')], { stdio: 'ignore' });
+    try {
+      const controller = new AbortController();
+      const result = await migrate({
+        target: { profile: source.profile },
+        destination: transport,
+        name: 'notesd-twin',
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.phase === 'transfer') controller.abort();
+        },
+      });
+      expect(result._unsafeUnwrapErr().code).toBe('ABORTED');
+      expect(existsSync(join(dst, 'notesd-twin'))).toBe(false);
+      // Ours is gone; the other migration's directory and receiver are untouched.
+      expect(readdirSync(work).filter((n) => n.startsWith('staging-'))).toEqual(['staging-notesd-twin-000000000000']);
+      expect(readFileSync(join(other, 'root', 'partial'), 'utf8')).toBe('bytes of the other migration');
+      expect(otherReceiver.exitCode).toBeNull();
+      expect(otherReceiver.signalCode).toBeNull();
+    } finally {
+      otherReceiver.kill('SIGKILL');
+      rmSync(other, { recursive: true, force: true });
+    }
   });
 
   it('an aborted migration leaves nothing behind', async () => {
