@@ -49,10 +49,14 @@ async function generateTree(dir: string): Promise<ResourceProfileInput> {
       files.push({ path, kind: 'regular', access: ['read'], size: SMALL_BYTES });
     }
   }
-  const executable = files[0]?.path ?? dir;
+  return benchProfile(dir, files, LARGE_BYTES);
+}
+
+/** The profile of a generated bench tree: its files, the first one standing in as the executable. */
+export function benchProfile(dir: string, files: NonNullable<ResourceProfileInput['files']>, executableSize: number): ResourceProfileInput {
   return {
-    executable,
-    executableSize: LARGE_BYTES,
+    executable: files[0]?.path ?? dir,
+    executableSize,
     argv: ['bench'],
     cwd: dir,
     uid: 0,

@@ -10,6 +10,7 @@ import { benchPlanner } from './planner.js';
 import { benchEbpf } from './profilers-ebpf.js';
 import { benchStrace } from './profilers-strace.js';
 import { benchTransport } from './transport.js';
+import { benchUnpack } from './unpack.js';
 
 interface RatioLine {
   name: string;
@@ -31,6 +32,7 @@ const benches: Record<string, () => Promise<void>> = {
   'profilers-ebpf': async () => printRatios(await benchEbpf()),
   'profilers-strace': async () => printRatios(await benchStrace()),
   bundle: async () => printRatios(await benchPack()),
+  unpack: async () => printRatios(await benchUnpack()),
   transport: async () => printRatios(await benchTransport()),
   esxi: async () => printRatios(await benchEsxiCopy()),
   'jail-bundles': async () => printRatios(await benchJailBundles()),
