@@ -147,7 +147,11 @@ const FILE_ACCESS_SET: ReadonlySet<string> = new Set(FILE_ACCESS);
  * zod's per-element cost (and the garbage it leaves) made planning grow faster than linearly.
  * Returns the normalised use, or undefined when anything is off (then zod runs to name the field).
  */
+/** The keys a file use may have (read once: zod's `shape` is not free to consult per element). */
+let fileUseKeys: Set<string> | undefined;
+
 function fastFileUse(value: unknown): FileUse | undefined {
+  const FILE_USE_KEYS = (fileUseKeys ??= new Set(Object.keys(FileUseSchema.shape)));
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
   const { path, kind, access, size, sharedLibrary, created, linkTarget } = v;
@@ -159,7 +163,7 @@ function fastFileUse(value: unknown): FileUse | undefined {
   if (created !== undefined && typeof created !== 'boolean') return undefined;
   if (linkTarget !== undefined && typeof linkTarget !== 'string') return undefined;
   for (const key in v) {
-    if (!(key in FileUseSchema.shape)) return undefined; // unknown keys: let zod decide (it strips them)
+    if (!FILE_USE_KEYS.has(key)) return undefined; // unknown keys: let zod decide (it strips them)
   }
   const use: FileUse = { path, kind: kind as FileUse['kind'], access: [...access] as FileUse['access'], size, sharedLibrary: sharedLibrary ?? false, created: created ?? false };
   if (linkTarget !== undefined) use.linkTarget = linkTarget;
