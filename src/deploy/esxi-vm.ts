@@ -190,8 +190,10 @@ async function moveByExportFirst(
   let poweredOffByUs = false;
   try {
     if (sourceWasPoweredOn) {
-      await powerOffVm(src, source.ref, { signal });
+      // Flagged before the wait: an aborted wait does not stop the task on the host, and the
+      // source was on, so powering it on in rollback restores it either way.
       poweredOffByUs = true;
+      await powerOffVm(src, source.ref, { signal });
     }
     const moved = await exportImportVerified(vm, sessions, source.ref, options);
     return { ...moved, sourceWasPoweredOn, quiesce: sourceWasPoweredOn ? 'power-off' : 'none', sourceLeftPoweredOn: false };
@@ -290,7 +292,8 @@ async function sameNamedDatastore(src: VimClient, dst: VimClient, vmName: string
 async function powerSourceBackOn(src: VimClient, ref: MoRef, cause: unknown): Promise<void> {
   const step = await powerOnVm(src, ref).then(
     () => 'power source VM back on: done',
-    (e: unknown) => `power source VM back on: failed: ${(e as Error).message}`,
+    // Still on: the power-off never happened.
+    (e: unknown) => (e instanceof InvalidStateError ? 'power source VM back on: done (it was still on)' : `power source VM back on: failed: ${(e as Error).message}`),
   );
   if (cause instanceof Error && 'details' in cause && typeof cause.details === 'object' && cause.details !== null) {
     const details = cause.details as Record<string, unknown>;

@@ -91,6 +91,7 @@ export class VimClient {
   #soapAction = 'urn:vim25/6.0';
   #loggedIn = false;
   #renewals = 0;
+  #renewing: Promise<void> | undefined;
 
   private constructor(endpoint: ResolvedEndpoint) {
     this.endpoint = endpoint;
@@ -188,8 +189,16 @@ export class VimClient {
    * SOAP calls they carry no fault that `callAsync` could recover from by itself.
    */
   async renewSessionAsync(options: CallOptions = {}): Promise<void> {
-    await this.#login(options);
-    this.#renewals++;
+    // One login at a time: the keep-alive and a transfer may both find the session expired, and
+    // two logins would leave requests without a cookie and a stray session on the host.
+    this.#renewing ??= this.#login(options)
+      .then(() => {
+        this.#renewals++;
+      })
+      .finally(() => {
+        this.#renewing = undefined;
+      });
+    await this.#renewing;
   }
 
   /** How many times this client logged in again after its session expired. */

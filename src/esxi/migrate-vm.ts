@@ -11,13 +11,14 @@
  */
 import { posix } from 'node:path';
 import { ResultAsync } from 'neverthrow';
-import type { VimClient } from './client.js';
+import { readRef, type VimClient } from './client.js';
 import { datastorePathExists, openDatastoreFile, putDatastoreFile } from './datastore-http.js';
 import { Readable } from 'node:stream';
 import { AlreadyExistsError, EsxiAbortedError, type EsxiError, EsxiTransportError, FileNotFoundError, InvalidStateError, NotAuthenticatedError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
 import { findVmByName, formatDatastorePath, getHostInventory, listVms, parseDatastorePath, vmSizeBytes, type HostInventory, type VmInfo } from './inventory.js';
 import { createSnapshot, deleteDatastoreFile, destroyEntity, listDatastoreDirectory, makeDirectory, powerOffVm, powerOnVm, registerVm, removeSnapshot } from './operations.js';
 import { getProperties } from './properties.js';
+import { child, childText, childrenNamed, type XmlElement } from './xml.js';
 import type { MoRef } from './soap.js';
 
 /** Progress of a VM copy, reported while files stream. */
@@ -122,6 +123,20 @@ async function readSmallFile(client: VimClient, file: { datacenter: string; data
   return Buffer.concat(chunks);
 }
 
+/** The snapshot of `vm` named `name` (searched through the whole snapshot tree), if there is one. */
+export async function findSnapshotByName(client: VimClient, vm: MoRef, name: string): Promise<MoRef | undefined> {
+  const roots = (await getProperties(client, vm, ['snapshot.rootSnapshotList'])).get('snapshot.rootSnapshotList');
+  const search = (trees: readonly XmlElement[]): MoRef | undefined => {
+    for (const tree of trees) {
+      if (childText(tree, 'name') === name) return readRef(child(tree, 'snapshot'));
+      const found = search(childrenNamed(tree, 'childSnapshotList'));
+      if (found) return found;
+    }
+    return undefined;
+  };
+  return roots ? search(roots.children) : undefined;
+}
+
 /** Files never copied: locks and swap files belong to a running instance and are recreated on power-on. */
 function skipped(name: string): boolean {
   return name.endsWith('.lck') || name.endsWith('.vswp') || name.startsWith('.lck-') || name.endsWith('.vmx~');
@@ -192,6 +207,7 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
 
   let poweredOffByUs = false;
   let snapshot: MoRef | undefined;
+  let snapshotName: string | undefined;
   let createdDir = false;
   let createdVm: MoRef | undefined;
   // A removal failure must not fail a verified copy, nor hide the error of a failed one: it is reported.
@@ -214,21 +230,27 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
     // 2. Quiesce. A powered-off VM's files are consistent and not locked; with a snapshot, the
     // files listed (and the metadata read) before it is taken are the frozen, consistent set.
     if (quiesce === 'power-off') {
-      await powerOffVm(src, vm.ref, wait);
+      // Flagged before the wait: an abort or timeout does not stop the task on the host, and the
+      // source was on, so rollback powering it on restores it either way.
       poweredOffByUs = true;
+      await powerOffVm(src, vm.ref, wait);
     }
     const files = await filesToCopy(src, srcInv, vm, vmx.datastore, srcDir, signal);
     const sourceFile = (name: string) => ({ datacenter: srcInv.datacenterName, datastore: vmx.datastore, path: `${srcDir}/${name}` });
     const heldMetadata = new Map<string, Buffer>();
     if (quiesce === 'snapshot') {
       for (const f of files.filter((file) => isMetadata(file.path))) heldMetadata.set(f.path, await readSmallFile(src, sourceFile(f.path), signal));
+      snapshotName = `ap-migrate-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+      // Waited for without the caller's signal (checked right after): an abort mid-task would
+      // leave a snapshot on the source whose reference we never learnt.
       snapshot = await createSnapshot(src, vm.ref, {
-        name: `ap-migrate-${Date.now()}`,
+        name: snapshotName,
         description: 'Taken by ap-migrate to copy this VM while it runs; removed when the copy ends.',
         memory: false,
         quiesce: false,
-      }, wait);
+      }, { timeoutMs: options.taskTimeoutMs });
       if (!snapshot) throw new ProtocolError('CreateSnapshot_Task: task result is not a snapshot reference');
+      if (signal?.aborted) throw new EsxiAbortedError(`copy of ${vmName} aborted`);
     }
     const expectedBytes = files.reduce((s, f) => s + (heldMetadata.get(f.path)?.length ?? f.size), 0);
     // 3. Stream each file GET -> PUT.
@@ -238,6 +260,8 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
     const uploadSessionExpired = async (err: unknown): Promise<boolean> => {
       if (signal?.aborted) return false;
       if (err instanceof NotAuthenticatedError) {
+        // Only the destination's 401 is this case; the source renews its own downloads.
+        if (err.details.host !== dst.endpoint.origin.host) return false;
         await dst.renewSessionAsync(signal ? { signal } : {});
         return true;
       }
@@ -336,8 +360,14 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
         if (!(e instanceof FileNotFoundError)) throw e;
       }));
     }
+    // A snapshot task that timed out may still have finished on the host: find it by its name.
+    if (!snapshot && snapshotName) snapshot = await findSnapshotByName(src, vm.ref, snapshotName).catch(() => undefined);
     if (snapshot) rollback.push(`remove source snapshot: ${await dropSnapshot()}`);
-    if (poweredOffByUs) await note('power source VM back on', () => powerOnVm(src, vm.ref));
+    if (poweredOffByUs) {
+      await note('power source VM back on', () => powerOnVm(src, vm.ref).catch((e: unknown) => {
+        if (!(e instanceof InvalidStateError)) throw e; // still on: the power-off never happened
+      }));
+    }
     (error.details as Record<string, unknown>).rollback = rollback;
     throw error;
   } finally {

@@ -170,9 +170,21 @@ export function byteCounter(onChunk: (bytes: number) => void): Transform {
   });
 }
 
+/**
+ * The session cookie for a lease URL, only when the URL is on the host this client logged in to:
+ * a lease naming another host must not receive the session (standalone hosts answer with `*` or
+ * their own name). Rejects such a URL with a ProtocolError that names both hosts.
+ */
+function sessionCookieFor(client: VimClient, url: URL): { cookie?: string } {
+  if (url.hostname !== client.endpoint.origin.hostname) {
+    throw new ProtocolError(`Lease URL ${url.origin} is not on ${client.endpoint.origin.host}; refusing to send the session cookie to another host`);
+  }
+  return client.cookie ? { cookie: client.cookie } : {};
+}
+
 /** Open a lease URL for download with the session cookie; rejects on a non-200 status. */
 export async function downloadLeaseUrl(client: VimClient, url: URL, signal?: AbortSignal): Promise<Readable> {
-  const headers = client.cookie ? { cookie: client.cookie } : {};
+  const headers = sessionCookieFor(client, url);
   let res: http.IncomingMessage;
   try {
     res = await request(client.endpoint, url, { method: 'GET', headers, signal, highWaterMark: LEASE_BUFFER_BYTES }, (req) => req.end());
@@ -199,6 +211,11 @@ export interface LeaseUploadOptions {
   signal?: AbortSignal;
   /** Called with the size of every chunk sent. */
   onChunk?: (bytes: number) => void;
+  /**
+   * Fail when no byte moves for this long (default 120 s). The lease is kept alive by progress
+   * reports, so a stalled connection would otherwise hold it, and the VM, forever.
+   */
+  idleTimeoutMs?: number;
 }
 
 function transferError(err: unknown, what: string): EsxiError {
@@ -214,10 +231,12 @@ export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readab
   const what = `${method} ${url.pathname}`;
   let sent = 0;
   let failure: unknown;
+  let lastByteAt = Date.now();
   const counter = new Transform({
     highWaterMark: LEASE_BUFFER_BYTES,
     transform(chunk: Buffer, _enc, done) {
       sent += chunk.length;
+      lastByteAt = Date.now();
       if (options.size !== undefined && sent > options.size) {
         failure ??= new ProtocolError(`${what}: source gave more than the announced ${options.size} bytes`);
         done(failure as Error);
@@ -238,7 +257,15 @@ export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readab
     ? { 'content-type': 'application/octet-stream', overwrite: 't' }
     : { 'content-type': 'application/x-vnd.vmware-streamVmdk' };
   if (options.size !== undefined) headers['content-length'] = options.size;
-  if (client.cookie) headers.cookie = client.cookie;
+  Object.assign(headers, sessionCookieFor(client, url));
+  const idle = options.idleTimeoutMs ?? 120_000;
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastByteAt <= idle) return;
+    failure ??= new EsxiTransportError(`${what}: no data for ${idle} ms`, { isRetryable: true });
+    counter.destroy(failure as Error);
+    body.destroy();
+  }, Math.min(idle, 5000));
+  watchdog.unref();
   try {
     const res = await request(client.endpoint, url, { method, headers, signal: options.signal, highWaterMark: LEASE_BUFFER_BYTES }, (req) => {
       body.once('error', (err) => {
@@ -259,5 +286,7 @@ export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readab
   } catch (err) {
     body.destroy();
     throw transferError(failure ?? err, what);
+  } finally {
+    clearInterval(watchdog);
   }
 }

@@ -15,10 +15,10 @@ import { XMLValidator } from 'fast-xml-parser';
 import { ResultAsync } from 'neverthrow';
 import { z } from 'zod';
 import { readRef, type VimClient } from './client.js';
-import { AlreadyExistsError, EsxiError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
+import { AlreadyExistsError, EsxiAbortedError, EsxiError, InvalidStateError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
 import { getHostInventory, listVms } from './inventory.js';
 import { abortLease, completeLease, percentOf, readLeaseInfo, startProgressTicker, uploadToLeaseUrl, waitLeaseReady, type ProgressTicker } from './nfc-lease.js';
-import { destroyEntity, powerOnVm } from './operations.js';
+import { destroyEntity, powerOffVm, powerOnVm } from './operations.js';
 import { retrieveProperties, traversal } from './properties.js';
 import { el, refEl, textEl, type MoRef } from './soap.js';
 import { child, childText, childrenNamed, escapeXml, xsiType, XSI_NS, type XmlElement } from './xml.js';
@@ -299,7 +299,9 @@ export async function runOvfImport(client: VimClient, input: ImportOvfInput, opt
     }
     await ticker.stop();
     await completeLease(client, lease);
-    if (options.powerOn) await powerOnVm(client, entity, { signal });
+    // Without the signal: an abort mid-task would leave a VM powering on that rollback could not destroy.
+    if (options.powerOn) await powerOnVm(client, entity);
+    if (signal?.aborted) throw new EsxiAbortedError(`import of ${input.name} aborted`);
     return { vm: entity, bytes, files, warnings: spec.warnings };
   } catch (err) {
     await ticker?.stop();
@@ -322,6 +324,13 @@ async function rollBack(client: VimClient, lease: MoRef, known: MoRef | undefine
     return steps;
   }
   try {
+    // A VM that got as far as powering on must be off before it can be destroyed.
+    await powerOffVm(client, entity).then(
+      () => steps.push(`powered off ${entity.value}`),
+      (e: unknown) => {
+        if (!(e instanceof InvalidStateError)) throw e;
+      },
+    );
     await destroyEntity(client, entity);
     steps.push(`destroyed ${entity.value}`);
   } catch (err) {

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { pipeline } from 'node:stream';
 import { ResultAsync } from 'neverthrow';
 import { z } from 'zod';
 import { readRef, type VimClient } from './client.js';
@@ -95,14 +96,20 @@ export async function exportImportVmAsync(src: VimClient, dst: VimClient, vmName
             const counted = byteCounter((n) => {
               exported += n;
             });
-            body.once('error', (e) => counted.destroy(e));
-            return body.pipe(counted);
+            // pipeline, not pipe: a failed upload destroys `counted`, and this closes the download's socket too.
+            return pipeline(body, counted, () => undefined);
           },
         };
       },
     }, options);
     await ticker.stop();
-    await completeLease(src, lease);
+    // The copy is complete and running at the destination: failing to release the source's
+    // export lease (it expires on its own) must not turn a finished move into a failed one.
+    try {
+      await completeLease(src, lease);
+    } catch (e) {
+      report.warnings.push({ faultType: 'HttpNfcLeaseComplete', message: `the source's export lease ${lease.value} could not be completed (it times out by itself): ${(e as Error).message}` });
+    }
     return { ...report, descriptorSource: source };
   } catch (err) {
     await ticker?.stop();

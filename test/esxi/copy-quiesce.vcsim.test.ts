@@ -12,8 +12,8 @@ import { VimClient } from '../../src/esxi/client.js';
 import { openDatastoreFile, putDatastoreFile } from '../../src/esxi/datastore-http.js';
 import { EsxiTransportError, NotAuthenticatedError } from '../../src/esxi/errors.js';
 import { findVmByName, getHostInventory } from '../../src/esxi/inventory.js';
-import { copyVmBetweenHosts } from '../../src/esxi/migrate-vm.js';
-import { destroyEntity, listDatastoreDirectory, powerOffVm } from '../../src/esxi/operations.js';
+import { copyVmBetweenHosts, findSnapshotByName } from '../../src/esxi/migrate-vm.js';
+import { createSnapshot, destroyEntity, listDatastoreDirectory, powerOffVm, removeSnapshot } from '../../src/esxi/operations.js';
 import { getProperties } from '../../src/esxi/properties.js';
 import type { MoRef } from '../../src/esxi/soap.js';
 import { diskStream, remoteSha } from '../helpers/datastore-bytes.js';
@@ -113,6 +113,18 @@ describe.skipIf(skipUnless('tool:go'))('VM copy: snapshot quiesce and session re
     expect((await getProperties(src, source.ref, ['snapshot'])).get('snapshot')).toBeUndefined();
     expect(await snapshotNames(src)).toEqual([]);
     expect(await remoteSha(src, DISK)).toBe(diskSha);
+  });
+
+  it('finds a snapshot by name anywhere in the tree (how rollback finds one whose task timed out)', async () => {
+    const source = await findVmByName(src, VM);
+    const first = await createSnapshot(src, source.ref, { name: 'apm-first' });
+    const second = await createSnapshot(src, source.ref, { name: 'apm-second' }); // a child of the first
+    expect(await findSnapshotByName(src, source.ref, 'apm-first')).toEqual(first);
+    expect(await findSnapshotByName(src, source.ref, 'apm-second')).toEqual(second);
+    expect(await findSnapshotByName(src, source.ref, 'apm-none')).toBeUndefined();
+    await removeSnapshot(src, second!);
+    await removeSnapshot(src, first!);
+    expect(await findSnapshotByName(src, source.ref, 'apm-first')).toBeUndefined();
   });
 
   it('a download with an expired session logs in again; an upload gets a typed NotAuthenticatedError', async () => {

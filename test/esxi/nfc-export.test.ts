@@ -3,11 +3,12 @@
  * (test/esxi/vim-standin.ts) that follows the documented lease protocol: vcsim has no ExportVm.
  */
 import { createHash } from 'node:crypto';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VimClient } from '../../src/esxi/client.js';
-import { EsxiAbortedError, EsxiTimeoutError, FileNotFoundError, InvalidLoginError } from '../../src/esxi/errors.js';
+import { EsxiAbortedError, EsxiTimeoutError, FileNotFoundError, InvalidLoginError, ProtocolError } from '../../src/esxi/errors.js';
+import { downloadLeaseUrl, uploadToLeaseUrl } from '../../src/esxi/nfc-lease.js';
 import { exportVm } from '../../src/esxi/index.js';
 import { rewriteLeaseUrl } from '../../src/esxi/nfc-export.js';
 import { runTask } from '../../src/esxi/tasks.js';
@@ -126,5 +127,15 @@ describe('task waiting limits (stand-in task that never finishes)', () => {
     const e = (await VimClient.connect({ url: standin.url, username: 'root', password: 'no', insecureHttp: true }))._unsafeUnwrapErr();
     expect(e).toBeInstanceOf(InvalidLoginError);
     expect(e.message).toContain('incorrect user name or password');
+  });
+});
+
+describe('lease URLs on another host', () => {
+  it('refuse to carry the session cookie there: typed error, no request sent', async () => {
+    standin = await startStandin({ diskBytes: 1024 });
+    client = await connect(standin);
+    const elsewhere = new URL('http://192.0.2.1:9/nfc/lease/disk-0.vmdk'); // TEST-NET-1: nothing answers
+    await expect(downloadLeaseUrl(client, elsewhere)).rejects.toThrow(/refusing to send the session cookie/);
+    await expect(uploadToLeaseUrl(client, elsewhere, Readable.from([Buffer.alloc(4)]), { create: false, size: 4 })).rejects.toBeInstanceOf(ProtocolError);
   });
 });
