@@ -25,7 +25,7 @@ export { VimEndpointSchema, pemThumbprint } from './transport.js';
 export type { MoRef } from './soap.js';
 export type { HostInventory, VmInfo, VmFile, DatastoreInfo } from './inventory.js';
 export type { DatastoreFileRef, DatastoreDownload, TransferOptions } from './datastore-http.js';
-import { measureVmCopyBytes } from './migrate-vm.js';
+import { findSnapshotByName, measureVmCopyBytes } from './migrate-vm.js';
 export { copyVmBetweenHosts, type CopyVmOptions, type CopyVmReport, type CopyProgress, type QuiesceMode } from './migrate-vm.js';
 export type { LeaseDevice, LeaseExportOptions, LeaseExportResult } from './nfc-export.js';
 export {
@@ -99,6 +99,11 @@ export function snapshotVm(
 /** Remove a snapshot (children kept) and consolidate its delta into the parent disk. */
 export function removeVmSnapshot(client: VimClient, snapshot: MoRef, options: WaitOptions & { consolidate?: boolean } = {}): ResultAsync<void, EsxiError> {
   return wrap(`remove snapshot ${snapshot.value}`, () => removeSnapshot(client, snapshot, options));
+}
+
+/** The snapshot of `vm` with this name, searched through its whole snapshot tree (undefined when none). */
+export function findVmSnapshot(client: VimClient, vm: MoRef, name: string): ResultAsync<MoRef | undefined, EsxiError> {
+  return wrap(`find snapshot ${name} of ${vm.value}`, () => findSnapshotByName(client, vm, name));
 }
 
 /** Open a datastore file for streaming download (consume or destroy `body`). */
