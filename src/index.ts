@@ -69,6 +69,7 @@ export { createLocalTransport } from './transports/local.js';
 export type { LocalTransportOptions } from './transports/local.js';
 export { createSshTransport } from './transports/ssh.js';
 export type { SshTransportOptions } from './transports/ssh.js';
+export type { SshConnectionOptions } from './transports/ssh-options.js';
 export { createOpenSshTransport } from './transports/openssh.js';
 export type { OpenSshTransportOptions } from './transports/openssh.js';
 export { parseDestination } from './transports/url.js';

@@ -19,30 +19,15 @@ import { fingerprintSha256, knownHostsName } from './known-hosts.js';
 import { readFileViaExec, uploadViaExec } from './remote-files.js';
 import { buildRemoteCommand, RemoteRunDirectory, resolveRemotePath } from './remote-command.js';
 import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
+import type { SshConnectionOptions } from './ssh-options.js';
 
-/** Options for {@link createOpenSshTransport}. */
-export interface OpenSshTransportOptions {
-  host: string;
-  /** Default 22. */
-  port?: number;
-  username: string;
+/**
+ * Options for {@link createOpenSshTransport}. `trustHostKeyFingerprint` works by fetching the
+ * server's keys with `ssh-keyscan` and writing only the matching one to a private known_hosts.
+ */
+export interface OpenSshTransportOptions extends SshConnectionOptions {
   /** Private key file (`-i`, with IdentitiesOnly); default: ssh's own choice and the agent. */
   identityFile?: string;
-  /** known_hosts file to verify against (default: ssh's own, `~/.ssh/known_hosts`). */
-  knownHostsPath?: string;
-  /**
-   * Trust exactly this host key (`SHA256:...`): the server's keys are fetched with
-   * `ssh-keyscan` and only a key with this fingerprint is written to a private known_hosts.
-   */
-  trustHostKeyFingerprint?: string;
-  /** Destination directory: default cwd of commands, base of relative paths (default: login dir). */
-  root?: string;
-  /** ssh's ConnectTimeout (default 20 s). */
-  connectTimeoutMs?: number;
-  /** ServerAliveInterval (default 5 s); the connection is lost after `keepaliveCountMax` misses. */
-  keepaliveIntervalMs?: number;
-  /** ServerAliveCountMax (default 3). */
-  keepaliveCountMax?: number;
   /** How long the shared connection outlives its last use (default 60 s). */
   controlPersistSeconds?: number;
   /** Cipher preference (`-c`); default ssh's. */
@@ -51,8 +36,6 @@ export interface OpenSshTransportOptions {
   proxyCommand?: string;
   /** The ssh binary (default `ssh` on PATH). */
   sshPath?: string;
-  /** Abort connecting. */
-  signal?: AbortSignal;
 }
 
 /** Quote a value for an ssh `-o Key=value` option. */

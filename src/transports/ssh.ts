@@ -21,13 +21,10 @@ import { checkHostKey, entryMatches, fingerprintSha256, knownHostsName, parseKno
 import { readFileViaExec, uploadViaExec } from './remote-files.js';
 import { buildRemoteCommand, RemoteRunDirectory, resolveRemotePath } from './remote-command.js';
 import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
+import type { SshConnectionOptions } from './ssh-options.js';
 
 /** Options for {@link createSshTransport}. */
-export interface SshTransportOptions {
-  host: string;
-  /** Default 22. */
-  port?: number;
-  username: string;
+export interface SshTransportOptions extends SshConnectionOptions {
   /** A private key (PEM/OpenSSH text). */
   privateKey?: string | Buffer;
   /** Path of a private key file (read when connecting). */
@@ -36,24 +33,10 @@ export interface SshTransportOptions {
   passphrase?: string;
   /** ssh-agent socket; default `$SSH_AUTH_SOCK` when no key is given. */
   agent?: string;
-  /** known_hosts file to verify the server against (default `~/.ssh/known_hosts`). */
-  knownHostsPath?: string;
-  /** Trust exactly this host key (`SHA256:...`, as `ssh-keygen -l` prints), known_hosts or not. */
-  trustHostKeyFingerprint?: string;
-  /** Destination directory: default cwd of commands, base of relative paths (default: login dir). */
-  root?: string;
-  /** Give up connecting (TCP + handshake + auth) after this long (default 20 s). */
-  connectTimeoutMs?: number;
-  /** Send a keep-alive this often (default 5 s); a dead peer is noticed after `keepaliveCountMax` misses. */
-  keepaliveIntervalMs?: number;
-  /** Unanswered keep-alives before the connection counts as lost (default 3). */
-  keepaliveCountMax?: number;
   /** Close the connection after this long without any operation (reopened on demand). */
   idleTimeoutMs?: number;
   /** Cipher preference (default: ssh2's, AES-GCM first). */
   ciphers?: string[];
-  /** Abort connecting. */
-  signal?: AbortSignal;
   /** Open the byte stream to the server yourself (jump host, network namespace relay). */
   connectVia?: () => Promise<Duplex>;
 }
