@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { measureTrees } from '../src/bundle/measure.js';
 import { packBundle, type PackOptions } from '../src/bundle/pack.js';
 import type { ResourceProfileInput } from '../src/policy/profile.js';
+import { runWhenCalledDirectly } from './report.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -153,7 +154,4 @@ export async function benchPack(): Promise<BenchResult[]> {
   }
 }
 
-// Run directly: `npx tsx bench/bundle.ts`.
-if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const line of await benchPack()) console.log(`${line.name}: ${line.ratio.toFixed(3)} (${line.detail})`);
-}
+runWhenCalledDirectly(import.meta.url, benchPack);

@@ -10,13 +10,13 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { Readable } from 'node:stream';
-import { pathToFileURL } from 'node:url';
 import { VimClient } from '../src/esxi/client.js';
 import { datastoreFileUrl, openDatastoreFile, putDatastoreFile } from '../src/esxi/datastore-http.js';
 import { findVmByName, getHostInventory } from '../src/esxi/inventory.js';
 import { copyVmBetweenHostsAsync } from '../src/esxi/migrate-vm.js';
 import { deleteDatastoreFile, destroyEntity, powerOffVm } from '../src/esxi/operations.js';
 import { startVcsim, stopVcsim } from '../test/helpers/vcsim.js';
+import { runWhenCalledDirectly } from './report.js';
 
 const DC = 'ha-datacenter';
 const DS = 'LocalDS_0';
@@ -107,6 +107,4 @@ export async function benchEsxiCopy(): Promise<{ name: string; ratio: number; de
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const row of await benchEsxiCopy()) console.log(`${row.name}: ratio ${row.ratio.toFixed(2)} — ${row.detail}`);
-}
+runWhenCalledDirectly(import.meta.url, benchEsxiCopy);

@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBundleStream, estimateBundleBytes, measureTrees, unpackBundle, type ResourceProfileInput } from '../src/index.js';
+import { runWhenCalledDirectly } from './report.js';
 
 const LINUX_BASE_STAND_IN = ['/usr/bin', '/usr/sbin', '/usr/libexec', '/usr/lib/x86_64-linux-gnu'];
 const MB = 1024 * 1024;
@@ -66,6 +67,4 @@ export async function benchJailBundles(): Promise<{ name: string; ratio: number;
   ];
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const line of await benchJailBundles()) console.log(`${line.name.padEnd(40)} ${line.ratio.toFixed(2)}x  ${line.detail}`);
-}
+runWhenCalledDirectly(import.meta.url, benchJailBundles);

@@ -20,12 +20,12 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { createChrootDeployer, migrate, type MigrationReport, type ResourceProfileInput } from '../src/index.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import type { Transport } from '../src/spec/transport.js';
 import { startNotesd, type NotesdSource } from '../test/helpers/notesd.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
+import { runWhenCalledDirectly } from './report.js';
 
 /** One benchmark line: `ratio` is ours over the reference (higher is better). */
 export interface MigrateBenchLine {
@@ -218,14 +218,4 @@ export async function benchMigrate(): Promise<MigrateBenchLine[]> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  benchMigrate().then(
-    (lines) => {
-      for (const l of lines) console.log(`${l.name.padEnd(32)} ratio ${l.ratio.toFixed(2)}  ${l.detail}`);
-    },
-    (e: unknown) => {
-      console.error(e);
-      process.exitCode = 1;
-    },
-  );
-}
+runWhenCalledDirectly(import.meta.url, benchMigrate);

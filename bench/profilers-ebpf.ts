@@ -14,8 +14,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { createEbpfProfiler } from '../src/profilers/ebpf.js';
+import { runWhenCalledDirectly } from './report.js';
 
 const RUNS = 5;
 const PYTHON = '/usr/bin/python3';
@@ -88,9 +88,4 @@ export async function benchEbpf(): Promise<{ name: string; ratio: number }[]> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  benchEbpf().catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+runWhenCalledDirectly(import.meta.url, benchEbpf);

@@ -10,17 +10,8 @@ import { benchPlanner } from './planner.js';
 import { benchEbpf } from './profilers-ebpf.js';
 import { benchStrace } from './profilers-strace.js';
 import { benchTransport } from './transport.js';
+import { printRatios } from './report.js';
 import { benchUnpack } from './unpack.js';
-
-interface RatioLine {
-  name: string;
-  ratio: number;
-  detail?: string;
-}
-
-function printRatios(lines: RatioLine[]): void {
-  for (const l of lines) console.log(`  ${l.name.padEnd(48)} ${l.ratio.toFixed(2).padStart(6)}x${l.detail ? `  ${l.detail}` : ''}`);
-}
 
 const benches: Record<string, () => Promise<void>> = {
   planner: async () => {

@@ -14,13 +14,13 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Transport } from '../src/spec/transport.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import { createSshTransport } from '../src/transports/ssh.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
+import { runWhenCalledDirectly } from './report.js';
 
 /** One benchmark line: ratio = our throughput / OpenSSH's (goal >= 0.9). */
 export interface BenchLine {
@@ -204,14 +204,4 @@ export async function benchTransport(): Promise<BenchLine[]> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  benchTransport().then(
-    (lines) => {
-      for (const l of lines) console.log(`${l.name.padEnd(36)} ratio ${l.ratio.toFixed(2)}  ${l.detail}`);
-    },
-    (e: unknown) => {
-      console.error(e);
-      process.exitCode = 1;
-    },
-  );
-}
+runWhenCalledDirectly(import.meta.url, benchTransport);

@@ -17,6 +17,7 @@ import { packBundle } from '../src/bundle/pack.js';
 import { unpackBundle } from '../src/bundle/unpack.js';
 import type { ResourceProfileInput } from '../src/policy/profile.js';
 import { benchProfile, type BenchResult } from './bundle.js';
+import { runWhenCalledDirectly } from './report.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -117,7 +118,4 @@ export async function benchUnpack(): Promise<BenchResult[]> {
   }
 }
 
-// Run directly: `npx tsx bench/unpack.ts`.
-if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const line of await benchUnpack()) console.log(`${line.name}: ${line.ratio.toFixed(3)} (${line.detail})`);
-}
+runWhenCalledDirectly(import.meta.url, benchUnpack);

@@ -1,0 +1,26 @@
+/**
+ * How every benchmark reports: ratio lines, printed the same way by `npm run bench` and by a
+ * bench file run on its own (`npx tsx bench/<name>.ts`).
+ */
+import { pathToFileURL } from 'node:url';
+
+/** One benchmark line: `ratio` is ours over the baseline (the line's name says which way is better). */
+export interface RatioLine {
+  name: string;
+  ratio: number;
+  detail?: string;
+}
+
+/** Print ratio lines, aligned. */
+export function printRatios(lines: readonly RatioLine[]): void {
+  for (const l of lines) console.log(`  ${l.name.padEnd(48)} ${l.ratio.toFixed(2).padStart(6)}x${l.detail ? `  ${l.detail}` : ''}`);
+}
+
+/** Run `bench` and print its lines when `moduleUrl` is the file node was started with; nothing when bench/run.ts imports it. */
+export function runWhenCalledDirectly(moduleUrl: string, bench: () => Promise<readonly RatioLine[]>): void {
+  if (!process.argv[1] || moduleUrl !== pathToFileURL(process.argv[1]).href) return;
+  bench().then(printRatios, (e: unknown) => {
+    console.error(e);
+    process.exitCode = 1;
+  });
+}
