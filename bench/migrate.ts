@@ -113,7 +113,7 @@ async function migrateOnce(transport: Transport, profile: ResourceProfileInput, 
   }, 50);
   let result;
   try {
-    result = await migrate({ target: { profile, pid: sourcePid }, destination: transport, name });
+    result = await migrate({ allowRoot: true, target: { profile, pid: sourcePid }, destination: transport, name });
   } finally {
     clearInterval(sampler);
   }

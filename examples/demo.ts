@@ -77,6 +77,8 @@ async function main(): Promise<number> {
     })();
     let report: MigrationReport | undefined;
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { command: [exe, dataDir] },
       profiler,
       profileDurationMs: profiler.name === 'ebpf' ? 9000 : 3000,

@@ -69,6 +69,12 @@ export interface MigrateOptions {
   onProgress?: (progress: MigrationProgress) => void;
   /** Profile, plan and pre-flight only: nothing is sent or changed. */
   dryRun?: boolean;
+  /**
+   * Let the default chroot and namespaces deployers start a program whose profile says uid or gid
+   * 0. Root in a chroot or these namespaces is root on the destination host, so this is off by
+   * default; turn it on only for a program the source really ran as root and that you trust.
+   */
+  allowRoot?: boolean;
   /** Default `keep-running`: the source is left alone. `stop` sends it SIGTERM after the destination is healthy. */
   sourcePolicy?: SourcePolicy;
 }
@@ -114,9 +120,9 @@ export interface MigrationReport {
   source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
 }
 
-const DEFAULT_DEPLOYERS = (): Record<string, Deployer> => ({
-  chroot: createChrootDeployer(),
-  'linux-namespaces': createNamespacesDeployer(),
+const DEFAULT_DEPLOYERS = (allowRoot: boolean): Record<string, Deployer> => ({
+  chroot: createChrootDeployer({ allowRoot }),
+  'linux-namespaces': createNamespacesDeployer({ allowRoot }),
   'freebsd-jail': createJailDeployer(),
 });
 
@@ -241,7 +247,7 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
   }
   const destination = options.destination;
   const chosen = plan.candidates.find((c) => c.method === plan.chosen)!;
-  const deployers = { ...DEFAULT_DEPLOYERS(), ...options.deployers };
+  const deployers = { ...DEFAULT_DEPLOYERS(options.allowRoot === true), ...options.deployers };
   const deployer = deployers[plan.chosen];
   if (!deployer) {
     return errAsync(

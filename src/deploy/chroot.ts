@@ -11,20 +11,24 @@ import type { ApMigrateError } from '../errors.js';
 import type { ActivatedDeployment, DeployContext, Deployer } from '../spec/deployer.js';
 import { isPseudoPath } from '../policy/estimate.js';
 import {
-  BUILD_ROOT_SCRIPT,
+  buildRootAtDestination,
   DeployError,
   healthCheckCommon,
-  launchArgv,
+  HOST_TOOL_ENV,
   layoutFor,
   preflightCommon,
+  programCommand,
   receiveWithReceiver,
   rollbackCommon,
   runScript,
   startDetached,
+  UNMOUNT_SCRIPT,
 } from './common.js';
+import { checkProfileForDeploy, type ProfileSafetyOptions } from './profile-safety.js';
+import type { PreflightReport } from '../spec/deployer.js';
 
 /** Options of {@link createChrootDeployer}. */
-export interface ChrootDeployerOptions {
+export interface ChrootDeployerOptions extends ProfileSafetyOptions {
   /** Also accept device nodes from the bundle (default false). */
   allowDevices?: boolean;
   /** setuid/setgid files in the bundle: reject (default), strip the bits, or allow. */
@@ -59,32 +63,44 @@ export function needsProc(context: DeployContext): boolean {
   return context.profile.files.some((f) => f.path === '/proc' || f.path.startsWith('/proc/'));
 }
 
-/** The environment the program starts with: the profile's, or a minimal one. */
-export function programEnv(context: DeployContext): string[] {
-  const env = context.profile.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', LANG: 'C.UTF-8' };
-  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
-}
-
-/** Build the private root inside staging, then move it into place with one rename. */
+/** Build the private root inside staging (see `root-builder.ts`), then move it into place with one rename. */
 export function buildAndActivate(context: DeployContext, stagingDir: string, extraUndo: string[][] = []): ResultAsync<ActivatedDeployment, ApMigrateError> {
   const layout = layoutFor(context.transport, context.name);
-  const stagingRoot = posix.join(stagingDir, 'root');
-  const libraries = context.profile.files.filter((f) => f.sharedLibrary).map((f) => f.path);
   const signalOpt = context.signal ? { signal: context.signal } : {};
-  const mkdirs = createdFileDirs(context).map((d) => posix.join(stagingRoot, d));
-  return runScript(context.transport, BUILD_ROOT_SCRIPT, [stagingRoot, context.profile.executable, context.profile.cwd, ...libraries], signalOpt)
-    .andThen(() => (mkdirs.length ? context.transport.exec(['mkdir', '-p', '--', ...mkdirs], signalOpt) : okAsync(undefined)))
+  const spec = {
+    root: posix.join(stagingDir, 'root'),
+    executable: context.profile.executable,
+    cwd: context.profile.cwd,
+    dirs: createdFileDirs(context),
+    libraries: context.profile.files.filter((f) => f.sharedLibrary).map((f) => f.path),
+    wrapperSource: '',
+  };
+  return buildRootAtDestination(context, spec)
     .andThen(() => runScript(context.transport, MOVE_INTO_PLACE_SCRIPT, [stagingDir, layout.installDir], signalOpt))
-    .mapErr((e) => new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e }))
+    .mapErr((e) => (e.code === 'UNSAFE_BUNDLE' || e.code === 'ACTIVATE_FAILED' ? e : new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e })))
     .map(() => ({ installDir: layout.installDir, rootDir: layout.rootDir, undo: extraUndo }));
 }
 
-/** Mount procfs in the root when the program uses it. */
-export function mountProcIfNeeded(context: DeployContext, activated: ActivatedDeployment): ResultAsync<void, ApMigrateError> {
-  if (!needsProc(context)) return okAsync(undefined);
-  return context.transport
-    .exec(['mount', '-t', 'proc', 'proc', posix.join(activated.rootDir, 'proc')], context.signal ? { signal: context.signal } : {})
-    .map(() => undefined);
+/** Mount procfs in the root when the program uses it; the mount is undone on rollback. */
+export function mountProcIfNeeded(context: DeployContext, activated: ActivatedDeployment): ResultAsync<ActivatedDeployment, ApMigrateError> {
+  if (!needsProc(context)) return okAsync(activated);
+  // The root builder made <root>/proc a real directory, and nothing of the program runs yet.
+  const target = posix.join(activated.rootDir, 'proc');
+  const withUndo = { ...activated, undo: [['sh', '-c', UNMOUNT_SCRIPT, 'ap-migrate', target], ...activated.undo] };
+  return context.transport.exec(['mount', '-t', 'proc', 'proc', target], context.signal ? { signal: context.signal } : {}).map(() => withUndo);
+}
+
+/** Pre-flight shared by the Linux deployers: the profile's own check first, then the destination's. */
+export function preflightLinux(context: DeployContext, estimatedBytes: number, tools: readonly string[], safety: ProfileSafetyOptions): ResultAsync<PreflightReport, ApMigrateError> {
+  const checked = checkProfileForDeploy(context.profile, safety);
+  if (checked.isErr()) return errAsync(checked.error);
+  return preflightCommon(context, estimatedBytes, tools);
+}
+
+/** The argv that starts the program under its private root as its own uid/gid. */
+export function chrootLaunchArgv(context: DeployContext, rootDir: string): string[] {
+  const { uid, gid, cwd } = context.profile;
+  return ['env', '-i', ...HOST_TOOL_ENV, 'unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context)];
 }
 
 /** The chroot deployer. */
@@ -93,7 +109,7 @@ export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deplo
     method: 'chroot',
     // The destination supplies its own shared libraries (paper, section 3.2).
     bundleSelection: () => ({ includeSharedLibraries: false }),
-    preflight: (context, estimatedBytes) => preflightCommon(context, estimatedBytes, CHROOT_TOOLS),
+    preflight: (context, estimatedBytes) => preflightLinux(context, estimatedBytes, CHROOT_TOOLS, options),
     receive: (context, bundle, onBytes) =>
       receiveWithReceiver(context, bundle, {
         ...(options.allowDevices ? { allowDevices: true } : {}),
@@ -101,13 +117,14 @@ export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deplo
         ...(onBytes ? { onBytes } : {}),
       }),
     activate: (context, staged) => buildAndActivate(context, staged.stagingDir),
-    start: (context, activated) => {
-      const { uid, gid, cwd } = context.profile;
-      const argv = ['env', '-i', ...programEnv(context), 'unshare', `--root=${activated.rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...launchArgv(context)];
-      return mountProcIfNeeded(context, activated)
-        .andThen(() => startDetached(context, activated, argv))
-        .map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') }));
-    },
+    start: (context, activated) =>
+      mountProcIfNeeded(context, activated)
+        .andThen((mounted) => {
+          // Rollback reads the undo list from the activated state it was given: record the mount there.
+          activated.undo = mounted.undo;
+          return startDetached(context, activated, chrootLaunchArgv(context, activated.rootDir));
+        })
+        .map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') })),
     healthCheck: (context, started) => healthCheckCommon(context, started, options.healthTimeoutMs !== undefined ? { timeoutMs: options.healthTimeoutMs } : {}),
     rollback: (context, state) => rollbackCommon(context, state),
   };

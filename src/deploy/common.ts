@@ -10,33 +10,16 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { errAsync, okAsync, ResultAsync } from 'neverthrow';
-import { ApMigrateError } from '../errors.js';
+import type { ApMigrateError } from '../errors.js';
 import type { ExecResult } from '../spec/executor.js';
 import type { ActivatedDeployment, DeployContext, PreflightReport, StagedBundle, StartedProgram } from '../spec/deployer.js';
 import type { Transport } from '../spec/transport.js';
+import { WRAPPER_PATH, type RootBuildReport, type RootBuildSpec } from './root-builder.js';
 
-/** Codes of deployment errors. */
-export type DeployErrorCode =
-  | 'PREFLIGHT_FAILED'
-  | 'DESTINATION_EXISTS'
-  | 'INSUFFICIENT_SPACE'
-  | 'TOOL_MISSING'
-  | 'PLATFORM_MISMATCH'
-  | 'RECEIVE_FAILED'
-  | 'RECEIVER_MISSING'
-  | 'ACTIVATE_FAILED'
-  | 'START_FAILED'
-  | 'HEALTH_CHECK_FAILED'
-  | 'ROLLBACK_FAILED';
-
-/** A deployment step failed at the destination. */
-export class DeployError extends ApMigrateError {
-  constructor(code: DeployErrorCode | string, message: string, options: { cause?: unknown; isRetryable?: boolean; details?: Record<string, unknown> } = {}) {
-    super(code, message, options);
-  }
-}
+export { DeployError, type DeployErrorCode } from './deploy-error.js';
+import { DeployError } from './deploy-error.js';
 
 /** Run a fixed POSIX sh script at the destination with `args` as "$@" (never spliced into the text). */
 export function runScript(
@@ -177,6 +160,23 @@ export function stagingDirFor(context: DeployContext): string {
   return dir;
 }
 
+/** The receiver built here and where it lives at the destination (named by its content hash). */
+function receiverFor(context: DeployContext): { localPath: string; remotePath: string } | undefined {
+  const localPath = locateReceiver();
+  if (!localPath) return undefined;
+  let hash = receiverHashes.get(localPath);
+  if (!hash) {
+    hash = createHash('sha256').update(readFileSync(localPath)).digest('hex').slice(0, 16);
+    receiverHashes.set(localPath, hash);
+  }
+  return { localPath, remotePath: posix.join(layoutFor(context.transport, context.name).workDir, `receiver-${hash}.cjs`) };
+}
+const receiverHashes = new Map<string, string>();
+
+function receiverMissing(): DeployError {
+  return new DeployError('RECEIVER_MISSING', 'dist/receiver.cjs not found: run `npm run build` (or set AP_MIGRATE_RECEIVER)');
+}
+
 /** Upload the receiver (once per content hash) and run it with the bundle on its stdin. */
 export function receiveWithReceiver(
   context: DeployContext,
@@ -184,14 +184,13 @@ export function receiveWithReceiver(
   options: { allowDevices?: boolean; setuid?: 'reject' | 'strip' | 'allow'; onBytes?: (bytes: number) => void } = {},
 ): ResultAsync<StagedBundle, ApMigrateError> {
   const { transport } = context;
-  const receiverPath = locateReceiver();
-  if (!receiverPath) {
+  const receiver = receiverFor(context);
+  if (!receiver) {
     bundle.destroy();
-    return errAsync(new DeployError('RECEIVER_MISSING', 'dist/receiver.cjs not found: run `npm run build` (or set AP_MIGRATE_RECEIVER)'));
+    return errAsync(receiverMissing());
   }
+  const { localPath: receiverPath, remotePath: remoteReceiver } = receiver;
   const layout = layoutFor(transport, context.name);
-  const hash = createHash('sha256').update(readFileSync(receiverPath)).digest('hex').slice(0, 16);
-  const remoteReceiver = posix.join(layout.workDir, `receiver-${hash}.cjs`);
   const stagingDir = stagingDirFor(context);
   const signalOpt = context.signal ? { signal: context.signal } : {};
   let bytes = 0;
@@ -210,16 +209,11 @@ export function receiveWithReceiver(
       return e;
     })
     .andThen((result) => {
-      const line = result.stdout.trim().split('\n').pop() ?? '';
-      let reply: { ok: boolean; report?: { bytesRead: number; entries: number; verified: boolean }; error?: { code: string; message: string; isRetryable?: boolean } };
-      try {
-        reply = JSON.parse(line);
-      } catch {
-        return errAsync(new DeployError('RECEIVE_FAILED', `The receiver at ${transport.description} exited with ${result.code}: ${result.stderr.trim().slice(0, 400)}`));
-      }
-      if (!reply.ok || !reply.report) {
-        const code = reply.error?.code ?? 'RECEIVE_FAILED';
-        return errAsync(new DeployError(code, `The destination rejected the bundle: ${reply.error?.message ?? 'unknown error'}`, { isRetryable: reply.error?.isRetryable ?? false }));
+      const reply = parseReceiverReply<{ bytesRead: number; entries: number; verified: boolean }>(result);
+      if (!reply.ok) {
+        const code = reply.error.code;
+        const message = code === 'RECEIVE_FAILED' ? `The receiver at ${transport.description} failed: ${reply.error.message}` : `The destination rejected the bundle: ${reply.error.message}`;
+        return errAsync(new DeployError(code, message, { isRetryable: reply.error.isRetryable ?? false }));
       }
       if (!reply.report.verified) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination could not verify the bundle against its manifest'));
       // From here the caller's state names the staging directory (and drops it once activation moves it).
@@ -229,36 +223,57 @@ export function receiveWithReceiver(
 }
 
 /**
- * Copy the destination's own shared libraries that the program needs into its root:
- * everything `ldd` lists for the program's binary, and every library the profile saw mapped that
- * exists at the same path at the destination. Also make a minimal `/dev` and the program's cwd.
+ * Build the program's root inside staging with the receiver (`build-root`), which resolves every
+ * path inside the root and copies in the destination's own libraries the program needs, found
+ * from ELF headers (see `root-builder.ts`). The receiver is already there: `receive` put it.
  */
-export const BUILD_ROOT_SCRIPT = `
-set -e
-root="$1"; exe="$2"; cwd="$3"; shift 3
-mkdir -p "$root/dev" "$root/dev/shm" "$root/tmp" "$root/proc" "$root$cwd"
-chmod 1777 "$root/tmp" "$root/dev/shm"
-for spec in null:1:3 zero:1:5 random:1:8 urandom:1:9; do
-  IFS=: read -r n major minor <<EOF_SPEC
-$spec
-EOF_SPEC
-  [ -e "$root/dev/$n" ] || { mknod -m 666 "$root/dev/$n" c "$major" "$minor"; }
-done
-copy_lib() {
-  [ -e "$1" ] || return 0
-  [ -e "$root$1" ] && return 0
-  mkdir -p "$root$(dirname "$1")"
-  cp -L --preserve=mode,timestamps "$1" "$root$1"
+export function buildRootAtDestination(context: DeployContext, spec: RootBuildSpec): ResultAsync<RootBuildReport, ApMigrateError> {
+  const receiver = receiverFor(context);
+  if (!receiver) return errAsync(receiverMissing());
+  return context.transport
+    .exec(['node', receiver.remotePath, 'build-root'], { stdin: Readable.from([JSON.stringify(spec)]), allowNonZeroExit: true, ...(context.signal ? { signal: context.signal } : {}) })
+    .andThen((result) => {
+      const reply = parseReceiverReply<RootBuildReport>(result);
+      if (reply.ok) return okAsync(reply.report);
+      return errAsync(new DeployError(reply.error.code === 'UNSAFE_BUNDLE' ? 'UNSAFE_BUNDLE' : 'ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${reply.error.message}`));
+    });
 }
-if command -v ldd >/dev/null 2>&1; then
-  ldd "$root$exe" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\\//) print $i }' | while read -r lib; do copy_lib "$lib"; done
-fi
-for lib in "$@"; do copy_lib "$lib"; done
-`;
+
+/** The receiver's one JSON line, or a reply saying why there is none. */
+function parseReceiverReply<T>(result: ExecResult): { ok: true; report: T } | { ok: false; error: { code: string; message: string; isRetryable?: boolean } } {
+  const line = result.stdout.trim().split('\n').pop() ?? '';
+  try {
+    const reply = JSON.parse(line) as { ok?: unknown; report?: T; error?: { code?: unknown; message?: unknown; isRetryable?: unknown } };
+    if (reply.ok === true && reply.report !== undefined) return { ok: true, report: reply.report };
+    const code = typeof reply.error?.code === 'string' ? reply.error.code : 'RECEIVE_FAILED';
+    const message = typeof reply.error?.message === 'string' ? reply.error.message : 'unknown error';
+    return { ok: false, error: { code, message, isRetryable: reply.error?.isRetryable === true } };
+  } catch {
+    return { ok: false, error: { code: 'RECEIVE_FAILED', message: `the receiver exited with ${result.code}: ${result.stderr.trim().slice(0, 400)}` } };
+  }
+}
 
 /** The program's launch argv at the destination: executable plus its original arguments. */
 export function launchArgv(context: DeployContext): string[] {
   return [context.profile.executable, ...context.profile.argv.slice(1)];
+}
+
+/** The fixed environment of host-side tools: nothing of the program's reaches them. */
+export const HOST_TOOL_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL=C'];
+
+/** The environment the program starts with: the profile's, or a minimal one. */
+export function programEnv(context: DeployContext): string[] {
+  const env = context.profile.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', LANG: 'C.UTF-8' };
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+/**
+ * What runs after the privilege drop, inside the root: the exec wrapper sets the program's
+ * environment there (never in a host-side tool's, where `LD_PRELOAD` or an option-like name
+ * would act as root), then execs the program.
+ */
+export function programCommand(context: DeployContext): string[] {
+  return [WRAPPER_PATH, '-i', ...programEnv(context), ...launchArgv(context)];
 }
 
 const START_SCRIPT = `
@@ -323,17 +338,22 @@ export function healthCheckCommon(
     });
 }
 
-const ROLLBACK_SCRIPT = `
-pidfile="$1"; staging="$2"; shift 2
+const STOP_SCRIPT = `
+pidfile="$1"
 if [ -n "$pidfile" ] && [ -f "$pidfile" ]; then
   pid=$(cat "$pidfile")
   # Kill the whole session the launcher started (setsid made the pid its session leader).
   pkill -KILL -s "$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 fi
+exit 0
+`;
+
+const REMOVE_SCRIPT = `
+staging="$1"; shift
+# --one-file-system: a mount left inside a root (its undo failed) is not descended into.
 for dir in "$@"; do
   [ -n "$dir" ] || continue
-  if [ -d "$dir/root/proc" ]; then umount -l "$dir/root/proc" 2>/dev/null || true; fi
-  rm -rf -- "$dir"
+  rm -rf --one-file-system -- "$dir"
 done
 # A cut connection orphans the receiver (or the remote shell still starting it): it would
 # recreate its staging directory after we removed it, so stop it, then remove the directory
@@ -344,8 +364,20 @@ if [ -n "$staging" ]; then
   if pkill -KILL -f -- "unpack '?$pat" 2>/dev/null; then
     i=0; while [ "$i" -lt 50 ] && pgrep -f -- "unpack '?$pat" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
   fi
-  rm -rf -- "$staging"
+  rm -rf --one-file-system -- "$staging"
 fi
+`;
+
+/**
+ * Unmount exactly the mount this deployment made: only when the path is itself a mount point
+ * listed in the mount table and not a link (the program, now stopped, may have changed its
+ * root), so a host mount is never the one unmounted.
+ */
+export const UNMOUNT_SCRIPT = `
+p="$1"
+[ -L "$p" ] && exit 0
+awk -v p="$p" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo || exit 0
+umount -l -- "$p"
 `;
 
 /** Stop the program (its whole session), run `undo` commands, and remove staging and install directories. */
@@ -362,8 +394,10 @@ export function rollbackCommon(
     (acc, argv) => acc.andThen(() => context.transport.exec(argv, { allowNonZeroExit: true })),
     okAsync(undefined),
   );
-  return runScript(context.transport, ROLLBACK_SCRIPT, [state.activated || state.started ? pidfile : '', staging ?? '', ...dirs], { allowNonZeroExit: true, cwd: '/' })
+  // Stop first, undo mounts and namespaces next, remove last (nothing is removed under a mount).
+  return runScript(context.transport, STOP_SCRIPT, [state.activated || state.started ? pidfile : ''], { allowNonZeroExit: true, cwd: '/' })
     .andThen(() => undo)
+    .andThen(() => runScript(context.transport, REMOVE_SCRIPT, [staging ?? '', ...dirs], { allowNonZeroExit: true, cwd: '/' }))
     .map(() => undefined)
     .mapErr((e) => new DeployError('ROLLBACK_FAILED', `Rollback at ${context.transport.description} failed: ${e.message}; check ${layout.installDir}`, { cause: e }));
 }

@@ -12,6 +12,7 @@
  */
 import { err, ok, type Result } from 'neverthrow';
 import { InvalidInputError, type InputIssue } from '../errors.js';
+import { envProblems, normalizeAbsolutePath } from '../policy/safe-input.js';
 import { shellQuote } from '../transports/quote.js';
 
 /** devfs ruleset 4 is `devfsrules_jail` in FreeBSD's default `/etc/defaults/devfs.rules`. */
@@ -62,7 +63,6 @@ const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-
 const INTERFACE = /^[a-z][a-z0-9_.]{0,14}$/;
 const IPV4_CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}(\/([0-9]|[12][0-9]|3[0-2]))?$/;
 const USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * Quote `value` as one double-quoted jail.conf string. `\`, `"` and `$` are escaped (an unescaped
@@ -85,15 +85,38 @@ export function quoteJailConfString(value: string): string {
 }
 
 /**
+ * Problems with what `exec.start` is built from: every environment name must be portable (it is
+ * written into shell text, where `A=1; touch /x; B` would be a command), no value may hold NUL or
+ * exceed what execve takes, the working directory must be absolute without `..`, and no argument
+ * may hold NUL.
+ */
+function execStartIssues(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>>): InputIssue[] {
+  const issues: InputIssue[] = [];
+  const where = normalizeAbsolutePath(cwd);
+  if (!where.ok) issues.push({ path: 'cwd', message: where.reason });
+  if (argv.length === 0) issues.push({ path: 'argv', message: 'empty command' });
+  argv.forEach((a, i) => {
+    if (a.includes('\0')) issues.push({ path: `argv.${i}`, message: 'must not contain NUL' });
+  });
+  for (const p of envProblems(env)) issues.push({ path: p.name ? `env.${p.name}` : 'env', message: p.reason });
+  return issues;
+}
+
+/**
  * The shell command `exec.start` runs in the jail: export the environment, change to the working
  * directory, and replace the shell with the program, in the background (`&`) so `jail -c` returns
  * once it is launched instead of waiting for a server that never exits. stdin is `/dev/null`
- * (from the jail's devfs); stdout and stderr go to `exec.consolelog`.
+ * (from the jail's devfs); stdout and stderr go to `exec.consolelog`. Every name is checked to be
+ * a portable variable name and every value single-quoted, so nothing in the environment can
+ * become shell syntax; `INVALID_INPUT` otherwise. jail(8) runs it inside the jail, after
+ * dropping to `exec.jail_user`.
  */
-export function execStartCommand(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>> = {}): string {
+export function execStartCommand(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>> = {}): Result<string, InvalidInputError> {
+  const issues = execStartIssues(argv, cwd, env);
+  if (issues.length) return err(new InvalidInputError('exec.start command', issues));
   const exports = Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`);
   const prefix = exports.length ? `export ${exports.join(' ')}; ` : '';
-  return `${prefix}cd ${shellQuote(cwd)} && exec ${argv.map(shellQuote).join(' ')} </dev/null &`;
+  return ok(`${prefix}cd ${shellQuote(cwd)} && exec ${argv.map(shellQuote).join(' ')} </dev/null &`);
 }
 
 /** The argv of an `exec.created` command as one sh command line (jail(8) runs it with `/bin/sh -c` when quoted). */
@@ -106,6 +129,11 @@ export function isValidJailName(name: string): boolean {
   return NAME.test(name);
 }
 
+/** Whether `name` can be a user name in `exec.jail_user` / `exec.system_user` (never starts with `-`). */
+export function isValidJailUser(name: string): boolean {
+  return USER.test(name);
+}
+
 function validate(spec: JailConfSpec): InputIssue[] {
   const issues: InputIssue[] = [];
   const noNul = (path: string, value: string) => {
@@ -114,17 +142,14 @@ function validate(spec: JailConfSpec): InputIssue[] {
   if (!NAME.test(spec.name)) issues.push({ path: 'name', message: 'use letters, digits, "_" and "-" (max 63, not all digits, no dots)' });
   const hostname = spec.hostname ?? spec.name;
   if (!HOSTNAME.test(hostname) || hostname.length > 255) issues.push({ path: 'hostname', message: 'not a valid host name' });
-  for (const [field, value] of [['path', spec.path], ['cwd', spec.cwd], ['consoleLog', spec.consoleLog]] as const) {
-    if (!value.startsWith('/')) issues.push({ path: field, message: 'must be an absolute path' });
-    noNul(field, value);
+  for (const [field, value] of [['path', spec.path], ['consoleLog', spec.consoleLog]] as const) {
+    const n = normalizeAbsolutePath(value);
+    if (!n.ok) issues.push({ path: field, message: n.reason });
   }
   if (spec.path === '/' || /(^|\/)\.\.?(\/|$)/.test(spec.path)) issues.push({ path: 'path', message: 'must be a normalised directory other than /' });
-  if (spec.argv.length === 0 || !spec.argv[0]?.startsWith('/')) issues.push({ path: 'argv.0', message: 'argv[0] must be the absolute path of the executable' });
-  spec.argv.forEach((a, i) => noNul(`argv.${i}`, a));
-  for (const [k, v] of Object.entries(spec.env ?? {})) {
-    if (!ENV_NAME.test(k)) issues.push({ path: `env.${k}`, message: 'not a valid environment variable name' });
-    noNul(`env.${k}`, v);
-  }
+  const exe = normalizeAbsolutePath(spec.argv[0]);
+  if (!exe.ok || exe.path === '/') issues.push({ path: 'argv.0', message: `argv[0] must be the absolute path of the executable${exe.ok ? '' : ` (${exe.reason})`}` });
+  issues.push(...execStartIssues(spec.argv, spec.cwd, spec.env ?? {}).filter((i) => i.path !== 'argv'));
   if (!USER.test(spec.jailUser)) issues.push({ path: 'jailUser', message: 'not a valid user name' });
   if (spec.systemUser !== undefined && !USER.test(spec.systemUser)) issues.push({ path: 'systemUser', message: 'not a valid user name' });
   const ruleset = spec.devfsRuleset ?? DEFAULT_DEVFS_RULESET;
@@ -156,6 +181,8 @@ function validate(spec: JailConfSpec): InputIssue[] {
 export function renderJailConf(spec: JailConfSpec): Result<string, InvalidInputError> {
   const issues = validate(spec);
   if (issues.length) return err(new InvalidInputError('jail.conf spec', issues));
+  const start = execStartCommand(spec.argv, spec.cwd, spec.env);
+  if (start.isErr()) return err(start.error);
   const q = quoteJailConfString;
   const lines: string[] = [
     `# Generated by ap-migrate for "${spec.name}". Removed with the jail on rollback.`,
@@ -181,7 +208,7 @@ export function renderJailConf(spec: JailConfSpec): Result<string, InvalidInputE
   if (spec.systemUser !== undefined) lines.push(`\texec.system_user = ${q(spec.systemUser)};`);
   lines.push('\texec.system_jail_user;', `\texec.jail_user = ${q(spec.jailUser)};`, `\texec.consolelog = ${q(spec.consoleLog)};`);
   for (const [i, argv] of (spec.created ?? []).entries()) lines.push(`\texec.created ${i === 0 ? '=' : '+='} ${q(commandLine(argv))};`);
-  lines.push(`\texec.start = ${q(execStartCommand(spec.argv, spec.cwd, spec.env))};`);
+  lines.push(`\texec.start = ${q(start.value)};`);
   if (spec.persist ?? true) lines.push('\tpersist;');
   lines.push('}', '');
   return ok(lines.join('\n'));

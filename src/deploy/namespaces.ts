@@ -13,8 +13,9 @@ import { posix } from 'node:path';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { DeployContext, Deployer } from '../spec/deployer.js';
-import { buildAndActivate, endpointsOf, needsProc, programEnv } from './chroot.js';
-import { DeployError, healthCheckCommon, launchArgv, preflightCommon, receiveWithReceiver, rollbackCommon, runScript, startDetached } from './common.js';
+import { buildAndActivate, endpointsOf, needsProc, preflightLinux } from './chroot.js';
+import { DeployError, healthCheckCommon, HOST_TOOL_ENV, programCommand, receiveWithReceiver, rollbackCommon, runScript, startDetached } from './common.js';
+import type { ProfileSafetyOptions } from './profile-safety.js';
 
 /** Addresses of the veth pair joining the program's network namespace to the destination host. */
 export interface VethAddresses {
@@ -25,7 +26,7 @@ export interface VethAddresses {
 }
 
 /** Options of {@link createNamespacesDeployer}. */
-export interface NamespacesDeployerOptions {
+export interface NamespacesDeployerOptions extends ProfileSafetyOptions {
   /** Addresses of the veth pair (default: a /30 in 10.231.0.0/16 derived from the name). */
   addresses?: (name: string) => VethAddresses;
   /** How long the health check waits for the program to listen (default 10 s). */
@@ -79,11 +80,11 @@ export function namespacesLaunchArgv(context: DeployContext, rootDir: string): s
   const { uid, gid, cwd } = context.profile;
   return [
     'ip', 'netns', 'exec', netns,
-    'env', '-i', ...programEnv(context),
+    'env', '-i', ...HOST_TOOL_ENV,
     'unshare', '--mount', '--ipc', '--pid', '--fork', '--uts', '--kill-child',
     ...(needsProc(context) ? [`--mount-proc=${posix.join(rootDir, 'proc')}`] : []),
     `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid),
-    '--', ...launchArgv(context),
+    '--', ...programCommand(context),
   ];
 }
 
@@ -93,7 +94,7 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
   return {
     method: 'linux-namespaces',
     preflight: (context, estimatedBytes) =>
-      preflightCommon(context, estimatedBytes, NAMESPACES_TOOLS).andThen((report) => {
+      preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => {
         const { netns } = namespaceNames(context.name);
         const addrs = addressesOf(context.name);
         return runScript(context.transport, COLLISION_SCRIPT, [netns, addrs.program], context.signal ? { signal: context.signal } : {}).andThen((r) => {

@@ -34,6 +34,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('chroot migratio
   it('migrates notesd with chroot; it answers at the destination and the source keeps running', async () => {
     const phases: string[] = [];
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { profile: source.profile, pid: source.process.pid! },
       destination: transport,
       name: 'notesd',
@@ -61,20 +63,20 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('chroot migratio
   });
 
   it('refuses a second migration under the same name before sending anything', async () => {
-    const result = await migrate({ target: { profile: source.profile }, destination: transport, name: 'notesd' });
+    const result = await migrate({ allowRoot: true, target: { profile: source.profile }, destination: transport, name: 'notesd' });
     expect(result._unsafeUnwrapErr().code).toBe('DESTINATION_EXISTS');
   });
 
   it('a dry run changes nothing', async () => {
     const fresh = createLocalTransport({ root: join(dst, 'not-yet') });
-    const result = await migrate({ target: { profile: source.profile }, destination: fresh, name: 'notesd-dry', dryRun: true });
+    const result = await migrate({ allowRoot: true, target: { profile: source.profile }, destination: fresh, name: 'notesd-dry', dryRun: true });
     expect(result._unsafeUnwrap().dryRun).toBe(true);
     expect(existsSync(join(dst, 'not-yet'))).toBe(false); // not even the root is created
   });
 
   it('a program that dies at start is rolled back: nothing half-installed remains', async () => {
     const broken = { ...source.profile, argv: [source.exe] }; // no DIR argument: notesd exits with usage
-    const result = await migrate({ target: { profile: broken }, destination: transport, name: 'notesd-broken' });
+    const result = await migrate({ allowRoot: true, target: { profile: broken }, destination: transport, name: 'notesd-broken' });
     const error = result._unsafeUnwrapErr();
     expect(error.code).toBe('HEALTH_CHECK_FAILED');
     expect(error.message).toContain('usage: notesd DIR');
@@ -92,6 +94,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('chroot migratio
     try {
       const controller = new AbortController();
       const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
         target: { profile: source.profile },
         destination: transport,
         name: 'notesd-twin',
@@ -116,6 +120,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('chroot migratio
   it('an aborted migration leaves nothing behind', async () => {
     const controller = new AbortController();
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { profile: source.profile },
       destination: transport,
       name: 'notesd-aborted',

@@ -90,6 +90,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:/usr/sbin/s
         const phases: MigrationPhase[] = [];
         let cut: { at: number; total: number; phase: MigrationPhase; killed: number[] } | undefined;
         const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
           target: { profile, pid: source.process.pid! },
           destination: transport,
           name: NAME,
@@ -127,7 +129,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:/usr/sbin/s
     }
 
     it('after the cuts, a retry over the same transport migrates notesd and it answers', async () => {
-      const result = await migrate({ target: { profile, pid: source.process.pid! }, destination: transport, name: NAME });
+      const result = await migrate({ allowRoot: true, target: { profile, pid: source.process.pid! }, destination: transport, name: NAME });
       if (result.isErr()) throw result.error;
       report = result.value;
       const root = join(dst, NAME, 'root');

@@ -84,6 +84,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('faults: damaged
     const { transport, record } = flipByteTransport(createLocalTransport({ root: dst }), () => 3 * MiB);
     const phases: MigrationPhase[] = [];
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { profile, pid: source.process.pid! },
       destination: transport,
       name: 'notesd-flip',
@@ -112,6 +114,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('faults: damaged
     const phases: MigrationPhase[] = [];
     let freeWhenFilled: number | undefined;
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { profile, pid: source.process.pid! },
       destination: transport,
       name: 'notesd-full',
@@ -138,7 +142,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('faults: damaged
     expect(() => process.kill(source.process.pid!, 0)).not.toThrow();
     // With the room back, the same migration goes through (the failure left nothing in the way).
     rmSync(filler);
-    const retried = await migrate({ target: { profile, pid: source.process.pid! }, destination: transport, name: 'notesd-full' });
+    const retried = await migrate({ allowRoot: true, target: { profile, pid: source.process.pid! }, destination: transport, name: 'notesd-full' });
     if (retried.isErr()) throw retried.error;
     const report = retried.value;
     const root = join(mountPoint, 'notesd-full', 'root');
@@ -355,7 +359,7 @@ describe.skipIf(skipUnless('root', 'tool:/usr/sbin/sshd', 'tool:ssh', 'tool:ssh-
       root: dst,
     }).andThen((transport) => {
       migrateStarted = true;
-      return migrate({ target: { profile: source.profile, pid: source.process.pid! }, destination: transport, name: 'notesd', onProgress: (p) => void phases.push(p.phase) });
+      return migrate({ allowRoot: true, target: { profile: source.profile, pid: source.process.pid! }, destination: transport, name: 'notesd', onProgress: (p) => void phases.push(p.phase) });
     });
 
     const error = result._unsafeUnwrapErr();

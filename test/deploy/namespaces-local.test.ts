@@ -92,6 +92,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
     writeFileSync(greeting, 'hello from echod\n');
     // Launched by the profiler: echod reads its greeting at start-up, before any attach could see it.
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { command: [demoBinary('echod'), '7411', greeting] },
       profiler: createStraceProfiler(),
       profileDurationMs: 1500,
@@ -123,6 +125,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
     const pid = startSource([demoBinary('ipcpair'), key, status]);
     await new Promise((r) => setTimeout(r, 200));
     const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
       target: { pid },
       profiler: createStraceProfiler(),
       profileDurationMs: 1500,

@@ -186,6 +186,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
       writeFileSync(greeting, 'hello from echod over ssh\n');
       const report = keep(
         await migrate({
+  allowRoot: true, // the fixture runs as root here
+
           target: { command: [demoBinary('echod'), String(echodPort), greeting] },
           profiler: createStraceProfiler(),
           profileDurationMs: 1500,
@@ -226,11 +228,11 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
       const squatted = `squat-${id}`;
       (await transport!.exec(['ip', 'netns', 'add', namespaceNames(squatted).netns]))._unsafeUnwrap();
       squatters.push(namespaceNames(squatted).netns);
-      const byName = await createNamespacesDeployer().preflight({ transport: transport!, profile: echod!.profile, plan: echod!.plan, name: squatted }, 1024);
+      const byName = await createNamespacesDeployer({ allowRoot: true }).preflight({ transport: transport!, profile: echod!.profile, plan: echod!.plan, name: squatted }, 1024);
       expect(byName._unsafeUnwrapErr().code).toBe('DESTINATION_EXISTS');
       expect(byName._unsafeUnwrapErr().message).toContain(`Network namespace ${namespaceNames(squatted).netns} already exists`);
       // Another program given echod's /30: the host side of echod's veth holds it.
-      const bySubnet = await createNamespacesDeployer({ addresses: () => defaultVethAddresses(ECHOD) }).preflight(
+      const bySubnet = await createNamespacesDeployer({ allowRoot: true, addresses: () => defaultVethAddresses(ECHOD) }).preflight(
         { transport: transport!, profile: echod!.profile, plan: echod!.plan, name: `other-${id}` },
         1024,
       );
@@ -249,7 +251,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
       sources.push(child.pid!);
       await new Promise((r) => setTimeout(r, 200));
       const report = keep(
-        await migrate({ target: { pid: child.pid! }, profiler: createStraceProfiler(), profileDurationMs: 1500, destination: transport!, name: IPCPAIR }),
+        await migrate({ allowRoot: true, target: { pid: child.pid! }, profiler: createStraceProfiler(), profileDurationMs: 1500, destination: transport!, name: IPCPAIR }),
       );
       expect(report.plan.classes).toEqual(['file', 'ipc']);
       expect(report.plan.kinds).toEqual(expect.arrayContaining(['sysv-shm', 'sysv-sem']));
@@ -284,6 +286,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
       // While the profiler watches, feed one note so the database write is seen too.
       const feeding = shellLater(700, 'printf "%s\\n" "$1" > "$2"', 'written while profiling', fifo);
       const result = await migrate({
+  allowRoot: true, // the fixture runs as root here
+
         target: { command: [notesd.exe, notesd.dataDir] },
         profiler: createStraceProfiler(),
         profileDurationMs: 2000,
@@ -323,7 +327,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
           };
         },
       });
-      const result = await migrate({ target: { profile: echod!.profile }, method: 'chroot', destination: recording, name: 'echod-forced' });
+      const result = await migrate({ allowRoot: true, target: { profile: echod!.profile }, method: 'chroot', destination: recording, name: 'echod-forced' });
       expect(result.isErr()).toBe(true);
       const error = result._unsafeUnwrapErr();
       expect(error.code).toBe('NO_ALLOWED_METHOD');
