@@ -247,7 +247,8 @@ class LibraryCopier {
     const elf = elfAt(real);
     if (!elf || elf.type !== 3) return void this.report.skipped.push({ path, reason: 'not an ELF shared object' });
     if (like && (elf.bits !== like.bits || elf.machine !== like.machine)) return void this.report.skipped.push({ path, reason: 'another architecture' });
-    const target = resolveInRoot(this.root, posix.dirname(n.path), { create: true });
+    // The directory resolved with its last link followed too: the copy lands in a real directory of the root.
+    const target = resolveInRoot(this.root, posix.dirname(n.path), { create: true, followLast: true });
     const dest = posix.join(target, posix.basename(n.path));
     if (!lstatOrUndefined(dest)) {
       // COPYFILE_EXCL: the name is created here, never written through something in its place.

@@ -7,6 +7,7 @@
  * @module
  */
 import { z } from 'zod';
+import { envProblems, normalizeAbsolutePath } from './safe-input.js';
 
 /** The paper's three resource classes. */
 export const RESOURCE_CLASSES = ['file', 'network', 'ipc'] as const;
@@ -28,7 +29,27 @@ export const SOCKET_PROTOCOLS = ['tcp', 'udp', 'stream', 'dgram', 'seqpacket', '
 export const IPC_KINDS = ['sysv-shm', 'sysv-sem', 'sysv-msg', 'posix-mq', 'posix-shm'] as const;
 
 const nonNegativeInt = z.number().int().nonnegative();
+
+/**
+ * An absolute path from the source, normalised (`//`, `.` and a trailing `/` removed); one with
+ * `..`, NUL or not absolute is refused, since deployers act on these paths inside the program's root.
+ */
+const absolutePath = z.string().transform((value, ctx) => {
+  const n = normalizeAbsolutePath(value);
+  if (n.ok) return n.path;
+  ctx.issues.push({ code: 'custom', message: n.reason, input: value });
+  return z.NEVER;
+});
+
+/** The program's environment: portable names, no NUL, bounded in size (see `safe-input.ts`). */
+const environment = z.record(z.string(), z.string()).superRefine((env, ctx) => {
+  for (const problem of envProblems(env)) {
+    ctx.issues.push({ code: 'custom', message: `${problem.name ? `${JSON.stringify(problem.name)} ` : ''}${problem.reason}`, input: env, path: problem.name ? [problem.name] : [] });
+  }
+});
 const port = z.number().int().min(0).max(65535);
+/** A uid or gid: (uid_t)-1 is "no id" to the kernel, so the largest usable one is 2^32 - 2. */
+const unixId = z.number().int().min(0).max(0xfffffffe);
 
 /** Where a profile was taken: the operating system, its release and the machine architecture. */
 export const PlatformSchema = z.object({
@@ -45,7 +66,7 @@ export type Platform = z.infer<typeof PlatformSchema>;
 /** One file-system object the program used. */
 export const FileUseSchema = z.object({
   /** Absolute, normalised path as the program saw it. */
-  path: z.string().startsWith('/', 'must be an absolute path'),
+  path: absolutePath,
   kind: z.enum(FILE_KINDS),
   /** Every way the program used it (at least one). */
   access: z.array(z.enum(FILE_ACCESS)).min(1),
@@ -114,15 +135,15 @@ export const CompletenessSchema = z.object({
 export const ResourceProfileSchema = z.object({
   formatVersion: z.literal(PROFILE_FORMAT_VERSION).default(PROFILE_FORMAT_VERSION),
   /** Absolute path of the program's executable. */
-  executable: z.string().startsWith('/', 'must be an absolute path'),
+  executable: absolutePath,
   /** Size of the executable in bytes. */
   executableSize: nonNegativeInt.default(0),
   argv: z.array(z.string()).min(1),
-  cwd: z.string().startsWith('/', 'must be an absolute path'),
+  cwd: absolutePath,
   /** Environment to start the program with at the destination (optional; secrets are the caller's call). */
-  env: z.record(z.string(), z.string()).optional(),
-  uid: nonNegativeInt,
-  gid: nonNegativeInt,
+  env: environment.optional(),
+  uid: unixId,
+  gid: unixId,
   platform: PlatformSchema,
   files: z.array(FileUseSchema).default([]),
   sockets: z.array(SocketUseSchema).default([]),
@@ -155,7 +176,8 @@ function fastFileUse(value: unknown): FileUse | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
   const { path, kind, access, size, sharedLibrary, created, linkTarget } = v;
-  if (typeof path !== 'string' || path[0] !== '/') return undefined;
+  const normal = normalizeAbsolutePath(path);
+  if (!normal.ok) return undefined;
   if (typeof kind !== 'string' || !FILE_KIND_SET.has(kind)) return undefined;
   if (!Array.isArray(access) || access.length === 0 || !access.every((a) => typeof a === 'string' && FILE_ACCESS_SET.has(a))) return undefined;
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) return undefined;
@@ -165,7 +187,7 @@ function fastFileUse(value: unknown): FileUse | undefined {
   for (const key in v) {
     if (!FILE_USE_KEYS.has(key)) return undefined; // unknown keys: let zod decide (it strips them)
   }
-  const use: FileUse = { path, kind: kind as FileUse['kind'], access: [...access] as FileUse['access'], size, sharedLibrary: sharedLibrary ?? false, created: created ?? false };
+  const use: FileUse = { path: normal.path, kind: kind as FileUse['kind'], access: [...access] as FileUse['access'], size, sharedLibrary: sharedLibrary ?? false, created: created ?? false };
   if (linkTarget !== undefined) use.linkTarget = linkTarget;
   return use;
 }

@@ -15,6 +15,9 @@ export const MAX_ENV_TOTAL_BYTES = 1024 * 1024;
 /** Most environment variables accepted. */
 export const MAX_ENV_ENTRIES = 4096;
 
+/** A path with `//`, a `.` or `..` component, or a trailing `/` (the root `/` itself included). */
+const NOT_NORMAL = /\/(?:\.{1,2})?(?:\/|$)/;
+
 /** POSIX portable environment variable name: letters, digits, underscore, not starting with a digit. */
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -34,6 +37,8 @@ export function normalizeAbsolutePath(path: unknown): { ok: true; path: string }
   if (path.includes('\0')) return { ok: false, reason: 'must not contain a NUL byte' };
   if (path[0] !== '/') return { ok: false, reason: 'must be an absolute path' };
   if (path.length > MAX_PATH_LENGTH) return { ok: false, reason: `must be at most ${MAX_PATH_LENGTH} characters` };
+  // Most paths are already normal: no empty, `.` or `..` component, no trailing slash.
+  if (!NOT_NORMAL.test(path)) return { ok: true, path };
   const parts: string[] = [];
   for (const part of path.split('/')) {
     if (part === '' || part === '.') continue;
