@@ -2,17 +2,20 @@
  * An {@link Executor} that runs commands on another host through the OpenSSH client:
  * `ssh -o BatchMode=yes [options] -- <host> <one quoted command line>`.
  *
- * ssh joins its remaining arguments with spaces and hands them to the remote user's shell, so
- * argv is quoted here with {@link quoteForShell}; the remote shell then sees exactly the argv given.
+ * ssh hands the one command line to the remote user's login shell, which may be csh or tcsh. The
+ * line is built by the transports' `buildRemoteCommand`: argv quoted with {@link quoteForShell},
+ * then run under an explicit `/bin/sh -c` through an encoding every login shell passes on
+ * unchanged, so the remote program sees exactly the argv given.
  * BatchMode makes ssh fail instead of prompting for a password or a host key.
  *
  * @module
  */
-import { errAsync } from 'neverthrow';
+import { err, errAsync, ok, type Result } from 'neverthrow';
 import { ApMigrateError } from '../errors.js';
 import type { ExecOptions, Executor } from '../spec/executor.js';
 import { createLocalExecutor } from './local.js';
 import { shellQuoteArgv } from '../transports/quote.js';
+import { buildRemoteCommand } from '../transports/remote-command.js';
 
 /**
  * Quote argv for a POSIX shell (`sh -c`): the transports' {@link shellQuoteArgv}, under the name
@@ -43,19 +46,23 @@ const HOST_RE = /^[A-Za-z0-9_.%@:[\]-]+$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const OPTION_NAME_RE = /^[A-Za-z]+$/;
 
-/** The ssh argv that runs `argv` remotely with the given options (exported for tests). */
-export function sshArgv(options: SshCliExecutorOptions, argv: readonly string[], exec: Pick<ExecOptions, 'cwd' | 'env'> = {}): string[] {
+/**
+ * The ssh argv that runs `argv` remotely with the given options (exported for tests);
+ * `INVALID_INPUT` when the remote command cannot be built (NUL byte, bad env name, too long).
+ */
+export function sshArgv(
+  options: SshCliExecutorOptions,
+  argv: readonly string[],
+  exec: Pick<ExecOptions, 'cwd' | 'env'> = {},
+): Result<string[], ApMigrateError> {
   const ssh = [options.sshProgram ?? 'ssh', '-o', 'BatchMode=yes'];
   if (options.port !== undefined) ssh.push('-p', String(options.port));
   if (options.identityFile !== undefined) ssh.push('-i', options.identityFile, '-o', 'IdentitiesOnly=yes');
   if (options.knownHostsFile !== undefined) ssh.push('-o', `UserKnownHostsFile=${options.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes');
   for (const [name, value] of Object.entries(options.sshOptions ?? {})) ssh.push('-o', `${name}=${value}`);
-  let line = quoteForShell(argv);
-  if (exec.env && Object.keys(exec.env).length > 0) {
-    line = `env ${quoteForShell(Object.entries(exec.env).map(([k, v]) => `${k}=${v}`))} ${line}`;
-  }
-  if (exec.cwd !== undefined) line = `cd ${quoteForShell([exec.cwd])} && ${line}`;
-  return [...ssh, '--', options.host, line];
+  const line = buildRemoteCommand(argv, { ...(exec.cwd !== undefined ? { cwd: exec.cwd } : {}), ...(exec.env ? { env: exec.env } : {}) });
+  if (line.isErr()) return err(new ApMigrateError('INVALID_INPUT', `Cannot run over ssh: ${line.error.message}`, { details: { host: options.host } }));
+  return ok([...ssh, '--', options.host, line.value]);
 }
 
 /** Check the options before any ssh runs; returns a sentence naming the problem, or undefined. */
@@ -79,7 +86,9 @@ export function createSshCliExecutor(options: SshCliExecutorOptions): Executor {
       if (argv.length === 0) return errAsync(new ApMigrateError('INVALID_INPUT', 'Cannot run an empty argv over ssh'));
       const { cwd, env, ...rest } = execOptions;
       // cwd and env apply on the remote host (in the command line), never to the local ssh.
-      return local.exec(sshArgv(options, argv, { cwd, env }), rest);
+      const ssh = sshArgv(options, argv, { ...(cwd !== undefined ? { cwd } : {}), ...(env ? { env } : {}) });
+      if (ssh.isErr()) return errAsync(ssh.error);
+      return local.exec(ssh.value, rest);
     },
   };
 }

@@ -6,8 +6,8 @@
  * @module
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { errAsync, ResultAsync } from 'neverthrow';
@@ -15,11 +15,11 @@ import type { ApMigrateError } from '../errors.js';
 import type { ExecResult } from '../spec/executor.js';
 import type { ReadFileOptions, Transport, TransportErrorCode, TransportExecOptions, UploadOptions, UploadResult } from '../spec/transport.js';
 import { asTransportError, TransportError } from './errors.js';
-import { fingerprintSha256, knownHostsName } from './known-hosts.js';
+import { checkHostKey, fingerprintSha256, knownHostsName, parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
 import { readFileViaExec, uploadViaExec } from './remote-files.js';
 import { buildRemoteCommand, RemoteRunDirectory, resolveRemotePath } from './remote-command.js';
 import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
-import type { SshConnectionOptions } from './ssh-options.js';
+import { sshConnectionOptionsProblem, type SshConnectionOptions } from './ssh-options.js';
 
 /**
  * Options for {@link createOpenSshTransport}. `trustHostKeyFingerprint` works by fetching the
@@ -74,9 +74,25 @@ function run(file: string, args: string[], timeoutMs: number): Promise<{ code: n
   });
 }
 
-/** Fetch the server's keys and keep only the one with the trusted fingerprint. */
+/** known_hosts entries, for `@revoked` lines; a missing default file is empty, an unreadable given one an error. */
+async function revocations(options: OpenSshTransportOptions): Promise<KnownHostEntry[]> {
+  const path = options.knownHostsPath ?? join(homedir(), '.ssh', 'known_hosts');
+  try {
+    return parseKnownHosts(await readFile(path, 'utf8')).filter((e) => e.marker === 'revoked');
+  } catch (cause) {
+    if (options.knownHostsPath === undefined && (cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new TransportError('KNOWN_HOSTS_UNREADABLE', `Cannot read known_hosts file ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/**
+ * Fetch the server's keys and keep only the one with the trusted fingerprint: ssh then accepts
+ * that key and no other (known_hosts is not consulted, except that a key it marks `@revoked`
+ * is refused, as the ssh2 transport does).
+ */
 async function trustedKnownHosts(options: OpenSshTransportOptions, port: number, dir: string): Promise<{ path: string; keyType: string }> {
   const where = knownHostsName(options.host, port);
+  const revoked = await revocations(options);
   const timeout = Math.ceil((options.connectTimeoutMs ?? 20_000) / 1000);
   const scan = await run('ssh-keyscan', ['-p', String(port), '-T', String(timeout), '--', options.host], (timeout + 5) * 1000);
   const lines = scan.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
@@ -85,8 +101,16 @@ async function trustedKnownHosts(options: OpenSshTransportOptions, port: number,
   if (!match) {
     if (keys.length === 0) throw new TransportError('CONNECT_FAILED', `Cannot fetch host keys of ${where}: ${scan.stderr.trim()}`, { isRetryable: true });
     const seen = keys.map(([, , key]) => fingerprintSha256(Buffer.from(key, 'base64')));
-    throw new TransportError('HOST_KEY_MISMATCH', `No host key of ${where} has the trusted fingerprint ${options.trustHostKeyFingerprint}; server has ${seen.join(', ')}`, {
-      details: { host: options.host, port, presented: seen },
+    throw new TransportError(
+      'HOST_KEY_MISMATCH',
+      `Host key of ${where} is not the pinned one: trustHostKeyFingerprint expects ${options.trustHostKeyFingerprint}, server presented ${seen.join(', ')}. Someone may be intercepting the connection, or the pin is out of date; refused`,
+      { details: { host: options.host, port, expected: [options.trustHostKeyFingerprint], presented: seen } },
+    );
+  }
+  const verdict = checkHostKey(revoked, options.host, port, Buffer.from(match[2], 'base64'));
+  if (verdict.status === 'revoked') {
+    throw new TransportError('HOST_KEY_REVOKED', `Host key of ${where} (${options.trustHostKeyFingerprint}) is marked @revoked in known_hosts (line ${verdict.line})`, {
+      details: { host: options.host, port, fingerprint: options.trustHostKeyFingerprint },
     });
   }
   const path = join(dir, 'trusted_known_hosts');
@@ -99,7 +123,8 @@ async function trustedKnownHosts(options: OpenSshTransportOptions, port: number,
  * connection (host key and authentication are checked here, before any data is sent).
  */
 export function createOpenSshTransport(options: OpenSshTransportOptions): ResultAsync<Transport, ApMigrateError> {
-  if (!options.host || !options.username) return errAsync(new TransportError('INVALID_INPUT', 'host and username are required'));
+  const problem = sshConnectionOptionsProblem(options);
+  if (problem) return errAsync(problem);
   if (options.host.startsWith('-') || options.username.startsWith('-')) return errAsync(new TransportError('INVALID_INPUT', 'host and username must not start with "-"'));
   if (options.trustHostKeyFingerprint !== undefined && options.proxyCommand !== undefined) {
     return errAsync(new TransportError('INVALID_INPUT', 'trustHostKeyFingerprint cannot be combined with proxyCommand (ssh-keyscan cannot use a proxy)'));

@@ -19,6 +19,22 @@ export const DEFAULT_MAX_READ = 16 * 1024 * 1024;
 // Exit codes our small scripts use to say what went wrong.
 const NOT_A_FILE = 66;
 
+/** argv that writes stdin to `temp` (mode 0600 from the umask); exported for the quoting tests. */
+export function uploadWriteArgv(temp: string): string[] {
+  return ['/bin/sh', '-c', 'umask 077 && exec cat > "$1"', 'sh', temp];
+}
+
+/** argv that checks `temp` holds `bytes` bytes, then chmods it and renames it to `path`. */
+export function uploadPublishArgv(temp: string, path: string, mode: string, bytes: number): string[] {
+  const publish = '[ "$(wc -c < "$1")" -eq "$4" ] || { echo "size differs from the $4 bytes sent" >&2; exit 65; }; chmod "$3" "$1" && mv -f -- "$1" "$2"';
+  return ['/bin/sh', '-c', publish, 'sh', temp, path, mode, String(bytes)];
+}
+
+/** argv that prints at most `limit` bytes of `path`, exit 66 when it is not a regular file. */
+export function readFileArgv(path: string, limit: number): string[] {
+  return ['/bin/sh', '-c', `[ -f "$1" ] || exit ${NOT_A_FILE}; exec head -c "$2" -- "$1"`, 'sh', path, String(limit)];
+}
+
 /**
  * Write `source` to a temp name beside `path`, then (a second command, only after every byte
  * arrived and the size checks out) chmod and rename it: a reader never sees a half file, and an
@@ -34,7 +50,7 @@ export async function uploadViaExec(exec: RawExec, source: Readable, path: strin
       details: { path },
     });
   try {
-    const written = await exec(['sh', '-c', 'umask 077 && exec cat > "$1"', 'sh', temp], {
+    const written = await exec(uploadWriteArgv(temp), {
       stdin: source,
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
@@ -44,8 +60,7 @@ export async function uploadViaExec(exec: RawExec, source: Readable, path: strin
       },
     });
     if (written.code !== 0) throw failed(written, 'write');
-    const publish = '[ "$(wc -c < "$1")" -eq "$4" ] || { echo "size differs from the $4 bytes sent" >&2; exit 65; }; chmod "$3" "$1" && mv -f -- "$1" "$2"';
-    const published = await exec(['sh', '-c', publish, 'sh', temp, path, mode, String(bytes)], {});
+    const published = await exec(uploadPublishArgv(temp, path, mode, bytes), {});
     if (published.code !== 0) throw failed(published, 'publish');
   } catch (error) {
     await removeTemp();
@@ -57,8 +72,7 @@ export async function uploadViaExec(exec: RawExec, source: Readable, path: strin
 /** Read at most `maxBytes` of `path`; more is `FILE_TOO_LARGE`, missing is `FILE_NOT_FOUND`. */
 export async function readFileViaExec(exec: RawExec, path: string, options: ReadFileOptions = {}): Promise<Buffer> {
   const max = options.maxBytes ?? DEFAULT_MAX_READ;
-  const script = `[ -f "$1" ] || exit ${NOT_A_FILE}; exec head -c "$2" -- "$1"`;
-  const raw = await exec(['sh', '-c', script, 'sh', path, String(max + 1)], {
+  const raw = await exec(readFileArgv(path, max + 1), {
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     // One byte more than allowed tells "too large" apart from "exactly max".

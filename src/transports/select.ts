@@ -6,13 +6,13 @@
  */
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { errAsync, ok, okAsync, type ResultAsync } from 'neverthrow';
+import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { Transport } from '../spec/transport.js';
 import { createLocalTransport } from './local.js';
 import { createOpenSshTransport } from './openssh.js';
 import { createSshTransport } from './ssh.js';
-import { parseDestination, type Destination } from './url.js';
+import { parseDestination, validateDestination, type Destination } from './url.js';
 
 /** Which SSH implementation to use; `auto` follows decision 0201. */
 export type SshImplementation = 'auto' | 'ssh2' | 'openssh';
@@ -54,9 +54,12 @@ export function resolveSshImplementation(choice: SshImplementation = 'auto'): 's
   return hasExecutable('ssh') ? 'openssh' : 'ssh2';
 }
 
-/** Parse `destination` (URL or parsed) and return a connected transport for it. */
+/**
+ * Parse `destination` (URL or parsed) and return a connected transport for it. Anything that is
+ * not a valid URL or {@link Destination} (a bad port, `undefined`, `{}`) is `INVALID_INPUT`.
+ */
 export function createTransport(destination: string | Destination, options: CreateTransportOptions = {}): ResultAsync<Transport, ApMigrateError> {
-  const parsed = typeof destination === 'string' ? parseDestination(destination) : ok(destination);
+  const parsed = typeof destination === 'string' ? parseDestination(destination) : validateDestination(destination);
   if (parsed.isErr()) return errAsync(parsed.error);
   const target = parsed.value;
   if (target.kind === 'local') return okAsync(createLocalTransport({ root: target.root }));

@@ -4,18 +4,20 @@
  *
  * @module
  */
+import { TransportError } from './errors.js';
 
 /** Connection options common to {@link SshTransportOptions} and {@link OpenSshTransportOptions}. */
 export interface SshConnectionOptions {
   host: string;
-  /** Default 22. */
+  /** Default 22; an integer 1-65535, else `INVALID_INPUT`. */
   port?: number;
   username: string;
   /** known_hosts file to verify the server against (default `~/.ssh/known_hosts`). */
   knownHostsPath?: string;
   /**
-   * Trust exactly this host key (`SHA256:...`, as `ssh-keygen -l` prints), known_hosts or not:
-   * only a server presenting a key with this fingerprint is accepted.
+   * Trust exactly this host key (`SHA256:...`, as `ssh-keygen -l -E sha256` prints), known_hosts
+   * or not, and no other: any other key is `HOST_KEY_MISMATCH`, even one known_hosts lists. A
+   * key known_hosts marks `@revoked` is still refused.
    */
   trustHostKeyFingerprint?: string;
   /** Destination directory: default cwd of commands, base of relative paths (default: login dir). */
@@ -28,4 +30,27 @@ export interface SshConnectionOptions {
   keepaliveCountMax?: number;
   /** Abort connecting. */
   signal?: AbortSignal;
+}
+
+/** Whether `port` is a TCP port number (an integer 1-65535). */
+export function isTcpPort(port: unknown): port is number {
+  return typeof port === 'number' && Number.isInteger(port) && port >= 1 && port <= 65535;
+}
+
+/**
+ * The first problem with the options both SSH transports share, as an `INVALID_INPUT` error
+ * naming the field (`details.field`), or undefined when they are usable.
+ */
+export function sshConnectionOptionsProblem(options: unknown): TransportError | undefined {
+  const invalid = (field: string, message: string, value?: unknown) =>
+    new TransportError('INVALID_INPUT', `Invalid SSH option \`${field}\`: ${message}`, { details: { field, ...(value !== undefined ? { value: String(value) } : {}) } });
+  if (typeof options !== 'object' || options === null) return invalid('options', 'an options object with host and username is required');
+  const o = options as Record<string, unknown>;
+  if (typeof o.host !== 'string' || o.host === '') return invalid('host', 'host is required');
+  if (typeof o.username !== 'string' || o.username === '') return invalid('username', 'username is required');
+  if (o.port !== undefined && !isTcpPort(o.port)) return invalid('port', `${typeof o.port === 'string' ? JSON.stringify(o.port) : String(o.port)} is not a TCP port (an integer 1-65535)`, o.port);
+  if (o.trustHostKeyFingerprint !== undefined && (typeof o.trustHostKeyFingerprint !== 'string' || !/^SHA256:[A-Za-z0-9+/]{43}$/.test(o.trustHostKeyFingerprint))) {
+    return invalid('trustHostKeyFingerprint', 'expected "SHA256:" and 43 base64 characters, as `ssh-keygen -l -E sha256` prints');
+  }
+  return undefined;
 }

@@ -21,7 +21,7 @@ import { checkHostKey, entryMatches, fingerprintSha256, knownHostsName, parseKno
 import { readFileViaExec, uploadViaExec } from './remote-files.js';
 import { buildRemoteCommand, RemoteRunDirectory, resolveRemotePath } from './remote-command.js';
 import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
-import type { SshConnectionOptions } from './ssh-options.js';
+import { sshConnectionOptionsProblem, type SshConnectionOptions } from './ssh-options.js';
 
 /** Options for {@link createSshTransport}. */
 export interface SshTransportOptions extends SshConnectionOptions {
@@ -52,15 +52,33 @@ interface Live {
   lost: boolean;
 }
 
-/** Decides whether a presented host key is acceptable; remembers why not. */
+/**
+ * Decides whether a presented host key is acceptable; remembers why not. With
+ * `trustHostKeyFingerprint` only that key is accepted (like a private known_hosts holding just
+ * it): any other key is `HOST_KEY_MISMATCH`, even one known_hosts lists. A key marked
+ * `@revoked` in known_hosts is refused either way.
+ */
 function hostKeyPolicy(options: SshTransportOptions, entries: readonly KnownHostEntry[], port: number) {
   let refusal: TransportError | undefined;
   const verify = (key: Buffer): boolean => {
     const fingerprint = fingerprintSha256(key);
-    if (options.trustHostKeyFingerprint !== undefined && fingerprint === options.trustHostKeyFingerprint) return true;
     const verdict = checkHostKey(entries, options.host, port, key);
     const where = knownHostsName(options.host, port);
     const details = { host: options.host, port, fingerprint };
+    const pin = options.trustHostKeyFingerprint;
+    if (verdict.status === 'revoked') {
+      refusal = new TransportError('HOST_KEY_REVOKED', `Host key of ${where} (${fingerprint}) is marked @revoked in known_hosts (line ${verdict.line})`, { details });
+      return false;
+    }
+    if (pin !== undefined) {
+      if (fingerprint === pin) return true;
+      refusal = new TransportError(
+        'HOST_KEY_MISMATCH',
+        `Host key of ${where} is not the pinned one: trustHostKeyFingerprint expects ${pin}, server presented ${fingerprint}. Someone may be intercepting the connection, or the pin is out of date; refused`,
+        { details: { ...details, expected: [pin] } },
+      );
+      return false;
+    }
     if (verdict.status === 'trusted') return true;
     if (verdict.status === 'unknown') {
       refusal = new TransportError(
@@ -68,8 +86,6 @@ function hostKeyPolicy(options: SshTransportOptions, entries: readonly KnownHost
         `Host key of ${where} (${fingerprint}) is not in known_hosts; add it there or pass trustHostKeyFingerprint after checking it out of band`,
         { details },
       );
-    } else if (verdict.status === 'revoked') {
-      refusal = new TransportError('HOST_KEY_REVOKED', `Host key of ${where} (${fingerprint}) is marked @revoked in known_hosts`, { details });
     } else {
       refusal = new TransportError(
         'HOST_KEY_MISMATCH',
@@ -214,7 +230,8 @@ async function runHousekeeping(client: Ssh2Client, command: string): Promise<voi
  * one known_hosts (or `trustHostKeyFingerprint`) names.
  */
 export function createSshTransport(options: SshTransportOptions): ResultAsync<Transport, ApMigrateError> {
-  if (!options.host || !options.username) return errAsync(new TransportError('INVALID_INPUT', 'host and username are required'));
+  const problem = sshConnectionOptionsProblem(options);
+  if (problem) return errAsync(problem);
   const port = options.port ?? 22;
   const root = options.root ?? '.';
   const description = `ssh://${options.username}@${knownHostsName(options.host, port)}${root === '.' ? '' : root}`;

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { okAsync } from 'neverthrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSshCliExecutor, quoteForShell, sshArgv } from '../../src/exec/ssh-cli.js';
+import { buildRemoteCommand } from '../../src/transports/remote-command.js';
 import type { ExecOptions, Executor } from '../../src/spec/executor.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -37,11 +38,22 @@ describe('quoteForShell', () => {
     });
   }
 
-  it('leaves plain words bare and quotes the rest', () => {
-    expect(quoteForShell(['procstat', '-f', '4242', '/usr/local/bin/x'])).toBe('procstat -f 4242 /usr/local/bin/x');
+  it('always quotes the command word, leaves other plain words bare and quotes the rest', () => {
+    expect(quoteForShell(['procstat', '-f', '4242', '/usr/local/bin/x'])).toBe("'procstat' -f 4242 /usr/local/bin/x");
     expect(quoteForShell(['a b'])).toBe("'a b'");
     expect(quoteForShell(["it's"])).toBe("'it'\\''s'");
     expect(quoteForShell([''])).toBe("''");
+    // `=` is quoted: a leading NAME=value word would otherwise be an assignment.
+    expect(quoteForShell(['env', 'X=1'])).toBe("'env' 'X=1'");
+  });
+
+  it('a command word that looks like an assignment or a reserved word is still run as a command', () => {
+    const run = (shell: string, argv: string[]) =>
+      execFileSync(shell, ['-c', `PATH=/nonexistent; ${quoteForShell(argv)} 2>/dev/null; echo "status=$?"`], { encoding: 'utf8' });
+    // Unquoted, `X=1` would be an assignment (status 0), `if` a syntax error.
+    for (const shell of ['/bin/sh', '/bin/bash']) {
+      for (const word of ['X=1', 'if', '{', '!', 'while']) expect(run(shell, [word])).toBe('status=127\n');
+    }
   });
 
   it('round-trips arbitrary argv (property, 100 runs)', () => {
@@ -73,16 +85,18 @@ function recorder(): Executor & { calls: string[][]; options: ExecOptions[] } {
 }
 
 describe('createSshCliExecutor (argv it builds)', () => {
-  it('runs ssh in batch mode with -- before the host and one quoted command line', async () => {
+  it('runs ssh in batch mode with -- before the host and one command line wrapped for /bin/sh', async () => {
     const local = recorder();
     const ex = createSshCliExecutor({ host: 'admin@bsd1', port: 2222, identityFile: '/k/id', knownHostsFile: '/k/known', local });
     expect(ex.description).toBe('ssh://admin@bsd1:2222');
     await ex.exec(['procstat', '-f', '42'], { cwd: '/var/db/my app', env: { LANG: 'C.UTF-8' }, timeoutMs: 5000 });
+    const line = buildRemoteCommand(['procstat', '-f', '42'], { cwd: '/var/db/my app', env: { LANG: 'C.UTF-8' } })._unsafeUnwrap();
+    expect(line.startsWith("exec /bin/sh -c 'eval ")).toBe(true);
     expect(local.calls).toEqual([
       [
         'ssh', '-o', 'BatchMode=yes', '-p', '2222', '-i', '/k/id', '-o', 'IdentitiesOnly=yes',
         '-o', 'UserKnownHostsFile=/k/known', '-o', 'StrictHostKeyChecking=yes',
-        '--', 'admin@bsd1', "cd '/var/db/my app' && env LANG=C.UTF-8 procstat -f 42",
+        '--', 'admin@bsd1', line,
       ],
     ]);
     // cwd and env belong to the remote command, never to the local ssh process.
@@ -95,11 +109,24 @@ describe('createSshCliExecutor (argv it builds)', () => {
     expect(bad._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
     const badEnv = await createSshCliExecutor({ host: 'bsd1', local }).exec(['true'], { env: { 'A;B': 'x' } });
     expect(badEnv._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    const nul = await createSshCliExecutor({ host: 'bsd1', local }).exec(['echo', 'a\0b']);
+    expect(nul._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    const huge = await createSshCliExecutor({ host: 'bsd1', local }).exec(['echo', "'".repeat(30_000)]);
+    expect(huge._unsafeUnwrapErr().message).toMatch(/bytes once encoded/);
+    for (const port of [0, -1, 1.5, Number.NaN, 1e9]) {
+      const badPort = await createSshCliExecutor({ host: 'bsd1', port, local }).exec(['true']);
+      expect(badPort._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+      expect(badPort._unsafeUnwrapErr().message).toMatch(/port/);
+    }
     expect(local.calls).toEqual([]);
   });
 
   it('sshArgv without options is the minimal batch-mode command', () => {
-    expect(sshArgv({ host: 'bsd1' }, ['uname', '-srm'])).toEqual(['ssh', '-o', 'BatchMode=yes', '--', 'bsd1', 'uname -srm']);
+    const line = buildRemoteCommand(['uname', '-srm'], {})._unsafeUnwrap();
+    expect(sshArgv({ host: 'bsd1' }, ['uname', '-srm'])._unsafeUnwrap()).toEqual(['ssh', '-o', 'BatchMode=yes', '--', 'bsd1', line]);
+    // What the remote /bin/sh runs, decoded back from the wrapper.
+    const decoded = execFileSync('/bin/sh', ['-c', `printf %b "$1"`, 'sh', /printf %b "(.*)"\)"'$/.exec(line)![1]!], { encoding: 'utf8' });
+    expect(decoded).toBe("exec 'uname' -srm");
   });
 });
 

@@ -101,11 +101,32 @@ describe.skipIf(skipUnless('root', 'tool:/usr/sbin/sshd', 'tool:ssh', 'tool:ssh-
         (await transport.close())._unsafeUnwrap();
       });
 
-      it('refuses when the trusted fingerprint is not the server key', async () => {
+      it('refuses when the trusted fingerprint is not the server key: HOST_KEY_MISMATCH naming both fingerprints', async () => {
         const empty = join(dir, `empty-wrongtrust-${variant.name}`);
         writeFileSync(empty, '');
+        const before = authOrSessionLines(sshd.log()).length;
         const error = (await variant.connect(sshd, { knownHostsPath: empty, trustHostKeyFingerprint: other.hostKeyFingerprint }))._unsafeUnwrapErr();
-        expect(['HOST_KEY_UNKNOWN', 'HOST_KEY_MISMATCH']).toContain(error.code);
+        expect(error.code).toBe('HOST_KEY_MISMATCH');
+        expect(error.message).toContain(`expects ${other.hostKeyFingerprint}`);
+        expect(error.message).toContain(`presented ${sshd.hostKeyFingerprint}`);
+        expect(error.isRetryable).toBe(false);
+        expect(authOrSessionLines(sshd.log()).length).toBe(before);
+      });
+
+      it('the pin restricts: a server key that known_hosts lists is still refused when it is not the pinned one', async () => {
+        const before = authOrSessionLines(sshd.log()).length;
+        // sshd.knownHostsPath lists exactly this server's key.
+        const error = (await variant.connect(sshd, { trustHostKeyFingerprint: other.hostKeyFingerprint }))._unsafeUnwrapErr();
+        expect(error.code).toBe('HOST_KEY_MISMATCH');
+        expect(error.message).not.toMatch(/pass trustHostKeyFingerprint/);
+        expect(authOrSessionLines(sshd.log()).length).toBe(before);
+      });
+
+      it('a pinned key marked @revoked in known_hosts is refused with HOST_KEY_REVOKED', async () => {
+        const revoked = join(dir, `revoked-pin-${variant.name}`);
+        writeFileSync(revoked, `@revoked * ${sshd.hostPublicKey}\n`);
+        const error = (await variant.connect(sshd, { knownHostsPath: revoked, trustHostKeyFingerprint: sshd.hostKeyFingerprint }))._unsafeUnwrapErr();
+        expect(error.code).toBe('HOST_KEY_REVOKED');
       });
 
       it('reads a hashed known_hosts file (ssh-keygen -H)', async () => {

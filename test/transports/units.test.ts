@@ -8,7 +8,10 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkHostKey, fingerprintSha256, parseKnownHosts } from '../../src/transports/known-hosts.js';
 import { shellQuoteArgv } from '../../src/transports/quote.js';
-import { buildRemoteCommand } from '../../src/transports/remote-command.js';
+import { buildRemoteCommand, MAX_REMOTE_COMMAND_BYTES } from '../../src/transports/remote-command.js';
+import { createOpenSshTransport } from '../../src/transports/openssh.js';
+import { createTransport } from '../../src/transports/select.js';
+import { createSshTransport } from '../../src/transports/ssh.js';
 import { parseDestination } from '../../src/transports/url.js';
 import { NASTY_NAMES } from '../conformance/transport-suite.js';
 import { skipUnless } from '../helpers/requirements.js';
@@ -39,6 +42,18 @@ describe('shellQuoteArgv', () => {
     expect(buildRemoteCommand(['echo', 'a\0b'], {})._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
     expect(buildRemoteCommand(['env'], { env: { 'A B': 'x' } })._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
     expect(buildRemoteCommand([], {})._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    expect(buildRemoteCommand(['pwd'], { cwd: '/a\0b' })._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+  });
+
+  it('refuses a command too long for the remote execve with INVALID_INPUT, and takes one just under the bound', () => {
+    const over = buildRemoteCommand(['printf', '%s', 'x'.repeat(MAX_REMOTE_COMMAND_BYTES)], {});
+    expect(over._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    expect(over._unsafeUnwrapErr().message).toMatch(/bytes once encoded/);
+    const under = buildRemoteCommand(['printf', '%s', 'x'.repeat(MAX_REMOTE_COMMAND_BYTES - 200)], {})._unsafeUnwrap();
+    expect(under.length).toBeLessThanOrEqual(MAX_REMOTE_COMMAND_BYTES);
+    for (const shell of ['/bin/sh', '/usr/bin/tcsh']) {
+      expect(execFileSync(shell, ['-c', under], { encoding: 'utf8', maxBuffer: 1 << 20 })).toBe('x'.repeat(MAX_REMOTE_COMMAND_BYTES - 200));
+    }
   });
 });
 
@@ -122,14 +137,91 @@ describe('parseDestination', () => {
       ['ssh://host/x', /user/],
       ['ssh://u:pw@host/x', /password/],
       ['http://u@h/x', /scheme/],
-      ['ssh://u@h:99999/x', /./],
+      ['ssh://u@h:99999/x', /port/],
+      ['ssh://u@h:0/x', /port/],
+      ['ssh://u@h:-1/x', /port/],
+      ['ssh://u@h:1.5/x', /port/],
+      ['ssh://u@h:ssh/x', /port/],
+      ['ssh://u@[::1]:70000/x', /port/],
       ['ssh://-oProxyCommand=x@h', /user/],
+      ['ssh://%zz@h/x', /%-escape/],
       ['not a url', /not a URL/],
+      // A host part is not a path: `local://tmp/x` used to become /x, silently.
+      ['local://tmp/x', /local:\/\/\/tmp\/x/],
+      ['local://relative', /local:\/\/\//],
+      ['local:/tmp/x', /local:\/\/\/tmp\/x/],
+      ['local:', /absolute/],
+      ['local:///tmp/x?y', /query/],
+      ['file://host/tmp/x', /file:\/\/\/host\/tmp\/x/],
+      ['/tmp/a\0b', /NUL/],
     ];
     for (const [input, message] of cases) {
       const error = parseDestination(input)._unsafeUnwrapErr();
       expect(error.code).toBe('INVALID_INPUT');
       expect(error.message).toMatch(message);
+    }
+  });
+
+  it('accepts local:///abs, file:///abs and a bare absolute path', () => {
+    expect(parseDestination('file:///srv/my%20app')._unsafeUnwrap()).toEqual({ kind: 'local', root: '/srv/my app' });
+    expect(parseDestination('local:///')._unsafeUnwrap()).toEqual({ kind: 'local', root: '/' });
+    expect(parseDestination('ssh://u@h:65535')._unsafeUnwrap()).toMatchObject({ port: 65535, root: '.' });
+  });
+
+  it('returns INVALID_INPUT for anything that is not a string, never throws', () => {
+    for (const input of [undefined, null, 42, {}, ['ssh://u@h']]) {
+      const result = parseDestination(input);
+      expect(result._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    }
+  });
+});
+
+describe('connection options are checked before any connection', () => {
+  const badPorts: unknown[] = [-1, 0, 1e9, Number.NaN, 1.5, '22', Number.POSITIVE_INFINITY];
+
+  it('createTransport refuses undefined, {}, a bad Destination object and bad URL ports with INVALID_INPUT', async () => {
+    const inputs: unknown[] = [
+      undefined,
+      null,
+      {},
+      { kind: 'local', root: 'relative' },
+      { kind: 'ssh', username: 'u', host: 'h', root: '.' },
+      ...badPorts.map((port) => ({ kind: 'ssh', username: 'u', host: '127.0.0.1', port, root: '.' })),
+      'ssh://u@127.0.0.1:0/x',
+      'local://tmp/x',
+    ];
+    for (const input of inputs) {
+      const result = await createTransport(input as never, { implementation: 'ssh2' });
+      const error = result._unsafeUnwrapErr();
+      expect(error.code, JSON.stringify(input)).toBe('INVALID_INPUT');
+    }
+    const port = (await createTransport({ kind: 'ssh', username: 'u', host: 'h', port: -1, root: '.' }))._unsafeUnwrapErr();
+    expect(port.message).toMatch(/`port`/);
+  });
+
+  for (const [name, create] of [
+    ['ssh2', (port: unknown) => createSshTransport({ host: '127.0.0.1', username: 'u', port: port as number, privateKey: 'x', knownHostsPath: '/dev/null' })],
+    ['openssh', (port: unknown) => createOpenSshTransport({ host: '127.0.0.1', username: 'u', port: port as number, knownHostsPath: '/dev/null' })],
+  ] as const) {
+    it(`${name}: a port of -1, 0, 1e9, NaN, 1.5 or a string is INVALID_INPUT naming the port field`, async () => {
+      for (const port of badPorts) {
+        const error = (await create(port))._unsafeUnwrapErr();
+        expect(error.code, String(port)).toBe('INVALID_INPUT');
+        expect(error.message).toMatch(/`port`/);
+        expect(error.details).toMatchObject({ field: 'port' });
+      }
+    });
+  }
+
+  it('both SSH transports refuse a missing options object and a malformed pin with INVALID_INPUT', async () => {
+    expect((await createSshTransport(undefined as never))._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    expect((await createOpenSshTransport(undefined as never))._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    const pin = 'MD5:aa:bb';
+    const e1 = (await createSshTransport({ host: 'h', username: 'u', trustHostKeyFingerprint: pin, privateKey: 'x' }))._unsafeUnwrapErr();
+    const e2 = (await createOpenSshTransport({ host: 'h', username: 'u', trustHostKeyFingerprint: pin }))._unsafeUnwrapErr();
+    for (const e of [e1, e2]) {
+      expect(e.code).toBe('INVALID_INPUT');
+      expect(e.message).toMatch(/trustHostKeyFingerprint/);
     }
   });
 });
