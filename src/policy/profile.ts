@@ -17,6 +17,15 @@ export type ResourceClass = (typeof RESOURCE_CLASSES)[number];
 /** Current version of the profile format. */
 export const PROFILE_FORMAT_VERSION = 1 as const;
 
+/**
+ * Why a file is in the profile: the profiler saw it held open, mapped or used (traced); or the
+ * capture rules added it: it belongs to the program's package, is named in its argv or config,
+ * lies in a data root, or the user included it.
+ */
+export const FILE_REASONS = ['held-open', 'mapped', 'traced', 'package', 'config', 'data-root', 'user-included'] as const;
+/** Why a file is in the profile. */
+export type FileReason = (typeof FILE_REASONS)[number];
+
 /** Kinds of file-system object a program can use. */
 export const FILE_KINDS = ['regular', 'directory', 'symlink', 'fifo', 'unix-socket', 'device', 'unknown'] as const;
 /** How a program used a file. */
@@ -78,6 +87,8 @@ export const FileUseSchema = z.object({
   created: z.boolean().default(false),
   /** Link target, for symlinks. */
   linkTarget: z.string().optional(),
+  /** Why it is there (see {@link FILE_REASONS}); empty or absent for hand-written profiles. */
+  reasons: z.array(z.enum(FILE_REASONS)).optional(),
 });
 /** One file-system object the program used. */
 export type FileUse = z.infer<typeof FileUseSchema>;
@@ -113,12 +124,54 @@ export const IpcUseSchema = z.object({
 /** One IPC object the program used. */
 export type IpcUse = z.infer<typeof IpcUseSchema>;
 
+/** A directory that travels whole. */
+export const TreeUseSchema = z.object({
+  path: absolutePath,
+  reason: z.enum(FILE_REASONS),
+  /** Bytes and files measured when profiled (for the estimate). */
+  bytes: nonNegativeInt.default(0),
+  files: nonNegativeInt.default(0),
+});
+/** A directory that travels whole. */
+export type TreeUse = z.infer<typeof TreeUseSchema>;
+
+const accountName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'a user or group name');
+/** One /etc/passwd entry (no password: the destination root gets `x` and no shadow entry). */
+export const UserEntrySchema = z.object({
+  name: accountName,
+  uid: unixId,
+  gid: unixId,
+  gecos: z.string().regex(/^[^:\n\0]*$/, 'no ":", newline or NUL').default(''),
+  home: absolutePath,
+  shell: absolutePath,
+});
+export type UserEntry = z.infer<typeof UserEntrySchema>;
+/** One /etc/group entry. */
+export const GroupEntrySchema = z.object({ name: accountName, gid: unixId, members: z.array(accountName).default([]) });
+export type GroupEntry = z.infer<typeof GroupEntrySchema>;
+
+/** Start facts a faithful restart needs besides argv, cwd, env and uid/gid. */
+export const StartFactsSchema = z.object({
+  /** The path the program was started by when it differs from `executable` (a symlink it decides its role from). */
+  invokedAs: absolutePath.optional(),
+  /** Supplementary group ids. */
+  groups: z.array(unixId).optional(),
+  /** The file-mode creation mask. */
+  umask: z.number().int().min(0).max(0o777).optional(),
+  /** True when the program's title replaced its argv (argv[0] with spaces): its arguments are unknown. */
+  argvRewritten: z.boolean().optional(),
+});
+export type StartFacts = z.infer<typeof StartFactsSchema>;
+
 /** A process of the program's tree seen by the profiler. */
 export const ProcessInfoSchema = z.object({
   pid: z.number().int().positive(),
   ppid: nonNegativeInt.optional(),
   executable: z.string().optional(),
   argv: z.array(z.string()).optional(),
+  /** Real uid and gid of this process (a daemon's workers may run as another user than its master). */
+  uid: unixId.optional(),
+  gid: unixId.optional(),
 });
 /** A process of the program's tree. */
 export type ProcessInfo = z.infer<typeof ProcessInfoSchema>;
@@ -149,6 +202,15 @@ export const ResourceProfileSchema = z.object({
   sockets: z.array(SocketUseSchema).default([]),
   ipc: z.array(IpcUseSchema).default([]),
   processes: z.array(ProcessInfoSchema).default([]),
+  /** Directories that travel whole (data roots, config directories): walked when packing, so files created later travel too. */
+  trees: z.array(TreeUseSchema).default([]),
+  /** Accounts the program runs as or names: written into the destination root's /etc/passwd and /etc/group (never shadow). */
+  users: z.array(UserEntrySchema).default([]),
+  groups: z.array(GroupEntrySchema).default([]),
+  /** Paths the program looked for and did not find (failed open/stat): recorded, never packed. */
+  probes: z.array(absolutePath).default([]),
+  /** How the program was started, beyond argv: the path it was invoked by, supplementary groups, umask. */
+  start: StartFactsSchema.optional(),
   completeness: CompletenessSchema.default({ complete: true, notes: [] }),
   /** Which profiler produced this, and when. */
   profiler: z
@@ -162,6 +224,7 @@ export type ResourceProfileInput = z.input<typeof ResourceProfileSchema>;
 
 const FILE_KIND_SET: ReadonlySet<string> = new Set(FILE_KINDS);
 const FILE_ACCESS_SET: ReadonlySet<string> = new Set(FILE_ACCESS);
+const FILE_REASON_SET: ReadonlySet<string> = new Set(FILE_REASONS);
 
 /**
  * The file-use check of {@link FileUseSchema}, by hand: a profile can hold 100,000 file uses, and
@@ -175,7 +238,7 @@ function fastFileUse(value: unknown): FileUse | undefined {
   const FILE_USE_KEYS = (fileUseKeys ??= new Set(Object.keys(FileUseSchema.shape)));
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
-  const { path, kind, access, size, sharedLibrary, created, linkTarget } = v;
+  const { path, kind, access, size, sharedLibrary, created, linkTarget, reasons } = v;
   const normal = normalizeAbsolutePath(path);
   if (!normal.ok) return undefined;
   if (typeof kind !== 'string' || !FILE_KIND_SET.has(kind)) return undefined;
@@ -184,11 +247,13 @@ function fastFileUse(value: unknown): FileUse | undefined {
   if (sharedLibrary !== undefined && typeof sharedLibrary !== 'boolean') return undefined;
   if (created !== undefined && typeof created !== 'boolean') return undefined;
   if (linkTarget !== undefined && typeof linkTarget !== 'string') return undefined;
+  if (reasons !== undefined && !(Array.isArray(reasons) && reasons.every((r) => typeof r === 'string' && FILE_REASON_SET.has(r)))) return undefined;
   for (const key in v) {
     if (!FILE_USE_KEYS.has(key)) return undefined; // unknown keys: let zod decide (it strips them)
   }
   const use: FileUse = { path: normal.path, kind: kind as FileUse['kind'], access: [...access] as FileUse['access'], size, sharedLibrary: sharedLibrary ?? false, created: created ?? false };
   if (linkTarget !== undefined) use.linkTarget = linkTarget;
+  if (reasons !== undefined) use.reasons = [...reasons] as FileReason[];
   return use;
 }
 
