@@ -90,6 +90,16 @@ export interface MoveHostingVmOptions {
   onBytes?: (bytes: number, total: number) => void;
 }
 
+/** Problems with the shape of `vm` (any value accepted: nothing here throws). */
+function hostingVmShapeIssues(vm: unknown): { path: string; message: string }[] {
+  if (typeof vm !== 'object' || vm === null || Array.isArray(vm)) return [{ path: '', message: 'must be an object { source, name, destination, ... }' }];
+  const v = vm as Record<string, unknown>;
+  const issues: { path: string; message: string }[] = [];
+  if (typeof v.source !== 'object' || v.source === null) issues.push({ path: 'source', message: 'must be the source host\'s vSphere endpoint' });
+  if (typeof v.name !== 'string' || v.name.length === 0) issues.push({ path: 'name', message: 'must be the VM\'s name on the source host' });
+  return issues;
+}
+
 /**
  * Refuse settings that cannot work together, before anything is changed: an unknown transfer,
  * or `export-import` with `quiesce: 'snapshot'` (ExportVm needs a powered-off VM, a snapshot
@@ -111,6 +121,8 @@ export function checkHostingVm(vm: HostingVm): InvalidInputError | undefined {
 
 /** Log in to the source host and measure the VM: its files, as the copy will send them. */
 export function measureHostingVm(vm: HostingVm, signal?: AbortSignal): ResultAsync<VmSessions, ApMigrateError> {
+  const shape = hostingVmShapeIssues(vm);
+  if (shape.length) return errAsync(new InvalidInputError('hosting VM', shape));
   return VimClient.connect(vm.source, signal ? { signal } : {})
     .mapErr((e): ApMigrateError => e)
     .andThen((source) =>

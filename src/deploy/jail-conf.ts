@@ -84,21 +84,31 @@ export function quoteJailConfString(value: string): string {
   return `${out}"`;
 }
 
+/** A plain object (not null, not an array). */
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** A string the regex accepts (a non-string never does, instead of being coerced to "undefined"). */
+const matches = (re: RegExp, v: unknown): v is string => typeof v === 'string' && re.test(v);
+
 /**
  * Problems with what `exec.start` is built from: every environment name must be portable (it is
  * written into shell text, where `A=1; touch /x; B` would be a command), no value may hold NUL or
- * exceed what execve takes, the working directory must be absolute without `..`, and no argument
- * may hold NUL.
+ * exceed what execve takes, the working directory must be absolute without `..`, and argv must
+ * be a non-empty list of strings without NUL. Any value is accepted as input: nothing here throws.
  */
-function execStartIssues(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>>): InputIssue[] {
+function execStartIssues(argv: unknown, cwd: unknown, env: unknown): InputIssue[] {
   const issues: InputIssue[] = [];
   const where = normalizeAbsolutePath(cwd);
   if (!where.ok) issues.push({ path: 'cwd', message: where.reason });
-  if (argv.length === 0) issues.push({ path: 'argv', message: 'empty command' });
-  argv.forEach((a, i) => {
-    if (a.includes('\0')) issues.push({ path: `argv.${i}`, message: 'must not contain NUL' });
-  });
-  for (const p of envProblems(env)) issues.push({ path: p.name ? `env.${p.name}` : 'env', message: p.reason });
+  if (!Array.isArray(argv)) issues.push({ path: 'argv', message: 'must be an array of strings' });
+  else {
+    if (argv.length === 0) issues.push({ path: 'argv', message: 'empty command' });
+    argv.forEach((a: unknown, i) => {
+      if (typeof a !== 'string') issues.push({ path: `argv.${i}`, message: 'must be a string' });
+      else if (a.includes('\0')) issues.push({ path: `argv.${i}`, message: 'must not contain NUL' });
+    });
+  }
+  if (!isRecord(env)) issues.push({ path: 'env', message: 'must be an object of strings' });
+  else for (const p of envProblems(env)) issues.push({ path: p.name ? `env.${p.name}` : 'env', message: p.reason });
   return issues;
 }
 
@@ -112,7 +122,7 @@ function execStartIssues(argv: readonly string[], cwd: string, env: Readonly<Rec
  * dropping to `exec.jail_user`.
  */
 export function execStartCommand(argv: readonly string[], cwd: string, env: Readonly<Record<string, string>> = {}): Result<string, InvalidInputError> {
-  const issues = execStartIssues(argv, cwd, env);
+  const issues = execStartIssues(argv, cwd, env ?? {});
   if (issues.length) return err(new InvalidInputError('exec.start command', issues));
   const exports = Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`);
   const prefix = exports.length ? `export ${exports.join(' ')}; ` : '';
@@ -126,50 +136,61 @@ function commandLine(argv: readonly string[]): string {
 
 /** Whether `name` can name a jail: letters, digits, `_`, `-`; not all digits; no dots (jail(8) reads them as a hierarchy). */
 export function isValidJailName(name: string): boolean {
-  return NAME.test(name);
+  return matches(NAME, name);
 }
 
 /** Whether `name` can be a user name in `exec.jail_user` / `exec.system_user` (never starts with `-`). */
 export function isValidJailUser(name: string): boolean {
-  return USER.test(name);
+  return matches(USER, name);
 }
 
 function validate(spec: JailConfSpec): InputIssue[] {
+  if (!isRecord(spec)) return [{ path: '', message: 'must be an object' }];
   const issues: InputIssue[] = [];
-  const noNul = (path: string, value: string) => {
-    if (value.includes('\0')) issues.push({ path, message: 'must not contain NUL' });
-  };
-  if (!NAME.test(spec.name)) issues.push({ path: 'name', message: 'use letters, digits, "_" and "-" (max 63, not all digits, no dots)' });
-  const hostname = spec.hostname ?? spec.name;
-  if (!HOSTNAME.test(hostname) || hostname.length > 255) issues.push({ path: 'hostname', message: 'not a valid host name' });
+  if (!matches(NAME, spec.name)) issues.push({ path: 'name', message: 'use letters, digits, "_" and "-" (max 63, not all digits, no dots)' });
+  const hostname: unknown = spec.hostname ?? spec.name;
+  if (!matches(HOSTNAME, hostname) || hostname.length > 255) issues.push({ path: 'hostname', message: 'not a valid host name' });
   for (const [field, value] of [['path', spec.path], ['consoleLog', spec.consoleLog]] as const) {
     const n = normalizeAbsolutePath(value);
     if (!n.ok) issues.push({ path: field, message: n.reason });
   }
-  if (spec.path === '/' || /(^|\/)\.\.?(\/|$)/.test(spec.path)) issues.push({ path: 'path', message: 'must be a normalised directory other than /' });
-  const exe = normalizeAbsolutePath(spec.argv[0]);
-  if (!exe.ok || exe.path === '/') issues.push({ path: 'argv.0', message: `argv[0] must be the absolute path of the executable${exe.ok ? '' : ` (${exe.reason})`}` });
-  issues.push(...execStartIssues(spec.argv, spec.cwd, spec.env ?? {}).filter((i) => i.path !== 'argv'));
-  if (!USER.test(spec.jailUser)) issues.push({ path: 'jailUser', message: 'not a valid user name' });
-  if (spec.systemUser !== undefined && !USER.test(spec.systemUser)) issues.push({ path: 'systemUser', message: 'not a valid user name' });
+  if (typeof spec.path === 'string' && (spec.path === '/' || /(^|\/)\.\.?(\/|$)/.test(spec.path))) issues.push({ path: 'path', message: 'must be a normalised directory other than /' });
+  if (Array.isArray(spec.argv)) {
+    const exe = normalizeAbsolutePath(spec.argv[0]);
+    if (!exe.ok || exe.path === '/') issues.push({ path: 'argv.0', message: `argv[0] must be the absolute path of the executable${exe.ok ? '' : ` (${exe.reason})`}` });
+  }
+  issues.push(...execStartIssues(spec.argv, spec.cwd, spec.env ?? {}).filter((i) => !(i.path === 'argv' && Array.isArray(spec.argv))));
+  if (!matches(USER, spec.jailUser)) issues.push({ path: 'jailUser', message: 'not a valid user name' });
+  if (spec.systemUser !== undefined && !matches(USER, spec.systemUser)) issues.push({ path: 'systemUser', message: 'not a valid user name' });
   const ruleset = spec.devfsRuleset ?? DEFAULT_DEVFS_RULESET;
   if (!Number.isInteger(ruleset) || ruleset < 1 || ruleset > 65535) {
     issues.push({ path: 'devfsRuleset', message: 'must be a ruleset number from 1 (0 would expose every host device)' });
   }
-  const net = spec.network;
-  if (net.mode === 'ip4') {
-    if (!INTERFACE.test(net.interface)) issues.push({ path: 'network.interface', message: 'not an interface name' });
-    if (net.addresses.length === 0) issues.push({ path: 'network.addresses', message: 'at least one IPv4 address is needed' });
-    net.addresses.forEach((a, i) => {
-      if (!IPV4_CIDR.test(a)) issues.push({ path: `network.addresses.${i}`, message: 'not an IPv4 address (optionally /prefix)' });
-    });
+  const net: unknown = spec.network;
+  if (!isRecord(net) || !['none', 'ip4', 'vnet'].includes(net.mode as string)) issues.push({ path: 'network', message: 'must be { mode: "none" | "ip4" | "vnet", ... }' });
+  else if (net.mode === 'ip4') {
+    if (!matches(INTERFACE, net.interface)) issues.push({ path: 'network.interface', message: 'not an interface name' });
+    if (!Array.isArray(net.addresses) || net.addresses.length === 0) issues.push({ path: 'network.addresses', message: 'at least one IPv4 address is needed' });
+    else {
+      net.addresses.forEach((a: unknown, i) => {
+        if (!matches(IPV4_CIDR, a)) issues.push({ path: `network.addresses.${i}`, message: 'not an IPv4 address (optionally /prefix)' });
+      });
+    }
   } else if (net.mode === 'vnet') {
-    if (!INTERFACE.test(net.interface)) issues.push({ path: 'network.interface', message: 'not an interface name' });
+    if (!matches(INTERFACE, net.interface)) issues.push({ path: 'network.interface', message: 'not an interface name' });
   }
-  (spec.created ?? []).forEach((argv, i) => {
-    if (argv.length === 0) issues.push({ path: `created.${i}`, message: 'empty command' });
-    argv.forEach((a, j) => noNul(`created.${i}.${j}`, a));
-  });
+  const created: unknown = spec.created ?? [];
+  if (!Array.isArray(created)) issues.push({ path: 'created', message: 'must be an array of argv arrays' });
+  else {
+    created.forEach((argv: unknown, i) => {
+      if (!Array.isArray(argv) || argv.length === 0) issues.push({ path: `created.${i}`, message: 'must be a non-empty argv array' });
+      else {
+        argv.forEach((a: unknown, j) => {
+          if (typeof a !== 'string' || a.includes('\0')) issues.push({ path: `created.${i}.${j}`, message: 'must be a string without NUL' });
+        });
+      }
+    });
+  }
   return issues;
 }
 

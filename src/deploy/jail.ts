@@ -17,20 +17,21 @@
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { errAsync, okAsync, ResultAsync } from 'neverthrow';
-import { ApMigrateError } from '../errors.js';
+import { ApMigrateError, InvalidInputError, type InputIssue } from '../errors.js';
 import { estimateBundleBytes } from '../bundle/estimate.js';
 import type { BundleSelectionOptions } from '../bundle/select.js';
 import { capabilityFor, FREEBSD_JAIL, PAPER_JAIL_BASE_BYTES } from '../policy/methods.js';
 import { RESOURCE_KIND_LABELS, type ResourceKind } from '../policy/classify.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import { isPseudoPath } from '../policy/estimate.js';
+import { envProblems, normalizeAbsolutePath } from '../policy/safe-input.js';
 import { detectFreeBsdHostFacts, type FreeBsdHostFacts } from '../platforms/freebsd-facts.js';
 import { parseSockstat } from '../profilers/freebsd-parsers.js';
 import type { ActivatedDeployment, DeployContext, Deployer, PreflightReport, StartedProgram } from '../spec/deployer.js';
 import type { Executor } from '../spec/executor.js';
-import { DeployError, launchArgv, layoutFor, preflightCommon, receiveWithReceiver, runScript, stagingDirOf } from './common.js';
+import { DeployError, layoutFor, preflightCommon, receiveWithReceiver, runScript, stagingDirOf } from './common.js';
 import { defaultVethAddresses, type VethAddresses } from './namespaces.js';
-import { isValidJailName, renderJailConf, type JailConfSpec, type JailNetwork } from './jail-conf.js';
+import { isValidJailName, isValidJailUser, renderJailConf, type JailConfSpec, type JailNetwork } from './jail-conf.js';
 
 /** Tools the destination needs (on top of `sh`): the receiver's `node`, jail(8) and friends, and the root builder's. */
 export const JAIL_TOOLS = ['node', 'jail', 'jls', 'jexec', 'pgrep', 'sockstat', 'ldd', 'cp', 'mv', 'mkdir', 'mount', 'umount', 'df', 'awk', 'env', 'id', 'tail'];
@@ -40,6 +41,17 @@ export const JAIL_PATH = '/sbin:/bin:/usr/sbin:/usr/bin';
 
 /** Host files copied into a thin jail's root unless the bundle brought them: the loader and the shell `exec.start` needs. */
 export const JAIL_HOST_FILES = ['/libexec/ld-elf.so.1', '/bin/sh'];
+
+/**
+ * The host's statically linked ifconfig (rescue(8)). A VNET jail's interfaces are configured from
+ * `exec.created` with `jexec`, which runs as root *inside* the jail: the bundle's own
+ * `/sbin/ifconfig`, loader or libc must never run there as root, so this static copy, which
+ * loads nothing from the jail's root, is what runs.
+ */
+export const RESCUE_IFCONFIG = '/rescue/ifconfig';
+
+/** Where activation puts the copy of {@link RESCUE_IFCONFIG} inside a VNET jail (a directory only root can enter). */
+export const JAIL_VNET_IFCONFIG = '/.ap-migrate/ifconfig';
 
 /**
  * The base userland a thick bundle carries. `/etc` is left out on purpose: it holds the source
@@ -81,6 +93,12 @@ export interface JailDeployerOptions {
   devfsRuleset?: number;
   /** User the program runs as; default: the user with the profile's uid at the destination. */
   jailUser?: string;
+  /**
+   * Run a program whose profile says uid 0 as root in the jail (the host user with uid 0). Refused
+   * by default (`UNSAFE_PROFILE`): pass this, or name a `jailUser`, when the source really ran it
+   * as root and you trust it. Default false.
+   */
+  allowRoot?: boolean;
   /** `host.hostname` (default: the program's name). */
   hostname?: string;
   /** setuid/setgid files in the bundle: reject (default), strip the bits, or allow. Thick bundles need `strip`. */
@@ -105,6 +123,8 @@ interface JailFacts {
   facts: FreeBsdHostFacts;
   jailUser: string;
   sysvIpc: boolean;
+  /** The profile's paths, checked. */
+  checked: CheckedJailProfile;
 }
 
 /** Kinds the jail must isolate that the host's release cannot, per the capability matrix. */
@@ -166,11 +186,74 @@ export function checkJailCapabilities(
   return { sysvIpc };
 }
 
-/** Name collision (`jls -j`) and the user to run as (`id`). Args: name uid user-or-empty */
+/** The profile's paths as the jail deployer uses them: each absolute, normalised, without `..`. */
+export interface CheckedJailProfile {
+  /** Path of the executable inside the jail. */
+  executable: string;
+  /** Working directory inside the jail. */
+  cwd: string;
+  /** Directories the program creates files in (they are made in its root), sorted. */
+  createdDirs: string[];
+}
+
+/**
+ * Check what the profile (which comes from the program being moved) gives the jail deployer
+ * before any of it reaches a command at the destination: the executable, the working directory
+ * and the paths of created files must be absolute without `..` or NUL (`mkdir -p <root><cwd>`
+ * with a `..` would climb out of the root), no argument may hold NUL, the environment must have
+ * portable names and sane sizes, and a program that ran as root (uid 0) is not run as root in
+ * the jail unless the caller names the user (`jailUser`) or passes `allowRoot`. Refusals are
+ * `UNSAFE_PROFILE` (`details.issues` lists every problem, `details.field` the first), the code
+ * the other deployers use. The profile's gid is not used: the jail's user gets the groups of
+ * its entry in the host's passwd (`exec.system_jail_user`).
+ */
+export function checkJailProfile(profile: ResourceProfile, options: { jailUser?: string; allowRoot?: boolean } = {}): CheckedJailProfile | DeployError {
+  const issues: InputIssue[] = [];
+  const exe = normalizeAbsolutePath(profile.executable);
+  if (!exe.ok) issues.push({ path: 'executable', message: exe.reason });
+  else if (exe.path === '/') issues.push({ path: 'executable', message: 'must name a file, not /' });
+  const cwd = normalizeAbsolutePath(profile.cwd);
+  if (!cwd.ok) issues.push({ path: 'cwd', message: cwd.reason });
+  if (!Array.isArray(profile.argv) || profile.argv.length === 0) issues.push({ path: 'argv', message: 'must be a non-empty array of strings' });
+  else {
+    profile.argv.forEach((a: unknown, i) => {
+      if (typeof a !== 'string' || a.includes('\0')) issues.push({ path: `argv.${i}`, message: 'must be a string without NUL' });
+    });
+  }
+  const dirs = new Set<string>();
+  if (!Array.isArray(profile.files)) issues.push({ path: 'files', message: 'must be an array' });
+  else profile.files.forEach((f, i) => {
+    if (!f?.created) return;
+    const n = normalizeAbsolutePath(f.path);
+    if (!n.ok) issues.push({ path: `files.${i}.path`, message: n.reason });
+    else if (!isPseudoPath(n.path)) dirs.add(posix.dirname(n.path));
+  });
+  const env: unknown = profile.env;
+  if (env !== undefined) {
+    if (typeof env !== 'object' || env === null || Array.isArray(env)) issues.push({ path: 'env', message: 'must be an object of strings' });
+    else for (const p of envProblems(env as Record<string, unknown>)) issues.push({ path: p.name ? `env.${p.name}` : 'env', message: p.reason });
+  }
+  if (!Number.isSafeInteger(profile.uid) || profile.uid < 0) issues.push({ path: 'uid', message: 'must be a non-negative integer' });
+  else if (profile.uid === 0 && options.jailUser === undefined && !options.allowRoot) {
+    issues.push({ path: 'uid', message: 'is 0: the program ran as root; it is not run as root in the jail unless you pass jailUser (the user to run it as) or allowRoot: true' });
+  }
+  const first = issues[0];
+  if (first || !exe.ok || !cwd.ok) {
+    const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
+    return new DeployError('UNSAFE_PROFILE', `Refusing the profile: ${first?.path} ${first?.message}${more}`, { details: { field: first?.path, issues } });
+  }
+  return { executable: exe.path, cwd: cwd.path, createdDirs: [...dirs].sort() };
+}
+
+/**
+ * Name collision (`jls -j`) and the user to run as (`id`), with its uid (a user that resolves to
+ * uid 0 is refused unless the caller named it or passed `allowRoot`). Args: name uid user-or-empty
+ */
 export const JAIL_PREFLIGHT_SCRIPT = `
 name="$1"; uid="$2"; user="$3"
 if jls -j "$name" jid >/dev/null 2>&1; then echo "jail_exists=1"; else echo "jail_exists=0"; fi
-if [ -n "$user" ]; then id -u "$user" >/dev/null 2>&1 && echo "user=$user"; else u=$(id -un "$uid" 2>/dev/null) && echo "user=$u"; fi
+if [ -z "$user" ]; then user=$(id -un "$uid" 2>/dev/null) || user=""; fi
+if [ -n "$user" ] && u=$(id -u "$user" 2>/dev/null); then echo "user=$user"; echo "user_uid=$u"; fi
 exit 0
 `;
 
@@ -178,14 +261,23 @@ exit 0
  * Complete the root inside staging: directories jail(8) and the program need, the loader and
  * `/bin/sh` (exec.start runs through it) with their libraries, from this host unless the bundle
  * brought them. Only the host's own binaries go through `ldd`: running `ldd` on a bundled binary
- * would run its ELF interpreter as root. Args: staging exe cwd [host-file...] -- [dir...]
+ * would run its ELF interpreter as root. Every path it writes under the root is checked first:
+ * no component may be a symbolic link (the bundle's, e.g. `root/tmp -> /etc`) and none may be
+ * `.` or `..`. For a VNET jail, `helper` is {@link RESCUE_IFCONFIG}, copied to
+ * {@link JAIL_VNET_IFCONFIG}. Args: staging exe cwd helper-or-empty [host-file...] -- [dir...]
  */
 export const JAIL_ACTIVATE_SCRIPT = `
 set -e
-staging="$1"; exe="$2"; cwd="$3"; shift 3
+staging="$1"; exe="$2"; cwd="$3"; helper="$4"; shift 4
 root="$staging/root"
+# Paths come from the program's profile: absolute, and no "." or ".." that could climb out of the root.
+check_path() {
+  case "$1" in /*) ;; *) echo "refusing the relative path $1" >&2; exit 4 ;; esac
+  case "$1/" in */./*|*/../*) echo "refusing the path $1: it has a . or .. component" >&2; exit 4 ;; esac
+}
 # The root came from the bundle: never let a symbolic link in it redirect a write onto the host.
 no_link() {
+  [ -z "$1" ] || check_path "$1"
   p="$root"; rest="\${1#/}"
   while [ -n "$rest" ]; do
     part="\${rest%%/*}"
@@ -194,11 +286,20 @@ no_link() {
     if [ -L "$p" ]; then echo "refusing to write through the symbolic link $p" >&2; exit 4; fi
   done
 }
+check_path "$exe"
 for dir in /dev /tmp "$cwd"; do no_link "$dir"; done
 mkdir -p "$root/dev" "$root/tmp" "$root$cwd" "$staging/run"
 chmod 1777 "$root/tmp"
 chmod 755 "$staging" "$root"
 [ -f "$root$exe" ] || { echo "the bundle has no $exe" >&2; exit 3; }
+if [ -n "$helper" ]; then
+  # exec.created runs it as root inside the jail: a static copy from the host, never the bundle's.
+  [ -f "$helper" ] || { echo "$helper is missing: a VNET jail needs the host's statically linked ifconfig" >&2; exit 5; }
+  if [ -e "$root/.ap-migrate" ] || [ -L "$root/.ap-migrate" ]; then echo "refusing a bundle that has /.ap-migrate" >&2; exit 4; fi
+  mkdir -m 700 "$root/.ap-migrate"
+  cp "$helper" "$root/.ap-migrate/ifconfig"
+  chmod 500 "$root/.ap-migrate/ifconfig"
+fi
 copy_file() {
   [ -e "$1" ] || return 0
   if [ -e "$root$1" ] || [ -L "$root$1" ]; then return 0; fi
@@ -220,7 +321,7 @@ exit 0
 export const JAIL_MOVE_SCRIPT = `
 set -e
 staging="$1"; install="$2"
-[ ! -e "$install" ] || { echo "exists: $install" >&2; exit 17; }
+if [ -e "$install" ] || [ -L "$install" ]; then echo "exists: $install" >&2; exit 17; fi
 mv "$staging" "$install"
 `;
 
@@ -244,13 +345,6 @@ done
 exit 0
 `;
 
-/** Directories the program will create files in: they must exist in its root. */
-function createdFileDirs(profile: ResourceProfile): string[] {
-  const dirs = new Set<string>();
-  for (const f of profile.files) if (f.created && !isPseudoPath(f.path)) dirs.add(posix.dirname(f.path));
-  return [...dirs].sort();
-}
-
 /** TCP ports the program listened on at the source. */
 function listeningPorts(profile: ResourceProfile): number[] {
   return [...new Set(profile.sockets.filter((s) => s.listening && s.protocol === 'tcp' && s.localPort).map((s) => s.localPort!))].sort((a, b) => a - b);
@@ -270,6 +364,7 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
   const epairs = new Map<string, string>();
   const timeoutMs = options.commandTimeoutMs ?? 60_000;
   const opts = (context: DeployContext) => ({ timeoutMs, ...(context.signal ? { signal: context.signal } : {}) });
+  const profileOptions = { ...(options.jailUser !== undefined ? { jailUser: options.jailUser } : {}), ...(options.allowRoot ? { allowRoot: true } : {}) };
 
   /** The jail.conf spec for `context`; pre-flight renders it once (with a stand-in VNET interface) so bad input fails before anything is sent. */
   const confSpec = (context: DeployContext, known: JailFacts, net: JailNetwork, created: ReadonlyArray<readonly string[]>): JailConfSpec => {
@@ -281,8 +376,8 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
       network: net,
       ...(options.devfsRuleset !== undefined ? { devfsRuleset: options.devfsRuleset } : {}),
       sysvIpc: known.sysvIpc,
-      argv: launchArgv(context),
-      cwd: context.profile.cwd,
+      argv: [known.checked.executable, ...context.profile.argv.slice(1)],
+      cwd: known.checked.cwd,
       ...(context.profile.env ? { env: context.profile.env } : {}),
       jailUser: known.jailUser,
       consoleLog: paths.consoleLog,
@@ -296,6 +391,12 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
     if (!isValidJailName(context.name)) {
       return errAsync(new DeployError('PREFLIGHT_FAILED', `Invalid jail name "${context.name}": use letters, digits, "_" and "-" (max 63, not all digits; jail(8) reads dots as a hierarchy)`));
     }
+    if (options.jailUser !== undefined && !isValidJailUser(options.jailUser)) {
+      return errAsync(new InvalidInputError('jail deployer options', [{ path: 'jailUser', message: 'not a valid user name (letters, digits, "_", ".", "-"; not starting with "-")' }]));
+    }
+    // Before anything runs at the destination: nothing unchecked from the profile reaches a command.
+    const checked = checkJailProfile(profile, profileOptions);
+    if (checked instanceof DeployError) return errAsync(checked);
     return preflightCommon(context, estimatedBytes, tools).andThen((report) =>
       detectFreeBsdHostFacts(transport)
         .andThen((facts) => {
@@ -309,11 +410,15 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
               return errAsync(new DeployError('DESTINATION_EXISTS', `A jail named "${context.name}" already runs at ${transport.description} (jls -j ${context.name}); choose another name or remove it`));
             }
             const jailUser = lines.find((l) => l.startsWith('user='))?.slice('user='.length);
-            if (!jailUser) {
+            const jailUid = lines.find((l) => l.startsWith('user_uid='))?.slice('user_uid='.length);
+            if (!jailUser || !jailUid || !/^\d+$/.test(jailUid)) {
               const who = options.jailUser ? `the user "${options.jailUser}"` : `a user with uid ${profile.uid}`;
               return errAsync(new DeployError('PREFLIGHT_FAILED', `${transport.description} has no ${who} to run the program as (exec.jail_user); create it or pass jailUser`));
             }
-            const known = { facts, jailUser, sysvIpc };
+            if (Number(jailUid) === 0 && options.jailUser === undefined && !options.allowRoot) {
+              return errAsync(new DeployError('UNSAFE_PROFILE', `At ${transport.description} the user for uid ${profile.uid} is "${jailUser}", which has uid 0: the program would run as root in the jail; pass jailUser to choose the user, or allowRoot: true`, { details: { field: 'uid' } }));
+            }
+            const known = { facts, jailUser, sysvIpc, checked };
             const draft: JailNetwork = network.mode === 'vnet' ? { mode: 'vnet', interface: 'epair0b' } : network;
             const rendered = renderJailConf(confSpec(context, known, draft, []));
             if (rendered.isErr()) return errAsync(rendered.error);
@@ -340,6 +445,9 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
     const { transport, profile, name } = context;
     const known = learnt.get(name);
     if (!known) return errAsync(new DeployError('ACTIVATE_FAILED', `No pre-flight facts for "${name}": run preflight first`));
+    // Checked again: this context's profile is the one whose paths reach the scripts below.
+    const checked = checkJailProfile(profile, profileOptions);
+    if (checked instanceof DeployError) return errAsync(checked);
     const layout = layoutFor(transport, name);
     const paths = jailPaths(layout.installDir);
     const vnetAddresses = network.mode === 'vnet' ? (network.addresses ?? defaultVethAddresses(name)) : undefined;
@@ -349,19 +457,19 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer 
       return createEpair(context, vnetAddresses!).map((inner) => ({
         net: { mode: 'vnet' as const, interface: inner },
         created: [
-          ['/usr/sbin/jexec', name, '/sbin/ifconfig', 'lo0', 'inet', '127.0.0.1/8', 'up'],
-          ['/usr/sbin/jexec', name, '/sbin/ifconfig', inner, 'inet', vnetAddresses!.program, 'up'],
+          ['/usr/sbin/jexec', name, JAIL_VNET_IFCONFIG, 'lo0', 'inet', '127.0.0.1/8', 'up'],
+          ['/usr/sbin/jexec', name, JAIL_VNET_IFCONFIG, inner, 'inet', vnetAddresses!.program, 'up'],
         ],
         undo: [['ifconfig', epairs.get(name)!, 'destroy']],
       }));
     };
-    const hostFiles = network.mode === 'vnet' ? [...JAIL_HOST_FILES, '/sbin/ifconfig'] : JAIL_HOST_FILES;
+    const helper = network.mode === 'vnet' ? RESCUE_IFCONFIG : '';
     return jailNetwork().andThen(({ net, created, undo }) => {
-      const conf = renderJailConf(confSpec(context, known, net, created));
+      const conf = renderJailConf(confSpec(context, { ...known, checked }, net, created));
       const undoNetwork = () => undo.reduce<ResultAsync<unknown, ApMigrateError>>((acc, argv) => acc.andThen(() => transport.exec(argv, { allowNonZeroExit: true })), okAsync(undefined));
       if (conf.isErr()) return undoNetwork().andThen(() => errAsync(new DeployError('ACTIVATE_FAILED', `Cannot write the jail's configuration: ${conf.error.message}`, { cause: conf.error })));
       const stagingConf = posix.join(staged.stagingDir, 'run', 'jail.conf');
-      return runScript(transport, JAIL_ACTIVATE_SCRIPT, [staged.stagingDir, profile.executable, profile.cwd, ...hostFiles, '--', ...createdFileDirs(profile)], opts(context))
+      return runScript(transport, JAIL_ACTIVATE_SCRIPT, [staged.stagingDir, checked.executable, checked.cwd, helper, ...JAIL_HOST_FILES, '--', ...checked.createdDirs], opts(context))
         // 0600: the config holds the program's environment, which may hold secrets.
         .andThen(() => transport.upload(Readable.from([conf.value]), stagingConf, { ...opts(context), mode: 0o600 }))
         .andThen(() => runScript(transport, JAIL_MOVE_SCRIPT, [staged.stagingDir, layout.installDir], opts(context)))
@@ -505,6 +613,12 @@ export function parseDuSk(stdout: string, stderr: string, dirs: readonly string[
 
 /** Measure the base userland a thick bundle would carry, with `du -sk` on the (FreeBSD) source. */
 export function measureFreeBsdBase(executor: Executor, dirs: readonly string[] = FREEBSD_BASE_DIRS): ResultAsync<FreeBsdBaseMeasurement, ApMigrateError> {
+  if (typeof (executor as Partial<Executor> | null)?.exec !== 'function') {
+    return errAsync(new InvalidInputError('measureFreeBsdBase arguments', [{ path: 'executor', message: 'must be an Executor (an object with exec)' }]));
+  }
+  if (!Array.isArray(dirs) || !dirs.every((d) => normalizeAbsolutePath(d).ok)) {
+    return errAsync(new InvalidInputError('measureFreeBsdBase arguments', [{ path: 'dirs', message: 'must be an array of absolute paths' }]));
+  }
   return executor.exec(['du', '-sk', '--', ...dirs], { allowNonZeroExit: true, timeoutMs: 300_000 }).andThen((r) => {
     const parsed = parseDuSk(r.stdout, r.stderr, dirs);
     if (parsed instanceof DeployError) return errAsync(parsed);

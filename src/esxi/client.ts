@@ -105,6 +105,7 @@ export class VimClient {
         try {
           endpoint = resolveEndpoint(input);
         } catch (err) {
+          if (err instanceof InvalidInputError) throw err;
           const issues = err instanceof ZodError
             ? err.issues.map((i) => ({ path: i.path.join('.'), message: i.message }))
             : [{ path: 'url', message: err instanceof Error ? err.message : String(err) }];

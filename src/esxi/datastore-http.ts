@@ -8,7 +8,7 @@ import type http from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { VimClient } from './client.js';
-import { EsxiAbortedError, EsxiError, EsxiTransportError, FileNotFoundError, InvalidLoginError, NotAuthenticatedError, ProtocolError } from './errors.js';
+import { EsxiAbortedError, EsxiError, EsxiTransportError, FileNotFoundError, InvalidLoginError, NotAuthenticatedError, ProtocolError, UnsafeDatastorePathError } from './errors.js';
 import { request } from './transport.js';
 
 /** Stream buffer size for transfers (per stream; memory stays bounded by a few of these). */
@@ -33,8 +33,54 @@ export interface TransferOptions {
   idleTimeoutMs?: number;
 }
 
-/** The `/folder` URL of a datastore file on this client's host. */
+/**
+ * Why `name` cannot be one component of a datastore path (undefined when it can): empty, `.`,
+ * `..`, or holding `/`, a backslash, NUL or another control character. Names read from a host (its
+ * datastore listing, a VM's files) come from the VM being moved and are checked with this
+ * before they become part of a URL or a datastore path.
+ */
+export function datastoreNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string') return 'must be a string';
+  if (name.length === 0) return 'must not be empty';
+  if (name === '.' || name === '..') return `must not be "${name}"`;
+  if (name.includes('/')) return 'must not contain "/"';
+  if (name.includes('\\')) return 'must not contain "\\"';
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'must not contain NUL or control characters';
+  return undefined;
+}
+
+/**
+ * Why `path` is not a safe path inside a datastore (undefined when it is): it must be relative
+ * (no leading `/`) and every `/`-separated component pass {@link datastoreNameProblem}; one
+ * trailing `/` (a directory) is allowed.
+ */
+export function datastorePathProblem(path: unknown): string | undefined {
+  if (typeof path !== 'string') return 'must be a string';
+  if (path.length === 0) return 'must not be empty';
+  if (path.startsWith('/')) return 'must be relative to the datastore (no leading "/")';
+  const body = path.endsWith('/') ? path.slice(0, -1) : path;
+  for (const part of body.split('/')) {
+    const problem = datastoreNameProblem(part);
+    if (problem) return `has a component ${JSON.stringify(part)} that ${problem}`;
+  }
+  return undefined;
+}
+
+/** Throw {@link UnsafeDatastorePathError} when `value` is not a safe name (`kind: 'name'`) or datastore path. */
+export function assertSafeDatastorePath(value: unknown, what: string, kind: 'name' | 'path' = 'path'): asserts value is string {
+  const problem = kind === 'name' ? datastoreNameProblem(value) : datastorePathProblem(value);
+  if (problem) {
+    throw new UnsafeDatastorePathError(`Refusing ${what} ${JSON.stringify(value)}: it ${problem}`, { details: { what, value, reason: problem } });
+  }
+}
+
+/**
+ * The `/folder` URL of a datastore file on this client's host. The path is checked first
+ * ({@link datastorePathProblem}): a `..` component would otherwise be resolved by URL parsing and
+ * reach outside `/folder/<dir>`. Throws UnsafeDatastorePathError.
+ */
 export function datastoreFileUrl(client: VimClient, file: DatastoreFileRef): URL {
+  assertSafeDatastorePath(file.path, 'the datastore path');
   const encoded = file.path.split('/').filter(Boolean).map(encodeURIComponent).join('/');
   const url = new URL(`/folder/${encoded}`, client.endpoint.origin);
   url.searchParams.set('dcPath', file.datacenter);
@@ -183,7 +229,13 @@ function meter(options: TransferOptions, what: string, expected?: number): Meter
  * Content-Length, and it lets the upload be checked for truncation. Resolves with bytes sent.
  */
 export async function putDatastoreFile(client: VimClient, file: DatastoreFileRef, body: Readable, size: number, options: TransferOptions = {}): Promise<number> {
-  const url = datastoreFileUrl(client, file);
+  let url: URL;
+  try {
+    url = datastoreFileUrl(client, file);
+  } catch (err) {
+    body.destroy();
+    throw err;
+  }
   const what = `PUT ${url.pathname}`;
   const m = meter(options, what, size);
   try {

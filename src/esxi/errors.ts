@@ -94,6 +94,18 @@ export class CertificateMismatchError extends EsxiError {
   }
 }
 
+/**
+ * A file or directory name from a host (a datastore listing, a `.vmx` path, `layoutEx`, an export
+ * lease's `targetId`) is not one safe path component: empty, `.` or `..`, with `/`, a backslash,
+ * NUL or control characters, or absolute. Refused before it becomes a URL or a datastore path at the
+ * destination, where `..` would reach outside the VM's directory. `details` names it and why.
+ */
+export class UnsafeDatastorePathError extends EsxiError {
+  constructor(message: string, options: ApMigrateErrorOptions = {}) {
+    super('ESXI_UNSAFE_PATH', message, options);
+  }
+}
+
 /** A wait (task, lease) took longer than allowed. */
 export class EsxiTimeoutError extends EsxiError {
   constructor(message: string, options: ApMigrateErrorOptions = {}) {

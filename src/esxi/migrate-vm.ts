@@ -12,7 +12,7 @@
 import { posix } from 'node:path';
 import { ResultAsync } from 'neverthrow';
 import { readRef, type VimClient } from './client.js';
-import { datastorePathExists, openDatastoreFile, putDatastoreFile } from './datastore-http.js';
+import { assertSafeDatastorePath, datastorePathExists, openDatastoreFile, putDatastoreFile } from './datastore-http.js';
 import { Readable } from 'node:stream';
 import { AlreadyExistsError, EsxiAbortedError, type EsxiError, EsxiTransportError, FileNotFoundError, InvalidStateError, NotAuthenticatedError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
 import { findVmByName, formatDatastorePath, getHostInventory, listVms, parseDatastorePath, vmSizeBytes, type HostInventory, type VmInfo } from './inventory.js';
@@ -142,15 +142,38 @@ function skipped(name: string): boolean {
   return name.endsWith('.lck') || name.endsWith('.vswp') || name.startsWith('.lck-') || name.endsWith('.vmx~');
 }
 
+/**
+ * The VM's directory and `.vmx` name from `config.files.vmPathName`, checked: both come from the
+ * source host (and the VM), and become datastore paths and URLs at the destination.
+ */
+function vmLocation(vm: VmInfo): { datastore: string; dir: string; vmxName: string } {
+  const vmx = parseDatastorePath(vm.vmPathName);
+  const dir = posix.dirname(vmx.path);
+  if (!dir || dir === '.') throw new ProtocolError(`VM "${vm.name}" has its .vmx at the datastore root; only VMs in their own directory can be copied`);
+  assertSafeDatastorePath(dir, `the directory of VM "${vm.name}" (config.files.vmPathName ${vm.vmPathName})`);
+  const vmxName = posix.basename(vmx.path);
+  assertSafeDatastorePath(vmxName, `the .vmx name of VM "${vm.name}"`, 'name');
+  return { datastore: vmx.datastore, dir, vmxName };
+}
+
+/**
+ * The files of the VM's directory: the source's datastore listing merged with `layoutEx.file`.
+ * Every name is checked to be one plain file name before it is used: a listing holding `..`, a
+ * `/` or a NUL is refused with UnsafeDatastorePathError, so no GET or PUT leaves the directory.
+ */
 async function filesToCopy(src: VimClient, inv: HostInventory, vm: VmInfo, datastore: string, dir: string, signal: AbortSignal | undefined): Promise<{ path: string; size: number }[]> {
   const ds = inv.datastores.find((d) => d.name === datastore);
   if (!ds?.browser) throw new ObjectNotFoundError(`Source datastore "${datastore}" not found on ${src.endpoint.origin.host}`);
   const listed = await listDatastoreDirectory(src, ds.browser, formatDatastorePath({ datastore, path: dir }), { signal });
+  for (const f of listed) assertSafeDatastorePath(f.path, `a file name in the source's listing of [${datastore}] ${dir}`, 'name');
   const files = new Map(listed.map((f) => [f.path, f.size]));
   // layoutEx.file may name files the directory search hides (e.g. -flat.vmdk behind a disk query).
   for (const f of vm.files) {
     const p = parseDatastorePath(f.name);
-    if (p.datastore === datastore && posix.dirname(p.path) === dir && !files.has(posix.basename(p.path))) files.set(posix.basename(p.path), f.size);
+    if (p.datastore !== datastore || posix.dirname(p.path) !== dir) continue;
+    const name = posix.basename(p.path);
+    assertSafeDatastorePath(name, `a file name in layoutEx.file of VM "${vm.name}" (${f.name})`, 'name');
+    if (!files.has(name)) files.set(name, f.size);
   }
   return [...files].filter(([name]) => !skipped(name)).map(([path, size]) => ({ path, size }));
 }
@@ -162,9 +185,9 @@ async function filesToCopy(src: VimClient, inv: HostInventory, vm: VmInfo, datas
  */
 export async function measureVmCopyBytes(src: VimClient, vmName: string, options: { signal?: AbortSignal } = {}): Promise<number> {
   const vm = await findVmByName(src, vmName, options);
-  const vmx = parseDatastorePath(vm.vmPathName);
+  const where = vmLocation(vm);
   const inv = await getHostInventory(src, options);
-  const files = await filesToCopy(src, inv, vm, vmx.datastore, posix.dirname(vmx.path), options.signal);
+  const files = await filesToCopy(src, inv, vm, where.datastore, where.dir, options.signal);
   return Math.max(
     files.reduce((sum, f) => sum + f.size, 0),
     vmSizeBytes(vm),
@@ -180,9 +203,10 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
   const wait = { signal, timeoutMs: options.taskTimeoutMs };
   // 1. Look everything up before changing anything.
   const vm = await findVmByName(src, vmName, { signal });
-  const vmx = parseDatastorePath(vm.vmPathName);
-  const srcDir = posix.dirname(vmx.path);
-  if (!srcDir || srcDir === '.') throw new ProtocolError(`VM "${vmName}" has its .vmx at the datastore root; only VMs in their own directory can be copied`);
+  // Checked before anything changes: names from the source must stay inside the VM's directory.
+  const vmx = vmLocation(vm);
+  const srcDir = vmx.dir;
+  if (options.destinationDirectory !== undefined) assertSafeDatastorePath(options.destinationDirectory, 'destinationDirectory');
   const [srcInv, dstInv] = await Promise.all([getHostInventory(src, { signal }), getHostInventory(dst, { signal })]);
   const dstDatastore = options.destinationDatastore ?? vmx.datastore;
   if (!dstInv.datastores.some((d) => d.name === dstDatastore)) {
@@ -314,7 +338,7 @@ export async function copyVmBetweenHostsAsync(src: VimClient, dst: VimClient, vm
       }
     }
     // 5. Register and power on.
-    const destinationVmx = formatDatastorePath({ datastore: dstDatastore, path: `${dstDir}/${posix.basename(vmx.path)}` });
+    const destinationVmx = formatDatastorePath({ datastore: dstDatastore, path: `${dstDir}/${vmx.vmxName}` });
     createdVm = await registerVm(dst, { folder: dstInv.vmFolder, vmxPath: destinationVmx, name: dstName, pool: dstInv.resourcePool, host: dstInv.host }, wait);
     let destinationPowerState = 'poweredOff';
     if (options.powerOn ?? true) {

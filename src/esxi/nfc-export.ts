@@ -9,6 +9,7 @@
  */
 import type { Readable } from 'node:stream';
 import { readRef, type VimClient } from './client.js';
+import { assertSafeDatastorePath } from './datastore-http.js';
 import { EsxiError, ProtocolError, asEsxiError } from './errors.js';
 import {
   abortLease,
@@ -30,7 +31,7 @@ export interface LeaseDevice {
   key: string;
   /** Download URL with any `*` host replaced. */
   url: URL;
-  /** Target id (file name in an OVF). */
+  /** Target id (file name in an OVF); checked to be one plain file name (no `/`, `..`, NUL). */
   targetId: string | undefined;
   /** Whether it is a VMDK disk. */
   disk: boolean;
@@ -60,6 +61,8 @@ export { rewriteLeaseUrl } from './nfc-lease.js';
 
 async function readDevices(client: VimClient, lease: MoRef, options: LeaseExportOptions): Promise<{ devices: LeaseDevice[]; totalBytes: number }> {
   const info = await readLeaseInfo(client, lease, options);
+  // A sink may well write each device to a file named by its targetId: only plain file names pass.
+  for (const d of info.deviceUrls) if (d.targetId) assertSafeDatastorePath(d.targetId, `the export lease's targetId for ${d.key}`, 'name');
   const devices = info.deviceUrls.map((d) => ({ key: d.key, url: d.url, targetId: d.targetId, disk: d.disk, fileSize: d.fileSize }));
   const known = devices.reduce((sum, d) => sum + (d.fileSize ?? 0), 0);
   return { devices, totalBytes: known || info.totalDiskCapacityBytes };

@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream';
 import { ResultAsync } from 'neverthrow';
 import { z } from 'zod';
 import { readRef, type VimClient } from './client.js';
+import { assertSafeDatastorePath } from './datastore-http.js';
 import { EsxiError, InvalidStateError, MethodNotSupportedError, ProtocolError, asEsxiError } from './errors.js';
 import { findVmByName } from './inventory.js';
 import { abortLease, byteCounter, completeLease, downloadLeaseUrl, percentOf, readLeaseInfo, startProgressTicker, waitLeaseReady, type ProgressTicker } from './nfc-lease.js';
@@ -72,6 +73,8 @@ export async function exportImportVmAsync(src: VimClient, dst: VimClient, vmName
     const info = await readLeaseInfo(src, lease, { signal });
     // 0 is no real VMDK size: servers that do not know it send 0.
     const disks = info.deviceUrls.filter((d) => d.disk).map((d) => ({ device: d, size: d.fileSize ? d.fileSize : undefined }));
+    // The source names each disk file (targetId); it goes into the descriptor the destination reads.
+    for (const d of disks) if (d.device.targetId) assertSafeDatastorePath(d.device.targetId, `the export lease's targetId for ${d.device.key}`, 'name');
     const total = disks.reduce((sum, d) => sum + (d.size ?? 0), 0) || info.totalDiskCapacityBytes;
     ticker = startProgressTicker(src, lease, () => percentOf(exported, total), options.progressIntervalMs);
     const { descriptor, source } = await describeVmAsync(

@@ -11,6 +11,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { z } from 'zod';
+import { InvalidInputError } from '../errors.js';
 import { CertificateMismatchError } from './errors.js';
 
 /** How to reach and log in to one ESXi host (or vCenter). */
@@ -80,13 +81,24 @@ function pinningAgent(thumbprint: string, ca: string | undefined): https.Agent {
   return agent;
 }
 
-/** Validate an endpoint and build its agent. Throws ZodError or CertificateMismatchError-free errors only for bad input. */
+/**
+ * Validate an endpoint and build its agent. Throws ZodError, InvalidInputError or Error, only for
+ * bad input. A certificate pin (`thumbprint`) or extra CA (`ca`) on a plain `http://` URL is
+ * refused: there is no certificate to check, so the pin would be dropped without a word.
+ */
 export function resolveEndpoint(input: VimEndpoint): ResolvedEndpoint {
   const ep = VimEndpointSchema.parse(input);
   const withScheme = /^[a-z]+:\/\//i.test(ep.url) ? ep.url : `https://${ep.url}`;
   const url = new URL(withScheme);
   if (url.protocol === 'http:' && !ep.insecureHttp) {
     throw new Error(`refusing plain http for ${url.host}: pass insecureHttp: true to allow it (simulators only)`);
+  }
+  if (url.protocol === 'http:' && (ep.thumbprint !== undefined || ep.ca !== undefined)) {
+    const fields = [...(ep.thumbprint !== undefined ? ['thumbprint'] : []), ...(ep.ca !== undefined ? ['ca'] : [])];
+    throw new InvalidInputError('vSphere endpoint', fields.map((field) => ({
+      path: field,
+      message: `${field} cannot be checked on the plain http URL ${url.origin} (insecureHttp): it has no certificate, so the ${field === 'thumbprint' ? 'pin' : 'CA'} would be ignored; use https, or drop ${field}`,
+    })), { details: { fields: ['url', 'insecureHttp', ...fields] } });
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`unsupported URL scheme ${url.protocol}`);
   if (url.username || url.password) throw new Error('put credentials in username/password, not in the URL');

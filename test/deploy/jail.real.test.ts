@@ -73,7 +73,8 @@ describe.skipIf(!HOST)('jail deployer on a real FreeBSD host (opt-in)', () => {
     return { stagingDir, bytesReceived: 0, entriesVerified: 0 };
   }
 
-  const base = { uid: 0, gid: 0, cwd: '/', platform: { os: 'freebsd', release: '13.2-RELEASE', arch: 'amd64' } };
+  // nobody: the deployer does not run a moved program as root unless told to (jailUser).
+  const base = { uid: 65534, gid: 65534, cwd: '/', platform: { os: 'freebsd', release: '13.2-RELEASE', arch: 'amd64' } };
 
   it('creates a files-only jail from the generated jail.conf, sees it run, and removes every trace', async () => {
     const context = await contextFor('apm-real-files', { ...base, executable: '/bin/sleep', argv: ['sleep', '300'] });

@@ -9,10 +9,10 @@
  * which must give the program its exact argv, environment and working directory; every remote
  * script passes `sh -n`.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname as posixDirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -24,12 +24,15 @@ import type { ApMigrateError } from '../../src/errors.js';
 import type { ActivatedDeployment, DeployContext, Deployer, StagedBundle, StartedProgram } from '../../src/spec/deployer.js';
 import {
   checkJailCapabilities,
+  checkJailProfile,
   createJailDeployer,
   FREEBSD_BASE_DIRS,
   JAIL_ACTIVATE_SCRIPT,
   JAIL_MOVE_SCRIPT,
   JAIL_PREFLIGHT_SCRIPT,
   JAIL_ROLLBACK_SCRIPT,
+  JAIL_VNET_IFCONFIG,
+  RESCUE_IFCONFIG,
   jailBundleContents,
   measureFreeBsdBase,
   parseDuSk,
@@ -128,7 +131,7 @@ function freebsdHost(release: Release, extra: ScriptedRule[] = []): ScriptedRule
       return { match: ['sysctl', '-n', oid], reply: modern ? { stdout: fixture('freebsd', 'sysctl-param-present.txt') } : unknownOid(oid) };
     }),
     { match: ['sysctl', '-n', 'kern.features.vimage'], reply: modern ? { stdout: fixture('freebsd', 'sysctl-vimage-present.txt') } : unknownOid('kern.features.vimage') },
-    { match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\nuser=www\n' } },
+    { match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\nuser=www\nuser_uid=1001\n' } },
     { match: (argv) => argv[0] === 'sh' && (argv[2] ?? '').includes('echo present'), reply: { stdout: 'present\n' } },
     {
       match: (argv) => argv[0] === 'node' && argv[2] === 'unpack',
@@ -246,6 +249,12 @@ describe('jail deployer: golden command sequences', () => {
     expect(result.started?.endpoints).toEqual(['10.231.9.2:8080']);
     const conf = uploadedConf(transport);
     expect(conf).toContain('vnet.interface = "epair0b";');
+    // exec.created runs as root inside the jail: the host's static ifconfig, never the bundle's /sbin/ifconfig.
+    expect(conf).toContain(`exec.created = "/usr/sbin/jexec apserver ${JAIL_VNET_IFCONFIG} lo0 inet 127.0.0.1/8 up";`);
+    expect(conf).not.toContain('/sbin/ifconfig');
+    const activation = transport.calls.find((c) => c.op === 'exec' && c.argv[2] === JAIL_ACTIVATE_SCRIPT);
+    expect(activation?.op === 'exec' && activation.argv.slice(3, 8)).toEqual(['ap-migrate', expect.stringMatching(/staging-apserver-/), '/usr/local/bin/apserver', '/var/db/apserver', RESCUE_IFCONFIG]);
+    expect(activation?.op === 'exec' && activation.argv.includes('/sbin/ifconfig')).toBe(false);
     expectGolden('vnet.conf', conf);
     // Rolling back the running jail removes it, then destroys the epair.
     const before = transport.calls.length;
@@ -308,7 +317,7 @@ describe('the activation script on this machine\'s /bin/sh (its POSIX parts; ldd
 
   it('creates /dev, /tmp (1777), the cwd and created-file dirs, copies the host shell, then moves into place', () => {
     const staging = stagingWith('ok');
-    execFileSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', staging, '/usr/local/bin/apserver', '/var/db/apserver', '/bin/sh', '--', '/var/log/apserver']);
+    execFileSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', staging, '/usr/local/bin/apserver', '/var/db/apserver', '', '/bin/sh', '--', '/var/log/apserver']);
     const root = join(staging, 'root');
     for (const dir of ['dev', 'tmp', 'var/db/apserver', 'var/log/apserver']) expect(statSync(join(root, dir)).isDirectory()).toBe(true);
     expect(statSync(join(root, 'tmp')).mode & 0o7777).toBe(0o1777);
@@ -328,9 +337,152 @@ describe('the activation script on this machine\'s /bin/sh (its POSIX parts; ldd
     mkdirSync(outside);
     symlinkSync(outside, join(staging, 'root', 'var'));
     expect(() =>
-      execFileSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', staging, '/usr/local/bin/apserver', '/var/db/apserver', '--'], { stdio: 'pipe' }),
+      execFileSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', staging, '/usr/local/bin/apserver', '/var/db/apserver', '', '--'], { stdio: 'pipe' }),
     ).toThrow(/symbolic link/);
     expect(readdirSync(outside)).toEqual([]);
+  });
+
+  /** Run the activation script on a staging dir; returns its exit status and stderr. */
+  function activate(staging: string, args: { exe?: string; cwd?: string; helper?: string; hostFiles?: string[]; dirs?: string[] } = {}) {
+    const argv = [staging, args.exe ?? '/usr/local/bin/apserver', args.cwd ?? '/var/db/apserver', args.helper ?? '', ...(args.hostFiles ?? []), '--', ...(args.dirs ?? [])];
+    const r = spawnSync('sh', ['-c', JAIL_ACTIVATE_SCRIPT, 'ap-migrate', ...argv], { encoding: 'utf8' });
+    return { status: r.status, stderr: r.stderr };
+  }
+
+  /** A host directory standing in for /etc or /var/tmp/x: nothing may be written to it, nor its mode changed. */
+  function hostDir(name: string): string {
+    const dir = join(base, name);
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    return dir;
+  }
+
+  const untouched = (dir: string) => {
+    expect(readdirSync(dir)).toEqual([]);
+    expect(statSync(dir).mode & 0o7777).toBe(0o755);
+  };
+
+  // Each skeleton directory, each link in the cwd chain, each created-file directory and each
+  // directory a host file is copied into: a symlink there is refused before anything is written.
+  const linkCases: Array<[string, string, Parameters<typeof activate>[1]]> = [
+    ['root/tmp -> /etc (chmod 1777 would hit the host directory)', 'tmp', {}],
+    ['root/dev -> /var/tmp/x (where jail(8) mounts devfs)', 'dev', {}],
+    ['a link in the cwd chain (root/var/db -> host)', 'var/db', {}],
+    ['the cwd itself (root/var/db/apserver -> host)', 'var/db/apserver', {}],
+    ['a created-file directory (root/var/log -> host)', 'var/log', { dirs: ['/var/log/apserver'] }],
+    ['the directory a host file is copied into (root/bin -> host)', 'bin', { hostFiles: ['/bin/sh'] }],
+  ];
+  for (const [what, link, args] of linkCases) {
+    it(`refuses ${what}`, () => {
+      const staging = stagingWith(`link-${link.replace(/\//g, '-')}`);
+      const outside = hostDir(`outside-${link.replace(/\//g, '-')}`);
+      mkdirSync(join(staging, 'root', posixDirname(link)), { recursive: true });
+      symlinkSync(outside, join(staging, 'root', link));
+      const r = activate(staging, args);
+      expect(r.status, r.stderr).toBe(4);
+      expect(r.stderr).toContain('symbolic link');
+      untouched(outside);
+    });
+  }
+
+  it('refuses "." and ".." in the cwd, the executable and created-file directories, even when passed straight to the script', () => {
+    const cases: Array<Parameters<typeof activate>[1]> = [
+      { cwd: '/../../escaped-cwd' },
+      { cwd: '/var/./db' },
+      { exe: '/usr/local/bin/../../../../bin/sh' },
+      { dirs: ['/var/log/../../../escaped-dir'] },
+      { cwd: 'relative' },
+    ];
+    for (const [i, args] of cases.entries()) {
+      const staging = stagingWith(`dots-${i}`);
+      const r = activate(staging, args);
+      expect(r.status, `${JSON.stringify(args)}: ${r.stderr}`).toBe(4);
+      expect(r.stderr).toMatch(/\. or \.\. component|relative path/);
+    }
+    expect(existsSync(join(base, 'escaped-cwd'))).toBe(false);
+    expect(existsSync(join(base, 'escaped-dir'))).toBe(false);
+  });
+
+  it('VNET: copies the static helper to /.ap-migrate/ifconfig (root only), and refuses a bundle that brought /.ap-migrate', () => {
+    const staging = stagingWith('vnet');
+    // /bin/sh stands in for /rescue/ifconfig: any host file.
+    const ok = activate(staging, { helper: '/bin/sh' });
+    expect(ok.status, ok.stderr).toBe(0);
+    const copy = join(staging, 'root', JAIL_VNET_IFCONFIG);
+    expect(readFileSync(copy)).toEqual(readFileSync('/bin/sh'));
+    expect(statSync(copy).mode & 0o7777).toBe(0o500);
+    expect(statSync(join(staging, 'root', '.ap-migrate')).mode & 0o7777).toBe(0o700);
+    const evil = stagingWith('vnet-evil');
+    const outside = hostDir('outside-vnet');
+    symlinkSync(outside, join(evil, 'root', '.ap-migrate'));
+    const refused = activate(evil, { helper: '/bin/sh' });
+    expect(refused.status).toBe(4);
+    untouched(outside);
+    expect(activate(stagingWith('vnet-missing'), { helper: join(base, 'no-such-ifconfig') }).status).toBe(5);
+  });
+});
+
+describe('the rollback script on this machine\'s /bin/sh, with stand-ins for jls, jail, mount, umount and chflags', () => {
+  const base = mkdtempSync(join(tmpdir(), 'apm-jail-rollback-'));
+  afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+  /** Stand-in tools: jls finds no jail, `mount -p` prints the table file, umount logs its argv and empties the table, chflags logs. */
+  function tools(): string {
+    const bin = join(base, 'bin');
+    if (existsSync(bin)) return bin;
+    mkdirSync(bin);
+    const log = join(base, 'tools.log');
+    const script = (body: string) => `#!/bin/sh\n${body}\n`;
+    writeFileSync(join(bin, 'jls'), script('exit 1'), { mode: 0o755 });
+    writeFileSync(join(bin, 'jail'), script(`echo "jail $*" >>${log}`), { mode: 0o755 });
+    writeFileSync(join(bin, 'mount'), script('[ "$1" = -p ] && cat "$MOUNTS_FILE"'), { mode: 0o755 });
+    writeFileSync(join(bin, 'umount'), script(`echo "umount $*" >>${log}; : >"$MOUNTS_FILE"`), { mode: 0o755 });
+    writeFileSync(join(bin, 'chflags'), script(`echo "chflags $*" >>${log}`), { mode: 0o755 });
+    return bin;
+  }
+
+  function rollback(dir: string, mounts: string) {
+    const log = join(base, 'tools.log');
+    rmSync(log, { force: true });
+    const table = join(base, 'mounts.txt');
+    writeFileSync(table, mounts);
+    const r = spawnSync('sh', ['-c', JAIL_ROLLBACK_SCRIPT, 'ap-migrate', 'apserver', '', dir], {
+      encoding: 'utf8',
+      env: { PATH: `${tools()}:/usr/bin:/bin`, MOUNTS_FILE: table },
+    });
+    return { status: r.status, stderr: r.stderr, log: existsSync(log) ? readFileSync(log, 'utf8') : '' };
+  }
+
+  function bundleWithDevLink(name: string): { dir: string; outside: string } {
+    const dir = join(base, name);
+    const outside = join(base, `${name}-outside`);
+    mkdirSync(join(dir, 'root'), { recursive: true });
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'keep'), 'host data');
+    symlinkSync(outside, join(dir, 'root', 'dev'));
+    return { dir, outside };
+  }
+
+  it('root/dev -> a host directory: nothing is mounted there, so no umount; rm -rf removes the link, not its target', () => {
+    const { dir, outside } = bundleWithDevLink('refused-staging');
+    const r = rollback(dir, '');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.log).not.toContain('umount');
+    expect(existsSync(dir)).toBe(false);
+    expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('host data');
+  });
+
+  it('umounts only the exact mount point the mount table lists, and never removes a tree with a mount left under it', () => {
+    const { dir } = bundleWithDevLink('mounted');
+    const devfs = rollback(dir, `devfs\t${dir}/root/dev\tdevfs\trw\t0 0\n`);
+    expect(devfs.status, devfs.stderr).toBe(0);
+    expect(devfs.log).toContain(`umount -f ${dir}/root/dev\n`);
+    const { dir: other, outside } = bundleWithDevLink('still-mounted');
+    const busy = rollback(other, `/dev/md0\t${other}/root/mnt\tufs\trw\t0 0\n`);
+    expect(busy.status).toBe(6);
+    expect(existsSync(other)).toBe(true);
+    expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('host data');
+    expect(lstatSync(join(other, 'root', 'dev')).isSymbolicLink()).toBe(true);
   });
 });
 
@@ -365,7 +517,7 @@ describe('jail deployer: pre-flight refusals', () => {
   });
 
   it('refuses a name an existing jail already has, and a uid with no user', async () => {
-    const taken = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=1\nuser=www\n' } }]) });
+    const taken = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=1\nuser=www\nuser_uid=1001\n' } }]) });
     expect((await createJailDeployer().preflight(contextFor(BASE_PROFILE, taken), 1))._unsafeUnwrapErr().code).toBe('DESTINATION_EXISTS');
     const nobody = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\n' } }]) });
     const error = (await createJailDeployer().preflight(contextFor(BASE_PROFILE, nobody), 1))._unsafeUnwrapErr();
@@ -383,6 +535,64 @@ describe('jail deployer: pre-flight refusals', () => {
     const e2 = (await deployer.preflight(contextFor(NETWORK_PROFILE, t2), 1))._unsafeUnwrapErr();
     expect(e2.code).toBe('INVALID_INPUT');
     expect(e2.message).toContain('network.addresses.0');
+  });
+
+  // Profiles that did not go through ResourceProfileSchema (DeployContext takes any ResourceProfile):
+  // the deployer itself refuses them, before running anything at the destination.
+  const hostile: Array<[string, (p: ResourceProfile) => ResourceProfile, string]> = [
+    ['a cwd climbing out of the root', (p) => ({ ...p, cwd: '/var/db/../../../etc' }), 'cwd'],
+    ['a relative cwd', (p) => ({ ...p, cwd: 'var/db' }), 'cwd'],
+    ['an executable with ..', (p) => ({ ...p, executable: '/usr/local/bin/../../../../bin/sh' }), 'executable'],
+    ['a created file under ..', (p) => ({ ...p, files: [...p.files, { path: '/var/log/../../../etc/cron.d/x', kind: 'regular', access: ['write'], size: 0, sharedLibrary: false, created: true }] }), 'files.4.path'],
+    ['an env name that is shell syntax', (p) => ({ ...p, env: { 'A=1; touch /tmp/PWN; B': 'v' } }), 'env.A=1; touch /tmp/PWN; B'],
+    ['an env value with NUL', (p) => ({ ...p, env: { A: 'x\0y' } }), 'env.A'],
+    ['an argument with NUL', (p) => ({ ...p, argv: ['apserver', 'a\0b'] }), 'argv.1'],
+    ['uid 0 (the program ran as root)', (p) => ({ ...p, uid: 0 }), 'uid'],
+  ];
+  for (const [what, change, path] of hostile) {
+    it(`refuses ${what} with UNSAFE_PROFILE before running anything`, async () => {
+      const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+      const context = contextFor(BASE_PROFILE, transport);
+      const error = (await createJailDeployer(FAST).preflight({ ...context, profile: change(context.profile) }, 1))._unsafeUnwrapErr();
+      expect(error.code).toBe('UNSAFE_PROFILE');
+      expect((error.details.issues as Array<{ path: string }>).map((i) => i.path)).toContain(path);
+      expect(error.details.field).toBe(path);
+      expect(transport.calls).toEqual([]);
+    });
+  }
+
+  it('activation checks the profile again: a cwd with .. reaches no command', async () => {
+    const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const context = contextFor(BASE_PROFILE, transport);
+    const deployer = createJailDeployer(FAST);
+    (await deployer.preflight(context, 1))._unsafeUnwrap();
+    const before = transport.calls.length;
+    const staged = { stagingDir: `${ROOT}/.ap-migrate/staging-apserver-x`, bytesReceived: 1, entriesVerified: 1 };
+    const error = (await deployer.activate({ ...context, profile: { ...context.profile, cwd: '/../../etc' } }, staged))._unsafeUnwrapErr();
+    expect(error.code).toBe('UNSAFE_PROFILE');
+    expect(transport.calls.slice(before)).toEqual([]);
+  });
+
+  it('runs a uid-0 program only as the user the caller names or with allowRoot, and refuses a host user that resolves to uid 0', async () => {
+    const named = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    const root = { ...BASE_PROFILE, uid: 0, gid: 0 };
+    (await createJailDeployer({ ...FAST, jailUser: 'www' }).preflight(contextFor(root, named), 1))._unsafeUnwrap();
+    expect(named.calls.some((c) => c.op === 'exec' && c.argv[2] === JAIL_PREFLIGHT_SCRIPT && c.argv.at(-1) === 'www')).toBe(true);
+    const rootUser = (): ScriptedRule[] => [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\nuser=root\nuser_uid=0\n' } }];
+    (await createJailDeployer({ ...FAST, allowRoot: true }).preflight(contextFor(root, createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', rootUser()) })), 1))._unsafeUnwrap();
+    const toor = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2', [{ match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\nuser=toor\nuser_uid=0\n' } }]) });
+    const error = (await createJailDeployer(FAST).preflight(contextFor(BASE_PROFILE, toor), 1))._unsafeUnwrapErr();
+    expect(error.code).toBe('UNSAFE_PROFILE');
+    expect(error.message).toContain('uid 0');
+    // A jailUser that could read as an option never reaches `id`.
+    const dash = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
+    expect((await createJailDeployer({ jailUser: '-x' }).preflight(contextFor(BASE_PROFILE, dash), 1))._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    expect(dash.calls).toEqual([]);
+  });
+
+  it('checkJailProfile normalises the paths it returns', () => {
+    const checked = checkJailProfile({ ...profileOf(BASE_PROFILE), cwd: '/var//db/./apserver/' });
+    expect(checked).toEqual({ executable: '/usr/local/bin/apserver', cwd: '/var/db/apserver', createdDirs: ['/var/log/apserver'] });
   });
 
   it('refuses a network program without a network option, and too little space', async () => {
@@ -471,12 +681,39 @@ describe('jail.conf quoting', () => {
       const conf = renderJailConf(spec)._unsafeUnwrap();
       const line = conf.split('\n').find((l) => l.startsWith('\texec.start = '))!;
       const command = decodeJailConfString(line.slice('\texec.start = '.length, -1));
-      expect(command).toBe(execStartCommand(argv, dir, spec.env));
+      expect(command).toBe(execStartCommand(argv, dir, spec.env)._unsafeUnwrap());
       execFileSync('sh', ['-c', `${command}\nwait`], { stdio: 'ignore' });
       // The program was started in the background; wait for its file.
       for (let i = 0; i < 100 && !existsSync(out); i++) execFileSync('sleep', ['0.05']);
       expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual({ argv: args, cwd: dir, motd: `hi "$USER"\n` });
     });
+  });
+
+  it('execStartCommand refuses an env name that is not portable, so it never becomes shell text', () => {
+    const refused = execStartCommand(['/bin/x'], '/', { 'A=1; touch /tmp/PWN; B': 'v' });
+    expect(refused._unsafeUnwrapErr().code).toBe('INVALID_INPUT');
+    expect(refused._unsafeUnwrapErr().issues.map((i) => i.path)).toEqual(['env.A=1; touch /tmp/PWN; B']);
+    for (const name of ['1A', 'A-B', 'A B', '', 'A\nB', '$(id)']) expect(execStartCommand(['/bin/x'], '/', { [name]: 'v' }).isErr(), name).toBe(true);
+    expect(execStartCommand(['/bin/x'], '/../etc').isErr()).toBe(true);
+    // Values are single-quoted: shell syntax in them is only text.
+    expect(execStartCommand(['/bin/x'], '/', { A: "'; touch /tmp/PWN; '" })._unsafeUnwrap()).toBe(`export A=''\\''; touch /tmp/PWN; '\\'''; cd / && exec /bin/x </dev/null &`);
+  });
+
+  it('exec.start gives hostile env values to the program verbatim and runs nothing else', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'apm-jail-env-'));
+    try {
+      const out = join(dir, 'env.json');
+      const pwn = join(dir, 'PWN');
+      const value = `'; touch ${pwn}; ' $(touch ${pwn}) \`touch ${pwn}\` "\n\\`;
+      const argv = [process.execPath, '-e', `require('fs').writeFileSync(process.argv[1], JSON.stringify(process.env.EVIL))`, out];
+      const command = execStartCommand(argv, dir, { EVIL: value })._unsafeUnwrap();
+      execFileSync('sh', ['-c', `${command}\nwait`], { stdio: 'ignore' });
+      for (let i = 0; i < 100 && !existsSync(out); i++) execFileSync('sleep', ['0.05']);
+      expect(JSON.parse(readFileSync(out, 'utf8'))).toBe(value);
+      expect(existsSync(pwn)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses unsafe specs: devfs ruleset 0, a numeric or dotted name, NUL, a relative cwd', () => {
@@ -497,6 +734,13 @@ describe('jail.conf quoting', () => {
       expect(error.code).toBe('INVALID_INPUT');
       expect(error.issues.map((i) => i.path)).toContain(path);
     }
+    // Values of the wrong type are refused too, never thrown on.
+    const loose = (v: unknown) => v as never;
+    expect(renderJailConf(loose(null))._unsafeUnwrapErr().issues.map((i) => i.path)).toEqual(['']);
+    expect(renderJailConf(loose({}))._unsafeUnwrapErr().issues.map((i) => i.path)).toEqual(expect.arrayContaining(['name', 'path', 'argv', 'cwd', 'jailUser', 'network']));
+    expect(renderJailConf({ ...good, network: loose({ mode: 'ip4', interface: 'em0', addresses: 'x' }) })._unsafeUnwrapErr().issues.map((i) => i.path)).toContain('network.addresses');
+    expect(execStartCommand(loose(null), '/')._unsafeUnwrapErr().issues.map((i) => i.path)).toContain('argv');
+    expect(execStartCommand(['/bin/x'], '/', loose([]))._unsafeUnwrapErr().issues.map((i) => i.path)).toContain('env');
   });
 });
 

@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VimClient } from '../../src/esxi/client.js';
-import { EsxiAbortedError, EsxiTimeoutError, FileNotFoundError, InvalidLoginError, ProtocolError } from '../../src/esxi/errors.js';
+import { EsxiAbortedError, EsxiTimeoutError, FileNotFoundError, InvalidLoginError, ProtocolError, UnsafeDatastorePathError } from '../../src/esxi/errors.js';
 import { downloadLeaseUrl, uploadToLeaseUrl } from '../../src/esxi/nfc-lease.js';
 import { exportVm } from '../../src/esxi/index.js';
 import { rewriteLeaseUrl } from '../../src/esxi/nfc-export.js';
@@ -36,6 +36,26 @@ function expectedSha(size: number): string {
 }
 
 describe('ExportVm through an HttpNfcLease (local stand-in server)', () => {
+  it('refuses a lease targetId that is not one plain file name: no download, sink never called, lease aborted', async () => {
+    for (const targetId of ['../../etc/passwd', 'a/b.vmdk', '..', 'disk\0.vmdk']) {
+      standin = await startStandin({ diskBytes: 1024, initializingPolls: 0, targetId });
+      client = await connect(standin);
+      let sinkCalls = 0;
+      const e = (await exportVm(client, VM, async () => {
+        sinkCalls++;
+      }))._unsafeUnwrapErr();
+      expect(e, targetId).toBeInstanceOf(UnsafeDatastorePathError);
+      expect(e.code).toBe('ESXI_UNSAFE_PATH');
+      expect(sinkCalls).toBe(0);
+      expect(standin.downloads).toBe(0);
+      expect(standin.aborted).toBe(true);
+      await client.logout();
+      client = undefined;
+      await standin.close();
+      standin = undefined;
+    }
+  });
+
   it('waits for ready, rewrites the * host, streams the disk with the cookie, reports progress, completes', async () => {
     const size = 3 * 1024 * 1024 + 5;
     standin = await startStandin({ diskBytes: size, initializingPolls: 2, chunkDelayMs: 2 });

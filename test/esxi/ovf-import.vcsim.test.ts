@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { VimClient } from '../../src/esxi/client.js';
-import { AlreadyExistsError, EsxiAbortedError, InvalidStateError, ProtocolError } from '../../src/esxi/errors.js';
+import { AlreadyExistsError, EsxiAbortedError, InvalidStateError, ProtocolError, UnsafeDatastorePathError } from '../../src/esxi/errors.js';
 import { listVms } from '../../src/esxi/inventory.js';
 import { resolveLeaseUrl } from '../../src/esxi/nfc-lease.js';
 import { buildOvfDescriptor, describeVm, readVmHardware, type VmHardware } from '../../src/esxi/ovf-descriptor.js';
@@ -312,6 +312,19 @@ describe.skipIf(skipUnless('tool:go'))('OVF import into vcsim', () => {
       expect(standin.aborted).toBe(true);
       expect(standin.completed).toBe(false);
       expect((e.details.rollback as string[]).some((s) => s.startsWith('destroyed vm-'))).toBe(true);
+      expect(await vmNames()).toEqual(before);
+    });
+
+    it('refuses a source lease whose targetId climbs out (../): no descriptor, no import, source lease aborted', async () => {
+      const before = await vmNames();
+      standin = await startStandin({ diskBytes: 4096, initializingPolls: 0, vm: { name: 'web-6' }, targetId: '../../other-vm/other-vm-flat.vmdk', createDescriptor: { descriptor: ONE_DISK_OVF } });
+      standinClient = await connectStandin(standin);
+      const e = (await exportImportVm(standinClient, client, 'web-6'))._unsafeUnwrapErr();
+      expect(e).toBeInstanceOf(UnsafeDatastorePathError);
+      expect(e.code).toBe('ESXI_UNSAFE_PATH');
+      expect(standin.createDescriptorFiles).toEqual([]);
+      expect(standin.downloads).toBe(0);
+      expect(standin.aborted).toBe(true);
       expect(await vmNames()).toEqual(before);
     });
 

@@ -28,6 +28,8 @@ export interface StandinOptions {
   createDescriptor?: 'missing' | 'notImplemented' | { descriptor: string };
   /** Cut the disk download (destroy the socket) after this many bytes. */
   failDownloadAfterBytes?: number;
+  /** The lease's `targetId` for the disk (default `disk-0.vmdk`); a hostile source may name anything. */
+  targetId?: string;
   /**
    * Power tasks of the VM finish at once and change its power state (default: `PowerOffVM_Task`
    * returns a task that never finishes, for the task-waiting tests).
@@ -54,6 +56,8 @@ export interface Standin {
   completed: boolean;
   aborted: boolean;
   downloadsWithoutCookie: number;
+  /** Disk downloads started (with or without a cookie). */
+  downloads: number;
   /** `ovfFiles` paths sent with CreateDescriptor calls. */
   createDescriptorFiles: string[][];
   /** Power-state changes made through `powerTasks`, in order (e.g. `['poweredOff', 'poweredOn']`). */
@@ -79,7 +83,7 @@ async function readAll(req: IncomingMessage): Promise<string> {
 /** Start the stand-in on a free loopback port. */
 export async function startStandin(options: StandinOptions): Promise<Standin> {
   let polls = 0;
-  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, createDescriptorFiles: [], powerChanges: [], close: async () => undefined };
+  const state: Standin = { url: '', port: 0, progress: [], completed: false, aborted: false, downloadsWithoutCookie: 0, downloads: 0, createDescriptorFiles: [], powerChanges: [], close: async () => undefined };
   let powerState = options.vm?.powerState ?? 'poweredOff';
   // With powerTasks: the (finished) task for each power call, and whether it succeeded.
   const finishedTasks = new Map<string, string | undefined>();
@@ -159,7 +163,7 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
             props.push(`<propSet><name>error</name>${val('LocalizedMethodFault', '<fault XMLSchema-instance:type="FileNotFound"><file>disk-0.vmdk</file></fault><localizedMessage>File disk-0.vmdk was not found</localizedMessage>')}</propSet>`);
           }
           if (paths.includes('info')) {
-            props.push(`<propSet><name>info</name>${val('HttpNfcLeaseInfo', `<lease type="HttpNfcLease">lease-1</lease><entity type="VirtualMachine">vm-1</entity><deviceUrl><key>/vm-1/VirtualLsiLogicController0:0</key><importKey></importKey><url>http://*:${state.port}/nfc/ticket-1/disk-0.vmdk</url><sslThumbprint></sslThumbprint><disk>true</disk><targetId>disk-0.vmdk</targetId><fileSize>${options.diskBytes}</fileSize></deviceUrl><totalDiskCapacityInKB>${Math.ceil(options.diskBytes / 1024)}</totalDiskCapacityInKB><leaseTimeout>300</leaseTimeout>`)}</propSet>`);
+            props.push(`<propSet><name>info</name>${val('HttpNfcLeaseInfo', `<lease type="HttpNfcLease">lease-1</lease><entity type="VirtualMachine">vm-1</entity><deviceUrl><key>/vm-1/VirtualLsiLogicController0:0</key><importKey></importKey><url>http://*:${state.port}/nfc/ticket-1/disk-0.vmdk</url><sslThumbprint></sslThumbprint><disk>true</disk><targetId>${escapeXml(options.targetId ?? 'disk-0.vmdk')}</targetId><fileSize>${options.diskBytes}</fileSize></deviceUrl><totalDiskCapacityInKB>${Math.ceil(options.diskBytes / 1024)}</totalDiskCapacityInKB><leaseTimeout>300</leaseTimeout>`)}</propSet>`);
           }
         } else if (type === 'Folder' && vm && propType === 'VirtualMachine') {
           // listVms: the one VM, whatever the traversal.
@@ -200,6 +204,7 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
   };
 
   const download = async (req: IncomingMessage, res: ServerResponse) => {
+    state.downloads += 1;
     if (!(req.headers.cookie ?? '').includes('vmware_soap_session=standin')) {
       state.downloadsWithoutCookie += 1;
       res.writeHead(403).end();
