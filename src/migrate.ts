@@ -15,6 +15,7 @@ import { planMigration, type MigrationPlan, type PlanOptions } from './policy/pl
 import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from './policy/profile.js';
 import type { ActivatedDeployment, Deployer, DeployContext, StagedBundle, StartedProgram } from './spec/deployer.js';
 import type { ProfileTarget, Profiler } from './spec/profiler.js';
+import { validateTarget } from './profilers/common.js';
 import type { Transport } from './spec/transport.js';
 import { createChrootDeployer } from './deploy/chroot.js';
 import { createNamespacesDeployer } from './deploy/namespaces.js';
@@ -123,7 +124,7 @@ export interface MigrationReport {
 const DEFAULT_DEPLOYERS = (allowRoot: boolean): Record<string, Deployer> => ({
   chroot: createChrootDeployer({ allowRoot }),
   'linux-namespaces': createNamespacesDeployer({ allowRoot }),
-  'freebsd-jail': createJailDeployer(),
+  'freebsd-jail': createJailDeployer({ allowRoot }),
 });
 
 function isProfileTarget(target: MigrateOptions['target']): target is { profile: ResourceProfileInput; pid?: number } {
@@ -157,11 +158,46 @@ async function stopSource(pid: number): Promise<void> {
   }
 }
 
+/** The first problem with {@link migrate}'s options, found before anything runs; never throws. */
+function checkMigrateOptions(options: unknown): InvalidInputError | undefined {
+  const invalid = (path: string, message: string) => new InvalidInputError('migrate options', [{ path, message }]);
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(options)) return invalid('', 'must be an object with at least `target`');
+  const o = options;
+  if (!isObject(o.target)) return invalid('target', 'must be { profile }, { command: [...] } or { pid }');
+  if ('profile' in o.target) {
+    const pid = o.target.pid;
+    if (pid !== undefined && !(typeof pid === 'number' && Number.isInteger(pid) && pid > 0 && pid <= 2 ** 31 - 1)) return invalid('target.pid', 'must be a positive integer');
+  } else {
+    const target = validateTarget(o.target);
+    if (target.isErr()) return new InvalidInputError('migrate options', target.error.issues.map((i) => ({ ...i, path: i.path ? `target.${i.path}` : 'target' })));
+    if (!isObject(o.profiler) || typeof o.profiler.profile !== 'function') return invalid('profiler', 'a profiler is needed to profile a pid or command');
+  }
+  if (o.profiler !== undefined && (!isObject(o.profiler) || typeof o.profiler.profile !== 'function')) return invalid('profiler', 'must be a Profiler');
+  for (const key of ['destination', 'vm', 'planOptions', 'deployers'] as const) {
+    if (o[key] !== undefined && !isObject(o[key])) return invalid(key, 'must be an object');
+  }
+  for (const key of ['name', 'method'] as const) {
+    const v = o[key];
+    if (v !== undefined && (typeof v !== 'string' || v === '' || v.includes('\0'))) return invalid(key, 'must be a non-empty string without NUL');
+  }
+  const ms = o.profileDurationMs;
+  if (ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 && ms <= 2 ** 31 - 1)) return invalid('profileDurationMs', 'must be a number of milliseconds');
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) return invalid('signal', 'must be an AbortSignal');
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') return invalid('onProgress', 'must be a function');
+  if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') return invalid('dryRun', 'must be true or false');
+  if (o.sourcePolicy !== undefined && o.sourcePolicy !== 'keep-running' && o.sourcePolicy !== 'stop') return invalid('sourcePolicy', 'must be keep-running or stop');
+  return undefined;
+}
+
 /**
  * Migrate a program. Returns a report, or a typed error; on error after the destination was
- * touched, everything created there has been removed and the source is untouched.
+ * touched, everything created there has been removed and the source is untouched. Options that
+ * are not what {@link MigrateOptions} says are `INVALID_INPUT` naming the field, before anything runs.
  */
 export function migrate(options: MigrateOptions): ResultAsync<MigrationReport, ApMigrateError> {
+  const invalid = checkMigrateOptions(options);
+  if (invalid) return errAsync(invalid);
   const launched: { pid?: number } = {};
   return ResultAsync.fromPromise(runMigration(options, launched), (e) =>
     e instanceof ApMigrateError ? e : new ApMigrateError('MIGRATION_FAILED', `Migration failed: ${String(e)}`, { cause: e }),

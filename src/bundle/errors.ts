@@ -23,7 +23,7 @@ export const BUNDLE_ERROR_CODES = [
   'BUNDLE_MANIFEST_MISMATCH',
   /** `bundle.json` or `manifest.json` is not valid. */
   'BUNDLE_MANIFEST_INVALID',
-  /** The stream ended early (mid-entry, or before the manifest). */
+  /** The stream ended early: mid-entry, before the manifest, with no entry at all (an empty stream), or closed without ending. */
   'BUNDLE_TRUNCATED',
   /** A tar header is damaged (bad checksum, unknown format). */
   'BUNDLE_CORRUPT',

@@ -27,7 +27,7 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { errAsync, ResultAsync } from 'neverthrow';
 import * as tar from 'tar-stream';
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, type InputIssue } from '../errors.js';
 import { BundleError, errnoOf, toBundleError } from './errors.js';
 import {
   BUNDLE_INFO_NAME,
@@ -115,17 +115,80 @@ interface Extracted {
 /**
  * Read a bundle from `input` into `stagingDir` (created if missing; must be empty), verify it,
  * and report what was written. Never throws; on failure the staging directory is removed, the
- * input is destroyed and the error is a {@link BundleError}.
+ * input is destroyed and the error is a {@link BundleError}, or an {@link InvalidInputError}
+ * naming the argument (`input`, `stagingDir`) or option that is wrong. Any premature end of the
+ * input (mid-entry, before the manifest, an empty stream, a stream closed without ending) is
+ * `BUNDLE_TRUNCATED`.
  */
 export function unpackBundle(input: Readable, stagingDir: string, options: UnpackOptions = {}): ResultAsync<UnpackReport, BundleError | InvalidInputError> {
-  if (options.setuid !== undefined && !['reject', 'strip', 'allow'].includes(options.setuid)) {
-    return errAsync(new InvalidInputError('unpack options', [{ path: 'setuid', message: 'must be reject, strip or allow' }]));
-  }
-  if (options.maxMetadataBytes !== undefined && !(Number.isInteger(options.maxMetadataBytes) && options.maxMetadataBytes > 0)) {
-    return errAsync(new InvalidInputError('unpack options', [{ path: 'maxMetadataBytes', message: 'must be a positive integer' }]));
+  // Checked by hand before anything is touched: callers in plain JavaScript (and the receiver) may pass anything.
+  const argumentIssues = checkArguments(input, stagingDir);
+  const optionIssues = argumentIssues.length > 0 ? [] : checkOptions(options);
+  if (argumentIssues.length > 0 || optionIssues.length > 0) {
+    // As on every failure, a usable input is destroyed: its sender must not wait for a reader.
+    if (!argumentIssues.some((i) => i.path === 'input')) {
+      try {
+        input.destroy();
+      } catch {
+        // a stream-like object whose destroy fails: nothing more to do
+      }
+    }
+    return errAsync(
+      argumentIssues.length > 0 ? new InvalidInputError('unpackBundle arguments', argumentIssues) : new InvalidInputError('unpack options', optionIssues),
+    );
   }
   const unpacker = new Unpacker(input, resolvePath(stagingDir), options);
   return ResultAsync.fromPromise(unpacker.run(), (e) => e as BundleError);
+}
+
+/** Problems with the input stream and the staging directory, each naming its argument. */
+function checkArguments(input: unknown, stagingDir: unknown): InputIssue[] {
+  const issues: InputIssue[] = [];
+  const stream = input as Partial<Readable> | null;
+  if (typeof input !== 'object' || stream === null || !['pipe', 'unpipe', 'on', 'destroy'].every((m) => typeof (stream as Record<string, unknown>)[m] === 'function')) {
+    issues.push({ path: 'input', message: `must be a readable stream, got ${describeValue(input)}` });
+  } else if (stream.destroyed === true) {
+    issues.push({ path: 'input', message: 'the stream is already destroyed' });
+  }
+  if (typeof stagingDir !== 'string' || stagingDir === '') {
+    issues.push({ path: 'stagingDir', message: `must be a non-empty path, got ${describeValue(stagingDir)}` });
+  } else if (stagingDir.includes('\0')) {
+    issues.push({ path: 'stagingDir', message: 'must not contain a NUL byte' });
+  }
+  return issues;
+}
+
+/** Problems with {@link UnpackOptions}, each naming its field. */
+function checkOptions(options: unknown): InputIssue[] {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    return [{ path: '', message: `must be an object, got ${describeValue(options)}` }];
+  }
+  const o = options as Record<string, unknown>;
+  const issues: InputIssue[] = [];
+  for (const key of ['requireManifest', 'allowDevices', 'preserveOwners'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') issues.push({ path: key, message: `must be true or false, got ${describeValue(o[key])}` });
+  }
+  if (o.setuid !== undefined && !['reject', 'strip', 'allow'].includes(o.setuid as string)) issues.push({ path: 'setuid', message: 'must be reject, strip or allow' });
+  if (o.maxMetadataBytes !== undefined && !(Number.isSafeInteger(o.maxMetadataBytes) && (o.maxMetadataBytes as number) > 0)) {
+    issues.push({ path: 'maxMetadataBytes', message: 'must be a positive integer' });
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) issues.push({ path: 'signal', message: 'must be an AbortSignal' });
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') issues.push({ path: 'onProgress', message: 'must be a function' });
+  return issues;
+}
+
+/** A short description of a bad value for an error message (never the whole value). */
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return value === '' ? 'an empty string' : 'a string';
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : String(value);
+  return typeof value;
+}
+
+/** streamx's error for "destroyed without a reason", which tar-stream's entry streams reject with when the archive is cut. */
+function isStreamDestroyed(e: unknown): boolean {
+  return errnoOf(e) === 'STREAM_DESTROYED';
 }
 
 class Unpacker {
@@ -151,6 +214,10 @@ class Unpacker {
   private finishing: Promise<void> | undefined;
   private finishingFailed = false;
   private finishingError: unknown;
+  /** The input emitted `end`: every byte it will ever send has been read. */
+  private inputEnded = false;
+  /** The first error the tar extractor was destroyed with. */
+  private extractError: unknown;
 
   constructor(
     private readonly input: Readable,
@@ -174,12 +241,30 @@ class Unpacker {
         this.bytesRead += chunk.length;
       });
       this.input.on('error', (e) => extract.destroy(e));
+      this.input.once('end', () => {
+        this.inputEnded = true;
+      });
+      // A stream destroyed without an error (a producer that gave up) never ends the extractor: it
+      // would wait forever. It ended before the archive did.
+      this.input.once('close', () => {
+        if (!this.inputEnded) extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
+      });
+      extract.on('error', (e: unknown) => {
+        this.extractError ??= e;
+      });
       this.input.pipe(extract as unknown as NodeJS.WritableStream);
       for await (const entry of extract) {
         await this.handle(entry.header as DecodedHeader, entry as unknown as EntryStream);
         this.reportProgress();
       }
       await this.awaitFinishing();
+      if (this.entryIndex === 0 && this.options.requireManifest !== false) {
+        throw new BundleError(
+          'BUNDLE_TRUNCATED',
+          `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`,
+          { details: { bytesRead: this.bytesRead } },
+        );
+      }
       await this.finish();
       return {
         stagingDir: this.root,
@@ -208,11 +293,15 @@ class Unpacker {
     }
   }
 
-  private classify(e: unknown): BundleError {
-    if (this.options.signal?.aborted) return new BundleError('ABORTED', 'Unpacking was aborted by the caller', { cause: e });
+  private classify(error: unknown): BundleError {
+    if (this.options.signal?.aborted) return new BundleError('ABORTED', 'Unpacking was aborted by the caller', { cause: error });
+    if (error instanceof BundleError) return error;
+    // An entry's data stream is destroyed without a reason when the extractor fails (e.g. the input
+    // ended inside that entry): the extractor's own error says what happened.
+    const e = isStreamDestroyed(error) && this.extractError !== undefined && !isStreamDestroyed(this.extractError) ? this.extractError : error;
     if (e instanceof BundleError) return e;
     const message = e instanceof Error ? e.message : String(e);
-    if (/Unexpected end of data/.test(message)) {
+    if (/Unexpected end of data/.test(message) || (isStreamDestroyed(e) && this.inputEnded)) {
       return new BundleError('BUNDLE_TRUNCATED', 'The bundle stream ended in the middle of an entry', { cause: e });
     }
     if (/Invalid tar header|Header exceeds max size|Invalid header|unknown format/.test(message)) {

@@ -5,10 +5,15 @@
  *   ap-migrate plan PROFILE.json [--to-os freebsd --to-release 11.4-RELEASE --to-arch amd64] [--method M]... [--json]
  *   ap-migrate migrate --to URL (--pid N | --profile FILE [--pid N] | -- COMMAND...) [--dry-run] [--method M] [--json]
  *   ap-migrate detect
+ *   ap-migrate COMMAND --help | ap-migrate --help | ap-migrate --version
  *
- * Exit codes: 0 success, 1 the operation failed, 2 bad usage.
+ * Every command rejects options it does not know. Exit codes: 0 success (also --help and
+ * --version), 1 the operation failed, 2 bad usage.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ApMigrateError, InvalidInputError } from '../errors.js';
 import { parseArgs } from 'node:util';
 import { formatPlan, planMigration } from '../policy/index.js';
@@ -21,17 +26,61 @@ import { chooseProfiler } from './profilers.js';
 import { createProgressLine, progressBar } from './progress.js';
 import { openDestination } from './transport.js';
 
-const USAGE = `usage:
-  ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)
-  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
-                     [--name NAME] [--method ID] [--dry-run] [--json] [--stop-source]
-                     [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client openssh|ssh2]
-  ap-migrate detect
-  ap-migrate plan PROFILE.json [--json] [--method ID]... [--forbid ID]...
-                  [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...`;
+/** Each command's usage, printed by `ap-migrate COMMAND --help` and with its usage errors. */
+const COMMAND_USAGE = {
+  profile: `  ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)`,
+  migrate: `  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
+                     [--name NAME] [--method ID] [--profiler ebpf|strace|procfs] [--duration SECONDS]
+                     [--dry-run] [--json] [--stop-source]
+                     [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]`,
+  detect: `  ap-migrate detect`,
+  plan: `  ap-migrate plan PROFILE.json [--json] [--method ID]... [--forbid ID]...
+                  [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...`,
+} as const;
+type CommandName = keyof typeof COMMAND_USAGE;
 
-/** Bad command-line usage: printed with the usage text, exit code 2. */
-class UsageError extends Error {}
+const USAGE = `usage:
+${COMMAND_USAGE.profile}
+${COMMAND_USAGE.migrate}
+${COMMAND_USAGE.detect}
+${COMMAND_USAGE.plan}
+  ap-migrate COMMAND --help | ap-migrate --help | ap-migrate --version`;
+
+/** The usage of one command (or of all). */
+function usageOf(command?: CommandName): string {
+  return command ? `usage:\n${COMMAND_USAGE[command]}` : USAGE;
+}
+
+/** Bad command-line usage: printed with the usage text (of `command` when known), exit code 2. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command?: CommandName,
+  ) {
+    super(message);
+  }
+}
+
+type ParseConfig = NonNullable<Parameters<typeof parseArgs>[0]>;
+
+/**
+ * parseArgs for one command: `--help`/`-h` anywhere before `--` prints the command's usage
+ * (`undefined` is returned, the caller exits 0); an unknown option, a missing value or an
+ * unexpected argument is a {@link UsageError} naming the command.
+ */
+function parseCommandArgs<T extends ParseConfig>(command: CommandName, config: T): ReturnType<typeof parseArgs<T>> | undefined {
+  const loose = parseArgs({ ...config, options: { ...config.options, help: { type: 'boolean', short: 'h' } }, strict: false, tokens: true });
+  if ((loose.tokens ?? []).some((t) => t.kind === 'option' && t.name === 'help')) {
+    console.log(usageOf(command));
+    return undefined;
+  }
+  try {
+    return parseArgs(config);
+  } catch (e) {
+    if (isUsageError(e)) throw new UsageError(`ap-migrate ${command}: ${(e as Error).message}`, command);
+    throw e;
+  }
+}
 
 /** Print an error as `error [CODE]: message` (each input issue on its own line), or as JSON on stdout. */
 function printError(error: ApMigrateError, json: boolean): void {
@@ -55,14 +104,14 @@ async function readInputFile(path: string, what: string): Promise<{ text: string
 }
 
 /** `--duration SECONDS` as milliseconds; anything but a positive number is a usage error. */
-function durationMs(value: string): number {
+function durationMs(value: string, command: CommandName): number {
   const seconds = Number(value);
-  if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--duration must be a positive number of seconds, got "${value}"`);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--duration must be a positive number of seconds, got "${value}"`, command);
   return seconds * 1000;
 }
 
 async function planCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommandArgs('plan', {
     args,
     allowPositionals: true,
     options: {
@@ -75,11 +124,11 @@ async function planCommand(args: string[]): Promise<number> {
       size: { type: 'string', multiple: true },
     },
   });
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   const file = positionals[0];
-  if (!file) {
-    console.error(USAGE);
-    return 2;
-  }
+  if (!file) throw new UsageError('ap-migrate plan: give the profile file (PROFILE.json, or - for stdin)', 'plan');
+  if (positionals.length > 1) throw new UsageError(`ap-migrate plan: takes one profile file, got ${positionals.length}: ${positionals.join(' ')}`, 'plan');
   const read = await readInputFile(file, 'profile file');
   if ('error' in read) {
     printError(read.error, values.json);
@@ -89,7 +138,7 @@ async function planCommand(args: string[]): Promise<number> {
   const sizes: Record<string, number> = {};
   for (const pair of values.size ?? []) {
     const [key, bytes] = pair.split('=');
-    if (!key || bytes === undefined || !(Number(bytes) >= 0)) throw new UsageError(`--size takes KEY=BYTES, got "${pair}"`);
+    if (!key || bytes === undefined || !/^[0-9]+$/.test(bytes)) throw new UsageError(`--size takes KEY=BYTES, got "${pair}"`, 'plan');
     sizes[key] = Number(bytes);
   }
   const toPlatform =
@@ -143,7 +192,7 @@ function splitAtDashes(args: string[]): [string[], string[]] {
 
 async function profileCommand(args: string[]): Promise<number> {
   const [flags, command] = splitAtDashes(args);
-  const { values } = parseArgs({
+  const parsed = parseCommandArgs('profile', {
     args: flags,
     options: {
       profiler: { type: 'string' },
@@ -152,12 +201,11 @@ async function profileCommand(args: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   });
+  if (!parsed) return 0;
+  const { values } = parsed;
   const target = targetFrom(values.pid, command);
-  if (typeof target === 'string') {
-    console.error(`${target}\n${USAGE}`);
-    return 2;
-  }
-  const duration = durationMs(values.duration);
+  if (typeof target === 'string') throw new UsageError(target, 'profile');
+  const duration = durationMs(values.duration, 'profile');
   const chosen = await chooseProfiler(values.profiler, 'pid' in target);
   if (!chosen.profiler) {
     console.error(`error [PROFILER_UNAVAILABLE]: ${chosen.reason}`);
@@ -182,7 +230,7 @@ async function profileCommand(args: string[]): Promise<number> {
 
 async function migrateCommand(args: string[]): Promise<number> {
   const [flags, command] = splitAtDashes(args);
-  const { values } = parseArgs({
+  const parsed = parseCommandArgs('migrate', {
     args: flags,
     options: {
       to: { type: 'string' },
@@ -201,19 +249,18 @@ async function migrateCommand(args: string[]): Promise<number> {
       'ssh-client': { type: 'string' },
     },
   });
-  if (!values.to) {
-    console.error(`--to is required\n${USAGE}`);
-    return 2;
-  }
+  if (!parsed) return 0;
+  const { values } = parsed;
+  if (!values.to) throw new UsageError('--to is required', 'migrate');
   if (values['ssh-client'] !== undefined && !['auto', 'openssh', 'ssh2'].includes(values['ssh-client'])) {
-    throw new UsageError(`--ssh-client must be auto, openssh or ssh2, got "${values['ssh-client']}"`);
+    throw new UsageError(`--ssh-client must be auto, openssh or ssh2, got "${values['ssh-client']}"`, 'migrate');
   }
-  const duration = durationMs(values.duration);
+  const duration = durationMs(values.duration, 'migrate');
   let target: Parameters<typeof migrate>[0]['target'];
   if (values.profile) {
-    if (command.length) throw new UsageError('give either --profile or a command after --, not both');
+    if (command.length) throw new UsageError('give either --profile or a command after --, not both', 'migrate');
     const pid = values.pid === undefined ? undefined : targetFrom(values.pid, []);
-    if (typeof pid === 'string') throw new UsageError(pid);
+    if (typeof pid === 'string') throw new UsageError(pid, 'migrate');
     const read = await readInputFile(values.profile, 'profile file');
     if ('error' in read) {
       printError(read.error, values.json);
@@ -229,10 +276,7 @@ async function migrateCommand(args: string[]): Promise<number> {
     target = { profile: profile as never, ...(pid && 'pid' in pid ? { pid: pid.pid } : {}) };
   } else {
     const t = targetFrom(values.pid, command);
-    if (typeof t === 'string') {
-      console.error(`${t}\n${USAGE}`);
-      return 2;
-    }
+    if (typeof t === 'string') throw new UsageError(t, 'migrate');
     target = t;
   }
   const chosen = 'profile' in target ? {} : await chooseProfiler(values.profiler, 'pid' in target);
@@ -287,7 +331,8 @@ async function migrateCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-async function detectCommand(): Promise<number> {
+async function detectCommand(args: string[]): Promise<number> {
+  if (!parseCommandArgs('detect', { args, options: {} })) return 0;
   for (const p of await detectProfilers()) console.log(`${p.name.padEnd(8)} ${p.available ? 'available' : 'unavailable'}${p.reason ? `: ${p.reason}` : ''}`);
   return 0;
 }
@@ -296,6 +341,35 @@ async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The version in the package.json of the installed package: the first package.json named
+ * `ap-migrate` above this file (dist/cli.js, or src/cli/main.ts when run from sources).
+ */
+function packageVersion(): string | undefined {
+  let dir: string;
+  try {
+    dir = dirname(fileURLToPath(import.meta.url));
+  } catch {
+    return undefined;
+  }
+  for (let depth = 0; depth < 6; depth++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'ap-migrate' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // no (readable) package.json here: look further up
+    }
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return undefined;
+}
+
+function isCommand(name: string | undefined): name is CommandName {
+  return name !== undefined && Object.hasOwn(COMMAND_USAGE, name);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -308,15 +382,31 @@ async function main(argv: string[]): Promise<number> {
     case 'migrate':
       return migrateCommand(rest);
     case 'detect':
-      return detectCommand();
+      return detectCommand(rest);
     case undefined:
+      console.error(USAGE);
+      return 2;
     case '-h':
     case '--help':
-      console.log(USAGE);
-      return command === undefined ? 2 : 0;
+    case 'help': {
+      const about = rest[0];
+      if (about !== undefined && !isCommand(about)) throw new UsageError(`unknown command "${about}"`);
+      if (rest.length > 1) throw new UsageError(`${command} takes at most one command name`);
+      console.log(usageOf(about));
+      return 0;
+    }
+    case '--version': {
+      if (rest.length > 0) throw new UsageError('--version takes no arguments');
+      const version = packageVersion();
+      if (!version) {
+        console.error('error [INTERNAL]: the package.json of ap-migrate was not found next to the program');
+        return 1;
+      }
+      console.log(version);
+      return 0;
+    }
     default:
-      console.error(`unknown command "${command}"\n${USAGE}`);
-      return 2;
+      throw new UsageError(command.startsWith('-') ? `unknown option "${command}" (options go after the command)` : `unknown command "${command}"`);
   }
 }
 
@@ -334,7 +424,7 @@ main(process.argv.slice(2)).then(
   (error: unknown) => {
     const message = error instanceof Error ? error.message : String(error);
     if (isUsageError(error)) {
-      console.error(`${message}\n${USAGE}`);
+      console.error(`${message}\n${usageOf(error instanceof UsageError ? error.command : undefined)}`);
       process.exitCode = 2;
     } else {
       console.error(`error [INTERNAL]: ${message}`);

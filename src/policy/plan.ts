@@ -270,7 +270,14 @@ function compareRejected(a: CandidateEvaluation, b: CandidateEvaluation): number
 export function planMigration(profile: unknown, options: PlanOptions = {}): Result<MigrationPlan, PlanError> {
   const parsedProfile = validateInput({ safeParse: safeParseProfile }, profile, 'resource profile');
   if (parsedProfile.isErr()) return err(parsedProfile.error);
-  const { methods: methodsOption, ...rest } = options;
+  // By hand before zod: `null`, a string or an array here must not throw while being taken apart.
+  if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+    return err(new InvalidInputError('plan options', [{ path: '', message: `must be an object or left out, got ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}` }]));
+  }
+  const { methods: methodsOption, ...rest } = options ?? {};
+  if (methodsOption !== undefined && !Array.isArray(methodsOption)) {
+    return err(new InvalidInputError('plan options', [{ path: 'methods', message: 'must be an array of isolation methods' }]));
+  }
   const parsedOptions = validateInput(PlanOptionsSchema, rest, 'plan options');
   if (parsedOptions.isErr()) return err(parsedOptions.error);
 

@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
-import { ApMigrateError, type ApMigrateErrorOptions, toError } from '../errors.js';
+import { ApMigrateError, type ApMigrateErrorOptions, InvalidInputError, toError } from '../errors.js';
 import {
   type FileUse,
   type IpcUse,
@@ -21,7 +21,7 @@ import {
   ResourceProfileSchema,
   type SocketUse,
 } from '../policy/profile.js';
-import type { ProfileErrorCode, ProfileTarget, LaunchTarget } from '../spec/profiler.js';
+import type { ProfileErrorCode, ProfileOptions, ProfileTarget, LaunchTarget } from '../spec/profiler.js';
 
 /** The error every Linux profiler returns; `code` says which kind of failure it was. */
 export class ProfileError extends ApMigrateError {
@@ -38,21 +38,130 @@ export function isLaunchTarget(target: ProfileTarget): target is LaunchTarget {
   return 'command' in target;
 }
 
-/** Check a target's shape before doing anything with it. */
-export function validateTarget(target: ProfileTarget): Result<ProfileTarget, ProfileError> {
-  if (isLaunchTarget(target)) {
-    if (!Array.isArray(target.command) || target.command.length === 0 || !target.command[0]) {
-      return err(new ProfileError('INVALID_INPUT', 'The command to profile is empty: give at least the program name'));
-    }
-    if (target.cwd !== undefined && !path.isAbsolute(target.cwd)) {
-      return err(new ProfileError('INVALID_INPUT', `The working directory "${target.cwd}" must be an absolute path`));
-    }
-    return ok(target);
+/** The largest pid any supported kernel hands out (pid_t is a signed 32-bit integer). */
+const MAX_PID = 2 ** 31 - 1;
+/** The longest a profiler may be told to watch: Node's timers fire at once beyond this. */
+const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/** How a bad value is named in an error message (its type, never the value itself). */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'number' && Number.isNaN(value)) return 'NaN';
+  return typeof value;
+}
+
+/** A string a program can be given: execve cuts it at a NUL byte, and Node refuses it. */
+function hasNul(value: string): boolean {
+  return value.includes('\0');
+}
+
+/**
+ * Check a target's shape before doing anything with it: any value may come in from plain
+ * JavaScript or JSON, so nothing here throws. Errors are {@link InvalidInputError}s
+ * (`INVALID_INPUT`) naming the field: `command`, `command.N`, `cwd`, `env`, `env.NAME`, `pid`.
+ */
+export function validateTarget(target: unknown): Result<ProfileTarget, InvalidInputError> {
+  const invalid = (path: string, message: string) => err(new InvalidInputError('profile target', [{ path, message }]));
+  if (typeof target !== 'object' || target === null || Array.isArray(target)) {
+    return invalid('', `must be { command: [...] } to launch or { pid } to attach, got ${kindOf(target)}`);
   }
-  if (!Number.isInteger(target.pid) || target.pid <= 0) {
-    return err(new ProfileError('INVALID_INPUT', `The pid ${String(target.pid)} is not a positive integer`));
+  const t = target as Record<string, unknown>;
+  if ('command' in t) {
+    const { command, cwd, env } = t;
+    if (!Array.isArray(command)) return invalid('command', `must be an array of strings (argv), got ${kindOf(command)}`);
+    if (command.length === 0 || command[0] === '') {
+      return invalid('command', 'The command to profile is empty: give at least the program name');
+    }
+    for (const [i, arg] of command.entries()) {
+      if (typeof arg !== 'string') return invalid(`command.${i}`, `must be a string, got ${kindOf(arg)}`);
+      if (hasNul(arg)) return invalid(`command.${i}`, 'must not contain a NUL byte');
+    }
+    if (cwd !== undefined) {
+      if (typeof cwd !== 'string' || hasNul(cwd) || !path.isAbsolute(cwd)) {
+        return invalid('cwd', `The working directory ${typeof cwd === 'string' ? `"${cwd.replaceAll('\0', '\\0')}"` : `(${kindOf(cwd)})`} must be an absolute path`);
+      }
+    }
+    if (env !== undefined) {
+      if (typeof env !== 'object' || env === null || Array.isArray(env)) return invalid('env', `must be an object of strings, got ${kindOf(env)}`);
+      for (const [name, value] of Object.entries(env)) {
+        if (name === '' || name.includes('=') || hasNul(name)) return invalid(`env.${name}`, 'an environment name must be non-empty, without "=" or NUL');
+        if (typeof value !== 'string') return invalid(`env.${name}`, `must be a string, got ${kindOf(value)}`);
+        if (hasNul(value)) return invalid(`env.${name}`, 'must not contain a NUL byte');
+      }
+    }
+    return ok(target as LaunchTarget);
   }
-  return ok(target);
+  if (!('pid' in t)) return invalid('', 'must have command (to launch a program) or pid (to attach to one)');
+  const { pid } = t;
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0 || pid > MAX_PID) {
+    return invalid('pid', `The pid ${typeof pid === 'number' ? String(pid) : `(${kindOf(pid)})`} is not a positive integer up to ${MAX_PID}`);
+  }
+  return ok(target as ProfileTarget);
+}
+
+/** Check the options of one profiling run ({@link ProfileOptions}); never throws. */
+export function validateProfileOptions(options: unknown): Result<ProfileOptions, InvalidInputError> {
+  const invalid = (path: string, message: string) => err(new InvalidInputError('profile options', [{ path, message }]));
+  if (options === undefined) return ok({});
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return invalid('', `must be an object or left out, got ${kindOf(options)}`);
+  const o = options as Record<string, unknown>;
+  if (o.durationMs !== undefined && !(typeof o.durationMs === 'number' && Number.isFinite(o.durationMs) && o.durationMs >= 0 && o.durationMs <= MAX_DURATION_MS)) {
+    return invalid('durationMs', `must be a number of milliseconds from 0 to ${MAX_DURATION_MS}, got ${typeof o.durationMs === 'number' ? String(o.durationMs) : kindOf(o.durationMs)}`);
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) return invalid('signal', 'must be an AbortSignal');
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') return invalid('onProgress', 'must be a function');
+  if (o.keepRunning !== undefined && typeof o.keepRunning !== 'boolean') return invalid('keepRunning', 'must be true or false');
+  return ok(options as ProfileOptions);
+}
+
+/** What a profiler factory option must be (see {@link checkProfilerOptions}). */
+export type ProfilerOptionKind = 'string' | 'boolean' | 'function' | 'milliseconds' | 'count' | 'output' | 'executor';
+
+/**
+ * Check the options given to a profiler factory (`createStraceProfiler(options)` ...). A factory
+ * returns a profiler, not a Result, so it keeps the problem and its `profile()` returns it
+ * (`INVALID_INPUT` naming the option) while `availability()` reports it; nothing throws.
+ */
+export function checkProfilerOptions(what: string, options: unknown, kinds: Readonly<Record<string, ProfilerOptionKind>>): InvalidInputError | undefined {
+  const invalid = (path: string, message: string) => new InvalidInputError(what, [{ path, message }]);
+  if (options === undefined) return kinds.executor ? invalid('executor', 'an Executor is required') : undefined;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return invalid('', `must be an object, got ${kindOf(options)}`);
+  const o = options as Record<string, unknown>;
+  for (const [key, kind] of Object.entries(kinds)) {
+    const v = o[key];
+    if (v === undefined) {
+      if (kind === 'executor') return invalid(key, 'an Executor is required');
+      continue;
+    }
+    const fine =
+      kind === 'string'
+        ? typeof v === 'string' && v !== '' && !hasNul(v)
+        : kind === 'boolean'
+          ? typeof v === 'boolean'
+          : kind === 'function'
+            ? typeof v === 'function'
+            : kind === 'milliseconds'
+              ? typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= MAX_DURATION_MS
+              : kind === 'count'
+                ? typeof v === 'number' && Number.isSafeInteger(v) && v > 0
+                : kind === 'output'
+                  ? v === 'ignore' || v === 'inherit'
+                  : typeof v === 'object' && v !== null && typeof (v as { exec?: unknown }).exec === 'function';
+    if (!fine) {
+      const expected = { string: 'a non-empty string without NUL', boolean: 'true or false', function: 'a function', milliseconds: `a number of milliseconds from 1 to ${MAX_DURATION_MS}`, count: 'a positive integer', output: 'ignore or inherit', executor: 'an Executor (an object with exec())' }[kind];
+      return invalid(key, `must be ${expected}, got ${typeof v === 'number' ? String(v) : kindOf(v)}`);
+    }
+  }
+  return undefined;
+}
+
+/** Both checks of a `profile(target, options)` call: the first problem found, or nothing. */
+export function checkProfileCall(target: unknown, options: unknown): InvalidInputError | undefined {
+  const t = validateTarget(target);
+  if (t.isErr()) return t.error;
+  const o = validateProfileOptions(options);
+  return o.isErr() ? o.error : undefined;
 }
 
 /** Resolve `p` against `base` (a directory) and normalise it; `p` may already be absolute. */

@@ -17,7 +17,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { err, ok, ResultAsync, type Result } from 'neverthrow';
+import { err, errAsync, ok, ResultAsync, type Result } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import type { LaunchTarget, ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
@@ -32,7 +32,8 @@ import {
   type ProgramOutput,
   readProcStatus,
   resolveCommand,
-  validateTarget,
+  checkProfileCall,
+  checkProfilerOptions,
   waitForStop,
 } from './common.js';
 import { EbpfEventTracker, parseEbpfLine, type ProcReader } from './ebpf-parser.js';
@@ -591,19 +592,26 @@ async function runEbpf(target: ProfileTarget, options: ProfileOptions, config: E
  * naming what is missing.
  */
 export function createEbpfProfiler(options: EbpfProfilerOptions = {}): Profiler {
+  const badOptions = checkProfilerOptions('eBPF profiler options', options, {
+    bpftraceBinary: 'string',
+    programOutput: 'output',
+    captureEnv: 'boolean',
+    attachTimeoutMs: 'milliseconds',
+    mountTracefs: 'boolean',
+    onRawLine: 'function',
+  });
   return {
     name: PROFILER_NAME,
-    availability: () => ebpfAvailability(options),
-    profile: (target, profileOptions = {}) =>
-      ResultAsync.fromSafePromise(Promise.resolve(validateTarget(target))).andThen((valid) =>
-        valid.isErr()
-          ? err<ResourceProfile, ApMigrateError>(valid.error)
-          : new ResultAsync<ResourceProfile, ApMigrateError>(
-              runEbpf(target, profileOptions, options).catch((e: unknown) =>
-                err(new ProfileError('PROFILER_FAILED', `The eBPF profiler failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e })),
-              ),
-            ),
-      ),
+    availability: async () => (badOptions ? { name: PROFILER_NAME, available: false, reason: badOptions.message } : ebpfAvailability(options)),
+    profile: (target, profileOptions = {}) => {
+      const invalid = badOptions ?? checkProfileCall(target, profileOptions);
+      if (invalid) return errAsync<ResourceProfile, ApMigrateError>(invalid);
+      return new ResultAsync<ResourceProfile, ApMigrateError>(
+        runEbpf(target, profileOptions, options).catch((e: unknown) =>
+          err(new ProfileError('PROFILER_FAILED', `The eBPF profiler failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e })),
+        ),
+      );
+    },
   };
 }
 

@@ -14,12 +14,12 @@
  * @module
  */
 import path from 'node:path';
-import { err, ok, type Result, ResultAsync } from 'neverthrow';
+import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import { ApMigrateError, toError } from '../errors.js';
 import { type FileUse, type IpcUse, type Platform, type ProcessInfo, type ResourceProfile, ResourceProfileSchema, type SocketUse } from '../policy/profile.js';
 import type { ExecOptions, ExecResult, Executor } from '../spec/executor.js';
 import type { AttachTarget, LaunchTarget, ProfileOptions, ProfileTarget, Profiler, ProfilerAvailability } from '../spec/profiler.js';
-import { ProfileError } from './common.js';
+import { checkProfileCall, checkProfilerOptions, ProfileError } from './common.js';
 import {
   addPathUse,
   FreeBsdParseError,
@@ -68,21 +68,33 @@ const PSEUDO_PREFIXES = ['/proc', '/dev/pts', '/dev/fd'];
 
 /** Create the FreeBSD profiler. */
 export function createFreeBsdProfiler(options: FreeBsdProfilerOptions): Profiler {
+  // Kept, not thrown: profile() returns it and availability() says it.
+  const badOptions = checkProfilerOptions('FreeBSD profiler options', options, {
+    executor: 'executor',
+    commandTimeoutMs: 'milliseconds',
+    maxTraceBytes: 'count',
+    statBatchSize: 'count',
+  });
+  const given = badOptions ? undefined : options;
   const ctx: Ctx = {
-    executor: options.executor,
-    timeoutMs: options.commandTimeoutMs ?? 60_000,
-    maxTraceBytes: options.maxTraceBytes ?? 64 * 1024 * 1024,
-    statBatchSize: options.statBatchSize ?? 200,
+    executor: given?.executor as Executor,
+    timeoutMs: given?.commandTimeoutMs ?? 60_000,
+    maxTraceBytes: given?.maxTraceBytes ?? 64 * 1024 * 1024,
+    statBatchSize: given?.statBatchSize ?? 200,
   };
   return {
     name: FREEBSD_PROFILER_NAME,
-    availability: () => availability(ctx),
-    profile: (target, profileOptions = {}) =>
-      new ResultAsync(
+    availability: async () => (badOptions ? { name: FREEBSD_PROFILER_NAME, available: false, reason: badOptions.message } : availability(ctx)),
+    profile: (target, profileOptions = {}) => {
+      // The same rules as the Linux profilers, before any command runs.
+      const invalid = badOptions ?? checkProfileCall(target, profileOptions);
+      if (invalid) return errAsync<ResourceProfile, ApMigrateError>(invalid);
+      return new ResultAsync(
         runProfile(ctx, target, profileOptions).catch((e: unknown) =>
           err(e instanceof ApMigrateError ? e : new ProfileError('PROFILER_FAILED', `The FreeBSD profiler failed: ${toError(e).message}`, { cause: e })),
         ),
-      ),
+      );
+    },
   };
 }
 
@@ -135,18 +147,8 @@ async function availability(ctx: Ctx): Promise<ProfilerAvailability> {
 
 async function runProfile(ctx: Ctx, target: ProfileTarget, options: ProfileOptions): Promise<R<ResourceProfile>> {
   const startedAt = Date.now();
-  if ('command' in target) {
-    if (!Array.isArray(target.command) || target.command.length === 0 || !target.command[0]) {
-      return err(new ProfileError('INVALID_INPUT', 'The command to profile is empty: give at least the program name'));
-    }
-    if (target.cwd !== undefined && !target.cwd.startsWith('/')) {
-      return err(new ProfileError('INVALID_INPUT', `The working directory "${target.cwd}" must be an absolute path`));
-    }
-    return launch(ctx, target, options, startedAt);
-  }
-  if (!Number.isInteger(target.pid) || target.pid <= 0) {
-    return err(new ProfileError('INVALID_INPUT', `The pid ${String(target.pid)} is not a positive integer`));
-  }
+  // The target was checked by checkProfileCall in profile().
+  if ('command' in target) return launch(ctx, target, options, startedAt);
   return attach(ctx, target, options, startedAt);
 }
 

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { err, ResultAsync } from 'neverthrow';
+import { err, errAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ResourceProfile, SocketUse } from '../policy/profile.js';
 import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
@@ -29,7 +29,8 @@ import {
   readProcLink,
   readProcStatus,
   resolveCommand,
-  validateTarget,
+  checkProfileCall,
+  checkProfilerOptions,
   waitForExit,
   waitForStop,
   compressIpv6,
@@ -362,13 +363,15 @@ const INCOMPLETE_NOTE =
 
 /** Create the procfs profiler: samples /proc; no tracing, no slowdown, always marked incomplete. */
 export function createProcfsProfiler(options: ProcfsProfilerOptions = {}): Profiler {
+  const badOptions = checkProfilerOptions('procfs profiler options', options, { intervalMs: 'milliseconds', programOutput: 'output', captureEnv: 'boolean' });
   return {
     name: 'procfs',
-    availability: procfsAvailability,
-    profile: (target, profileOptions = {}) =>
-      ResultAsync.fromSafePromise(Promise.resolve(validateTarget(target))).andThen((r) =>
-        r.isErr() ? err<ResourceProfile, ApMigrateError>(r.error) : new ResultAsync(guardProfile('procfs', () => runProcfs(target, profileOptions, options))),
-      ),
+    availability: async () => (badOptions ? { name: 'procfs', available: false, reason: badOptions.message } : procfsAvailability()),
+    profile: (target, profileOptions = {}) => {
+      const invalid = badOptions ?? checkProfileCall(target, profileOptions);
+      if (invalid) return errAsync<ResourceProfile, ApMigrateError>(invalid);
+      return new ResultAsync<ResourceProfile, ApMigrateError>(guardProfile('procfs', () => runProcfs(target, profileOptions, options)));
+    },
   };
 }
 

@@ -7,13 +7,13 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
-import { err, ResultAsync } from 'neverthrow';
+import { err, errAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ResourceProfile, SocketUse } from '../policy/profile.js';
 import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
@@ -32,7 +32,8 @@ import {
   readProcStatus,
   resolveCommand,
   resolvePath,
-  validateTarget,
+  checkProfileCall,
+  checkProfilerOptions,
   waitForExit,
   waitForStop,
 } from './common.js';
@@ -297,13 +298,15 @@ const DEFAULT_DURATION_MS = 10_000;
 
 /** Create the strace profiler (ptrace; needs the `strace` package, and root to attach to others' processes). */
 export function createStraceProfiler(options: StraceProfilerOptions = {}): Profiler {
+  const badOptions = checkProfilerOptions('strace profiler options', options, { straceBinary: 'string', programOutput: 'output', captureEnv: 'boolean' });
   return {
     name: 'strace',
-    availability: () => straceAvailability(options.straceBinary),
-    profile: (target, profileOptions = {}) =>
-      ResultAsync.fromSafePromise(Promise.resolve(validateTarget(target))).andThen((r) =>
-        r.isErr() ? err<ResourceProfile, ApMigrateError>(r.error) : new ResultAsync(guardProfile('strace', () => runStrace(target, profileOptions, options))),
-      ),
+    availability: async () => (badOptions ? { name: 'strace', available: false, reason: badOptions.message } : straceAvailability(options.straceBinary)),
+    profile: (target, profileOptions = {}) => {
+      const invalid = badOptions ?? checkProfileCall(target, profileOptions);
+      if (invalid) return errAsync<ResourceProfile, ApMigrateError>(invalid);
+      return new ResultAsync<ResourceProfile, ApMigrateError>(guardProfile('strace', () => runStrace(target, profileOptions, options)));
+    },
   };
 }
 
@@ -422,6 +425,11 @@ async function straceLaunch(
   trace: TraceFifo,
 ) {
   const cwd = target.cwd ?? process.cwd();
+  // As the eBPF profiler: a missing working directory is the program's launch failing, not strace
+  // being unavailable (spawn's ENOENT would not say which).
+  if (!(await stat(cwd).then((s) => s.isDirectory(), () => false))) {
+    return err(new ProfileError('LAUNCH_FAILED', `The working directory ${cwd} does not exist or is not a directory`, { details: { argv: [...target.command], cwd } }));
+  }
   const resolved = await resolveCommand(target.command[0]!, cwd, target.env?.PATH ?? process.env.PATH);
   if (!resolved) {
     return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": no such executable (looked in the cwd and on PATH)`, { details: { argv: [...target.command], cwd } }));

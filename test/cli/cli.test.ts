@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { arch, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
@@ -124,6 +124,71 @@ describe('usage and input errors', () => {
     const command = await runCli(['nonsense']);
     expect(command.code).toBe(2);
     expect(command.stderr).toContain('unknown command "nonsense"');
+  });
+
+  it('every command rejects an option it does not know, naming it, with that command\'s usage (exit 2)', async () => {
+    const commands: Array<[string, string[]]> = [
+      ['detect', ['detect', '--extra']],
+      ['plan', ['plan', profilePath, '--extra']],
+      ['profile', ['profile', '--extra', '--pid', '1']],
+      ['migrate', ['migrate', '--to', join(work, 'dst'), '--profile', profilePath, '--extra']],
+    ];
+    for (const [name, args] of commands) {
+      const run = await runCli(args);
+      expect(run.code, name).toBe(2);
+      expect(run.stderr, name).toContain(`ap-migrate ${name}: Unknown option '--extra'`);
+      expect(run.stderr, name).toMatch(new RegExp(`usage:\\n  ap-migrate ${name}`));
+      expect(run.stdout, name).toBe('');
+    }
+    const positional = await runCli(['detect', 'now']);
+    expect(positional.code).toBe(2);
+    expect(positional.stderr).toContain("Unexpected argument 'now'");
+    const twoFiles = await runCli(['plan', profilePath, profilePath]);
+    expect(twoFiles.code).toBe(2);
+    expect(twoFiles.stderr).toContain('takes one profile file');
+    const topLevel = await runCli(['--bogus']);
+    expect(topLevel.code).toBe(2);
+    expect(topLevel.stderr).toContain('unknown option "--bogus"');
+  });
+
+  it('--help and -h print the usage and exit 0: for every command, and for the CLI', async () => {
+    for (const name of ['detect', 'plan', 'profile', 'migrate']) {
+      for (const flag of ['--help', '-h']) {
+        const run = await runCli([name, flag]);
+        expect(run.code, `${name} ${flag}`).toBe(0);
+        expect(run.stdout, `${name} ${flag}`).toMatch(new RegExp(`^usage:\\n  ap-migrate ${name}`));
+        for (const other of ['detect', 'plan', 'profile', 'migrate'].filter((o) => o !== name)) expect(run.stdout).not.toContain(`ap-migrate ${other}`);
+        expect(run.stderr, `${name} ${flag}`).toBe('');
+      }
+    }
+    // Help wins over what is missing or wrong around it.
+    const withOthers = await runCli(['migrate', '--dry-run', '--help']);
+    expect(withOthers.code).toBe(0);
+    expect(withOthers.stdout).toContain('--to ssh://');
+    expect(withOthers.stderr).not.toContain('Unknown option');
+    // After --, --help belongs to the program being profiled.
+    const dashed = await runCli(['profile', '--pid', '1', '--', 'ls', '--help']);
+    expect(dashed.code).toBe(2);
+    expect(dashed.stderr).toContain('not both');
+    for (const args of [['--help'], ['-h'], ['help']]) {
+      const run = await runCli(args);
+      expect(run.code, args[0]).toBe(0);
+      for (const name of ['profile', 'migrate', 'detect', 'plan']) expect(run.stdout).toContain(`ap-migrate ${name}`);
+    }
+    const helpPlan = await runCli(['help', 'plan']);
+    expect(helpPlan.code).toBe(0);
+    expect(helpPlan.stdout).toMatch(/^usage:\n  ap-migrate plan PROFILE\.json/);
+    const none = await runCli([]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('usage:');
+  });
+
+  it('--version prints the version of package.json, exit 0', async () => {
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    const run = await runCli(['--version']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`${version}\n`);
+    expect(run.stderr).toBe('');
   });
 
   it('profile --pid of a process that does not exist: NO_SUCH_PROCESS, exit 1', async () => {

@@ -248,6 +248,38 @@ describe('strace missing', () => {
   });
 });
 
+describe.skipIf(skipUnless('tool:strace'))('launch failures are LAUNCH_FAILED, as with the eBPF profiler', () => {
+  it('a working directory that does not exist (or is a file) is LAUNCH_FAILED naming it, not PROFILER_UNAVAILABLE', async () => {
+    const profiler = createStraceProfiler();
+    const missing = path.join(os.tmpdir(), `ap-no-such-dir-${process.pid}`);
+    const result = await profiler.profile({ command: ['true'], cwd: missing }, { durationMs: 2000 });
+    expect(result.isErr() && result.error.code).toBe('LAUNCH_FAILED');
+    expect(result.isErr() && result.error.message).toContain(missing);
+    const file = await profiler.profile({ command: ['true'], cwd: '/etc/passwd' }, { durationMs: 2000 });
+    expect(file.isErr() && file.error.code).toBe('LAUNCH_FAILED');
+  });
+
+  it('a malformed target or options is INVALID_INPUT naming the field, before strace runs', async () => {
+    const profiler = createStraceProfiler({ straceBinary: '/nonexistent/strace' }); // would be PROFILER_UNAVAILABLE if it got that far
+    const cases: Array<[unknown, unknown, string]> = [
+      [undefined, undefined, ''],
+      [{ command: 'true' }, undefined, 'command'],
+      [{ command: ['true', 1] }, undefined, 'command.1'],
+      [{ command: ['true'], cwd: 'tmp' }, undefined, 'cwd'],
+      [{ command: ['true'], env: { A: 1 } }, undefined, 'env.A'],
+      [{ pid: 2 ** 40 }, undefined, 'pid'],
+      [{ command: ['true'] }, { durationMs: -1 }, 'durationMs'],
+      [{ command: ['true'] }, null, ''],
+    ];
+    for (const [target, options, field] of cases) {
+      const result = await profiler.profile(target as never, options as never);
+      const error = result._unsafeUnwrapErr();
+      expect(error.code, JSON.stringify(target)).toBe('INVALID_INPUT');
+      expect((error as { issues?: Array<{ path: string }> }).issues?.[0]?.path, JSON.stringify(target)).toBe(field);
+    }
+  });
+});
+
 describe.skipIf(skipUnless('root', 'tool:setpriv', 'tool:strace'))('no permission', () => {
   it('attaching to another user\'s process as nobody is PERMISSION_DENIED for strace and procfs', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ap-migrate-perm-'));
