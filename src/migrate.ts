@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { errAsync, okAsync, ResultAsync } from 'neverthrow';
+import { errAsync, ok, okAsync, ResultAsync } from 'neverthrow';
 import { ApMigrateError, InvalidInputError } from './errors.js';
 import { createBundleStream, type PackReport } from './bundle/pack.js';
 import { estimateBundleBytes } from './bundle/estimate.js';
@@ -20,6 +20,9 @@ import type { Transport } from './spec/transport.js';
 import { createChrootDeployer } from './deploy/chroot.js';
 import { createNamespacesDeployer } from './deploy/namespaces.js';
 import { createJailDeployer } from './deploy/jail.js';
+import { captureProgram, type CaptureOptions } from './capture/index.js';
+import { createLocalExecutor } from './exec/local.js';
+import type { Executor } from './spec/executor.js';
 import { checkHostingVm, closeSessions, connectDestination, measureHostingVm, moveHostingVm, settleSourceVm, type HostingVm, type VmSessions } from './deploy/esxi-vm.js';
 
 /** The phases of a migration, in order. */
@@ -70,6 +73,14 @@ export interface MigrateOptions {
   onProgress?: (progress: MigrationProgress) => void;
   /** Profile, plan and pre-flight only: nothing is sent or changed. */
   dryRun?: boolean;
+  /**
+   * Complete the capture (package files, config, data roots, accounts; see `captureProgram`).
+   * Default: on when the program is profiled here (pid or command), off for a given profile;
+   * `false` turns it off. `include`/`exclude` correct what it carries.
+   */
+  capture?: CaptureOptions | false;
+  /** The host the program runs on, for the capture's reads (default: this machine). */
+  sourceExecutor?: Executor;
   /**
    * Let the default chroot and namespaces deployers start a program whose profile says uid or gid
    * 0. Root in a chroot or these namespaces is root on the destination host, so this is off by
@@ -247,7 +258,11 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
     });
   });
   if (profiled.isErr()) return errAsync(profiled.error);
-  const profile = profiled.value;
+  // 1b. Complete the capture: what a profiler saw held or traced is not all the program needs.
+  const captureOptions = options.capture ?? (isProfileTarget(target) ? false : {});
+  const captured = captureOptions === false ? ok<ResourceProfile, ApMigrateError>(profiled.value) : await timed('profile', () => captureProgram(profiled.value, options.sourceExecutor ?? createLocalExecutor(), captureOptions));
+  if (captured.isErr()) return errAsync(captured.error);
+  const profile = captured.value;
   // A program we launched to profile keeps running: it is the source now.
   if (sourcePid === undefined && !isProfileTarget(target)) sourcePid = launched.pid = profile.processes[0]?.pid;
 
@@ -294,7 +309,10 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
   }
   const name = options.name ?? defaultName(profile);
   const context: DeployContext = { transport: destination, profile, plan, name, ...(options.signal ? { signal: options.signal } : {}) };
-  const selection = deployer.bundleSelection?.(context) ?? { includeSharedLibraries: true };
+  const chosenSelection = deployer.bundleSelection?.(context) ?? { includeSharedLibraries: true };
+  // Trees the capture found (data roots, config directories) travel whole, walked when packing.
+  const profileTrees = profile.trees.map((t: { path: string }) => t.path);
+  const selection = profileTrees.length ? { ...chosenSelection, extraTrees: [...(chosenSelection.extraTrees ?? []), ...profileTrees] } : chosenSelection;
   // Whole trees (a thick jail's base userland) are measured on disk: the profile cannot size them.
   let extraTreeBytes: number | undefined;
   if (selection.extraTrees?.length) {

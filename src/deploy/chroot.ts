@@ -14,15 +14,13 @@ import {
   buildRootAtDestination,
   DeployError,
   healthCheckCommon,
-  HOST_TOOL_ENV,
   layoutFor,
   preflightCommon,
-  programCommand,
   receiveWithReceiver,
   rollbackCommon,
   runScript,
   startDetached,
-  UNMOUNT_SCRIPT,
+  supervisedLaunchArgv,
 } from './common.js';
 import { checkProfileForDeploy, type ProfileSafetyOptions } from './profile-safety.js';
 import type { PreflightReport } from '../spec/deployer.js';
@@ -74,6 +72,7 @@ export function buildAndActivate(context: DeployContext, stagingDir: string, ext
     dirs: createdFileDirs(context),
     libraries: context.profile.files.filter((f) => f.sharedLibrary).map((f) => f.path),
     wrapperSource: '',
+    ...accountLines(context),
   };
   return buildRootAtDestination(context, spec)
     .andThen(() => runScript(context.transport, MOVE_INTO_PLACE_SCRIPT, [stagingDir, layout.installDir], signalOpt))
@@ -81,13 +80,14 @@ export function buildAndActivate(context: DeployContext, stagingDir: string, ext
     .map(() => ({ installDir: layout.installDir, rootDir: layout.rootDir, undo: extraUndo }));
 }
 
-/** Mount procfs in the root when the program uses it; the mount is undone on rollback. */
-export function mountProcIfNeeded(context: DeployContext, activated: ActivatedDeployment): ResultAsync<ActivatedDeployment, ApMigrateError> {
-  if (!needsProc(context)) return okAsync(activated);
-  // The root builder made <root>/proc a real directory, and nothing of the program runs yet.
-  const target = posix.join(activated.rootDir, 'proc');
-  const withUndo = { ...activated, undo: [['sh', '-c', UNMOUNT_SCRIPT, 'ap-migrate', target], ...activated.undo] };
-  return context.transport.exec(['mount', '-t', 'proc', 'proc', target], context.signal ? { signal: context.signal } : {}).map(() => withUndo);
+/** The root's /etc/passwd and /etc/group lines: the accounts the capture found (validated by the profile schema). */
+export function accountLines(context: DeployContext): { passwd?: string[]; group?: string[] } {
+  const { users = [], groups = [] } = context.profile;
+  if (!users.length && !groups.length) return {};
+  return {
+    passwd: users.map((u) => `${u.name}:x:${u.uid}:${u.gid}:${u.gecos}:${u.home}:${u.shell}`),
+    group: groups.map((g) => `${g.name}:x:${g.gid}:${g.members.join(',')}`),
+  };
 }
 
 /** Pre-flight shared by the Linux deployers: the profile's own check first, then the destination's. */
@@ -97,10 +97,13 @@ export function preflightLinux(context: DeployContext, estimatedBytes: number, t
   return preflightCommon(context, estimatedBytes, tools);
 }
 
-/** The argv that starts the program under its private root as its own uid/gid. */
+/**
+ * The argv that starts the program under its private root as its own uid/gid. A pid namespace
+ * (with a private procfs) gives it a reaper as init, so a daemon that forks and lets its first
+ * process exit is followed; files are its only other isolation, as the method says.
+ */
 export function chrootLaunchArgv(context: DeployContext, rootDir: string): string[] {
-  const { uid, gid, cwd } = context.profile;
-  return ['env', '-i', ...HOST_TOOL_ENV, 'unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context)];
+  return supervisedLaunchArgv(context, rootDir);
 }
 
 /** The chroot deployer. */
@@ -118,13 +121,7 @@ export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deplo
       }),
     activate: (context, staged) => buildAndActivate(context, staged.stagingDir),
     start: (context, activated) =>
-      mountProcIfNeeded(context, activated)
-        .andThen((mounted) => {
-          // Rollback reads the undo list from the activated state it was given: record the mount there.
-          activated.undo = mounted.undo;
-          return startDetached(context, activated, chrootLaunchArgv(context, activated.rootDir));
-        })
-        .map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') })),
+      startDetached(context, activated, chrootLaunchArgv(context, activated.rootDir)).map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') })),
     healthCheck: (context, started) => healthCheckCommon(context, started, options.healthTimeoutMs !== undefined ? { timeoutMs: options.healthTimeoutMs } : {}),
     rollback: (context, state) => rollbackCommon(context, state),
   };

@@ -253,9 +253,14 @@ function parseReceiverReply<T>(result: ExecResult): { ok: true; report: T } | { 
   }
 }
 
-/** The program's launch argv at the destination: executable plus its original arguments. */
+/**
+ * The program's launch argv at the destination: the path it was started by (a symlink it may
+ * decide its role from, else the executable) and its original arguments, unless its title
+ * replaced them (then they are unknown and it starts with none).
+ */
 export function launchArgv(context: DeployContext): string[] {
-  return [context.profile.executable, ...context.profile.argv.slice(1)];
+  const { executable, argv, start } = context.profile;
+  return [start?.invokedAs ?? executable, ...(start?.argvRewritten ? [] : argv.slice(1))];
 }
 
 /** The fixed environment of host-side tools: nothing of the program's reaches them. */
@@ -265,6 +270,47 @@ export const HOST_TOOL_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 export function programEnv(context: DeployContext): string[] {
   const env = context.profile.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', LANG: 'C.UTF-8' };
   return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+/**
+ * PID 1 of the program's pid namespace: a host shell (root, outside the root directory) that starts
+ * the program and stays while any of its processes live, reaping orphans (a daemon's first process
+ * exits by design; its children are reparented here). When the program is gone it exits, and the
+ * namespace with it. `$1` is the namespace's procfs, the rest the command.
+ */
+export const REAPER_SCRIPT = `
+proc="$1"; shift
+"$@" &
+# The program's first process; a daemon's ends soon, its children reparented to this shell.
+wait
+while :; do
+  n=0
+  for p in "$proc"/[0-9]*; do
+    state=
+    while read -r key value rest; do [ "$key" = State: ] && { state=$value; break; }; done < "$p/status" 2>/dev/null
+    [ -n "$state" ] && [ "$state" != Z ] && n=$((n + 1))
+  done
+  # Only this shell is alive: the program is gone (zombies are reaped by the next wait).
+  [ "$n" -le 1 ] && exit 0
+  sleep 1
+done
+`;
+
+/**
+ * The launcher: new pid and mount namespaces (plus `extraNamespaces`) whose init is the reaper,
+ * which runs `unshare --root --wd --setgid --setuid` into the program's root, then the exec
+ * wrapper. Host tools run with {@link HOST_TOOL_ENV}; nothing of the profile is in their
+ * environment, only in the arguments after the privilege drop.
+ */
+export function supervisedLaunchArgv(context: DeployContext, rootDir: string, extraNamespaces: readonly string[] = []): string[] {
+  const { uid, gid, cwd } = context.profile;
+  const proc = posix.join(rootDir, 'proc');
+  return [
+    'env', '-i', ...HOST_TOOL_ENV,
+    'unshare', '--pid', '--fork', '--kill-child', ...extraNamespaces, `--mount-proc=${proc}`,
+    '--', 'sh', '-c', REAPER_SCRIPT, 'apm-init', proc,
+    'unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context),
+  ];
 }
 
 /**
@@ -366,18 +412,6 @@ if [ -n "$staging" ]; then
   fi
   rm -rf --one-file-system -- "$staging"
 fi
-`;
-
-/**
- * Unmount exactly the mount this deployment made: only when the path is itself a mount point
- * listed in the mount table and not a link (the program, now stopped, may have changed its
- * root), so a host mount is never the one unmounted.
- */
-export const UNMOUNT_SCRIPT = `
-p="$1"
-[ -L "$p" ] && exit 0
-awk -v p="$p" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo || exit 0
-umount -l -- "$p"
 `;
 
 /** Stop the program (its whole session), run `undo` commands, and remove staging and install directories. */

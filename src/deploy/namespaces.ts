@@ -13,8 +13,8 @@ import { posix } from 'node:path';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { DeployContext, Deployer } from '../spec/deployer.js';
-import { buildAndActivate, endpointsOf, needsProc, preflightLinux } from './chroot.js';
-import { DeployError, healthCheckCommon, HOST_TOOL_ENV, programCommand, receiveWithReceiver, rollbackCommon, runScript, startDetached } from './common.js';
+import { buildAndActivate, endpointsOf, preflightLinux } from './chroot.js';
+import { DeployError, healthCheckCommon, receiveWithReceiver, rollbackCommon, runScript, startDetached, supervisedLaunchArgv } from './common.js';
 import type { ProfileSafetyOptions } from './profile-safety.js';
 
 /** Addresses of the veth pair joining the program's network namespace to the destination host. */
@@ -74,18 +74,10 @@ ip -o -4 addr show to "$progaddr" | awk '{print "address-used", $2, $4}'
 exit 0
 `;
 
-/** The argv that starts the program inside its namespaces. */
+/** The argv that starts the program inside its namespaces (its network namespace, then mount, IPC, PID and UTS). */
 export function namespacesLaunchArgv(context: DeployContext, rootDir: string): string[] {
   const { netns } = namespaceNames(context.name);
-  const { uid, gid, cwd } = context.profile;
-  return [
-    'ip', 'netns', 'exec', netns,
-    'env', '-i', ...HOST_TOOL_ENV,
-    'unshare', '--mount', '--ipc', '--pid', '--fork', '--uts', '--kill-child',
-    ...(needsProc(context) ? [`--mount-proc=${posix.join(rootDir, 'proc')}`] : []),
-    `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid),
-    '--', ...programCommand(context),
-  ];
+  return ['ip', 'netns', 'exec', netns, ...supervisedLaunchArgv(context, rootDir, ['--mount', '--ipc', '--uts'])];
 }
 
 /** The Linux namespaces deployer. */

@@ -31,6 +31,11 @@ export function checkProfileForDeploy(profile: ResourceProfile, options: Profile
   if (!exe.ok) return unsafe('executable', exe.reason);
   // The exec wrapper (`env`) reads a first word with `=` as an assignment, not the command.
   if (profile.executable.includes('=')) return unsafe('executable', 'must not contain "="');
+  if (profile.start?.invokedAs !== undefined) {
+    const inv = normalizeAbsolutePath(profile.start.invokedAs);
+    if (!inv.ok) return unsafe('start.invokedAs', inv.reason);
+    if (inv.path.includes('=')) return unsafe('start.invokedAs', 'must not contain "="');
+  }
   const cwd = normalizeAbsolutePath(profile.cwd);
   if (!cwd.ok) return unsafe('cwd', cwd.reason);
   const argvNul = profile.argv.findIndex((a) => typeof a !== 'string' || a.includes('\0'));

@@ -42,7 +42,8 @@ function isSpec(value: unknown): value is RootBuildSpec {
   return (
     typeof v === 'object' && v !== null &&
     typeof v.root === 'string' && typeof v.executable === 'string' && typeof v.cwd === 'string' &&
-    typeof v.wrapperSource === 'string' && strings(v.dirs) && strings(v.libraries)
+    typeof v.wrapperSource === 'string' && strings(v.dirs) && strings(v.libraries) &&
+    (v.passwd === undefined || strings(v.passwd)) && (v.group === undefined || strings(v.group))
   );
 }
 

@@ -13,7 +13,7 @@
  * @module
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, closeSync, constants, copyFileSync, fstatSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, constants, copyFileSync, fstatSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { normalizeAbsolutePath } from '../policy/safe-input.js';
 import { readElf, type ElfFacts } from './elf.js';
@@ -35,6 +35,9 @@ export interface RootBuildSpec {
    * after the privilege drop; empty: the first of /usr/bin/env, /bin/env.
    */
   wrapperSource: string;
+  /** Lines for the root's /etc/passwd and /etc/group (replacing the bundle's): the accounts the program uses, nothing else. */
+  passwd?: string[];
+  group?: string[];
 }
 
 /** Where the exec wrapper lives inside the program's root. */
@@ -304,6 +307,7 @@ export function buildRoot(spec: RootBuildSpec): RootBuildReport {
     if (!n.ok) throw new UnsafeRootError(`directory ${JSON.stringify(dir)} ${n.reason}`);
     resolveInRoot(spec.root, n.path, { create: true, followLast: true });
   }
+  writeAccounts(spec);
   const copier = new LibraryCopier(spec.root);
   installWrapper(spec, copier);
   const exe = normalizeAbsolutePath(spec.executable);
@@ -312,6 +316,21 @@ export function buildRoot(spec: RootBuildSpec): RootBuildReport {
   if (exeElf) copier.dependenciesOf(exeElf);
   for (const lib of spec.libraries) copier.copy(lib);
   return copier.report;
+}
+
+/** Write the root's /etc/passwd and /etc/group from the spec (never the host's, never a shadow file). */
+function writeAccounts(spec: RootBuildSpec): void {
+  if (!spec.passwd?.length && !spec.group?.length) return;
+  const etc = resolveInRoot(spec.root, '/etc', { create: true, followLast: true });
+  for (const [name, lines] of [['passwd', spec.passwd], ['group', spec.group]] as const) {
+    if (!lines?.length) continue;
+    if (lines.some((l) => /[\n\0]/.test(l))) throw new UnsafeRootError(`an /etc/${name} line holds a newline or NUL`);
+    const path = posix.join(etc, name);
+    const st = lstatOrUndefined(path);
+    if (st?.isDirectory()) throw new UnsafeRootError(`The bundle makes /etc/${name} a directory`);
+    if (st) unlinkSync(path); // a link or the source's whole file: replaced, never written through
+    writeFileSync(path, `${lines.join('\n')}\n`, { mode: 0o644, flag: 'wx' });
+  }
 }
 
 /** Copy the destination's `env` to {@link WRAPPER_PATH}, with the libraries it needs. */

@@ -10,8 +10,31 @@ function pad(cells: string[][]): string {
   return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
-/** Render a plan as a table of candidates followed by the reasons for each rejection. */
+/** What is wrong with `value` as a {@link MigrationPlan} (only what rendering needs), or undefined. */
+function planShapeProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return `got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`;
+  const p = value as Record<string, unknown>;
+  for (const key of ['classes', 'evidence', 'candidates', 'concerns'] as const) if (!Array.isArray(p[key])) return `\`${key}\` is not an array`;
+  for (const key of ['source', 'destination'] as const) if (typeof p[key] !== 'object' || p[key] === null) return `\`${key}\` is not a platform`;
+  if (typeof p.chosen !== 'string') return '`chosen` is not a method id';
+  return undefined;
+}
+
+/**
+ * Render a plan as a table of candidates followed by the reasons for each rejection. Never throws:
+ * a value that is not a {@link MigrationPlan} gives one line starting `invalid migration plan:`.
+ */
 export function formatPlan(plan: MigrationPlan): string {
+  const problem = planShapeProblem(plan);
+  if (problem !== undefined) return `invalid migration plan: ${problem}`;
+  try {
+    return renderPlan(plan);
+  } catch (e) {
+    return `invalid migration plan: ${e instanceof Error ? e.message : String(e)}`;
+  }
+}
+
+function renderPlan(plan: MigrationPlan): string {
   const lines: string[] = [];
   lines.push(`uses: ${plan.classes.join(' + ')}  (${plan.evidence.map((e) => `${e.kind}: ${e.example}`).join('; ')})`);
   lines.push(`platform: ${plan.source.os} ${plan.source.release} -> ${plan.destination.os} ${plan.destination.release}`);

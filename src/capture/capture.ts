@@ -1,0 +1,320 @@
+/**
+ * Complete capture: what a program holds now is not all it needs. A profile taken by attaching to
+ * a running daemon misses what it read at start-up and closed (its config), what it will load
+ * later (plugins), the rest of its data directory and the accounts it switches to. These rules,
+ * none of which knows any program by name, add them, each file marked with why it is there:
+ *
+ * - `package`: every file of the package owning the executable (dpkg, rpm or FreeBSD pkg), and the
+ *   non-library, non-documentation files of the packages it directly depends on (time zones,
+ *   shared config): a library the program needs is found from its ELF headers at the destination.
+ * - `config`: absolute paths named in argv and in the text config files it read (under `/etc`, or
+ *   named in argv), followed through the config files those name; a directory named there
+ *   travels whole, as does the directory of a glob (`conf.d/*.conf`).
+ * - `data-root`: a directory the program writes into travels whole (files it holds open for
+ *   writing, its cwd when it writes there, directories named in argv), so files it creates later
+ *   travel too.
+ * - accounts: the uids and gids its processes run as and the user names in its argv and config
+ *   get their `/etc/passwd` and `/etc/group` entries (never shadow).
+ * - `user-included` / excluded: the caller's corrections.
+ *
+ * @module
+ */
+import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
+import { InvalidInputError, type ApMigrateError } from '../errors.js';
+import type { FileReason, FileUse, GroupEntry, ResourceProfile, TreeUse, UserEntry } from '../policy/profile.js';
+import { normalizeAbsolutePath } from '../policy/safe-input.js';
+import type { Executor } from '../spec/executor.js';
+import { accountDatabases, measureSourceTrees, packageFacts, readSmallFiles, statPaths, type PackageFacts, type PathFacts } from './source-facts.js';
+import { isBroadDirectory, isDocumentationPath, isLibraryPath, isPseudoPath } from './paths.js';
+import { absolutePathsIn, wordsIn } from './scan.js';
+import { selectAccounts } from './accounts.js';
+
+/** Options of {@link captureProgram}. */
+export interface CaptureOptions {
+  /** Files of the executable's package and its dependencies (default true). */
+  packages?: boolean;
+  /** Paths named in argv and config files (default true). */
+  config?: boolean;
+  /** Directories the program writes into travel whole (default true). */
+  dataRoots?: boolean;
+  /** Extra paths to carry (a directory travels whole). */
+  include?: string[];
+  /** Paths to leave out (a directory: everything under it). */
+  exclude?: string[];
+  /** A directory tree larger than this is not carried whole (a note says so; default 2 GiB). */
+  maxTreeBytes?: number;
+  /** How many config files are followed from one another (default 64). */
+  maxConfigFiles?: number;
+}
+
+/** What one capture added, by reason. */
+export type CaptureSummary = Record<FileReason, { files: number; bytes: number }>;
+
+const DEFAULT_MAX_TREE = 2 * 1024 * 1024 * 1024;
+const SECRET_ACCOUNT_FILES = new Set(['/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-', '/etc/master.passwd', '/etc/spwd.db']);
+
+/**
+ * Extend `profile` with what the program needs beyond what it held when profiled. Reads the source
+ * host through `executor` (the host the profile was taken on).
+ */
+export function captureProgram(profile: ResourceProfile, executor: Executor, options: CaptureOptions = {}): ResultAsync<ResourceProfile, ApMigrateError> {
+  const bad = checkOptions(options);
+  if (bad) return errAsync(bad);
+  const state = new CaptureState(profile, options);
+  return state
+    .resolveInvocation(executor)
+    .andThen(() => (options.packages === false ? okAsync(undefined) : state.addPackages(executor)))
+    .andThen(() => (options.config === false ? okAsync(undefined) : state.addConfig(executor)))
+    .andThen(() => state.addIncluded(executor))
+    .andThen(() => (options.dataRoots === false ? okAsync(undefined) : okAsync(state.addDataRoots())))
+    .andThen(() => state.measureTrees(executor))
+    .andThen(() => state.addAccounts(executor))
+    .map(() => state.result());
+}
+
+function checkOptions(options: CaptureOptions): InvalidInputError | undefined {
+  for (const field of ['include', 'exclude'] as const) {
+    const list = options[field];
+    if (list === undefined) continue;
+    if (!Array.isArray(list)) return new InvalidInputError('capture options', [{ path: field, message: 'must be an array of absolute paths' }]);
+    for (const [i, p] of list.entries()) {
+      const n = normalizeAbsolutePath(p);
+      if (!n.ok) return new InvalidInputError('capture options', [{ path: `${field}.${i}`, message: n.reason }]);
+    }
+  }
+  return undefined;
+}
+
+/** The profile being extended: files by path, trees, and what config said. */
+class CaptureState {
+  private readonly files = new Map<string, FileUse>();
+  private readonly trees = new Map<string, TreeUse>();
+  private readonly notes: string[] = [];
+  private readonly words = new Set<string>();
+  private readonly excluded: string[];
+  private invokedAs: string | undefined;
+  private argvRewritten = false;
+
+  constructor(
+    private readonly profile: ResourceProfile,
+    private readonly options: CaptureOptions,
+  ) {
+    for (const f of profile.files) this.files.set(f.path, f);
+    for (const t of profile.trees) this.trees.set(t.path, t);
+    this.excluded = (options.exclude ?? []).map((p) => (normalizeAbsolutePath(p) as { path: string }).path);
+    for (const a of profile.argv.slice(1)) for (const w of wordsIn(a)) this.words.add(w);
+  }
+
+  private isExcluded(path: string): boolean {
+    return this.excluded.some((e) => path === e || path.startsWith(`${e}/`));
+  }
+
+  /** Add (or mark) a file use with `reason`, from what stat said of it. */
+  private addFile(path: string, facts: PathFacts, reason: FileReason, sharedLibrary = false): void {
+    if (this.isExcluded(path) || isPseudoPath(path)) return;
+    const existing = this.files.get(path);
+    if (existing) {
+      if (!(existing.reasons ?? []).includes(reason)) existing.reasons = [...(existing.reasons ?? []), reason];
+      return;
+    }
+    const kind = facts.type === 'f' ? 'regular' : facts.type === 'd' ? 'directory' : facts.type === 'l' ? 'symlink' : undefined;
+    if (!kind) return; // sockets, fifos of a running program, devices: never from these rules
+    this.files.set(path, { path, kind, access: ['read'], size: kind === 'regular' ? facts.size : 0, sharedLibrary, created: false, reasons: [reason] });
+  }
+
+  private addTree(path: string, reason: FileReason): void {
+    if (this.isExcluded(path) || isPseudoPath(path) || isBroadDirectory(path)) return;
+    if (!this.trees.has(path)) this.trees.set(path, { path, reason, bytes: 0, files: 0 });
+  }
+
+  /** The path the program was started by (a symlink it may decide its role from), and whether its title replaced argv. */
+  resolveInvocation(executor: Executor): ResultAsync<void, ApMigrateError> {
+    const first = this.profile.argv[0] ?? '';
+    const token = first.split(/\s+/)[0] ?? '';
+    this.argvRewritten = this.profile.argv.length === 1 && /\s/.test(first);
+    const candidates = token.startsWith('/') ? [token] : token && !token.includes('/') ? ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].map((d) => `${d}/${token.replace(/:$/, '')}`) : [];
+    return statPaths(executor, [this.profile.executable, ...candidates]).map((facts) => {
+      const exeReal = facts.get(this.profile.executable)?.real ?? this.profile.executable;
+      const hit = candidates.find((c) => facts.get(c) && facts.get(c)!.real === exeReal);
+      if (hit && hit !== this.profile.executable) {
+        this.invokedAs = hit;
+        this.addFile(hit, facts.get(hit)!, 'traced');
+      }
+    });
+  }
+
+  /** The executable's package, whole; its direct dependencies' data and config files. */
+  addPackages(executor: Executor): ResultAsync<void, ApMigrateError> {
+    const owned = [this.profile.executable, ...(this.invokedAs ? [this.invokedAs] : [])];
+    return packageFacts(executor, owned.flatMap(dpkgAliases)).andThen((facts) => {
+      const wanted = packageFilesWanted(facts);
+      return statPaths(executor, wanted.map((w) => w.path)).map((stats) => {
+        for (const { path, own } of wanted) {
+          const st = stats.get(path);
+          if (st) this.addFile(path, st, 'package', !own && isLibraryPath(path));
+        }
+      });
+    });
+  }
+
+  /** Paths named in argv and in the config files the program read, followed from file to file. */
+  addConfig(executor: Executor): ResultAsync<void, ApMigrateError> {
+    const fromArgv = this.profile.argv.slice(1).flatMap((a) => absolutePathsIn(a));
+    // Config the program read, and its package's own config (a daemon attached to long after start-up holds none open).
+    const readConfigs = [...this.files.values()]
+      .filter((f) => f.kind === 'regular' && f.path.startsWith('/etc/') && !f.sharedLibrary && (f.access.includes('read') || f.reasons?.includes('package')))
+      .map((f) => f.path);
+    const seenConfigs = new Set<string>();
+    const max = this.options.maxConfigFiles ?? 64;
+    const round = (named: string[], configs: string[], depth: number): ResultAsync<void, ApMigrateError> => {
+      const toRead = configs.filter((c) => !seenConfigs.has(c)).slice(0, Math.max(0, max - seenConfigs.size));
+      for (const c of toRead) seenConfigs.add(c);
+      return readSmallFiles(executor, toRead)
+        .andThen((texts) => {
+          const more = new Set(named);
+          for (const [, text] of texts) {
+            if (text.includes('\0')) continue; // not text
+            for (const p of absolutePathsIn(text)) more.add(p);
+            for (const w of wordsIn(text)) this.words.add(w);
+          }
+          const globDirs = [...more].filter((p) => /[*?[]/.test(p)).map((p) => p.slice(0, p.search(/[*?[]/)).replace(/\/[^/]*$/, '') || '/');
+          const plain = [...more].filter((p) => !/[*?[]/.test(p));
+          return statPaths(executor, [...plain, ...globDirs]).map((stats) => ({ stats, globDirs, plain }));
+        })
+        .andThen(({ stats, globDirs, plain }) => {
+          const nextConfigs: string[] = [];
+          for (const p of [...plain, ...globDirs]) {
+            const st = stats.get(p);
+            if (!st) continue;
+            if (st.type === 'd') this.addTree(p, 'config');
+            else {
+              this.addFile(p, st, 'config');
+              // A link travels with what it points at (sites-enabled/x -> ../sites-available/x).
+              if (st.type === 'l' && st.real !== p) nextConfigs.push(st.real);
+              if (st.type === 'f' && p.startsWith('/etc/')) nextConfigs.push(p);
+            }
+            if (st.type === 'l' && st.real.startsWith('/')) this.addTree(st.real, 'config');
+          }
+          return depth >= 4 || nextConfigs.length === 0 ? okAsync(undefined) : round([], nextConfigs, depth + 1);
+        });
+    };
+    return round(fromArgv, [...readConfigs, ...fromArgv.filter((p) => p.startsWith('/etc/'))], 0);
+  }
+
+  /** The caller's includes: a directory travels whole. */
+  addIncluded(executor: Executor): ResultAsync<void, ApMigrateError> {
+    const include = (this.options.include ?? []).map((p) => (normalizeAbsolutePath(p) as { path: string }).path);
+    if (!include.length) return okAsync(undefined);
+    return statPaths(executor, include).andThen((stats) => {
+      const missing = include.filter((p) => !stats.has(p));
+      if (missing.length) return errAsync(new InvalidInputError('capture options', missing.map((p) => ({ path: 'include', message: `${p} does not exist on the source` }))));
+      for (const p of include) {
+        const st = stats.get(p)!;
+        if (st.type === 'd') this.trees.set(p, { path: p, reason: 'user-included', bytes: 0, files: 0 });
+        else this.addFile(p, st, 'user-included');
+      }
+      return okAsync(undefined);
+    });
+  }
+
+  /** Directories the program writes into, and directories named in its argv. */
+  addDataRoots(): void {
+    const written = this.profile.files.filter((f) => f.access.includes('write') && (f.kind === 'regular' || f.kind === 'directory') && !isPseudoPath(f.path));
+    const dirs = new Set<string>();
+    for (const f of written) dirs.add(f.kind === 'directory' ? f.path : parentOf(f.path));
+    if (written.some((f) => f.path.startsWith(`${this.profile.cwd}/`))) dirs.add(this.profile.cwd);
+    for (const [path, tree] of this.trees) if (tree.reason === 'config' && this.profile.argv.slice(1).some((a) => absolutePathsIn(a).includes(path))) tree.reason = 'data-root';
+    for (const d of dirs) this.addTree(d, 'data-root');
+  }
+
+  /** Sizes of the trees; a tree too large is dropped with a note; a tree inside another is dropped. */
+  measureTrees(executor: Executor): ResultAsync<void, ApMigrateError> {
+    const paths = [...this.trees.keys()].sort();
+    const outer = paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`)));
+    for (const p of paths) if (!outer.includes(p)) this.trees.delete(p);
+    return measureSourceTrees(executor, outer).map((sizes) => {
+      const max = this.options.maxTreeBytes ?? DEFAULT_MAX_TREE;
+      for (const p of outer) {
+        const size = sizes.get(p);
+        const tree = this.trees.get(p)!;
+        if (!size) {
+          this.trees.delete(p);
+          continue;
+        }
+        if (size.bytes > max && tree.reason !== 'user-included') {
+          this.trees.delete(p);
+          this.notes.push(`${p} (${Math.round(size.bytes / 1048576)} MiB) was not carried whole: larger than maxTreeBytes; include it to carry it`);
+          continue;
+        }
+        tree.bytes = size.bytes;
+        tree.files = size.files;
+      }
+      // Files inside a tree travel with it: keep them (their reasons stay), the packer writes each once.
+    });
+  }
+
+  /** passwd and group entries of the ids the program runs as and the names it mentions. */
+  addAccounts(executor: Executor): ResultAsync<void, ApMigrateError> {
+    return accountDatabases(executor).map(({ passwd, group }) => {
+      const ids = { uids: new Set<number>([this.profile.uid]), gids: new Set<number>([this.profile.gid, ...(this.profile.start?.groups ?? [])]) };
+      for (const p of this.profile.processes) {
+        if (p.uid !== undefined) ids.uids.add(p.uid);
+        if (p.gid !== undefined) ids.gids.add(p.gid);
+      }
+      const chosen = selectAccounts(passwd, group, ids, this.words);
+      this.users = chosen.users;
+      this.groups = chosen.groups;
+    });
+  }
+
+  private users: UserEntry[] = [];
+  private groups: GroupEntry[] = [];
+
+  result(): ResourceProfile {
+    // Never the source's password hashes: the root gets passwd/group entries of its own accounts only.
+    const files = [...this.files.values()].filter((f) => !this.isExcluded(f.path) && !SECRET_ACCOUNT_FILES.has(f.path));
+    const start = { ...this.profile.start, ...(this.invokedAs ? { invokedAs: this.invokedAs } : {}), ...(this.argvRewritten ? { argvRewritten: true } : {}) };
+    return {
+      ...this.profile,
+      files,
+      trees: [...this.trees.values()],
+      users: mergeBy(this.profile.users, this.users, (u) => u.name),
+      groups: mergeBy(this.profile.groups, this.groups, (g) => g.name),
+      ...(Object.keys(start).length ? { start } : {}),
+      completeness: { ...this.profile.completeness, notes: [...this.profile.completeness.notes, ...this.notes] },
+    };
+  }
+}
+
+function mergeBy<T>(a: T[], b: T[], key: (t: T) => string): T[] {
+  const out = new Map<string, T>();
+  for (const t of [...a, ...b]) if (!out.has(key(t))) out.set(key(t), t);
+  return [...out.values()];
+}
+
+function parentOf(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i <= 0 ? '/' : path.slice(0, i);
+}
+
+/** dpkg records merged-/usr files under their historical names (`/lib/...` for `/usr/lib/...`): ask for both. */
+function dpkgAliases(path: string): string[] {
+  const m = /^\/usr\/(bin|sbin|lib|lib32|lib64|libx32)\//.exec(path);
+  return m ? [path, path.slice(4)] : [path];
+}
+
+/** The files of the owning packages (all but documentation), and of their dependencies (no libraries, no documentation). */
+function packageFilesWanted(facts: PackageFacts): Array<{ path: string; own: boolean }> {
+  const wanted: Array<{ path: string; own: boolean }> = [];
+  const seen = new Set<string>();
+  for (const [pkg, files] of facts.files) {
+    const own = facts.owners.includes(pkg);
+    for (const path of files) {
+      if (seen.has(path) || isDocumentationPath(path)) continue;
+      if (!own && isLibraryPath(path)) continue;
+      seen.add(path);
+      wanted.push({ path, own });
+    }
+  }
+  return wanted;
+}
