@@ -65,6 +65,7 @@ export function captureProgram(profile: ResourceProfile, executor: Executor, opt
     .resolveInvocation(executor)
     .andThen(() => (options.packages === false ? okAsync(undefined) : state.addPackages(executor)))
     .andThen(() => (options.config === false ? okAsync(undefined) : state.addConfig(executor)))
+    .andThen(() => (options.config === false ? okAsync(undefined) : state.addResolverConfig(executor)))
     .andThen(() => state.addIncluded(executor))
     .andThen(() => (options.dataRoots === false ? okAsync(undefined) : okAsync(state.addDataRoots())))
     .andThen(() => state.measureTrees(executor))
@@ -198,7 +199,26 @@ class CaptureState {
           return depth >= 4 || nextConfigs.length === 0 ? okAsync(undefined) : round([], nextConfigs, depth + 1);
         });
     };
-    return round(fromArgv, [...readConfigs, ...fromArgv.filter((p) => p.startsWith('/etc/'))], 0);
+    // The directory of a config file named in argv travels whole: it holds what the file includes relatively (conf.d).
+    return statPaths(executor, fromArgv).andThen((stats) => {
+      for (const p of fromArgv) if (stats.get(p)?.type === 'f' && p.startsWith('/etc/')) this.addTree(parentOf(p), 'config');
+      return round(fromArgv, [...readConfigs, ...fromArgv.filter((p) => p.startsWith('/etc/'))], 0);
+    });
+  }
+
+  /**
+   * The resolver's configuration, for a program that uses the network: it resolves names (even
+   * "localhost") through these, usually at start-up, so an attach profile does not see them.
+   */
+  addResolverConfig(executor: Executor): ResultAsync<void, ApMigrateError> {
+    if (!this.profile.sockets.some((s) => s.family === 'inet' || s.family === 'inet6')) return okAsync(undefined);
+    const files = ['/etc/hosts', '/etc/nsswitch.conf', '/etc/host.conf', '/etc/resolv.conf', '/etc/gai.conf', '/etc/services', '/etc/protocols'];
+    return statPaths(executor, files).map((stats) => {
+      for (const f of files) {
+        const st = stats.get(f);
+        if (st) this.addFile(f, st, 'config');
+      }
+    });
   }
 
   /** The caller's includes: a directory travels whole. */

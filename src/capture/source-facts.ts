@@ -37,18 +37,22 @@ function batched(items: readonly string[], one: (batch: string[]) => ResultAsync
 }
 
 const STAT_SCRIPT = `
-for p in "$@"; do
-  if [ -L "$p" ]; then t=l; elif [ -d "$p" ]; then t=d; elif [ -f "$p" ]; then t=f; elif [ -e "$p" ]; then t=o; else continue; fi
-  s=0; [ "$t" = f ] && s=$(wc -c < "$p" 2>/dev/null | tr -d ' ')
-  r=$(readlink -f -- "$p" 2>/dev/null || printf '%s' "$p")
-  printf '%s\\t%s\\t%s\\t%s\\n' "$t" "\${s:-0}" "$r" "$p"
+few="$1"; shift
+# One stat for the whole batch (GNU, then BSD format); links, and every path of a small batch, get their real path.
+if stat -c %s / >/dev/null 2>&1; then out=$(stat -c '%F	%s	%n' -- "$@" 2>/dev/null); else out=$(stat -f '%HT	%z	%N' -- "$@" 2>/dev/null); fi
+printf '%s\n' "$out" | while IFS='	' read -r type size path; do
+  [ -n "$path" ] || continue
+  case "$type" in [Rr]egular*) t=f ;; [Dd]irectory) t=d ;; [Ss]ymbolic*) t=l ;; *) t=o ;; esac
+  r=$path
+  if [ "$t" = l ] || [ "$few" = 1 ]; then r=$(readlink -f -- "$path" 2>/dev/null || printf '%s' "$path"); fi
+  printf '%s\t%s\t%s\t%s\n' "$t" "$size" "$r" "$path"
 done
 `;
 
 /** Type, size and real path of each path that exists (paths with a newline or tab are skipped). */
 export function statPaths(executor: Executor, paths: readonly string[]): ResultAsync<Map<string, PathFacts>, ApMigrateError> {
   const clean = [...new Set(paths)].filter((p) => !/[\n\t]/.test(p));
-  return batched(clean, (batch) => runSh(executor, STAT_SCRIPT, batch)).map((out) => {
+  return batched(clean, (batch) => runSh(executor, STAT_SCRIPT, [batch.length <= 20 ? '1' : '0', ...batch])).map((out) => {
     const facts = new Map<string, PathFacts>();
     for (const line of out.split('\n')) {
       const [type, size, real, ...rest] = line.split('\t');

@@ -89,7 +89,8 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
       preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => {
         const { netns } = namespaceNames(context.name);
         const addrs = addressesOf(context.name);
-        return runScript(context.transport, COLLISION_SCRIPT, [netns, addrs.program], context.signal ? { signal: context.signal } : {}).andThen((r) => {
+        // From `/`: the transport's root may not exist yet.
+        return runScript(context.transport, COLLISION_SCRIPT, [netns, addrs.program], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) }).andThen((r) => {
           const lines = r.stdout.split('\n');
           if (lines.includes('netns-exists')) {
             return errAsync<typeof report, ApMigrateError>(new DeployError('DESTINATION_EXISTS', `Network namespace ${netns} already exists at ${context.transport.description}`));
