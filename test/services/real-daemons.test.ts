@@ -1,0 +1,100 @@
+/**
+ * Real Debian daemons, started the way the distribution starts them, attached by pid and moved by
+ * `migrate()` (capture on, method chosen by the planner) to a destination on this machine. Each
+ * must come up there and answer with its data: PostgreSQL returns the row inserted before the
+ * migration, nginx serves the same bytes, memcached (which drops to its own user) answers.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createProcfsProfiler, createNamespacesDeployer, migrate, type MigrationReport } from '../../src/index.js';
+import { summarizeReasons } from '../../src/capture/index.js';
+import { createLocalTransport } from '../../src/transports/local.js';
+import { namespaceNames } from '../../src/deploy/namespaces.js';
+import { skipUnless } from '../helpers/requirements.js';
+
+const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }).trim();
+/** The oldest process whose command line matches (pgrep itself, run without a shell, never matches). */
+const oldest = (pattern: string) => Number(spawnSync('pgrep', ['-o', '-f', pattern], { encoding: 'utf8' }).stdout.trim() || 0);
+
+describe.skipIf(skipUnless('root', 'tool:pg_ctlcluster', 'tool:nginx', 'tool:memcached', 'tool:psql', 'tool:curl', 'tool:ip'))('real daemons move and answer with their data', () => {
+  let dst: string;
+  const reports: MigrationReport[] = [];
+  /** Source daemons this suite started (and stops again). */
+  const started: string[] = [];
+
+  beforeAll(() => {
+    dst = mkdtempSync('/var/tmp/apm-daemons-');
+    // Clients on the destination host (psql as postgres) reach the program's socket through it.
+    chmodSync(dst, 0o755);
+  });
+
+  afterAll(async () => {
+    const transport = createLocalTransport({ root: dst });
+    for (const r of reports) {
+      await createNamespacesDeployer().rollback(
+        { transport, profile: r.profile, plan: r.plan, name: r.name },
+        { activated: { installDir: r.destination!.installDir, rootDir: join(r.destination!.installDir, 'root'), undo: [['ip', 'netns', 'del', namespaceNames(r.name).netns], ['ip', 'link', 'del', namespaceNames(r.name).hostVeth]] }, started: { pid: r.destination!.pid, logPath: '', endpoints: [] } },
+      );
+    }
+    rmSync(dst, { recursive: true, force: true });
+    for (const stop of started) spawnSync('sh', ['-c', stop]);
+  });
+
+  async function move(pid: number, name: string, allowRoot = false): Promise<MigrationReport> {
+    const result = await migrate({ target: { pid }, profiler: createProcfsProfiler(), profileDurationMs: 1000, destination: createLocalTransport({ root: dst }), name, allowRoot });
+    if (result.isErr()) throw result.error;
+    reports.push(result.value);
+    const r = result.value;
+    console.log(name, r.method, `${r.bytesSent} bytes`, r.phases.map((p) => `${p.phase}:${Math.round(p.ms)}ms`).join(' '), JSON.stringify(summarizeReasons(r.profile)));
+    expect(r.method).toBe('linux-namespaces');
+    return r;
+  }
+
+  it('PostgreSQL 15 (pg_ctlcluster) returns the row inserted before the migration', async () => {
+    if (!oldest('bin/postgres -D')) {
+      sh('pg_ctlcluster 15 main start');
+      started.push('pg_ctlcluster 15 main stop');
+    }
+    const psql = (host: string, sql: string) => sh(`su postgres -c "psql -h ${host} -tAc \\"${sql}\\""`);
+    psql('/var/run/postgresql', `create table if not exists apm_rows(x text); insert into apm_rows values ('before-${process.pid}')`);
+    const r = await move(oldest('bin/postgres -D'), 'pg');
+    expect(r.profile.uid).toBe(Number(sh('id -u postgres')));
+    expect(r.profile.trees.map((t) => t.path)).toContain('/var/lib/postgresql/15/main');
+    // From the destination host, through the server's socket inside its root.
+    const socketDir = join(r.destination!.installDir, 'root/var/run/postgresql');
+    expect(psql(socketDir, 'select x from apm_rows')).toContain(`before-${process.pid}`);
+    // The source still runs and answers (cutover "copy").
+    expect(psql('/var/run/postgresql', 'select 1')).toBe('1');
+  });
+
+  it('nginx (daemonized, master + workers) serves the same bytes from the migrated copy', async () => {
+    if (!oldest('nginx: master')) {
+      sh('nginx');
+      started.push('nginx -s stop');
+    }
+    const r = await move(oldest('nginx: master'), 'nginx', true);
+    const endpoint = r.destination!.endpoints[0]!;
+    const here = spawnSync('curl', ['-s', '-m', '5', 'http://127.0.0.1/']).stdout;
+    const there = spawnSync('curl', ['-s', '-m', '5', `http://${endpoint}/`]).stdout;
+    expect(there.length).toBeGreaterThan(100);
+    expect(Buffer.compare(there, here)).toBe(0);
+    // Master and workers both run at the destination, the workers as www-data.
+    const workers = sh(`ps -eo user,args | grep 'nginx: worker' | grep -v grep | grep -c www-data`);
+    expect(Number(workers)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('memcached (daemonizes, drops to its own user with -u) answers at the destination', async () => {
+    if (!oldest('bin/memcached')) {
+      sh('/usr/share/memcached/scripts/start-memcached');
+      started.push('pkill -f /usr/bin/memcached');
+    }
+    const r = await move(oldest('bin/memcached'), 'mc');
+    expect(r.profile.users.map((u) => u.name)).toContain('memcache');
+    const reply = sh(`printf 'set k 0 0 5\\r\\nhello\\r\\nget k\\r\\nquit\\r\\n' | ip netns exec apm-mc timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/11211; cat >&3; cat <&3'`);
+    expect(reply).toContain('STORED');
+    expect(reply).toContain('hello');
+    expect(existsSync(join(r.destination!.installDir, 'root/etc/shadow'))).toBe(false);
+  });
+});
