@@ -6,6 +6,11 @@
  * the underlying `cause`, and `isRetryable` so orchestrators know whether trying again can help.
  * This module is pure (no `node:` imports) so the policy core can use it.
  *
+ * Check errors with the static `isInstance` of a class (`InvalidInputError.isInstance(e)`), not
+ * with `instanceof`: an app that loads both the ESM and the CommonJS build (or two versions) holds
+ * two copies of every class, and `instanceof` answers only for its own copy. Every class marks its
+ * prototype with `Symbol.for('ap-migrate.error…')`, which all copies share.
+ *
  * @module
  */
 
@@ -19,8 +24,33 @@ export interface ApMigrateErrorOptions {
   details?: Record<string, unknown>;
 }
 
-/** Base class of every error the SDK returns. */
+/** Key of the marker every error of this package carries: `Symbol.for('ap-migrate.error')`. */
+const MARKER = 'ap-migrate.error';
+
+// Module functions rather than code in the class body: a class that names itself in its own body
+// is emitted by esbuild as `class _ApMigrateError`, which would change `name` (`new.target.name`).
+function markClass(cls: abstract new (...args: never[]) => ApMigrateError, key: string): void {
+  Object.defineProperty(cls.prototype, Symbol.for(key), { value: true });
+}
+
+function hasMarker(value: unknown, key: string): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  try {
+    return (value as Record<symbol, unknown>)[Symbol.for(key)] === true;
+  } catch {
+    return false; // a revoked Proxy, a throwing getter
+  }
+}
+
+/**
+ * Base class of every error the SDK returns. Check with {@link ApMigrateError.isInstance}, which
+ * works across copies of the package; `instanceof` does not.
+ */
 export class ApMigrateError extends Error {
+  static {
+    markClass(this, MARKER);
+  }
+
   /** A stable machine-readable code, e.g. `INVALID_INPUT`. Never changes between versions. */
   readonly code: string;
   /** Whether retrying the same call unchanged may succeed (network cuts, timeouts). */
@@ -36,6 +66,33 @@ export class ApMigrateError extends Error {
     this.cause = options.cause;
     this.isRetryable = options.isRetryable ?? false;
     this.details = options.details ?? {};
+  }
+
+  /**
+   * Whether `value` is an ApMigrateError (or any subclass) made by **any** copy of this package:
+   * the ESM and the CommonJS build, two versions side by side, another realm. Never throws, and
+   * works unbound (`errors.filter(ApMigrateError.isInstance)`). Each subclass has its own
+   * (`TransportError.isInstance` ...); a subclass that defines none answers with `instanceof`
+   * for itself, so that it never answers for the whole family.
+   */
+  static isInstance(value: unknown): value is ApMigrateError {
+    // Called through a subclass that has no isInstance of its own: same copy only, never "any SDK error".
+    if (typeof this === 'function' && !Object.hasOwn(this, 'isInstance')) return value instanceof this;
+    return hasMarker(value, MARKER);
+  }
+
+  /**
+   * Mark the instances of `cls` with `Symbol.for(key)`: a non-enumerable `true` on its prototype,
+   * so that no instance changes shape. Each subclass calls it once, in a static block, with its own
+   * key (`ap-migrate.error.<ClassName>`), and checks it in its own `isInstance` with {@link ApMigrateError.hasMarker}.
+   */
+  protected static markClass(cls: abstract new (...args: never[]) => ApMigrateError, key: string): void {
+    markClass(cls, key);
+  }
+
+  /** Whether `value` carries the marker `Symbol.for(key)` (see {@link ApMigrateError.markClass}); never throws. */
+  protected static hasMarker(value: unknown, key: string): boolean {
+    return hasMarker(value, key);
   }
 
   /** A plain object safe to print as JSON. */
@@ -59,8 +116,22 @@ export interface InputIssue {
   message: string;
 }
 
+/** Codes of the errors defined in this module, the ones the policy core returns. */
+export type PolicyErrorCode = 'INVALID_INPUT' | 'UNKNOWN_METHOD' | 'NO_ALLOWED_METHOD';
+
 /** External input (a profile, options, a manifest, CLI flags) failed validation. */
 export class InvalidInputError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.InvalidInputError');
+  }
+
+  /** Whether `value` is an InvalidInputError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is InvalidInputError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.InvalidInputError');
+  }
+
+  /** Always `INVALID_INPUT`. */
+  declare readonly code: 'INVALID_INPUT';
   /** Every problem found, each naming its field. */
   readonly issues: readonly InputIssue[];
 
@@ -78,6 +149,18 @@ export class InvalidInputError extends ApMigrateError {
 
 /** A method id was named that no registered isolation method has. */
 export class UnknownMethodError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.UnknownMethodError');
+  }
+
+  /** Whether `value` is an UnknownMethodError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is UnknownMethodError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.UnknownMethodError');
+  }
+
+  /** Always `UNKNOWN_METHOD`. */
+  declare readonly code: 'UNKNOWN_METHOD';
+
   constructor(method: string, known: readonly string[]) {
     super('UNKNOWN_METHOD', `Unknown isolation method "${method}"; known methods: ${known.join(', ')}`, {
       details: { method, known },
@@ -87,6 +170,18 @@ export class UnknownMethodError extends ApMigrateError {
 
 /** No candidate isolation method is allowed for the program's resources and the options. */
 export class NoAllowedMethodError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.NoAllowedMethodError');
+  }
+
+  /** Whether `value` is a NoAllowedMethodError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is NoAllowedMethodError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.NoAllowedMethodError');
+  }
+
+  /** Always `NO_ALLOWED_METHOD`. */
+  declare readonly code: 'NO_ALLOWED_METHOD';
+
   constructor(message: string, details: Record<string, unknown>) {
     super('NO_ALLOWED_METHOD', message, { details });
   }

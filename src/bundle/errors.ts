@@ -42,6 +42,15 @@ export type BundleErrorCode = (typeof BUNDLE_ERROR_CODES)[number];
 
 /** An error from packing or unpacking a bundle. */
 export class BundleError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.BundleError');
+  }
+
+  /** Whether `value` is a BundleError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is BundleError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.BundleError');
+  }
+
   /** The stable code, narrowed to bundle codes. */
   declare readonly code: BundleErrorCode;
 
@@ -71,7 +80,7 @@ export function errnoOf(value: unknown): string | undefined {
  * maps a full disk to `NO_SPACE` and other system errors to `fallback`.
  */
 export function toBundleError(value: unknown, fallback: BundleErrorCode, context: string): BundleError {
-  if (value instanceof BundleError) return value;
+  if (BundleError.isInstance(value)) return value;
   const errno = errnoOf(value);
   const error = toError(value);
   if (errno && NO_SPACE_ERRNOS.has(errno)) {

@@ -11,6 +11,16 @@ const RETRYABLE: ReadonlySet<TransportErrorCode> = new Set(['CONNECTION_LOST', '
 
 /** A transport operation failed; `code` says how, `isRetryable` whether to try again. */
 export class TransportError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.TransportError');
+  }
+
+  /** Whether `value` is a TransportError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is TransportError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.TransportError');
+  }
+
+  /** The stable code, narrowed to transport codes. */
   declare readonly code: TransportErrorCode;
 
   constructor(code: TransportErrorCode, message: string, options: ApMigrateErrorOptions = {}) {
@@ -20,7 +30,7 @@ export class TransportError extends ApMigrateError {
 
 /** Wrap anything thrown into a {@link TransportError}, keeping SDK errors as they are. */
 export function asTransportError(value: unknown, fallback: TransportErrorCode = 'EXEC_FAILED'): ApMigrateError {
-  if (value instanceof ApMigrateError) return value;
+  if (ApMigrateError.isInstance(value)) return value;
   const message = value instanceof Error ? value.message : String(value);
   return new TransportError(fallback, message, { cause: value });
 }
