@@ -8,7 +8,7 @@ import type { Stats } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { errAsync, ResultAsync } from 'neverthrow';
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, type InputIssue } from '../errors.js';
 import { BundleError, toBundleError } from './errors.js';
 import { padToBlock, tarHeaderBytes, tarNameOf, USTAR_MAX_ID } from './estimate.js';
 import { comparePaths, isPseudoFilesystemPath, normaliseAbsolute } from './select.js';
@@ -47,13 +47,31 @@ export interface MeasureTreesOptions {
  * carry, and does not resolve symlinked ancestors; missing trees count nothing.
  */
 export function measureTrees(paths: readonly string[], options: MeasureTreesOptions = {}): ResultAsync<TreeMeasurement, BundleError | InvalidInputError> {
+  if (!Array.isArray(paths)) {
+    return errAsync(new InvalidInputError('measureTrees paths', [{ path: '', message: 'must be an array of absolute paths' }]));
+  }
   const bad = paths.findIndex((path) => typeof path !== 'string' || !path.startsWith('/') || path.includes('\0'));
   if (bad !== -1) {
     return errAsync(new InvalidInputError('measureTrees paths', [{ path: String(bad), message: 'must be an absolute path' }]));
   }
+  const issues = measureOptionsIssues(options);
+  if (issues.length > 0) return errAsync(new InvalidInputError('measureTrees options', issues));
   return ResultAsync.fromPromise(measure(paths, options), (e) =>
     options.signal?.aborted ? new BundleError('ABORTED', 'Measuring was aborted by the caller', { cause: e }) : toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', 'measuring trees'),
   );
+}
+
+/** Problems with {@link MeasureTreesOptions}, each naming its field (`''` for the whole value). */
+function measureOptionsIssues(options: unknown): InputIssue[] {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return [{ path: '', message: 'must be an options object' }];
+  const o = options as Record<string, unknown>;
+  const issues: InputIssue[] = [];
+  if (o.includeDevices !== undefined && typeof o.includeDevices !== 'boolean') issues.push({ path: 'includeDevices', message: 'must be true or false' });
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) issues.push({ path: 'signal', message: 'must be an AbortSignal' });
+  if (o.sourceRoot !== undefined && (typeof o.sourceRoot !== 'string' || !o.sourceRoot.startsWith('/') || o.sourceRoot.includes('\0'))) {
+    issues.push({ path: 'sourceRoot', message: 'must be an absolute path without NUL bytes' });
+  }
+  return issues;
 }
 
 async function measure(paths: readonly string[], options: MeasureTreesOptions): Promise<TreeMeasurement> {

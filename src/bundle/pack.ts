@@ -13,7 +13,7 @@ import { posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { err, errAsync, ok, ResultAsync, type Result } from 'neverthrow';
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, type InputIssue } from '../errors.js';
 import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from '../policy/profile.js';
 import { BundleError, errnoOf, toBundleError } from './errors.js';
 import { estimateBundleBytes, makeBundleInfo, padToBlock, tarNameOf, USTAR_MAX_ID, type BundleEstimate } from './estimate.js';
@@ -104,14 +104,39 @@ const SLICE_MS = 4;
 /** Bytes the output stream holds before the packer waits for its consumer. */
 const OUTPUT_HIGH_WATER_MARK = 2 * 1024 * 1024;
 
-/**
- * Start packing `profile` into a tar stream. Returns at once; errors while packing destroy the
- * stream and settle `report` with a typed {@link BundleError}.
- */
-export function createBundleStream(
-  profileInput: ResourceProfileInput,
-  options: PackOptions = {},
-): Result<BundleStream, InvalidInputError> {
+/** Problems with {@link PackOptions} other than `plan`, each naming its field (`''` for the whole value). */
+function packOptionsIssues(options: unknown): InputIssue[] {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return [{ path: '', message: 'must be an options object' }];
+  const o = options as Record<string, unknown>;
+  const issues: InputIssue[] = [];
+  for (const key of ['includeSharedLibraries', 'includeDevices', 'followSymlinks'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') issues.push({ path: key, message: 'must be true or false' });
+  }
+  if (o.onMissing !== undefined && o.onMissing !== 'error' && o.onMissing !== 'warn') issues.push({ path: 'onMissing', message: 'must be error or warn' });
+  if (o.sourceRoot !== undefined && (typeof o.sourceRoot !== 'string' || !o.sourceRoot.startsWith('/') || o.sourceRoot.includes('\0'))) {
+    issues.push({ path: 'sourceRoot', message: 'must be an absolute path without NUL bytes' });
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) issues.push({ path: 'signal', message: 'must be an AbortSignal' });
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') issues.push({ path: 'onProgress', message: 'must be a function' });
+  if (o.readChunkBytes !== undefined && !(Number.isSafeInteger(o.readChunkBytes) && (o.readChunkBytes as number) > 0)) {
+    issues.push({ path: 'readChunkBytes', message: 'must be a positive integer' });
+  }
+  if (o.extraTreeBytes !== undefined && !(Number.isSafeInteger(o.extraTreeBytes) && (o.extraTreeBytes as number) >= 0)) {
+    issues.push({ path: 'extraTreeBytes', message: 'must be a non-negative integer' });
+  }
+  if (o.extraTrees !== undefined) {
+    if (!Array.isArray(o.extraTrees)) {
+      issues.push({ path: 'extraTrees', message: 'must be an array of absolute paths' });
+    } else {
+      const badTree = o.extraTrees.findIndex((tree) => typeof tree !== 'string' || !tree.startsWith('/') || tree.includes('\0'));
+      if (badTree !== -1) issues.push({ path: `extraTrees.${badTree}`, message: 'must be an absolute path' });
+    }
+  }
+  return issues;
+}
+
+/** Check the arguments of {@link createBundleStream}: the parsed profile and the plan as stored. Never throws. */
+function checkPackInput(profileInput: unknown, options: unknown): Result<{ profile: ResourceProfile; plan: unknown; options: PackOptions }, InvalidInputError> {
   const parsed = ResourceProfileSchema.safeParse(profileInput);
   if (!parsed.success) {
     return err(
@@ -121,23 +146,36 @@ export function createBundleStream(
       ),
     );
   }
+  const issues = packOptionsIssues(options);
+  if (issues.length > 0) return err(new InvalidInputError('pack options', issues));
+  const o = options as PackOptions;
   let plan: unknown = null;
   try {
-    plan = options.plan === undefined ? null : JSON.parse(JSON.stringify(options.plan));
+    plan = o.plan === undefined ? null : JSON.parse(JSON.stringify(o.plan));
   } catch (cause) {
     return err(new InvalidInputError('pack options', [{ path: 'plan', message: 'must be JSON-serialisable' }], { cause }));
   }
-  if (options.readChunkBytes !== undefined && !(Number.isInteger(options.readChunkBytes) && options.readChunkBytes > 0)) {
-    return err(new InvalidInputError('pack options', [{ path: 'readChunkBytes', message: 'must be a positive integer' }]));
-  }
-  if (options.extraTreeBytes !== undefined && !(Number.isInteger(options.extraTreeBytes) && options.extraTreeBytes >= 0)) {
-    return err(new InvalidInputError('pack options', [{ path: 'extraTreeBytes', message: 'must be a non-negative integer' }]));
-  }
-  const badTree = (options.extraTrees ?? []).findIndex((tree) => typeof tree !== 'string' || !tree.startsWith('/') || tree.includes('\0'));
-  if (badTree !== -1) {
-    return err(new InvalidInputError('pack options', [{ path: `extraTrees.${badTree}`, message: 'must be an absolute path' }]));
-  }
-  return ok(new Packer(parsed.data, plan, options).start());
+  return ok({ profile: parsed.data, plan, options: o });
+}
+
+/**
+ * Start packing `profile` into a tar stream. Returns at once; errors while packing destroy the
+ * stream and settle `report` with a typed {@link BundleError}. A malformed profile or options is
+ * an {@link InvalidInputError} naming the field; never throws.
+ */
+export function createBundleStream(
+  profileInput: ResourceProfileInput,
+  options: PackOptions = {},
+): Result<BundleStream, InvalidInputError> {
+  return checkPackInput(profileInput, options).map((input) => new Packer(input.profile, input.plan, input.options).start());
+}
+
+/** Whether `value` looks like a writable stream `pipeline` can write to (a Node Writable or a web WritableStream). */
+function isWritableStream(value: unknown): value is Writable {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const o = value as Record<string, unknown>;
+  if (typeof o.getWriter === 'function') return true; // a web WritableStream, which pipeline also takes
+  return typeof o.write === 'function' && typeof o.end === 'function' && typeof o.on === 'function' && typeof o.once === 'function';
 }
 
 /** Pack `profile` into `output` (a file, a socket, a transport stream), respecting its backpressure. */
@@ -146,9 +184,12 @@ export function packBundle(
   output: Writable,
   options: PackOptions = {},
 ): ResultAsync<PackReport, BundleError | InvalidInputError> {
-  const created = createBundleStream(profileInput, options);
-  if (created.isErr()) return errAsync(created.error);
-  const { stream, report } = created.value;
+  const input = checkPackInput(profileInput, options);
+  if (input.isErr()) return errAsync(input.error);
+  if (!isWritableStream(output)) {
+    return errAsync(new InvalidInputError('packBundle arguments', [{ path: 'output', message: 'must be a writable stream' }]));
+  }
+  const { stream, report } = new Packer(input.value.profile, input.value.plan, input.value.options).start();
   return ResultAsync.fromSafePromise(pipeline(stream, output).then(() => undefined, (e: unknown) => e)).andThen((pipeError) =>
     pipeError === undefined
       ? report

@@ -4,6 +4,7 @@
  *   ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)
  *   ap-migrate plan PROFILE.json [--to-os freebsd --to-release 11.4-RELEASE --to-arch amd64] [--method M]... [--json]
  *   ap-migrate migrate --to URL (--pid N | --profile FILE [--pid N] | -- COMMAND...) [--dry-run] [--method M] [--json]
+ *                      [--allow-root] [--include PATH]... [--exclude PATH]... [--no-capture]
  *   ap-migrate detect
  *   ap-migrate COMMAND --help | ap-migrate --help | ap-migrate --version
  *
@@ -22,6 +23,7 @@ import type { ResourceProfile } from '../policy/profile.js';
 import { detectProfilers } from '../profilers/detect.js';
 import { migrate, type SourcePolicy } from '../migrate.js';
 import type { ProfileTarget } from '../spec/profiler.js';
+import type { CaptureOptions } from '../capture/capture.js';
 import { chooseProfiler } from './profilers.js';
 import { createProgressLine, progressBar } from './progress.js';
 import { openDestination } from './transport.js';
@@ -31,8 +33,13 @@ const COMMAND_USAGE = {
   profile: `  ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)`,
   migrate: `  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
                      [--name NAME] [--method ID] [--profiler ebpf|strace|procfs] [--duration SECONDS]
-                     [--dry-run] [--json] [--stop-source]
-                     [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]`,
+                     [--dry-run] [--json] [--stop-source] [--allow-root]
+                     [--include PATH]... [--exclude PATH]... [--no-capture]
+                     [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]
+    --allow-root      start the program even though its profile says uid or gid 0 (it runs as root on the destination)
+    --include PATH    also carry this absolute path from the source (a directory travels whole); repeatable
+    --exclude PATH    leave this absolute path (a directory: everything under it) out of the capture; repeatable
+    --no-capture      carry only what the profile lists, no package/config/data-root/account capture (the default for --profile without --include/--exclude)`,
   detect: `  ap-migrate detect`,
   plan: `  ap-migrate plan PROFILE.json [--json] [--method ID]... [--forbid ID]...
                   [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...`,
@@ -89,7 +96,7 @@ function printError(error: ApMigrateError, json: boolean): void {
     return;
   }
   console.error(`error [${error.code}]: ${error.message}`);
-  if (error instanceof InvalidInputError && error.issues.length > 1) {
+  if (InvalidInputError.isInstance(error) && error.issues.length > 1) {
     for (const issue of error.issues) console.error(`  ${issue.path || '(whole value)'}: ${issue.message}`);
   }
 }
@@ -247,11 +254,25 @@ async function migrateCommand(args: string[]): Promise<number> {
       'known-hosts': { type: 'string' },
       'trust-host-key': { type: 'string' },
       'ssh-client': { type: 'string' },
+      'allow-root': { type: 'boolean', default: false },
+      include: { type: 'string', multiple: true },
+      exclude: { type: 'string', multiple: true },
+      'no-capture': { type: 'boolean', default: false },
     },
   });
   if (!parsed) return 0;
   const { values } = parsed;
   if (!values.to) throw new UsageError('--to is required', 'migrate');
+  if (values['no-capture'] && (values.include?.length || values.exclude?.length)) {
+    throw new UsageError('--no-capture turns the capture off: it cannot be combined with --include or --exclude', 'migrate');
+  }
+  // The library's default (capture on when profiling here, off for --profile) unless a flag says otherwise;
+  // --include/--exclude turn it on for --profile too. Paths are checked (absolute, present) by the capture.
+  const capture: CaptureOptions | false | undefined = values['no-capture']
+    ? false
+    : values.include?.length || values.exclude?.length
+      ? { ...(values.include?.length ? { include: values.include } : {}), ...(values.exclude?.length ? { exclude: values.exclude } : {}) }
+      : undefined;
   if (values['ssh-client'] !== undefined && !['auto', 'openssh', 'ssh2'].includes(values['ssh-client'])) {
     throw new UsageError(`--ssh-client must be auto, openssh or ssh2, got "${values['ssh-client']}"`, 'migrate');
   }
@@ -306,6 +327,8 @@ async function migrateCommand(args: string[]): Promise<number> {
     ...(values.name ? { name: values.name } : {}),
     ...(values.method ? { method: values.method } : {}),
     dryRun: values['dry-run'],
+    ...(values['allow-root'] ? { allowRoot: true } : {}),
+    ...(capture !== undefined ? { capture } : {}),
     sourcePolicy,
     signal: controller.signal,
     onProgress: (p) =>

@@ -5,14 +5,23 @@
  */
 import { spawn } from 'node:child_process';
 import { Readable } from 'node:stream';
-import { ResultAsync } from 'neverthrow';
-import { ApMigrateError } from '../errors.js';
+import { errAsync, ResultAsync } from 'neverthrow';
+import { ApMigrateError, InvalidInputError, type InputIssue } from '../errors.js';
 import type { ExecOptions, ExecResult, Executor } from '../spec/executor.js';
 
 const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 
 /** A command could not be run, failed, timed out or was aborted. */
 export class ExecError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.ExecError');
+  }
+
+  /** Whether `value` is an ExecError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is ExecError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.ExecError');
+  }
+
   constructor(
     code: 'EXEC_FAILED' | 'EXEC_NONZERO' | 'EXEC_TIMEOUT' | 'ABORTED' | 'OUTPUT_TOO_LARGE',
     message: string,
@@ -22,9 +31,54 @@ export class ExecError extends ApMigrateError {
   }
 }
 
-/** Render argv for messages (not for execution). */
+/** Render argv for messages (not for execution); never throws, whatever it is given. */
 export function describeArgv(argv: readonly string[]): string {
-  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+  if (!Array.isArray(argv)) return typeof argv === 'string' ? JSON.stringify(argv) : String(argv);
+  return argv.map((a: unknown) => (typeof a === 'string' && /^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a) ?? String(a))).join(' ');
+}
+
+/** Problems with an argv array: a non-empty array of strings without NUL bytes, with a program name. */
+function argvIssues(argv: unknown): InputIssue[] {
+  if (!Array.isArray(argv)) return [{ path: 'argv', message: `must be an array of strings (program first), got ${argv === null ? 'null' : typeof argv}` }];
+  if (argv.length === 0) return [{ path: 'argv', message: 'must not be empty: nothing to run' }];
+  const issues: InputIssue[] = [];
+  argv.forEach((arg: unknown, i) => {
+    if (typeof arg !== 'string') issues.push({ path: `argv.${i}`, message: 'must be a string' });
+    else if (arg.includes('\0')) issues.push({ path: `argv.${i}`, message: 'must not contain a NUL byte' });
+  });
+  if (argv[0] === '') issues.push({ path: 'argv.0', message: 'the program name must not be empty' });
+  return issues;
+}
+
+/** Problems with {@link ExecOptions}, each naming its field (`''` for the whole value). */
+function execOptionsIssues(options: unknown): InputIssue[] {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return [{ path: '', message: 'options must be an object' }];
+  const o = options as Record<string, unknown>;
+  const issues: InputIssue[] = [];
+  if (o.cwd !== undefined && (typeof o.cwd !== 'string' || o.cwd === '' || o.cwd.includes('\0'))) issues.push({ path: 'cwd', message: 'must be a non-empty path without NUL bytes' });
+  if (o.env !== undefined) {
+    if (typeof o.env !== 'object' || o.env === null || Array.isArray(o.env)) {
+      issues.push({ path: 'env', message: 'must be an object of strings' });
+    } else {
+      for (const [name, value] of Object.entries(o.env)) {
+        if (name === '' || name.includes('=') || name.includes('\0')) issues.push({ path: `env.${name}`, message: 'is not a valid variable name' });
+        else if (typeof value !== 'string' || value.includes('\0')) issues.push({ path: `env.${name}`, message: 'must be a string without NUL bytes' });
+      }
+    }
+  }
+  const stdin = o.stdin;
+  if (stdin !== undefined && typeof stdin !== 'string' && !(stdin instanceof Uint8Array) && typeof (stdin as { pipe?: unknown } | null)?.pipe !== 'function') {
+    issues.push({ path: 'stdin', message: 'must be a string, a Uint8Array or a Readable' });
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) issues.push({ path: 'signal', message: 'must be an AbortSignal' });
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs > 0)) {
+    issues.push({ path: 'timeoutMs', message: 'must be a positive finite number of milliseconds' });
+  }
+  if (o.allowNonZeroExit !== undefined && typeof o.allowNonZeroExit !== 'boolean') issues.push({ path: 'allowNonZeroExit', message: 'must be true or false' });
+  if (o.maxOutputBytes !== undefined && !(Number.isSafeInteger(o.maxOutputBytes) && (o.maxOutputBytes as number) > 0)) {
+    issues.push({ path: 'maxOutputBytes', message: 'must be a positive integer' });
+  }
+  return issues;
 }
 
 function runLocal(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
@@ -102,13 +156,19 @@ function runLocal(argv: readonly string[], options: ExecOptions): Promise<ExecRe
   });
 }
 
-/** An {@link Executor} that runs commands on this machine. */
+/**
+ * An {@link Executor} that runs commands on this machine. A malformed argv (not a non-empty array
+ * of strings without NUL bytes) or options is an {@link InvalidInputError}; `exec` never throws.
+ */
 export function createLocalExecutor(): Executor {
   return {
     description: 'local',
-    exec: (argv, options = {}) =>
-      ResultAsync.fromPromise(runLocal(argv, options), (e) =>
-        e instanceof ApMigrateError ? e : new ExecError('EXEC_FAILED', String(e), { cause: e }),
-      ),
+    exec: (argv, options = {}) => {
+      const issues = [...argvIssues(argv), ...execOptionsIssues(options)];
+      if (issues.length > 0) return errAsync(new InvalidInputError('command', issues));
+      return ResultAsync.fromPromise(runLocal(argv, options), (e) =>
+        ApMigrateError.isInstance(e) ? e : new ExecError('EXEC_FAILED', String(e), { cause: e }),
+      );
+    },
   };
 }

@@ -11,7 +11,7 @@
  * @module
  */
 import { err, errAsync, ok, okAsync, type Result, type ResultAsync } from 'neverthrow';
-import type { ApMigrateError } from '../errors.js';
+import { ApMigrateError, InvalidInputError } from '../errors.js';
 import type { ExecResult, Executor } from '../spec/executor.js';
 import { FreeBsdParseError } from '../profilers/freebsd-parsers.js';
 
@@ -43,6 +43,7 @@ export const FACT_COMMANDS: readonly (readonly string[])[] = [
 
 /** Parse `uname -r` (`13.2-RELEASE`, `14.0-CURRENT`, `12.4-STABLE`, `13.2-RELEASE-p4`). */
 export function parseUnameRelease(stdout: string): Result<{ release: string; major: number; minor: number }, FreeBsdParseError> {
+  if (typeof stdout !== 'string') return err(new FreeBsdParseError('uname -r', 0, String(stdout), 'the output is not a string'));
   const lines = stdout.split('\n').map((l) => l.trim()).filter(Boolean);
   const line = lines[0] ?? '';
   const m = /^(\d+)\.(\d+)-(RELEASE|STABLE|CURRENT|BETA\d*|RC\d*|ALPHA\d*|PRERELEASE)(-p\d+)?$/.exec(line);
@@ -59,7 +60,12 @@ export type SysctlValue = { present: false } | { present: true; value: number };
  * a {@link FreeBsdParseError}.
  */
 export function parseSysctlInteger(oid: string, result: Pick<ExecResult, 'code' | 'stdout' | 'stderr'>): Result<SysctlValue, FreeBsdParseError> {
-  const command = `sysctl -n ${oid}`;
+  const command = `sysctl -n ${String(oid)}`;
+  if (typeof oid !== 'string' || oid === '') return err(new FreeBsdParseError(command, 0, String(oid), 'the oid is not a non-empty string'));
+  const r = result as Partial<Record<'code' | 'stdout' | 'stderr', unknown>> | null | undefined;
+  if (typeof r !== 'object' || r === null || typeof r.stdout !== 'string' || typeof r.stderr !== 'string' || !(r.code === null || typeof r.code === 'number')) {
+    return err(new FreeBsdParseError(command, 0, r === null ? 'null' : typeof r, 'the result is not an exec result (code, stdout, stderr)'));
+  }
   if (result.code === 0) {
     const lines = result.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
     if (lines.length === 1 && /^-?\d+$/.test(lines[0]!)) return ok({ present: true, value: Number(lines[0]) });
@@ -77,6 +83,9 @@ export function factsFromOutputs(outputs: {
   sysvParams: ReadonlyArray<Pick<ExecResult, 'code' | 'stdout' | 'stderr'>>;
   vimage: Pick<ExecResult, 'code' | 'stdout' | 'stderr'>;
 }): Result<FreeBsdHostFacts, FreeBsdParseError> {
+  if (typeof outputs !== 'object' || outputs === null || !Array.isArray(outputs.sysvParams)) {
+    return err(new FreeBsdParseError('uname -r', 0, '', 'the outputs are not { uname, sysvParams[], vimage }'));
+  }
   const release = parseUnameRelease(outputs.uname);
   if (release.isErr()) return err(release.error);
   let sysv = outputs.sysvParams.length === SYSV_JAIL_PARAMS.length;
@@ -96,10 +105,29 @@ export function factsFromOutputs(outputs: {
   });
 }
 
-/** Ask a FreeBSD host (through `executor`) for its jail capabilities. Never throws. */
+/**
+ * Ask a FreeBSD host (through `executor`) for its jail capabilities. Never throws: an `executor`
+ * without `exec`, or bad options, is an {@link InvalidInputError}.
+ */
 export function detectFreeBsdHostFacts(executor: Executor, options: { timeoutMs?: number } = {}): ResultAsync<FreeBsdHostFacts, ApMigrateError> {
+  if (typeof (executor as Partial<Executor> | null)?.exec !== 'function') {
+    return errAsync(new InvalidInputError('detectFreeBsdHostFacts arguments', [{ path: 'executor', message: 'must be an Executor (an object with exec)' }]));
+  }
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    return errAsync(new InvalidInputError('detectFreeBsdHostFacts options', [{ path: '', message: 'must be an options object' }]));
+  }
+  if (options.timeoutMs !== undefined && !(typeof options.timeoutMs === 'number' && Number.isFinite(options.timeoutMs) && options.timeoutMs > 0)) {
+    return errAsync(new InvalidInputError('detectFreeBsdHostFacts options', [{ path: 'timeoutMs', message: 'must be a positive finite number of milliseconds' }]));
+  }
   const timeoutMs = options.timeoutMs ?? 15_000;
-  const run = (argv: readonly string[]) => executor.exec(argv, { timeoutMs, allowNonZeroExit: true });
+  // A foreign executor may throw instead of returning an error: keep the promise of never throwing.
+  const run = (argv: readonly string[]): ResultAsync<ExecResult, ApMigrateError> => {
+    try {
+      return executor.exec(argv, { timeoutMs, allowNonZeroExit: true });
+    } catch (cause) {
+      return errAsync(ApMigrateError.isInstance(cause) ? cause : new ApMigrateError('EXEC_FAILED', `${executor.description ?? 'executor'}: ${argv.join(' ')} threw: ${String(cause)}`, { cause }));
+    }
+  };
   const [unameArgv, ...sysctlArgvs] = FACT_COMMANDS;
   return run(unameArgv!).andThen((uname) => {
     if (uname.code !== 0) {

@@ -7,7 +7,7 @@
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
-import type { ApMigrateError } from '../errors.js';
+import { InvalidInputError, type ApMigrateError } from '../errors.js';
 import type { Transport } from '../spec/transport.js';
 import { createLocalTransport } from './local.js';
 import { createOpenSshTransport } from './openssh.js';
@@ -54,13 +54,41 @@ export function resolveSshImplementation(choice: SshImplementation = 'auto'): 's
   return hasExecutable('ssh') ? 'openssh' : 'ssh2';
 }
 
+/** The implementations {@link createTransport} accepts. */
+const IMPLEMENTATIONS: readonly SshImplementation[] = ['auto', 'ssh2', 'openssh'];
+
+/**
+ * Problems with {@link CreateTransportOptions}, each naming its field (`''` for the whole value).
+ * Only the fields this function reads; the SSH transports check the rest of their own options.
+ */
+function createTransportOptionsProblem(options: unknown): InvalidInputError | undefined {
+  const invalid = (path: string, message: string) => new InvalidInputError('transport options', [{ path, message }]);
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return invalid('', 'must be an options object');
+  const o = options as Record<string, unknown>;
+  if (o.implementation !== undefined && !IMPLEMENTATIONS.includes(o.implementation as SshImplementation)) {
+    return invalid('implementation', `must be one of ${IMPLEMENTATIONS.join(', ')}, got ${typeof o.implementation === 'string' ? JSON.stringify(o.implementation) : typeof o.implementation}`);
+  }
+  for (const key of ['privateKeyPath', 'knownHostsPath', 'trustHostKeyFingerprint'] as const) {
+    if (o[key] !== undefined && (typeof o[key] !== 'string' || o[key] === '' || o[key].includes('\0'))) return invalid(key, 'must be a non-empty string without NUL bytes');
+  }
+  for (const key of ['connectTimeoutMs', 'keepaliveIntervalMs'] as const) {
+    if (o[key] !== undefined && !(typeof o[key] === 'number' && Number.isFinite(o[key]) && o[key] > 0)) return invalid(key, 'must be a positive finite number of milliseconds');
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) return invalid('signal', 'must be an AbortSignal');
+  return undefined;
+}
+
 /**
  * Parse `destination` (URL or parsed) and return a connected transport for it. Anything that is
- * not a valid URL or {@link Destination} (a bad port, `undefined`, `{}`) is `INVALID_INPUT`.
+ * not a valid URL or {@link Destination} (a bad port, `undefined`, `{}`), and options that are not
+ * an object or name an unknown `implementation`, are an {@link InvalidInputError} (`INVALID_INPUT`).
+ * Never throws.
  */
 export function createTransport(destination: string | Destination, options: CreateTransportOptions = {}): ResultAsync<Transport, ApMigrateError> {
   const parsed = typeof destination === 'string' ? parseDestination(destination) : validateDestination(destination);
   if (parsed.isErr()) return errAsync(parsed.error);
+  const badOptions = createTransportOptionsProblem(options);
+  if (badOptions) return errAsync(badOptions);
   const target = parsed.value;
   if (target.kind === 'local') return okAsync(createLocalTransport({ root: target.root }));
   const common = {

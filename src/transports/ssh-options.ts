@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { TransportError } from './errors.js';
+import { InvalidInputError } from '../errors.js';
 
 /** Connection options common to {@link SshTransportOptions} and {@link OpenSshTransportOptions}. */
 export interface SshConnectionOptions {
@@ -38,19 +38,34 @@ export function isTcpPort(port: unknown): port is number {
 }
 
 /**
- * The first problem with the options both SSH transports share, as an `INVALID_INPUT` error
- * naming the field (`details.field`), or undefined when they are usable.
+ * The first problem with the options both SSH transports share, as an {@link InvalidInputError}
+ * (`INVALID_INPUT`) whose `issues[0].path` names the field (`''` for the whole options value; also
+ * in `details.field` for older callers), or undefined when they are usable. Never throws.
  */
-export function sshConnectionOptionsProblem(options: unknown): TransportError | undefined {
+export function sshConnectionOptionsProblem(options: unknown): InvalidInputError | undefined {
   const invalid = (field: string, message: string, value?: unknown) =>
-    new TransportError('INVALID_INPUT', `Invalid SSH option \`${field}\`: ${message}`, { details: { field, ...(value !== undefined ? { value: String(value) } : {}) } });
-  if (typeof options !== 'object' || options === null) return invalid('options', 'an options object with host and username is required');
+    new InvalidInputError('SSH options', [{ path: field, message }], {
+      details: { field, ...(value !== undefined ? { value: String(value) } : {}) },
+    });
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return invalid('', 'an options object with host and username is required');
   const o = options as Record<string, unknown>;
   if (typeof o.host !== 'string' || o.host === '') return invalid('host', 'host is required');
+  if (o.host.includes('\0')) return invalid('host', 'must not contain a NUL byte');
   if (typeof o.username !== 'string' || o.username === '') return invalid('username', 'username is required');
+  if (o.username.includes('\0')) return invalid('username', 'must not contain a NUL byte');
   if (o.port !== undefined && !isTcpPort(o.port)) return invalid('port', `${typeof o.port === 'string' ? JSON.stringify(o.port) : String(o.port)} is not a TCP port (an integer 1-65535)`, o.port);
   if (o.trustHostKeyFingerprint !== undefined && (typeof o.trustHostKeyFingerprint !== 'string' || !/^SHA256:[A-Za-z0-9+/]{43}$/.test(o.trustHostKeyFingerprint))) {
     return invalid('trustHostKeyFingerprint', 'expected "SHA256:" and 43 base64 characters, as `ssh-keygen -l -E sha256` prints');
   }
+  for (const key of ['knownHostsPath', 'root'] as const) {
+    if (o[key] !== undefined && (typeof o[key] !== 'string' || o[key] === '' || o[key].includes('\0'))) return invalid(key, 'must be a non-empty string without NUL bytes');
+  }
+  for (const key of ['connectTimeoutMs', 'keepaliveIntervalMs'] as const) {
+    if (o[key] !== undefined && !(typeof o[key] === 'number' && Number.isFinite(o[key]) && o[key] > 0)) return invalid(key, 'must be a positive finite number of milliseconds', o[key]);
+  }
+  if (o.keepaliveCountMax !== undefined && !(Number.isSafeInteger(o.keepaliveCountMax) && (o.keepaliveCountMax as number) > 0)) {
+    return invalid('keepaliveCountMax', 'must be a positive integer', o.keepaliveCountMax);
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) return invalid('signal', 'must be an AbortSignal');
   return undefined;
 }

@@ -262,9 +262,14 @@ describe('every public function refuses malformed input with a typed error and n
     expect(await readdir(work)).toEqual([]);
   });
 
-  it('formatPlan does not throw on a value that is not a plan', () => {
-    for (const value of [undefined, null, {}, 'plan', [], Number.NaN]) {
-      expect(() => api.formatPlan(any(value)), String(value)).not.toThrow();
+  // formatPlan renders text rather than returning a Result: for a value that is not a plan it
+  // never throws and returns one line saying the plan is invalid.
+  it('formatPlan does not throw on a value that is not a plan, and says it is invalid', () => {
+    const broken = { classes: [], evidence: [], candidates: [null], concerns: [], source: {}, destination: {}, chosen: 'x' };
+    for (const value of [undefined, null, {}, 'plan', [], Number.NaN, broken]) {
+      let text: unknown;
+      expect(() => (text = api.formatPlan(any(value))), String(value)).not.toThrow();
+      expect(text, String(value)).toMatch(/^invalid migration plan: /);
     }
   });
 

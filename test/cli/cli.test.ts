@@ -242,7 +242,8 @@ describe('usage and input errors', () => {
 
   it.skipIf(skipUnless('tool:unshare', 'tool:node'))('migrate --dry-run to a local directory plans and checks, sends nothing, exit 0', async () => {
     const to = join(work, 'dry-destination');
-    const run = await runCli(['migrate', '--to', to, '--profile', profilePath, '--dry-run']);
+    // The profile says uid 0: --allow-root is what lets it through (see the UNSAFE_PROFILE test below).
+    const run = await runCli(['migrate', '--to', to, '--profile', profilePath, '--dry-run', '--allow-root']);
     expect(run.stderr).not.toContain('error [');
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('dry run: nothing sent');
@@ -250,6 +251,51 @@ describe('usage and input errors', () => {
     expect(run.stdout).toContain('chosen: chroot');
     // Pre-flight may create the (empty) destination root; nothing is put in it.
     expect(existsSync(to) ? readdirSync(to) : []).toEqual([]);
+  });
+
+  it('migrate without --allow-root refuses a uid-0 profile: UNSAFE_PROFILE in --json output, exit 1, nothing sent', async () => {
+    const to = join(work, 'root-refused');
+    const run = await runCli(['migrate', '--to', to, '--profile', profilePath, '--dry-run', '--json']);
+    expect(run.code).toBe(1);
+    const { error } = JSON.parse(run.stdout) as { error: { code: string; message: string; details: { field?: string } } };
+    expect(error.code).toBe('UNSAFE_PROFILE');
+    expect(error.details.field).toMatch(/^(uid|gid)$/);
+    expect(existsSync(to) ? readdirSync(to) : []).toEqual([]);
+  });
+
+  it('migrate --include of a path that does not exist: INVALID_INPUT naming the path, exit 1, nothing sent', async () => {
+    const to = join(work, 'include-missing');
+    const missing = join(work, 'no-such-dir');
+    const run = await runCli(['migrate', '--to', to, '--profile', profilePath, '--dry-run', '--allow-root', '--include', missing]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error [INVALID_INPUT]');
+    expect(run.stderr).toContain(`${missing} does not exist`);
+    expect(run.stderr).toContain('`include`');
+    const json = await runCli(['migrate', '--to', to, '--profile', profilePath, '--dry-run', '--allow-root', '--json', '--include', missing]);
+    expect(json.code).toBe(1);
+    const { error } = JSON.parse(json.stdout) as { error: { code: string; details: { issues: Array<{ path: string; message: string }> } } };
+    expect(error.code).toBe('INVALID_INPUT');
+    expect(error.details.issues).toEqual([{ path: 'include', message: expect.stringContaining(missing) }]);
+    expect(existsSync(to) ? readdirSync(to) : []).toEqual([]);
+  });
+
+  it('migrate --include of a relative path is INVALID_INPUT; --no-capture with --include is bad usage (exit 2)', async () => {
+    const to = join(work, 'include-relative');
+    const relative = await runCli(['migrate', '--to', to, '--profile', profilePath, '--dry-run', '--allow-root', '--include', 'data']);
+    expect(relative.code).toBe(1);
+    expect(relative.stderr).toMatch(/error \[INVALID_INPUT\]: Invalid capture options at `include\.0`/);
+    const both = await runCli(['migrate', '--to', to, '--profile', profilePath, '--no-capture', '--exclude', '/tmp']);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--no-capture');
+    expect(both.stderr).toMatch(/usage:\n  ap-migrate migrate/);
+  });
+
+  it('migrate --help explains --allow-root, --include, --exclude and --no-capture, one line each', async () => {
+    const run = await runCli(['migrate', '--help']);
+    expect(run.code).toBe(0);
+    for (const flag of ['--allow-root', '--include PATH', '--exclude PATH', '--no-capture']) {
+      expect(run.stdout, flag).toMatch(new RegExp(`^\\s+${flag}\\s{2,}\\S`, 'm'));
+    }
   });
 });
 
