@@ -39,6 +39,10 @@ export * from './bundle/index.js';
 
 // Deployment and orchestration.
 export { migrate, MIGRATION_PHASES } from './migrate.js';
+export type { Cutover } from './migrate.js';
+export type { Source } from './spec/source.js';
+export { createExecutorSource } from './source/executor-source.js';
+export { captureProgram, summarizeReasons, type CaptureOptions, type ReasonSummary } from './capture/index.js';
 export type { MigrateOptions, MigrationReport, MigrationProgress, MigrationPhase, PhaseTiming, SourcePolicy } from './migrate.js';
 export { DeployError } from './deploy/common.js';
 export type { DeployErrorCode } from './deploy/common.js';

@@ -21,8 +21,8 @@ import { createChrootDeployer } from './deploy/chroot.js';
 import { createNamespacesDeployer } from './deploy/namespaces.js';
 import { createJailDeployer } from './deploy/jail.js';
 import { captureProgram, type CaptureOptions } from './capture/index.js';
-import { createLocalExecutor } from './exec/local.js';
-import type { Executor } from './spec/executor.js';
+import type { Source } from './spec/source.js';
+import { createExecutorSource } from './source/executor-source.js';
 import { checkHostingVm, closeSessions, connectDestination, measureHostingVm, moveHostingVm, settleSourceVm, type HostingVm, type VmSessions } from './deploy/esxi-vm.js';
 
 /** The phases of a migration, in order. */
@@ -40,6 +40,9 @@ export interface MigrationProgress {
   /** A short line for people. */
   message?: string;
 }
+
+/** How the source hands over to the destination (see {@link MigrateOptions.cutover}). */
+export type Cutover = 'copy' | 'stop-and-copy';
 
 /** What to do with the source program once the destination runs and is healthy. */
 export type SourcePolicy = 'keep-running' | 'stop';
@@ -79,8 +82,17 @@ export interface MigrateOptions {
    * `false` turns it off. `include`/`exclude` correct what it carries.
    */
   capture?: CaptureOptions | false;
-  /** The host the program runs on, for the capture's reads (default: this machine). */
-  sourceExecutor?: Executor;
+  /**
+   * The host the program runs on: capture reads it, and the program is frozen, thawed and stopped
+   * there (default: this machine). See `createExecutorSource` for a host reached over SSH.
+   */
+  source?: Source;
+  /**
+   * How the source hands over: `copy` (default) copies while it runs and leaves it running;
+   * `stop-and-copy` freezes its process tree, copies, starts and checks the destination, then
+   * stops the source (on any failure it is thawed and never noticed). Needs a source pid.
+   */
+  cutover?: Cutover;
   /**
    * Let the default chroot and namespaces deployers start a program whose profile says uid or gid
    * 0. Root in a chroot or these namespaces is root on the destination host, so this is off by
@@ -130,6 +142,10 @@ export interface MigrationReport {
     warnings: string[];
   };
   source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
+  /** The hand-over: its mode, and for `stop-and-copy` the downtime (freeze to destination healthy). */
+  cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number };
+  /** Wall time of the whole migration. */
+  totalMs: number;
 }
 
 const DEFAULT_DEPLOYERS = (allowRoot: boolean): Record<string, Deployer> => ({
@@ -145,28 +161,6 @@ function isProfileTarget(target: MigrateOptions['target']): target is { profile:
 function defaultName(profile: ResourceProfile): string {
   const base = profile.executable.split('/').pop() ?? 'program';
   return base.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || 'program';
-}
-
-/** Stop the source program: SIGTERM, then SIGKILL after 5 s. */
-async function stopSource(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  for (let i = 0; i < 50; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-  }
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
 }
 
 /** The first problem with {@link migrate}'s options, found before anything runs; never throws. */
@@ -198,6 +192,8 @@ function checkMigrateOptions(options: unknown): InvalidInputError | undefined {
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') return invalid('onProgress', 'must be a function');
   if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') return invalid('dryRun', 'must be true or false');
   if (o.sourcePolicy !== undefined && o.sourcePolicy !== 'keep-running' && o.sourcePolicy !== 'stop') return invalid('sourcePolicy', 'must be keep-running or stop');
+  if (o.cutover !== undefined && o.cutover !== 'copy' && o.cutover !== 'stop-and-copy') return invalid('cutover', 'must be copy or stop-and-copy');
+  if (o.source !== undefined && !(isObject(o.source) && typeof o.source.freeze === 'function' && isObject(o.source.executor))) return invalid('source', 'must be a Source (see createExecutorSource)');
   return undefined;
 }
 
@@ -223,6 +219,9 @@ export function migrate(options: MigrateOptions): ResultAsync<MigrationReport, A
 
 async function runMigration(options: MigrateOptions, launched: { pid?: number }): Promise<ResultAsync<MigrationReport, ApMigrateError>> {
   const phases: PhaseTiming[] = [];
+  const startedAt = performance.now();
+  const source = options.source ?? createExecutorSource();
+  const cutover: Cutover = options.cutover ?? 'copy';
   const emit = (p: MigrationProgress) => options.onProgress?.(p);
   const timed = async <T>(phase: MigrationPhase, work: () => PromiseLike<T>): Promise<T> => {
     emit({ phase, message: `${phase}...` });
@@ -260,7 +259,7 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
   if (profiled.isErr()) return errAsync(profiled.error);
   // 1b. Complete the capture: what a profiler saw held or traced is not all the program needs.
   const captureOptions = options.capture ?? (isProfileTarget(target) ? false : {});
-  const captured = captureOptions === false ? ok<ResourceProfile, ApMigrateError>(profiled.value) : await timed('profile', () => captureProgram(profiled.value, options.sourceExecutor ?? createLocalExecutor(), captureOptions));
+  const captured = captureOptions === false ? ok<ResourceProfile, ApMigrateError>(profiled.value) : await timed('profile', () => captureProgram(profiled.value, source.executor, captureOptions));
   if (captured.isErr()) return errAsync(captured.error);
   const profile = captured.value;
   // A program we launched to profile keeps running: it is the source now.
@@ -337,14 +336,32 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
     manifestBytes: 0,
     phases,
     source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: sourcePid !== undefined ? 'kept-running' : 'none' },
+    cutover: { mode: cutover },
+    totalMs: 0,
   };
-  if (options.dryRun) return okAsync(report);
+  if (cutover === 'stop-and-copy' && sourcePid === undefined) {
+    return errAsync(new InvalidInputError('migrate options', [{ path: 'cutover', message: 'stop-and-copy needs the source program: give target.pid (or profile it by pid or command)' }]));
+  }
+  if (options.dryRun) return okAsync({ ...report, totalMs: performance.now() - startedAt });
   const abortedBeforeSend = aborted();
   if (abortedBeforeSend) return errAsync(abortedBeforeSend);
+
+  // 4. stop-and-copy: freeze the source now; from here a failure thaws it (it never noticed).
+  let frozen: number[] = [];
+  let frozenAt = 0;
+  if (cutover === 'stop-and-copy') {
+    const froze = await source.freeze(sourcePid!);
+    if (froze.isErr()) return errAsync(froze.error);
+    frozen = froze.value;
+    frozenAt = performance.now();
+    report.cutover.frozenProcesses = frozen.length;
+  }
 
   // 4..7: everything from here on is rolled back on failure.
   const state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram } = {};
   const fail = async (error: ApMigrateError): Promise<ResultAsync<MigrationReport, ApMigrateError>> => {
+    const thawed = frozen.length ? await source.thaw(frozen) : ok(undefined);
+    if (thawed.isErr()) error.details.thawError = thawed.error.message;
     const rolledBack = await deployer.rollback(context, state);
     if (rolledBack.isErr()) {
       return errAsync(new ApMigrateError(error.code, `${error.message} (and rollback failed: ${rolledBack.error.message})`, { cause: error, isRetryable: false }));
@@ -398,13 +415,19 @@ async function runMigration(options: MigrateOptions, launched: { pid?: number })
   const started = state.started!;
   report.destination = { installDir: state.activated!.installDir, pid: started.pid, endpoints: started.endpoints, logPath: started.logPath };
 
-  // 8. Only now may the source be touched.
-  await timed('source', async () => {
-    if (options.sourcePolicy === 'stop' && sourcePid !== undefined) {
-      await stopSource(sourcePid);
+  if (frozen.length) report.cutover.downtimeMs = performance.now() - frozenAt;
+
+  // 8. Only now may the source be touched: stopped on its own host (a frozen one is stopped, never thawed to run on).
+  const settled = await timed('source', async () => {
+    if ((options.sourcePolicy === 'stop' || cutover === 'stop-and-copy') && sourcePid !== undefined) {
+      const stopped = await source.stop(sourcePid);
+      if (stopped.isErr()) return stopped;
       report.source.action = 'stopped';
     }
+    return ok(undefined);
   });
+  if (settled.isErr()) return errAsync(settled.error);
+  report.totalMs = performance.now() - startedAt;
   return okAsync(report);
 }
 
@@ -444,6 +467,9 @@ async function migrateHostingVm(
     manifestBytes: 0,
     phases,
     source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: 'none' },
+    // The VM's own quiesce (power-off or snapshot) is its cutover; see `vm.quiesce`.
+    cutover: { mode: 'copy' },
+    totalMs: 0,
   };
   if (options.dryRun) return okAsync(report);
   // The move quiesces the source first (power-off, or a snapshot when asked), by datastore copy or

@@ -242,7 +242,7 @@ function renamed(input: Readable, renames: Record<string, string>): Readable {
   const pack = tar.pack();
   extract.on('entry', (header, body, next) => {
     const chunks: Buffer[] = [];
-    body.on('data', (c: Buffer) => chunks.push(c));
+    body.on('data', (c: unknown) => void chunks.push(c as Buffer));
     body.on('end', () => {
       let data = Buffer.concat(chunks);
       if (header.name === 'manifest.json' || header.name === 'bundle.json') data = Buffer.from(rewrite(data.toString('utf8')));
