@@ -13,6 +13,7 @@ import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import { ApMigrateError, type ApMigrateErrorOptions, InvalidInputError, toError } from '../errors.js';
 import {
+  type FileReason,
   type FileUse,
   type IpcUse,
   type Platform,
@@ -20,6 +21,7 @@ import {
   type ResourceProfile,
   ResourceProfileSchema,
   type SocketUse,
+  type StartFacts,
 } from '../policy/profile.js';
 import type { ProfileErrorCode, ProfileOptions, ProfileTarget, LaunchTarget } from '../spec/profiler.js';
 
@@ -202,15 +204,58 @@ export interface ProcStatus {
   gid: number;
   /** Thread-group id (the process id of a thread). */
   tgid: number;
+  /** Supplementary group ids (`Groups:`). */
+  groups: number[];
+  /** File-mode creation mask (`Umask:`, Linux 4.7+); undefined when the kernel does not show it. */
+  umask?: number;
+}
+
+/** Parse the text of /proc/<pid>/status (only the fields a profile needs). */
+export function parseProcStatus(text: string): ProcStatus {
+  const field = (name: string) => new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(text)?.[1] ?? '';
+  const firstNumber = (name: string) => Number.parseInt(field(name).split(/\s+/)[0] ?? '', 10);
+  const groups = field('Groups')
+    .split(/\s+/)
+    .filter((g) => /^\d+$/.test(g))
+    .map(Number);
+  const umask = /^[0-7]{1,4}$/.test(field('Umask').trim()) ? Number.parseInt(field('Umask').trim(), 8) : undefined;
+  return { name: field('Name'), ppid: firstNumber('PPid'), uid: firstNumber('Uid'), gid: firstNumber('Gid'), tgid: firstNumber('Tgid'), groups, ...(umask !== undefined ? { umask } : {}) };
 }
 
 /** Read /proc/<pid>/status; undefined when the process is gone. */
 export async function readProcStatus(pid: number): Promise<ProcStatus | undefined> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
-  if (text === undefined) return undefined;
-  const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(text)?.[1] ?? '';
-  const firstNumber = (name: string) => Number.parseInt(field(name).split(/\s+/)[0] ?? '', 10);
-  return { name: field('Name'), ppid: firstNumber('PPid'), uid: firstNumber('Uid'), gid: firstNumber('Gid'), tgid: firstNumber('Tgid') };
+  return text === undefined ? undefined : parseProcStatus(text);
+}
+
+/** Real uid and gid of a status, for a {@link ProcessInfo} (left out when unreadable). */
+export function idsOf(status: ProcStatus | undefined): { uid?: number; gid?: number } {
+  if (!status) return {};
+  return { ...(Number.isInteger(status.uid) && status.uid >= 0 ? { uid: status.uid } : {}), ...(Number.isInteger(status.gid) && status.gid >= 0 ? { gid: status.gid } : {}) };
+}
+
+/** Supplementary groups and umask of a status, as the profile's start facts. */
+export function startFactsOf(status: ProcStatus | undefined): StartFacts | undefined {
+  if (!status) return undefined;
+  return { groups: [...new Set(status.groups)].sort((a, b) => a - b), ...(status.umask !== undefined ? { umask: status.umask } : {}) };
+}
+
+/**
+ * Start facts of a program we launch: it inherits our supplementary groups and umask (the
+ * launcher, strace and the eBPF wrapper change neither), so our own /proc/self/status says them.
+ */
+export async function launchedStartFacts(): Promise<StartFacts | undefined> {
+  return startFactsOf(await readProcStatus(process.pid));
+}
+
+/**
+ * True when a failed call's error says the path was looked up and not there (or not usable):
+ * a probe. EEXIST (the path *is* there), interrupted and would-block calls, and the kernel's
+ * restart codes are not. `errno` is positive (2 for ENOENT) or the name strace prints.
+ */
+export function isProbeError(errno: number | string): boolean {
+  if (typeof errno === 'string') return !['EEXIST', 'EINTR', 'EAGAIN', 'EWOULDBLOCK', 'ERESTARTSYS', 'ERESTARTNOINTR', 'ERESTARTNOHAND', 'ERESTART_RESTARTBLOCK', 'EINPROGRESS', 'UNKNOWN'].includes(errno);
+  return errno > 0 && errno !== 17 && errno !== 4 && errno !== 11 && !(errno >= 512 && errno <= 516);
 }
 
 /** True when a process with this pid exists (zombies count as gone). */
@@ -301,6 +346,18 @@ export interface ProgramFacts {
   gid: number;
   /** Environment, only when the caller asked to capture it. */
   env?: Record<string, string>;
+  /** Supplementary groups and umask of the main process (and the like). */
+  start?: StartFacts;
+}
+
+/** Most probes (failed lookups) a profile lists; more are counted in a note. */
+export const MAX_PROBES = 10_000;
+
+/** What the collector knows of one file. */
+interface FileEntry {
+  access: AccessSet;
+  sharedLibrary: boolean;
+  reasons: Set<FileReason>;
 }
 
 /**
@@ -310,22 +367,63 @@ export interface ProgramFacts {
 export class ProfileCollector {
   /** Events (syscalls or samples) seen; reported as progress. */
   events = 0;
-  private readonly files = new Map<string, { access: AccessSet; sharedLibrary: boolean }>();
+  private readonly files = new Map<string, FileEntry>();
+  private readonly probes = new Set<string>();
+  private probesLeftOut = 0;
   private readonly sockets = new Map<string, SocketUse>();
   private readonly ipc = new Map<string, IpcUse>();
   private readonly processes = new Map<number, ProcessInfo>();
   private readonly notes: string[] = [];
+  private unresolvedCount = 0;
+  private readonly unresolvedExamples: string[] = [];
+  private incomplete = false;
 
   /** @param startedAt when watching started (ms since the epoch): files born after it were created by the program. */
   constructor(readonly startedAt: number = Date.now()) {}
 
-  /** Record a use of the file at absolute path `p`. */
-  addFile(p: string, access: FileUse['access'][number], options: { sharedLibrary?: boolean } = {}): void {
+  /**
+   * Record a use of the file at absolute path `p`: only a call that succeeded (or a file seen
+   * held open or mapped) is a use. `reason` says how the profiler saw it (default `traced`).
+   */
+  addFile(p: string, access: FileUse['access'][number], options: { sharedLibrary?: boolean; reason?: FileReason } = {}): void {
     const normal = path.posix.normalize(p);
-    const entry = this.files.get(normal) ?? { access: new Set(), sharedLibrary: false };
+    const entry = this.files.get(normal) ?? { access: new Set(), sharedLibrary: false, reasons: new Set() };
     entry.access.add(access);
     entry.sharedLibrary ||= options.sharedLibrary ?? false;
+    entry.reasons.add(options.reason ?? 'traced');
     this.files.set(normal, entry);
+  }
+
+  /**
+   * Record a path the program looked for and did not find (a failed open, stat, access, exec):
+   * recorded in `probes`, never packed. Relative or empty paths are ignored (callers resolve
+   * first); at most {@link MAX_PROBES} are kept, the rest counted in a note.
+   */
+  addProbe(p: string): void {
+    if (!p.startsWith('/') || p.includes('\0')) return;
+    const normal = path.posix.normalize(p);
+    if (this.probes.has(normal) || isPseudoPath(normal)) return;
+    if (this.probes.size >= MAX_PROBES) {
+      this.probesLeftOut++;
+      return;
+    }
+    this.probes.add(normal);
+  }
+
+  /**
+   * A relative path whose directory is unknown (an unknown directory descriptor, a cwd lost
+   * track of): never joined to a guessed directory. Counted in a note; the profile is incomplete.
+   */
+  unresolved(relativePath: string, where: string): void {
+    this.unresolvedCount++;
+    this.incomplete = true;
+    if (this.unresolvedExamples.length < 3) this.unresolvedExamples.push(`"${relativePath.slice(0, 80)}" (${where})`);
+  }
+
+  /** Mark the profile incomplete (some uses may be missing), with a note saying why. */
+  markIncomplete(sentence: string): void {
+    this.incomplete = true;
+    this.note(sentence);
   }
 
   /** Record a socket (duplicates are merged). */
@@ -351,6 +449,34 @@ export class ProfileCollector {
     return this.processes.has(pid);
   }
 
+  /** The pids recorded so far. */
+  processIds(): number[] {
+    return [...this.processes.keys()];
+  }
+
+  /**
+   * Refresh the real uid/gid of every recorded process still alive from /proc/<pid>/status: a
+   * daemon's workers drop privileges after they start, so the latest look is the one that counts.
+   */
+  async refreshProcessIds(): Promise<void> {
+    for (const pid of this.processIds()) {
+      const ids = idsOf(await readProcStatus(pid));
+      if (ids.uid !== undefined) this.addProcess({ pid, ...ids });
+    }
+  }
+
+  /**
+   * What was recorded so far, before the file system is consulted: path -> how it was used and
+   * why, and the probes (for tests of path resolution, which use paths that need not exist).
+   */
+  observed(): { files: Record<string, { access: Array<FileUse['access'][number]>; reasons: FileReason[] }>; probes: string[] } {
+    const order = ['read', 'write', 'exec'] as const;
+    const files = Object.fromEntries(
+      [...this.files].map(([p, e]) => [p, { access: order.filter((a) => e.access.has(a)), reasons: REASON_ORDER.filter((r) => e.reasons.has(r)) }]),
+    );
+    return { files, probes: [...this.probes].sort() };
+  }
+
   /** Add a sentence to the completeness notes (once). */
   note(sentence: string): void {
     if (!this.notes.includes(sentence)) this.notes.push(sentence);
@@ -364,14 +490,33 @@ export class ProfileCollector {
     try {
       const files: FileUse[] = [];
       let skippedPseudo = 0;
+      const gone: string[] = [];
       for (const [p, entry] of [...this.files].sort(([a], [b]) => a.localeCompare(b))) {
         if (isPseudoPath(p)) {
           skippedPseudo++;
           continue;
         }
-        files.push(await describeFile(p, entry.access, entry.sharedLibrary || isSharedLibraryPath(p), this.startedAt));
+        const use = await describeFile(p, entry, entry.sharedLibrary || isSharedLibraryPath(p), this.startedAt);
+        if (use) files.push(use);
+        else gone.push(p);
       }
       if (skippedPseudo > 0) this.note(`${skippedPseudo} /proc, /sys or /dev/pts entries were left out: they are kernel views, not files to send.`);
+      if (gone.length > 0) {
+        this.note(
+          `${gone.length} files the program read no longer existed when the profile was built (removed meanwhile) and were left out, e.g. ${gone
+            .slice(0, 3)
+            .map((g) => JSON.stringify(g))
+            .join(', ')}.`,
+        );
+      }
+      if (this.unresolvedCount > 0) {
+        this.note(
+          `${this.unresolvedCount} relative paths could not be resolved (their directory was not known) and were left out rather than guessed, e.g. ${this.unresolvedExamples.join(', ')}.`,
+        );
+      }
+      if (this.probesLeftOut > 0) this.note(`The program looked for more than ${MAX_PROBES} paths it did not find: ${this.probesLeftOut} more were not listed in probes.`);
+      const used = new Set(files.map((f) => f.path));
+      const probes = [...this.probes].filter((p) => !used.has(p)).sort();
       const exeStat = await lstat(program.executable).catch(() => undefined);
       const raw = {
         executable: program.executable,
@@ -385,8 +530,10 @@ export class ProfileCollector {
         files,
         sockets: dropBoundDuplicates([...this.sockets.values()]),
         ipc: [...this.ipc.values()],
-        processes: [...this.processes.values()].sort((a, b) => a.pid - b.pid),
-        completeness: { complete: meta.complete, notes: this.notes },
+        processes: withInheritedIds([...this.processes.values()]).sort((a, b) => a.pid - b.pid),
+        probes,
+        ...(program.start && Object.keys(program.start).length > 0 ? { start: program.start } : {}),
+        completeness: { complete: meta.complete && !this.incomplete, notes: this.notes },
         profiler: { name: meta.profiler, startedAt: new Date(this.startedAt).toISOString(), durationMs: Date.now() - this.startedAt },
       };
       const parsed = ResourceProfileSchema.safeParse(raw);
@@ -405,14 +552,44 @@ export class ProfileCollector {
   }
 }
 
-/** Describe one file: its kind and size now, whether it is new, and its link target. */
-async function describeFile(p: string, access: AccessSet, sharedLibrary: boolean, startedAt: number): Promise<FileUse> {
+/**
+ * A process gone before its /proc/<pid>/status could be read gets its parent's real ids: fork
+ * copies them, and only setuid(2) and the like change them later.
+ */
+function withInheritedIds(processes: ProcessInfo[]): ProcessInfo[] {
+  const byPid = new Map(processes.map((p) => [p.pid, { ...p }]));
+  const idsOfPid = (pid: number, depth: number): { uid?: number; gid?: number } => {
+    const p = byPid.get(pid);
+    if (!p || depth > 64) return {};
+    if (p.uid !== undefined && p.gid !== undefined) return { uid: p.uid, gid: p.gid };
+    return p.ppid !== undefined ? idsOfPid(p.ppid, depth + 1) : {};
+  };
+  for (const p of byPid.values()) {
+    if ((p.uid === undefined || p.gid === undefined) && p.ppid !== undefined) {
+      const inherited = idsOfPid(p.ppid, 0);
+      if (inherited.uid !== undefined && inherited.gid !== undefined) Object.assign(p, { uid: p.uid ?? inherited.uid, gid: p.gid ?? inherited.gid });
+    }
+  }
+  return [...byPid.values()];
+}
+
+/** The order reasons are listed in. */
+const REASON_ORDER: readonly FileReason[] = ['held-open', 'mapped', 'traced', 'package', 'config', 'data-root', 'user-included'];
+
+/**
+ * Describe one file: its kind and size now, whether it is new, its link target and reasons.
+ * Undefined for a file only read that is gone by now: it cannot be sent, and nothing was lost.
+ */
+async function describeFile(p: string, entry: FileEntry, sharedLibrary: boolean, startedAt: number): Promise<FileUse | undefined> {
+  const { access } = entry;
   const order = ['read', 'write', 'exec'] as const;
   const accessList = order.filter((a) => access.has(a));
+  const reasons = REASON_ORDER.filter((r) => entry.reasons.has(r));
   const st = await lstat(p).catch(() => undefined);
   if (!st) {
     // Gone by now: a file the program wrote and removed was its own temporary file.
-    return { path: p, kind: 'unknown', access: accessList, size: 0, sharedLibrary, created: access.has('write') };
+    if (!access.has('write')) return undefined;
+    return { path: p, kind: 'unknown', access: accessList, size: 0, sharedLibrary, created: true, reasons };
   }
   const kind: FileUse['kind'] = st.isFile()
     ? 'regular'
@@ -429,7 +606,7 @@ async function describeFile(p: string, access: AccessSet, sharedLibrary: boolean
               : 'unknown';
   // birthtime is 0 where the file system does not record it: then we cannot tell.
   const created = access.has('write') && st.birthtimeMs > 0 && st.birthtimeMs >= startedAt - 5;
-  const use: FileUse = { path: p, kind, access: accessList, size: kind === 'regular' ? st.size : 0, sharedLibrary, created };
+  const use: FileUse = { path: p, kind, access: accessList, size: kind === 'regular' ? st.size : 0, sharedLibrary, created, reasons };
   if (kind === 'symlink') {
     const target = await readlink(p).catch(() => undefined);
     if (target !== undefined) use.linkTarget = target;

@@ -12,7 +12,7 @@
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import type { SocketUse } from '../policy/profile.js';
-import { accessFromOpenFlags, compressIpv6, isSharedLibraryPath, type ProfileCollector } from './common.js';
+import { accessFromOpenFlags, compressIpv6, idsOf, isProbeError, isSharedLibraryPath, parseProcStatus, type ProfileCollector } from './common.js';
 import { EBPF_MAX_STRLEN } from './ebpf-script.js';
 
 /** Socket address fields read from a `struct sockaddr` at bind(2)/connect(2). */
@@ -33,7 +33,10 @@ export interface EbpfSockaddr {
 
 /** One event the bpftrace program reported. Every event carries the process and thread id. */
 export type EbpfEvent =
+  /** An open family call: `fd` is the new descriptor, or the negative errno when it failed. */
   | { type: 'open'; pid: number; tid: number; dirfd: number; flags: number; fd: number; path: string; truncated: boolean }
+  /** A failed path lookup (exec, stat, access, chdir): `ret` is the negative errno. */
+  | { type: 'probe'; pid: number; tid: number; dirfd: number; ret: number; path: string; truncated: boolean }
   | { type: 'exec'; pid: number; tid: number; path: string; truncated: boolean }
   | { type: 'chdir'; pid: number; tid: number; path: string; truncated: boolean }
   | { type: 'fchdir'; pid: number; tid: number; fd: number }
@@ -142,6 +145,10 @@ export function parseEbpfRecord(data: string): EbpfLine {
         kind: 'event',
         event: { type: 'open', ...ids(f), dirfd: int(f[3], 'dirfd'), flags: int(f[4], 'flags'), fd: int(f[5], 'fd'), path: s, truncated },
       };
+    }
+    case 'P': {
+      const { f, s, truncated } = withString(5);
+      return { kind: 'event', event: { type: 'probe', ...ids(f), dirfd: int(f[3], 'dirfd'), ret: int(f[4], 'ret'), path: s, truncated } };
     }
     case 'X':
     case 'C': {
@@ -265,6 +272,8 @@ export interface ProcReader {
   readlink(p: string): string | undefined;
   /** Text of a /proc file, undefined when it cannot be read. */
   readFile(p: string): string | undefined;
+  /** Entries of a /proc directory (`/proc/<pid>/fd`), undefined when it cannot be read. */
+  readdir?(p: string): string[] | undefined;
 }
 
 interface SocketState {
@@ -274,10 +283,28 @@ interface SocketState {
 }
 
 interface ProcessState {
+  /** The working directory, undefined once we lost track of it (then relative names stay unresolved). */
   cwd: string | undefined;
+  /** What each descriptor names, as far as printed opens tell (see the script's `@fdp`). */
   files: Map<number, string>;
   sockets: Map<number, SocketState>;
 }
+
+/** What the tracker learned of one process of the tree. */
+export interface TrackedProcess {
+  ppid?: number;
+  executable?: string;
+  argv?: string[];
+  /** Real uid and gid, from /proc/<pid>/status when last read. */
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * Events of a process whose fork line has not arrived yet, kept (up to this many) until it does:
+ * bpftrace reads one buffer per CPU, so a child's first events can come before its parent's fork.
+ */
+const MAX_HELD_EVENTS = 10_000;
 
 const SOCKET_FAMILY: Record<number, SocketUse['family']> = { 2: 'inet', 10: 'inet6', 16: 'netlink' };
 
@@ -287,14 +314,22 @@ function socketProtocol(family: SocketUse['family'], socketType: number): Socket
   return base === 1 ? 'stream' : base === 2 ? 'dgram' : base === 5 ? 'seqpacket' : base === 3 ? 'raw' : 'other';
 }
 
+/** A descriptor's /proc link names a file for us: not `pipe:[..]`, a memfd or a deleted file. */
+function linkedFile(link: string | undefined): string | undefined {
+  if (!link?.startsWith('/') || link.startsWith('/memfd:') || link.endsWith(' (deleted)')) return undefined;
+  return link;
+}
+
 /**
  * Folds bpftrace events into a `ProfileCollector`: resolves relative paths against each
- * process's cwd (tracked through fork and chdir) or the `*at` directory descriptor, remembers
- * which descriptor is which file or socket, and names SysV ids by their keys.
+ * process's cwd (tracked through fork and chdir) or the `*at` directory descriptor (known from
+ * the open that returned it), remembers which descriptor is which file or socket, and names SysV
+ * ids by their keys. A successful call is a use; a failed lookup is a probe. A relative name
+ * whose directory is unknown is never joined to a guess: it is counted in a note.
  */
 export class EbpfEventTracker {
   /** Processes of the tree (not threads), with what we learned of them. */
-  readonly processes = new Map<number, { ppid?: number; executable?: string; argv?: string[] }>();
+  readonly processes = new Map<number, TrackedProcess>();
   /** Processes still alive, as far as events tell. */
   readonly live = new Set<number>();
   /** First executable the root process ran (launch mode). */
@@ -306,6 +341,7 @@ export class EbpfEventTracker {
   private readonly state = new Map<number, ProcessState>();
   private readonly forkedFrom = new Map<number, number>();
   private readonly pending = new Set<number>();
+  private readonly held = new Map<number, EbpfEvent[]>();
   private readonly sysvKeys = new Map<string, { key: number; size?: number }>();
 
   constructor(
@@ -314,9 +350,21 @@ export class EbpfEventTracker {
     private readonly proc: ProcReader,
   ) {}
 
-  /** Start tracking a process that already runs (seeded pids), with its cwd from /proc. */
+  /** Start tracking a process that already runs (seeded pids): its cwd, descriptors and ids from /proc. */
   seed(pid: number, ppid?: number): void {
     this.noteProcess(pid, ppid);
+    if (!this.state.has(pid)) this.state.set(pid, this.stateFromProc(pid));
+    this.readIds(pid);
+  }
+
+  private stateFromProc(pid: number): ProcessState {
+    const cwd = this.proc.readlink(`/proc/${pid}/cwd`);
+    const files = new Map<number, string>();
+    for (const fd of this.proc.readdir?.(`/proc/${pid}/fd`) ?? []) {
+      const file = linkedFile(this.proc.readlink(`/proc/${pid}/fd/${fd}`));
+      if (file && /^\d+$/.test(fd)) files.set(Number(fd), file);
+    }
+    return { cwd: cwd?.startsWith('/') ? cwd : undefined, files, sockets: new Map() };
   }
 
   private noteProcess(pid: number, ppid?: number): void {
@@ -326,10 +374,28 @@ export class EbpfEventTracker {
     }
   }
 
+  /** Real uid/gid of `pid` from /proc (`statusText` when already read). */
+  private readIds(pid: number, statusText = this.proc.readFile(`/proc/${pid}/status`)): void {
+    const info = this.processes.get(pid);
+    if (!info || statusText === undefined) return;
+    Object.assign(info, idsOf(parseProcStatus(statusText)));
+  }
+
+  /** Read the ids of every process still alive again: workers drop privileges after they start. */
+  refreshIds(): void {
+    for (const pid of this.live) this.readIds(pid);
+  }
+
+  /** The root (seeded, or the launched wrapper) and every process whose fork we saw are known. */
+  private isKnown(pid: number): boolean {
+    return this.state.has(pid) || pid === this.rootPid;
+  }
+
   private stateOf(pid: number): ProcessState {
     let s = this.state.get(pid);
     if (!s) {
-      s = { cwd: this.proc.readlink(`/proc/${pid}/cwd`), files: new Map(), sockets: new Map() };
+      // Only the root gets here without a seed (tests); any other process's cwd is not known.
+      s = pid === this.rootPid ? this.stateFromProc(pid) : { cwd: undefined, files: new Map(), sockets: new Map() };
       this.state.set(pid, s);
     }
     return s;
@@ -338,15 +404,18 @@ export class EbpfEventTracker {
   /** Directory `dirfd` names in `pid` (AT_FDCWD is the cwd), or undefined when unknown. */
   private directoryOf(pid: number, dirfd: number): string | undefined {
     const s = this.stateOf(pid);
-    if (dirfd === AT_FDCWD) return s.cwd;
-    return s.files.get(dirfd) ?? this.proc.readlink(`/proc/${pid}/fd/${dirfd}`);
+    return dirfd === AT_FDCWD ? s.cwd : s.files.get(dirfd);
   }
 
-  private resolve(pid: number, p: string, dirfd = AT_FDCWD): string | undefined {
+  /**
+   * Absolute form of `p` as process `pid` meant it. A relative name whose directory is unknown
+   * is undefined: for a use it is counted (`collector.unresolved`), a probe is simply dropped.
+   */
+  private resolve(pid: number, p: string, dirfd = AT_FDCWD, what: 'use' | 'probe' = 'use'): string | undefined {
     if (p.startsWith('/')) return path.posix.normalize(p);
     const base = this.directoryOf(pid, dirfd);
     if (base === undefined || !base.startsWith('/')) {
-      this.collector.note(`A relative path "${p}" could not be resolved (unknown directory of pid ${pid}).`);
+      if (what === 'use') this.collector.unresolved(p, dirfd === AT_FDCWD ? `cwd of pid ${pid} unknown` : `descriptor ${dirfd} of pid ${pid} unknown`);
       return undefined;
     }
     return path.posix.resolve(base, p);
@@ -359,9 +428,36 @@ export class EbpfEventTracker {
     );
   }
 
-  /** Apply one event. */
+  /** Apply one event (held back while its process's fork line has not arrived). */
   handle(event: EbpfEvent): void {
     this.collector.events++;
+    if (!this.isKnown(event.pid)) {
+      const queue = this.held.get(event.pid) ?? [];
+      queue.push(event);
+      this.held.set(event.pid, queue);
+      if (queue.length >= MAX_HELD_EVENTS) this.release(event.pid);
+      return;
+    }
+    this.apply(event);
+  }
+
+  /**
+   * Apply what is still held: processes whose fork line never came (lost events). Their cwd is
+   * unknown, so their relative names stay unresolved. Call once bpftrace has stopped.
+   */
+  finish(): void {
+    for (const pid of [...this.held.keys()]) this.release(pid);
+  }
+
+  private release(pid: number): void {
+    const queue = this.held.get(pid);
+    this.held.delete(pid);
+    if (!queue) return;
+    this.stateOf(pid);
+    for (const e of queue) this.apply(e);
+  }
+
+  private apply(event: EbpfEvent): void {
     const pid = event.pid;
     if (this.pending.delete(pid)) this.noteProcess(pid, this.forkedFrom.get(pid));
     switch (event.type) {
@@ -372,10 +468,14 @@ export class EbpfEventTracker {
         if (tgid !== undefined && tgid !== event.child) return;
         const parent = this.stateOf(pid);
         this.forkedFrom.set(event.child, pid);
-        this.state.set(event.child, { cwd: parent.cwd, files: new Map(parent.files), sockets: new Map(parent.sockets) });
+        if (!this.state.has(event.child)) this.state.set(event.child, { cwd: parent.cwd, files: new Map(parent.files), sockets: new Map(parent.sockets) });
         // Already gone: a process or a thread? Its own events (an exit as leader) will tell.
         if (tgid === undefined) this.pending.add(event.child);
-        else this.noteProcess(event.child, pid);
+        else {
+          this.noteProcess(event.child, pid);
+          this.readIds(event.child, status);
+        }
+        this.release(event.child);
         return;
       }
       case 'exit':
@@ -384,19 +484,28 @@ export class EbpfEventTracker {
       case 'exec':
         return this.onExec(event.pid, event.path, event.truncated);
       case 'chdir': {
-        if (event.truncated) return this.cut(event.path);
-        const dir = this.resolve(pid, event.path);
-        this.stateOf(pid).cwd = dir;
+        if (event.truncated) {
+          this.stateOf(pid).cwd = undefined;
+          return this.cut(event.path);
+        }
+        this.stateOf(pid).cwd = this.resolve(pid, event.path);
         return;
       }
       case 'fchdir':
-        this.stateOf(pid).cwd = this.stateOf(pid).files.get(event.fd) ?? this.proc.readlink(`/proc/${pid}/cwd`);
+        // A descriptor we cannot name leaves the cwd unknown (never a guess from /proc later on).
+        this.stateOf(pid).cwd = this.stateOf(pid).files.get(event.fd);
         return;
       case 'open':
         return this.onOpen(event);
+      case 'probe': {
+        if (event.truncated || event.path === '' || !isProbeError(-event.ret)) return;
+        const file = this.resolve(pid, event.path, event.dirfd, 'probe');
+        if (file) this.collector.addProbe(file);
+        return;
+      }
       case 'mmap_exec': {
-        const file = this.stateOf(pid).files.get(event.fd) ?? this.proc.readlink(`/proc/${pid}/fd/${event.fd}`);
-        if (file?.startsWith('/')) this.collector.addFile(file, 'read', { sharedLibrary: true });
+        const file = this.stateOf(pid).files.get(event.fd) ?? linkedFile(this.proc.readlink(`/proc/${pid}/fd/${event.fd}`));
+        if (file) this.collector.addFile(file, 'read', { sharedLibrary: true });
         return;
       }
       case 'socket':
@@ -453,6 +562,7 @@ export class EbpfEventTracker {
     const argv = this.proc.readFile(`/proc/${pid}/cmdline`)?.split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
     info.executable = named ?? exe;
     if (argv && argv.length > 0) info.argv = argv;
+    this.readIds(pid);
     if (pid === this.rootPid && this.rootExecutable === undefined) {
       this.rootExecutable = info.executable;
       this.rootArgv = info.argv;
@@ -462,16 +572,31 @@ export class EbpfEventTracker {
     for (const line of maps.split('\n')) {
       const m = /^\S+\s+\S\S(x)\S\s+\S+\s+\S+\s+\d+\s+(\/.*)$/.exec(line);
       const file = m?.[2];
-      if (file && file !== exe && isSharedLibraryPath(file)) this.collector.addFile(file, 'read', { sharedLibrary: true });
+      if (file && file !== exe && isSharedLibraryPath(file)) this.collector.addFile(file, 'read', { sharedLibrary: true, reason: 'mapped' });
     }
-    this.stateOf(pid).files.clear();
+    // Descriptors stay as they are: those without close-on-exec live on, and a closed one is
+    // only named again by the open that reuses its number (which always prints, see @fdp).
   }
 
   private onOpen(event: Extract<EbpfEvent, { type: 'open' }>): void {
-    if (event.truncated) return this.cut(event.path);
-    const file = this.resolve(event.pid, event.path, event.dirfd);
-    if (!file) return;
-    this.stateOf(event.pid).files.set(event.fd, file);
+    const state = this.stateOf(event.pid);
+    if (event.truncated) {
+      if (event.fd >= 0) state.files.delete(event.fd);
+      return this.cut(event.path);
+    }
+    if (event.fd < 0) {
+      // A failed open is a probe, never a use.
+      if (event.path === '' || !isProbeError(-event.fd)) return;
+      const probe = this.resolve(event.pid, event.path, event.dirfd, 'probe');
+      if (probe) this.collector.addProbe(probe);
+      return;
+    }
+    const file = event.path === '' ? undefined : this.resolve(event.pid, event.path, event.dirfd);
+    if (!file) {
+      state.files.delete(event.fd);
+      return;
+    }
+    state.files.set(event.fd, file);
     if (file.startsWith('/dev/shm/') && file.split('/').length === 4) {
       this.collector.addIpc({ kind: 'posix-shm', name: file.slice('/dev/shm'.length) });
       return;

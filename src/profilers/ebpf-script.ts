@@ -6,8 +6,9 @@
  *   seeded in `BEGIN` and grown by `sched:sched_process_fork`, so the rest of the system costs
  *   one map lookup per syscall.
  * - Syscall *enter* probes only remember the arguments per thread; *exit* probes print a line
- *   only when the call succeeded. Strings are read at exit because the kernel has faulted the
- *   user page in by then (a read at entry can fail on a not-yet-touched page).
+ *   with the return value: a use when the call succeeded, a probe (a path looked for and not
+ *   found) when a path lookup failed. Strings are read at exit because the kernel has faulted
+ *   the user page in by then (a read at entry can fail on a not-yet-touched page).
  * - One line per event, tab-separated, the variable-length string always last, so a path with
  *   tabs or spaces stays unambiguous; bpftrace's JSON output mode escapes newlines and quotes.
  * - A marker probe, attached last (bpftrace attaches in program order), prints `R` when our own
@@ -36,7 +37,15 @@ export interface EbpfScriptOptions {
   availableSyscallEvents: ReadonlySet<string>;
   /** Whether `sched:sched_process_exit` has the `group_dead` field (Linux 6.x). */
   exitHasGroupDead: boolean;
+  /**
+   * Trace the stat and access families, whose failures are probes (default true). They cost
+   * 14 more probes: about 2 s more to compile and attach on a loaded 2-core machine.
+   */
+  traceLookups?: boolean;
 }
+
+/** Syscalls whose success is no use by itself: only a failure prints (a probe). */
+const LOOKUP_SYSCALLS = ['newstat', 'newlstat', 'newfstatat', 'statx', 'access', 'faccessat', 'faccessat2'] as const;
 
 const O_CREAT_WRONLY_TRUNC = 0o1101;
 
@@ -51,22 +60,57 @@ interface SyscallPair {
   exit: string;
 }
 
+/**
+ * Failures worth a line: not interrupted (-EINTR), would-block (-EAGAIN) or the kernel's restart
+ * codes (-512..-516, the call runs again), and not -EEXIST (the path is there).
+ */
+const PROBE_FAILURE = '(args->ret != -4 && args->ret != -11 && args->ret != -17 && (args->ret < -516 || args->ret > -512))';
+
 function syscallPairs(): SyscallPair[] {
   const saveOpen = (path: string, flags: string, dfd: string) =>
     `{ @op[tid] = ((uint64)${path}, (int64)${flags}, (int64)${dfd}); }`;
-  // An absolute path opened again by the same process with the same flags is printed once:
-  // a program re-reading a few files in a loop then costs no output. Relative paths always print
-  // (the same name may be another file after a chdir).
+  // A successful open of an absolute path the same process opened before with the same flags is
+  // printed only when the descriptor it returns was last printed by that very line: then user
+  // space already knows that descriptor is that path. Each printed line gets an id (the time,
+  // its high bits mixed with the thread id so that two CPUs' lines never share one),
+  // kept per path in @seen and per descriptor in @fdl. So a program re-reading a few files in a
+  // loop costs no output, and every descriptor a later `*at` call, fchdir or mmap names is known
+  // (a descriptor reused for another file always prints). Relative paths always print (the same
+  // name may be another file after a chdir). A failed open prints with the negative errno as its
+  // fd, once per process for an absolute path.
   const printOpen = `/@op[tid].0/ {
   $e = @op[tid];
+  $s = str(uptr($e.0));
+  $abs = *(uint8*)uptr($e.0) == 47;
   if (args->ret >= 0) {
-    $s = str(uptr($e.0));
-    if (*(uint8*)uptr($e.0) != 47 || !@seen[pid, $e.1, $s]) {
-      if (*(uint8*)uptr($e.0) == 47) { @seen[pid, $e.1, $s] = 1; }
+    if (!$abs || @seen[pid, $e.1, $s] == 0 || @seen[pid, $e.1, $s] != @fdl[pid, args->ret]) {
+      $id = nsecs ^ ((uint64)tid << 42);
+      if ($abs) { @seen[pid, $e.1, $s] = $id; }
+      @fdl[pid, args->ret] = $id;
+      printf("O\\t%d\\t%d\\t%d\\t%d\\t%d\\t%s\\n", pid, tid, $e.2, $e.1, args->ret, $s);
+    }
+  } else if (${PROBE_FAILURE}) {
+    if (!$abs || !@miss[pid, $s]) {
+      if ($abs) { @miss[pid, $s] = 1; }
       printf("O\\t%d\\t%d\\t%d\\t%d\\t%d\\t%s\\n", pid, tid, $e.2, $e.1, args->ret, $s);
     }
   }
   delete(@op[tid]);
+}`;
+  // Lookups that are no use when they succeed (stat, access) or seen otherwise (exec): only a
+  // failure prints, as a probe, once per process for an absolute path.
+  const saveLookup = (path: string, dfd: string) => `{ @lk[tid] = ((uint64)${path}, (int64)${dfd}); }`;
+  const printLookup = `/@lk[tid].0/ {
+  if (args->ret < 0 && ${PROBE_FAILURE}) {
+    $l = @lk[tid];
+    $s = str(uptr($l.0));
+    $abs = *(uint8*)uptr($l.0) == 47;
+    if (!$abs || !@miss[pid, $s]) {
+      if ($abs) { @miss[pid, $s] = 1; }
+      printf("P\\t%d\\t%d\\t%d\\t%d\\t%s\\n", pid, tid, $l.1, args->ret, $s);
+    }
+  }
+  delete(@lk[tid]);
 }`;
   const saveAddr = (fd: string, ptr: string) => `{ @sa[tid] = ((uint64)${ptr}, (int64)${fd}); }`;
   // Connect on a non-blocking socket returns -EINPROGRESS (-115): the program still uses the peer.
@@ -102,10 +146,22 @@ function syscallPairs(): SyscallPair[] {
       enter: '{ @cd[tid] = (uint64)args->filename; }',
       exit: `/@cd[tid]/ {
   if (args->ret == 0) { printf("C\\t%d\\t%d\\t%s\\n", pid, tid, str(uptr(@cd[tid]))); }
+  else if (${PROBE_FAILURE}) { printf("P\\t%d\\t%d\\t-100\\t%d\\t%s\\n", pid, tid, args->ret, str(uptr(@cd[tid]))); }
   delete(@cd[tid]);
 }`,
     },
     { name: 'fchdir', enter: saveFd('args->fd'), exit: printFd('D') },
+    // A failed exec: the old program goes on, its pointer is still valid. (A successful one is
+    // sched_process_exec; its exit runs in the new image, where the pointer means nothing.)
+    { name: 'execve', enter: saveLookup('args->filename', '-100'), exit: printLookup },
+    { name: 'execveat', enter: saveLookup('args->filename', 'args->fd'), exit: printLookup },
+    { name: 'newstat', enter: saveLookup('args->filename', '-100'), exit: printLookup },
+    { name: 'newlstat', enter: saveLookup('args->filename', '-100'), exit: printLookup },
+    { name: 'newfstatat', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
+    { name: 'statx', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
+    { name: 'access', enter: saveLookup('args->filename', '-100'), exit: printLookup },
+    { name: 'faccessat', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
+    { name: 'faccessat2', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
     {
       name: 'socket',
       enter: '{ @so[tid] = ((int64)args->family, (int64)args->type, (int64)args->protocol, 1); }',
@@ -175,8 +231,9 @@ export function generateEbpfScript(options: EbpfScriptOptions): string {
   probes.push(`tracepoint:sched:sched_process_exec /@t[pid]/ {
   printf("X\\t%d\\t%d\\t%s\\n", pid, tid, str(args->filename));
 }`);
+  const skipped = new Set<string>(options.traceLookups === false ? LOOKUP_SYSCALLS : []);
   for (const pair of syscallPairs()) {
-    if (!has(`sys_enter_${pair.name}`) || !has(`sys_exit_${pair.name}`)) continue;
+    if (skipped.has(pair.name) || !has(`sys_enter_${pair.name}`) || !has(`sys_exit_${pair.name}`)) continue;
     probes.push(`tracepoint:syscalls:sys_enter_${pair.name} /@t[pid]/ ${pair.enter}`);
     probes.push(`tracepoint:syscalls:sys_exit_${pair.name} ${pair.exit}`);
   }

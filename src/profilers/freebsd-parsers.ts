@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
-import type { FileUse, IpcUse, ProcessInfo, SocketUse } from '../policy/profile.js';
+import type { FileReason, FileUse, IpcUse, ProcessInfo, SocketUse } from '../policy/profile.js';
 import { ProfileError } from './common.js';
 
 /** Output of a FreeBSD tool did not have the documented shape. `code` is `PARSE_FAILED`. */
@@ -655,6 +655,8 @@ export interface PathUse {
   kindHint?: FileUse['kind'];
   /** True when the program certainly created it (O_CREAT|O_EXCL succeeded, mkfifo). */
   created?: boolean;
+  /** How the profiler saw it: traced (ktrace), held open (procstat -f) or mapped (procstat -v, the text). */
+  reasons?: Set<FileReason>;
 }
 
 /** Everything a trace (or a snapshot) says the program used. */
@@ -665,6 +667,8 @@ export interface Observations {
   processes: ProcessInfo[];
   /** The first program the traced process executed. */
   executable?: string;
+  /** Absolute paths looked up by calls that failed (open, execve, chdir, stat, access): not uses. */
+  probes?: string[];
   notes: string[];
   /** Records read (reported as progress). */
   events: number;
@@ -689,15 +693,24 @@ const PF_INET6 = 28;
 const SOCK_TYPE_MASK = 0x0fffffff; // strips SOCK_CLOEXEC / SOCK_NONBLOCK
 
 /** Record a use of a path, merging with earlier ones. */
-export function addPathUse(files: Map<string, PathUse>, p: string, access: FileUse['access'][number], extra: Partial<Omit<PathUse, 'access'>> = {}): void {
+export function addPathUse(
+  files: Map<string, PathUse>,
+  p: string,
+  access: FileUse['access'][number],
+  extra: Partial<Omit<PathUse, 'access' | 'reasons'>> & { reason?: FileReason } = {},
+): void {
   const normal = path.posix.normalize(p);
   const entry = files.get(normal) ?? { access: new Set(), sharedLibrary: false };
   entry.access.add(access);
   entry.sharedLibrary ||= extra.sharedLibrary ?? false;
   if (extra.kindHint && !entry.kindHint) entry.kindHint = extra.kindHint;
   if (extra.created) entry.created = true;
+  if (extra.reason) (entry.reasons ??= new Set()).add(extra.reason);
   files.set(normal, entry);
 }
+
+/** FreeBSD errno values of a failed lookup that are not a probe: EEXIST (it is there), EINTR, EAGAIN. */
+const NOT_PROBE_ERRNO = new Set([17, 4, 35]);
 
 /** True for FreeBSD shared objects and the run-time linker. */
 export function isFreeBsdSharedLibrary(p: string): boolean {
@@ -749,8 +762,16 @@ export function interpretKdump(records: readonly KdumpRecord[], initialCwd: stri
   const pending = new Map<number, Pending>();
   let executable: string | undefined;
   let unresolvedAt = 0;
+  const probes = new Set<string>();
 
   const cwdOf = (pid: number) => cwdByPid.get(pid) ?? initialCwd;
+  /** A failed lookup of `name` (relative to the cwd, or to a descriptor: then dropped) is a probe. */
+  const probe = (pid: number, name: string | undefined, dirfd: number | undefined, errno: number | undefined): void => {
+    if (name === undefined || name === '' || errno === undefined || NOT_PROBE_ERRNO.has(errno)) return;
+    if (!name.startsWith('/') && dirfd !== undefined && dirfd !== AT_FDCWD) return;
+    if (probes.size < 10_000) probes.add(path.posix.resolve(cwdOf(pid), name));
+    else notes.add('The program looked for more than 10000 paths it did not find: the rest are not listed in probes.');
+  };
   const tableOf = (pid: number) => {
     let t = fdTables.get(pid);
     if (!t) fdTables.set(pid, (t = new Map()));
@@ -769,10 +790,10 @@ export function interpretKdump(records: readonly KdumpRecord[], initialCwd: stri
     switch (call.name) {
       case 'open':
       case 'openat': {
-        if (failed || ret === undefined) return;
         const target = p.namei[0];
-        if (target === undefined) return;
         const dirfd = call.name === 'openat' ? call.args[0] : AT_FDCWD;
+        if (failed) return probe(pid, target, dirfd, ret?.errno);
+        if (ret === undefined || target === undefined) return;
         const flags = (call.name === 'openat' ? call.args[2] : call.args[1]) ?? 0;
         if (!target.startsWith('/') && dirfd !== AT_FDCWD) {
           unresolvedAt++;
@@ -780,21 +801,31 @@ export function interpretKdump(records: readonly KdumpRecord[], initialCwd: stri
         }
         const abs = path.posix.resolve(cwdOf(pid), target);
         const created = (flags & (O_CREAT | O_EXCL)) === (O_CREAT | O_EXCL);
-        for (const a of accessFromFreeBsdOpenFlags(flags)) addPathUse(files, abs, a, { sharedLibrary: isFreeBsdSharedLibrary(abs), created });
+        for (const a of accessFromFreeBsdOpenFlags(flags)) addPathUse(files, abs, a, { sharedLibrary: isFreeBsdSharedLibrary(abs), created, reason: 'traced' });
+        return;
+      }
+      case 'access':
+      case 'eaccess':
+      case 'stat':
+      case 'lstat':
+      case 'fstatat':
+      case 'faccessat': {
+        if (failed) probe(pid, p.namei[0], call.name === 'fstatat' || call.name === 'faccessat' ? call.args[0] : AT_FDCWD, ret?.errno);
         return;
       }
       case 'execve': {
-        if (failed) return;
+        if (failed) return probe(pid, p.namei[0], AT_FDCWD, ret?.errno);
         const [program, ...interpreters] = p.namei.map((n) => path.posix.resolve(cwdOf(pid), n));
         if (program === undefined) return;
-        addPathUse(files, program, 'exec');
-        for (const i of interpreters) addPathUse(files, i, 'exec', { sharedLibrary: isFreeBsdSharedLibrary(i) });
+        addPathUse(files, program, 'exec', { reason: 'traced' });
+        for (const i of interpreters) addPathUse(files, i, 'exec', { sharedLibrary: isFreeBsdSharedLibrary(i), reason: 'traced' });
         executable ??= program;
         processes.set(pid, { ...(processes.get(pid) ?? { pid }), executable: program });
         return;
       }
       case 'chdir': {
-        if (failed || ret === undefined || p.namei[0] === undefined) return;
+        if (failed) return probe(pid, p.namei[0], AT_FDCWD, ret?.errno);
+        if (ret === undefined || p.namei[0] === undefined) return;
         cwdByPid.set(pid, path.posix.resolve(cwdOf(pid), p.namei[0]));
         return;
       }
@@ -815,7 +846,7 @@ export function interpretKdump(records: readonly KdumpRecord[], initialCwd: stri
       case 'mkfifo':
       case 'mkfifoat': {
         if (failed || ret === undefined || p.namei[0] === undefined) return;
-        addPathUse(files, path.posix.resolve(cwdOf(pid), p.namei[0]), 'write', { kindHint: 'fifo', created: true });
+        addPathUse(files, path.posix.resolve(cwdOf(pid), p.namei[0]), 'write', { kindHint: 'fifo', created: true, reason: 'traced' });
         return;
       }
       case 'socket': {
@@ -931,6 +962,7 @@ export function interpretKdump(records: readonly KdumpRecord[], initialCwd: stri
     ipc,
     processes: [...processes.values()],
     ...(executable !== undefined ? { executable } : {}),
+    probes: [...probes],
     notes: [...notes],
     events,
   });

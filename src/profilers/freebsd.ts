@@ -202,7 +202,7 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
   for (const f of fds.value) {
     obs.events++;
     if (f.fd === 'text' && f.name) {
-      addPathUse(obs.files, f.name, 'exec');
+      addPathUse(obs.files, f.name, 'exec', { reason: 'mapped' });
       if (!exeByPid.has(f.pid)) exeByPid.set(f.pid, f.name);
       continue;
     }
@@ -229,7 +229,7 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
               : f.vnodeType === 'regular'
                 ? 'regular'
                 : undefined;
-      const extra = kindHint ? { kindHint } : {};
+      const extra = { ...(kindHint ? { kindHint } : {}), reason: 'held-open' as const };
       if (f.read || (!f.write && !f.append)) addPathUse(obs.files, f.name, 'read', extra);
       if (f.write || f.append) addPathUse(obs.files, f.name, 'write', extra);
       continue;
@@ -248,7 +248,7 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
     if (m.objectType !== 'vn' || !m.path || !inTree.has(m.pid)) continue;
     obs.events++;
     const lib = m.exec && !executables.has(m.path);
-    addPathUse(obs.files, m.path, m.exec ? 'exec' : 'read', { sharedLibrary: lib || isFreeBsdSharedLibrary(m.path) });
+    addPathUse(obs.files, m.path, m.exec ? 'exec' : 'read', { sharedLibrary: lib || isFreeBsdSharedLibrary(m.path), reason: 'mapped' });
   }
 
   for (const [list, isListening] of [
@@ -280,7 +280,13 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
   for (const p of tree) {
     const e = ps.value.find((x) => x.pid === p);
     const exe = exeByPid.get(p);
-    obs.processes.push({ pid: p, ...(e ? { ppid: e.ppid } : {}), ...(exe ? { executable: exe } : {}), ...(p === pid ? { argv: args.value.get(pid) ?? [] } : {}) });
+    // ps gives each process's real ids (a daemon's workers may run as another user than its master).
+    obs.processes.push({
+      pid: p,
+      ...(e ? { ppid: e.ppid, uid: e.ruid, gid: e.rgid } : {}),
+      ...(exe ? { executable: exe } : {}),
+      ...(p === pid ? { argv: args.value.get(pid) ?? [] } : {}),
+    });
   }
   obs.notes.push('argv was read from procstat -c, which joins arguments with spaces: an argument that contained spaces was split.');
 
@@ -501,6 +507,7 @@ async function build(ctx: Ctx, obs: Observations, program: ProgramFacts): Promis
     const st = stats.value.get(p);
     const access = (['read', 'write', 'exec'] as const).filter((a) => use.access.has(a));
     const kind = st?.kind ?? use.kindHint ?? 'unknown';
+    const reasons = (['held-open', 'mapped', 'traced'] as const).filter((r) => use.reasons?.has(r));
     files.push({
       path: p,
       kind,
@@ -509,8 +516,11 @@ async function build(ctx: Ctx, obs: Observations, program: ProgramFacts): Promis
       sharedLibrary: use.sharedLibrary,
       // Gone by now and written: the program's own temporary file.
       created: use.created === true || (!st && use.access.has('write')),
+      ...(reasons.length > 0 ? { reasons } : {}),
     });
   }
+  const used = new Set(files.map((f) => f.path));
+  const probes = [...new Set(obs.probes ?? [])].filter((p) => !used.has(p) && !isPseudo(p) && !p.includes('\n')).sort();
   if (pseudo > 0) notes.push(`${pseudo} /proc, /dev/pts or /dev/fd entries were left out: they are kernel views, not files to send.`);
   const exeStat = stats.value.get(program.executable);
   const raw = {
@@ -526,6 +536,7 @@ async function build(ctx: Ctx, obs: Observations, program: ProgramFacts): Promis
     sockets: dedupeSockets(obs.sockets),
     ipc: dedupeIpc(obs.ipc),
     processes: dedupeProcesses(obs.processes),
+    probes,
     completeness: { complete: program.complete, notes },
     profiler: { name: FREEBSD_PROFILER_NAME, startedAt: new Date(program.startedAt).toISOString(), durationMs: Date.now() - program.startedAt },
   };

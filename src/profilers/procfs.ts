@@ -10,14 +10,16 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { err, errAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
-import type { ResourceProfile, SocketUse } from '../policy/profile.js';
+import type { ResourceProfile, SocketUse, StartFacts } from '../policy/profile.js';
 import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
 import {
   accessFromOpenFlags,
   guardProfile,
   childPids,
+  idsOf,
   isLaunchTarget,
   killTree,
+  launchedStartFacts,
   launchProgram,
   processExists,
   ProfileCollector,
@@ -31,6 +33,7 @@ import {
   resolveCommand,
   checkProfileCall,
   checkProfilerOptions,
+  startFactsOf,
   waitForExit,
   waitForStop,
   compressIpv6,
@@ -156,6 +159,8 @@ export interface RootFacts {
   uid?: number;
   gid?: number;
   env?: Record<string, string>;
+  /** Supplementary groups and umask when first seen. */
+  start?: StartFacts;
 }
 
 /**
@@ -216,10 +221,14 @@ export class ProcfsSampler {
     ]);
     if (!status) return [];
     const executable = exe?.replace(/ \(deleted\)$/, '');
-    this.collector.addProcess({ pid, ppid: status.ppid, ...(executable ? { executable } : {}), ...(argv ? { argv } : {}) });
-    if (executable) this.collector.addFile(executable, 'exec');
+    // Every sample refreshes the ids: a daemon's workers drop privileges after they start.
+    this.collector.addProcess({ pid, ppid: status.ppid, ...(executable ? { executable } : {}), ...(argv ? { argv } : {}), ...idsOf(status) });
+    // The running executable is mapped (it is also the first lines of /proc/<pid>/maps).
+    if (executable) this.collector.addFile(executable, 'exec', { reason: 'mapped' });
     if (pid === this.rootPid && this.root.executable === undefined) {
       Object.assign(this.root, { executable, argv, cwd, uid: status.uid, gid: status.gid });
+      const start = startFactsOf(status);
+      if (start) this.root.start = start;
       if (this.options.captureEnv) this.root.env = await readEnviron(pid);
     }
     await this.sampleMaps(pid);
@@ -243,8 +252,8 @@ export class ProcfsSampler {
         this.collector.addIpc({ kind: 'posix-shm', name: p.slice('/dev/shm'.length) });
         continue;
       }
-      this.collector.addFile(p, perms.includes('x') ? 'exec' : 'read');
-      if (perms[1] === 'w' && perms[3] === 's') this.collector.addFile(p, 'write');
+      this.collector.addFile(p, perms.includes('x') ? 'exec' : 'read', { reason: 'mapped' });
+      if (perms[1] === 'w' && perms[3] === 's') this.collector.addFile(p, 'write', { reason: 'mapped' });
     }
   }
 
@@ -269,7 +278,7 @@ export class ProcfsSampler {
         this.collector.addIpc({ kind: 'posix-mq', name: p });
         continue;
       }
-      for (const access of accessFromOpenFlags(flags)) this.collector.addFile(p, access);
+      for (const access of accessFromOpenFlags(flags)) this.collector.addFile(p, access, { reason: 'held-open' });
     }
     return held;
   }
@@ -439,7 +448,10 @@ async function runProcfs(target: ProfileTarget, opts: ProfileOptions, config: Pr
     gid: root.gid ?? status?.gid ?? process.getgid?.() ?? 0,
     ...(root.env ? { env: root.env } : {}),
   };
+  // A launched program starts with our groups and umask; an attached one had them when first seen.
+  const start = isLaunchTarget(target) ? await launchedStartFacts() : root.start;
+  if (start) facts.start = start;
   if (root.executable === undefined) collector.note('The program ended before the first sample: almost nothing could be seen.');
-  if (launchedExe) collector.addFile(launchedExe, 'exec');
+  if (launchedExe) collector.addFile(launchedExe, 'exec', { reason: 'mapped' });
   return collector.build(facts, { profiler: 'procfs', complete: false });
 }

@@ -1,13 +1,14 @@
 /**
  * The strace profiler: runs `strace -f -yy` (ptrace; seccomp-bpf filtering for launched
- * programs) on a few syscall classes and turns each successful call into a resource use.
+ * programs) on a few syscall classes and turns each successful call into a resource use, and
+ * each failed lookup into a probe.
  * Works without BPF, costs more than eBPF (every traced syscall stops the thread twice).
  *
  * @module
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,8 +21,11 @@ import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } fr
 import {
   accessFromOpenFlags,
   guardProfile,
+  idsOf,
   isLaunchTarget,
+  isProbeError,
   killTree,
+  launchedStartFacts,
   processExists,
   processTree,
   ProfileCollector,
@@ -34,6 +38,7 @@ import {
   resolvePath,
   checkProfileCall,
   checkProfilerOptions,
+  startFactsOf,
   waitForExit,
   waitForStop,
 } from './common.js';
@@ -55,6 +60,8 @@ export const TRACED_SYSCALLS = [
   // files
   'open', 'openat', 'openat2', 'creat', 'execve', 'execveat', 'chdir', 'fchdir', 'mkdir', 'mkdirat', 'mknod', 'mknodat',
   'rename', 'renameat', 'renameat2', 'unlink', 'unlinkat', 'rmdir', 'truncate', 'link', 'linkat', 'symlink', 'symlinkat',
+  // lookups: a failure is a probe (a path looked for and not found); a success alone is no use
+  'stat', 'lstat', 'newfstatat', 'statx', 'access', 'faccessat', 'faccessat2',
   // network
   'bind', 'listen', 'connect',
   // ipc
@@ -64,83 +71,186 @@ export const TRACED_SYSCALLS = [
 ] as const;
 
 /**
+ * Where each path-taking call has the path it looks up, and the directory argument it is
+ * relative to (-1: the cwd). A failed call makes that path a probe.
+ */
+const LOOKUP_ARGS: Readonly<Record<string, readonly [path: number, dir: number]>> = {
+  open: [0, -1], creat: [0, -1], openat: [1, 0], openat2: [1, 0], execve: [0, -1], execveat: [1, 0], chdir: [0, -1],
+  mkdir: [0, -1], mknod: [0, -1], unlink: [0, -1], rmdir: [0, -1], truncate: [0, -1], mkdirat: [1, 0], mknodat: [1, 0], unlinkat: [1, 0],
+  rename: [0, -1], link: [0, -1], renameat: [1, 0], renameat2: [1, 0], linkat: [1, 0], symlink: [1, -1], symlinkat: [2, 1],
+  stat: [0, -1], lstat: [0, -1], newfstatat: [1, 0], statx: [1, 0], access: [0, -1], faccessat: [1, 0], faccessat2: [1, 0],
+};
+
+/** Calls of a process kept until the clone that made it is seen (strace may print a child's first calls before the parent's clone returns). */
+const MAX_HELD_CALLS = 10_000;
+
+/**
  * Turns parsed strace calls into uses in a {@link ProfileCollector}: resolves relative paths
- * against the calling process's cwd (tracked through chdir/fchdir and `AT_FDCWD<...>`) or the
- * `*at` directory descriptor, and ignores failed calls.
+ * against the calling process's cwd (tracked per process through clone, chdir/fchdir and
+ * `AT_FDCWD<...>`) or the `*at` directory descriptor's `-yy` path. A successful call is a use; a
+ * failed lookup is a probe. A relative name whose directory is not known is never joined to a
+ * guess: it is counted in a note.
  */
 export class StraceInterpreter {
-  private readonly cwds = new Map<number, string>();
+  /** Thread id -> process id (thread-group id), for every thread seen. */
+  private readonly group = new Map<number, number>();
+  /** Process id -> cwd (undefined once we lost track of it). */
+  private readonly cwds = new Map<number, string | undefined>();
+  private readonly held = new Map<number, StraceCall[]>();
+  private rootSeen = false;
   private readonly shmIdsFromGet = new Set<number>();
   private readonly attachedShmIds = new Set<number>();
   /** The first successful execve of the root process (its executable and argv). */
   rootExec?: { executable: string; argv: string[] };
+  /** Called with the pid of each process first seen (its ids can be read from /proc meanwhile). */
+  onNewProcess?: (pid: number) => void;
 
   constructor(
     readonly collector: ProfileCollector,
-    /** The root process's pid, or `first-exec` when the first execve traced is the root's. */
+    /** The root process's pid, or `first-exec` when the first call traced is the root's (launch). */
     private readonly rootPid: number | 'first-exec' | undefined,
     private readonly initialCwd: string,
   ) {}
 
   /** Set the cwd of a pid known from elsewhere (/proc, when attaching). */
   setCwd(pid: number, cwd: string): void {
+    this.group.set(pid, pid);
     this.cwds.set(pid, cwd);
   }
 
-  private cwdOf(pid: number): string {
-    return this.cwds.get(pid) ?? this.initialCwd;
+  /** Say that thread `tid` belongs to process `pid` (from /proc/<pid>/task, when attaching). */
+  setThread(tid: number, pid: number): void {
+    this.group.set(tid, pid);
+    if (!this.cwds.has(pid)) this.cwds.set(pid, undefined);
   }
 
-  /** Resolve a path argument against `AT_FDCWD<cwd>`, a directory descriptor, or the tracked cwd. */
-  private resolve(pid: number, p: string, dirArg?: string): string {
+  private groupOf(tid: number): number {
+    return this.group.get(tid) ?? tid;
+  }
+
+  private cwdOf(tid: number): string | undefined {
+    return this.cwds.get(this.groupOf(tid));
+  }
+
+  /**
+   * Absolute form of path argument `p`, against `AT_FDCWD<cwd>`, a directory descriptor's `-yy`
+   * path, or the tracked cwd. Undefined when that directory is unknown: a use is then counted
+   * (`collector.unresolved`), a probe dropped.
+   */
+  private resolve(pid: number, p: string, dirArg?: string, what: 'use' | 'probe' = 'use'): string | undefined {
     if (p.startsWith('/')) return path.posix.normalize(p);
-    const dir = dirArg !== undefined ? parseFdArg(dirArg) : undefined;
-    if (dir?.fd === 'AT_FDCWD' && dir.decoration) this.cwds.set(pid, dir.decoration);
-    const base = dir?.decoration?.startsWith('/') ? dir.decoration : this.cwdOf(pid);
+    let base: string | undefined;
+    let where = `cwd of pid ${this.groupOf(pid)} unknown`;
+    if (dirArg === undefined) base = this.cwdOf(pid);
+    else {
+      const dir = parseFdArg(dirArg);
+      if (dir?.fd === 'AT_FDCWD') {
+        if (dir.decoration?.startsWith('/')) {
+          base = dir.decoration;
+          this.cwds.set(this.groupOf(pid), base);
+        } else base = this.cwdOf(pid);
+      } else {
+        base = dir?.decoration?.startsWith('/') ? dir.decoration : undefined;
+        where = `descriptor ${dirArg.slice(0, 40)} of pid ${this.groupOf(pid)} not a directory path`;
+      }
+    }
+    if (base === undefined) {
+      if (what === 'use') this.collector.unresolved(p, where);
+      return undefined;
+    }
     return resolvePath(base, p);
   }
 
-  /** Apply one call. */
+  /** Apply one call (held back while the clone that made its process has not been seen). */
   handle(call: StraceCall): void {
     this.collector.events++;
-    // Failed calls are not uses; a non-blocking connect in progress is.
-    if (call.errno !== undefined && !(call.name === 'connect' && call.errno === 'EINPROGRESS')) return;
+    if (!this.group.has(call.pid)) {
+      const isRoot = this.rootPid === call.pid || (this.rootPid === 'first-exec' && !this.rootSeen);
+      if (isRoot) {
+        this.rootSeen = true;
+        this.group.set(call.pid, call.pid);
+        this.cwds.set(call.pid, this.initialCwd);
+      } else {
+        const queue = this.held.get(call.pid) ?? [];
+        queue.push(call);
+        this.held.set(call.pid, queue);
+        if (queue.length >= MAX_HELD_CALLS) this.release(call.pid);
+        return;
+      }
+    }
+    this.apply(call);
+  }
+
+  /** Apply the calls still held (their process's clone was never seen): their cwd is unknown. Call at the end of the trace. */
+  finish(): void {
+    for (const pid of [...this.held.keys()]) this.release(pid);
+  }
+
+  private release(pid: number): void {
+    const queue = this.held.get(pid);
+    this.held.delete(pid);
+    if (!queue) return;
+    if (!this.group.has(pid)) {
+      this.group.set(pid, pid);
+      this.cwds.set(pid, undefined);
+    }
+    for (const call of queue) this.apply(call);
+  }
+
+  private apply(call: StraceCall): void {
     const { pid, args } = call;
     const str = (i: number) => parseQuoted(args[i] ?? '');
+    // A failed call is no use; a failed lookup is a probe. A non-blocking connect in progress is a use.
+    if (call.errno !== undefined && !(call.name === 'connect' && call.errno === 'EINPROGRESS')) {
+      const lookup = LOOKUP_ARGS[call.name];
+      const p = lookup ? str(lookup[0]) : undefined;
+      if (lookup && p && isProbeError(call.errno)) {
+        const probe = this.resolve(pid, p, lookup[1] >= 0 ? args[lookup[1]] : undefined, 'probe');
+        if (probe) this.collector.addProbe(probe);
+      }
+      return;
+    }
     switch (call.name) {
       case 'open':
       case 'creat': {
         const p = str(0);
-        if (p !== undefined) this.open(pid, this.resolve(pid, p), call.name === 'creat' ? 'O_WRONLY|O_CREAT' : (args[1] ?? ''));
+        const file = p ? this.resolve(pid, p) : undefined;
+        if (file) this.open(file, call.name === 'creat' ? 'O_WRONLY|O_CREAT' : (args[1] ?? ''));
         break;
       }
       case 'openat':
       case 'openat2': {
         const p = str(1);
         const flags = call.name === 'openat2' ? (/flags=([\w|]+)/.exec(args[2] ?? '')?.[1] ?? '') : (args[2] ?? '');
-        if (p !== undefined) this.open(pid, this.resolve(pid, p, args[0]), flags);
+        const file = p ? this.resolve(pid, p, args[0]) : undefined;
+        if (file) this.open(file, flags);
         break;
       }
       case 'execve':
       case 'execveat': {
         const pathIndex = call.name === 'execve' ? 0 : 1;
         const p = str(pathIndex);
-        if (p === undefined) break;
+        if (!p) break;
         const executable = call.name === 'execve' ? this.resolve(pid, p) : this.resolve(pid, p, args[0]);
+        if (!executable) break;
         const argv = parseStringArray(args[pathIndex + 1] ?? '') ?? [];
+        const proc = this.groupOf(pid);
         this.collector.addFile(executable, 'exec');
-        this.collector.addProcess({ pid, executable, ...(argv.length > 0 ? { argv } : {}) });
-        if ((pid === this.rootPid || this.rootPid === 'first-exec') && !this.rootExec) this.rootExec = { executable, argv };
+        const known = this.collector.hasProcess(proc);
+        this.collector.addProcess({ pid: proc, executable, ...(argv.length > 0 ? { argv } : {}) });
+        if (!known) this.onNewProcess?.(proc);
+        if ((proc === this.rootPid || this.rootPid === 'first-exec') && !this.rootExec) this.rootExec = { executable, argv };
         break;
       }
       case 'chdir': {
         const p = str(0);
-        if (p !== undefined) this.cwds.set(pid, this.resolve(pid, p));
+        if (p !== undefined) this.cwds.set(this.groupOf(pid), this.resolve(pid, p));
         break;
       }
       case 'fchdir': {
+        // A descriptor strace could not name leaves the cwd unknown rather than wrong.
         const dir = parseFdArg(args[0] ?? '')?.decoration;
-        if (dir?.startsWith('/')) this.cwds.set(pid, dir);
+        this.cwds.set(this.groupOf(pid), dir?.startsWith('/') ? dir : undefined);
         break;
       }
       case 'mkdir':
@@ -149,21 +259,24 @@ export class StraceInterpreter {
       case 'rmdir':
       case 'truncate': {
         const p = str(0);
-        if (p !== undefined) this.collector.addFile(this.resolve(pid, p), 'write');
+        const file = p ? this.resolve(pid, p) : undefined;
+        if (file) this.collector.addFile(file, 'write');
         break;
       }
       case 'mkdirat':
       case 'mknodat':
       case 'unlinkat': {
         const p = str(1);
-        if (p !== undefined) this.collector.addFile(this.resolve(pid, p, args[0]), 'write');
+        const file = p ? this.resolve(pid, p, args[0]) : undefined;
+        if (file) this.collector.addFile(file, 'write');
         break;
       }
       case 'rename':
       case 'link': {
         for (const i of [0, 1]) {
           const p = str(i);
-          if (p !== undefined) this.collector.addFile(this.resolve(pid, p), i === 0 && call.name === 'link' ? 'read' : 'write');
+          const file = p ? this.resolve(pid, p) : undefined;
+          if (file) this.collector.addFile(file, i === 0 && call.name === 'link' ? 'read' : 'write');
         }
         break;
       }
@@ -172,18 +285,22 @@ export class StraceInterpreter {
       case 'linkat': {
         const from = str(1);
         const to = str(3);
-        if (from !== undefined) this.collector.addFile(this.resolve(pid, from, args[0]), call.name === 'linkat' ? 'read' : 'write');
-        if (to !== undefined) this.collector.addFile(this.resolve(pid, to, args[2]), 'write');
+        const fromFile = from ? this.resolve(pid, from, args[0]) : undefined;
+        const toFile = to ? this.resolve(pid, to, args[2]) : undefined;
+        if (fromFile) this.collector.addFile(fromFile, call.name === 'linkat' ? 'read' : 'write');
+        if (toFile) this.collector.addFile(toFile, 'write');
         break;
       }
       case 'symlink': {
         const p = str(1);
-        if (p !== undefined) this.collector.addFile(this.resolve(pid, p), 'write');
+        const file = p ? this.resolve(pid, p) : undefined;
+        if (file) this.collector.addFile(file, 'write');
         break;
       }
       case 'symlinkat': {
         const p = str(2);
-        if (p !== undefined) this.collector.addFile(this.resolve(pid, p, args[1]), 'write');
+        const file = p ? this.resolve(pid, p, args[1]) : undefined;
+        if (file) this.collector.addFile(file, 'write');
         break;
       }
       case 'bind':
@@ -220,9 +337,17 @@ export class StraceInterpreter {
       case 'vfork': {
         const child = call.retval;
         if (child === undefined || child <= 0) break;
-        this.cwds.set(child, this.cwdOf(pid));
-        // Threads share the process; only new processes go in the process list.
-        if (!/CLONE_THREAD/.test(args.join(','))) this.collector.addProcess({ pid: child, ppid: pid });
+        const parent = this.groupOf(pid);
+        if (/CLONE_THREAD/.test(args.join(','))) {
+          // Threads share the process (and its cwd); only new processes go in the process list.
+          this.group.set(child, parent);
+        } else {
+          this.group.set(child, child);
+          this.cwds.set(child, this.cwds.get(parent));
+          this.collector.addProcess({ pid: child, ppid: parent });
+          this.onNewProcess?.(child);
+        }
+        this.release(child);
         break;
       }
       default:
@@ -230,7 +355,7 @@ export class StraceInterpreter {
     }
   }
 
-  private open(pid: number, p: string, flags: string): void {
+  private open(p: string, flags: string): void {
     if (p.startsWith('/dev/shm/')) {
       this.collector.addIpc({ kind: 'posix-shm', name: p.slice('/dev/shm'.length) });
       return;
@@ -394,6 +519,26 @@ function baseArgs(fifo: string): string[] {
   return ['-f', '-qq', '-yy', '-s', '4096', '-e', `trace=${TRACED_SYSCALLS.join(',')}`, '-o', fifo];
 }
 
+/**
+ * Read each process's real ids from /proc when it first shows up; the returned function waits
+ * for those reads, then reads again for every process still alive (workers drop privileges).
+ */
+function watchIds(interpreter: StraceInterpreter, collector: ProfileCollector): () => Promise<void> {
+  const reads: Array<Promise<void>> = [];
+  interpreter.onNewProcess = (pid) => {
+    reads.push(
+      readProcStatus(pid).then((status) => {
+        const ids = idsOf(status);
+        if (ids.uid !== undefined) collector.addProcess({ pid, ...ids });
+      }),
+    );
+  };
+  return async () => {
+    await Promise.all(reads);
+    await collector.refreshProcessIds();
+  };
+}
+
 /** Read the trace into the interpreter; resolves at end of file. */
 function consume(trace: TraceFifo, interpreter: StraceInterpreter, parser: StraceLineParser): Promise<void> {
   const lines = readline.createInterface({ input: trace.socket, crlfDelay: Infinity });
@@ -453,11 +598,13 @@ async function straceLaunch(
   if (spawnError) return err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run strace: ${spawnError.message}`, { cause: spawnError }));
   const stracePid = child.pid!;
   const interpreter = new StraceInterpreter(collector, 'first-exec', cwd);
+  const readIds = watchIds(interpreter, collector);
   const parser = new StraceLineParser();
   const done = consume(trace, interpreter, parser);
   const stopProgress = progressTimer(collector, opts);
   const exited = waitForExit(child);
   const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
+  await readIds();
   if (why !== 'ended') {
     // keepRunning: killing strace makes the kernel detach its tracees, which run on untraced.
     if (opts.keepRunning) child.kill('SIGKILL');
@@ -468,6 +615,7 @@ async function straceLaunch(
   trace.closeWriter();
   if (!(await drained(done, 5000))) trace.socket.destroy();
   stopProgress();
+  interpreter.finish();
   if (!interpreter.rootExec) {
     const message = stderr().trim().split('\n').filter(Boolean).at(-1) ?? `exit code ${child.exitCode}`;
     return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}" under strace: ${message}`, { details: { argv: [...target.command], cwd, stderr: stderr() } }));
@@ -482,6 +630,9 @@ async function straceLaunch(
     gid: process.getgid?.() ?? 0,
     ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
   };
+  // strace starts the program with our groups and umask.
+  const start = await launchedStartFacts();
+  if (start) facts.start = start;
   const complete = why === 'ended' && parser.unparsed.length === 0;
   if (why !== 'ended') collector.note('Watching stopped before the program ended: later uses are not in the profile.');
   return collector.build(facts, { profiler: 'strace', complete });
@@ -508,7 +659,12 @@ async function straceAttach(
   for (const p of tree) {
     const cwd = await readProcLink(`/proc/${p}/cwd`);
     if (cwd) interpreter.setCwd(p, cwd);
+    // strace names threads by their own ids: say which process each belongs to.
+    for (const tid of await readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
+      if (/^\d+$/.test(tid) && Number(tid) !== p) interpreter.setThread(Number(tid), p);
+    }
   }
+  const readIds = watchIds(interpreter, collector);
   // No --seccomp-bpf: strace cannot install a filter in a process that is already running.
   const args = [...baseArgs(trace.fifo), ...tree.flatMap((p) => ['-p', String(p)])];
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -536,12 +692,14 @@ async function straceAttach(
   const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
   // A last look at what is held, while still attached (before the program may end).
   await sampler.sample();
+  await readIds();
   if (why !== 'ended') child.kill('SIGINT'); // strace detaches; the attached program keeps running
   if (!(await drained(exited, 5000))) child.kill('SIGKILL');
   await exited;
   trace.closeWriter();
   if (!(await drained(done, 5000))) trace.socket.destroy();
   stopProgress();
+  interpreter.finish();
   await interpreter.resolveAttachedSegments();
   const root = sampler.root;
   const status = await readProcStatus(pid);
@@ -553,5 +711,7 @@ async function straceAttach(
     gid: root.gid ?? status?.gid ?? 0,
     ...(root.env ? { env: root.env } : {}),
   };
+  const start = root.start ?? startFactsOf(status);
+  if (start) facts.start = start;
   return collector.build(facts, { profiler: 'strace', complete: false });
 }

@@ -13,7 +13,7 @@ const sources = path.resolve(here, '../fixtures/programs');
 const buildDir = path.resolve(here, '../.build');
 
 /** The fixture programs, by source file name without `.c`. */
-export const FIXTURE_PROGRAMS = ['files_only', 'tcp', 'sysv', 'posix_mq', 'fifo', 'fork_exec', 'thread_files'] as const;
+export const FIXTURE_PROGRAMS = ['files_only', 'tcp', 'sysv', 'posix_mq', 'fifo', 'fork_exec', 'thread_files', 'lookups'] as const;
 /** One fixture program's name. */
 export type FixtureProgram = (typeof FIXTURE_PROGRAMS)[number];
 

@@ -16,6 +16,8 @@ import { EbpfEventTracker, parseEbpfLine, parseEbpfRecord, type EbpfLine, type P
 import { generateEbpfScript } from '../../src/profilers/ebpf-script.js';
 import { runProfilerConformance } from '../conformance/profiler-suite.js';
 import { skipUnless } from '../helpers/requirements.js';
+import { expectLookupsProfile, lookupsSite } from './lookups-check.js';
+import { expectSoundNginxProfile, NGINX, nginxSite } from './nginx-daemon.js';
 
 /** bpftrace processes running one of our generated programs (their argv holds the marker probe). */
 function ourBpftraces(): number[] {
@@ -40,7 +42,7 @@ function event(line: EbpfLine) {
 }
 
 describe('ebpf script generator', () => {
-  const all = new Set(['openat', 'open', 'openat2', 'creat', 'chdir', 'fchdir', 'socket', 'bind', 'connect', 'listen', 'accept', 'accept4', 'shmget', 'shmat', 'semget', 'semop', 'msgget', 'msgsnd', 'msgrcv', 'mq_open', 'mmap', 'getpriority'].flatMap((s) => [`sys_enter_${s}`, `sys_exit_${s}`]));
+  const all = new Set(['openat', 'open', 'openat2', 'creat', 'chdir', 'fchdir', 'execve', 'execveat', 'newstat', 'newlstat', 'newfstatat', 'statx', 'access', 'faccessat', 'faccessat2', 'socket', 'bind', 'connect', 'listen', 'accept', 'accept4', 'shmget', 'shmat', 'semget', 'semop', 'msgget', 'msgsnd', 'msgrcv', 'mq_open', 'mmap', 'getpriority'].flatMap((s) => [`sys_enter_${s}`, `sys_exit_${s}`]));
 
   it('seeds the traced pids, filters every probe on them and puts the marker probe last', () => {
     const script = generateEbpfScript({ seedPids: [42, 43], markerPid: 7, markerNonce: 9_000_001, availableSyscallEvents: all, exitHasGroupDead: true });
@@ -51,8 +53,23 @@ describe('ebpf script generator', () => {
     expect(script).toContain('args->group_dead');
     // Exit probes print only successful calls.
     expect(script).toMatch(/sys_exit_openat [^]*?if \(args->ret >= 0\)/);
-    // Absolute paths a process opens again with the same flags are printed once (47 is '/').
-    expect(script).toContain('if (*(uint8*)uptr($e.0) == 47) { @seen[pid, $e.1, $s] = 1; }');
+    // An absolute path opened again with the same flags is skipped only when its descriptor was
+    // last printed by that very line (47 is '/'), so user space always knows what a descriptor is.
+    expect(script).toContain('$abs = *(uint8*)uptr($e.0) == 47;');
+    expect(script).toContain('@seen[pid, $e.1, $s] != @fdl[pid, args->ret]');
+    // A failed open prints too (its fd is the negative errno), except EINTR, EAGAIN, EEXIST and restarts.
+    expect(script).toMatch(/sys_exit_openat [^]*?\} else if \(\(args->ret != -4 && args->ret != -11 && args->ret != -17/);
+    // Failed exec, stat and access lookups print P lines; a successful one prints nothing.
+    for (const name of ['execve', 'newfstatat', 'statx', 'faccessat2', 'newstat', 'access']) {
+      expect(script, name).toMatch(new RegExp(`sys_exit_${name} /@lk\\[tid\\]\\.0/ \\{\\n  if \\(args->ret < 0 && `));
+    }
+    expect(script).toMatch(/sys_exit_chdir [^]*?else if \(\(args->ret != -4[^\n]*printf\("P/);
+  });
+
+  it('leaves the stat and access families out when traceLookups is false', () => {
+    const script = generateEbpfScript({ seedPids: [1], markerPid: 2, markerNonce: 5_000_000, availableSyscallEvents: all, exitHasGroupDead: true, traceLookups: false });
+    for (const name of ['newstat', 'newlstat', 'newfstatat', 'statx', 'access', 'faccessat', 'faccessat2']) expect(script).not.toContain(`sys_enter_${name} `);
+    expect(script).toContain('sys_exit_execve ');
   });
 
   it('leaves out syscalls the kernel lacks and falls back when exit has no group_dead', () => {
@@ -110,6 +127,11 @@ describe('ebpf output parser', () => {
     expect(parseEbpfLine('{"type": "attached_probes", "data": {"probes": 45}}')._unsafeUnwrap()).toEqual({ kind: 'other', type: 'attached_probes' });
   });
 
+  it('decodes a failed open (negative fd) and a failed lookup (P)', () => {
+    expect(event(parseEbpfRecord('O\t5\t6\t3\t0\t-2\tabsent.txt'))).toEqual({ type: 'open', pid: 5, tid: 6, dirfd: 3, flags: 0, fd: -2, path: 'absent.txt', truncated: false });
+    expect(event(parseEbpfRecord('P\t5\t6\t-100\t-20\t/etc/passwd/x'))).toEqual({ type: 'probe', pid: 5, tid: 6, dirfd: -100, ret: -20, path: '/etc/passwd/x', truncated: false });
+  });
+
   it('rejects malformed lines with a message instead of throwing', () => {
     expect(parseEbpfLine('Attaching 3 probes...')._unsafeUnwrapErr().message).toMatch(/not JSON/);
     expect(parseEbpfLine('{"type": "printf", "data": "O\\t1\\t2\\n"}')._unsafeUnwrapErr().message).toMatch(/expected 6 fields/);
@@ -130,6 +152,7 @@ describe('ebpf event tracker (fake /proc)', () => {
 
   it('resolves relative paths through chdir, fork and *at directory descriptors', async () => {
     const proc = fakeProc({ '/proc/10/cwd': '/srv' }, { '/proc/11/status': 'Tgid:\t11\n' });
+    // (the files need not exist: what was recorded is checked before the file system is asked)
     const tracker = new EbpfEventTracker(new ProfileCollector(), 10, proc);
     tracker.seed(10);
     tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0, fd: 3, path: 'a.txt', truncated: false });
@@ -138,16 +161,75 @@ describe('ebpf event tracker (fake /proc)', () => {
     tracker.handle({ type: 'open', pid: 11, tid: 11, dirfd: -100, flags: 0o101, fd: 4, path: '../b.txt', truncated: false });
     tracker.handle({ type: 'open', pid: 11, tid: 11, dirfd: -100, flags: 0o200000, fd: 5, path: '/etc/dir', truncated: false });
     tracker.handle({ type: 'open', pid: 11, tid: 11, dirfd: 5, flags: 2, fd: 6, path: 'c.conf', truncated: false });
-    const profile = await build(tracker);
-    expect(profile.files.map((f) => [f.path, f.access])).toEqual(
-      expect.arrayContaining([
-        ['/srv/a.txt', ['read']],
-        ['/srv/b.txt', ['write']],
-        ['/etc/dir/c.conf', ['read', 'write']],
-      ]),
-    );
+    const seen = tracker.collector.observed().files;
+    expect(seen['/srv/a.txt']?.access).toEqual(['read']);
+    expect(seen['/srv/b.txt']?.access).toEqual(['write']);
+    expect(seen['/etc/dir/c.conf']).toEqual({ access: ['read', 'write'], reasons: ['traced'] });
     expect([...tracker.processes.keys()].sort()).toEqual([10, 11]);
     expect(tracker.processes.get(11)?.ppid).toBe(10);
+  });
+
+  it('makes failed lookups probes, never uses, resolved like uses', () => {
+    const proc = fakeProc({ '/proc/10/cwd': '/srv' });
+    const tracker = new EbpfEventTracker(new ProfileCollector(), 10, proc);
+    tracker.seed(10);
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0, fd: -2, path: 'missing.conf', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0o200000, fd: 4, path: '/etc', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: 4, flags: 0, fd: -2, path: 'userdb', truncated: false });
+    tracker.handle({ type: 'probe', pid: 10, tid: 10, dirfd: 4, ret: -2, path: 'absent', truncated: false });
+    tracker.handle({ type: 'probe', pid: 10, tid: 10, dirfd: -100, ret: -2, path: '/usr/local/sbin/app', truncated: false });
+    // A failed chdir changes nothing; EEXIST is no probe (the path is there).
+    tracker.handle({ type: 'probe', pid: 10, tid: 10, dirfd: -100, ret: -2, path: 'nodir', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0o301, fd: -17, path: '/srv/lock', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0, fd: 5, path: 'app.conf', truncated: false });
+    const seen = tracker.collector.observed();
+    expect(seen.probes).toEqual(['/etc/absent', '/etc/userdb', '/srv/missing.conf', '/srv/nodir', '/usr/local/sbin/app']);
+    expect(Object.keys(seen.files).sort()).toEqual(['/etc', '/srv/app.conf']);
+    expect(seen.files['/srv/app.conf']).toEqual({ access: ['read'], reasons: ['traced'] });
+  });
+
+  it('never guesses the directory of an unknown descriptor or a lost cwd: notes it, incomplete', async () => {
+    // /proc says what fd 7 is *now*; at the time of the call it may have been another directory.
+    const proc = fakeProc({ '/proc/10/cwd': '/srv', '/proc/10/fd/7': '/var/lib', '/proc/11/cwd': '/elsewhere' }, { '/proc/11/status': 'Tgid:\t11\n' });
+    const tracker = new EbpfEventTracker(new ProfileCollector(), 10, proc);
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: 7, flags: 0, fd: 3, path: 'db.sqlite', truncated: false });
+    tracker.handle({ type: 'fchdir', pid: 10, tid: 10, fd: 9 });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0, fd: 4, path: 'after-fchdir.txt', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0, fd: 5, path: '/etc/hosts', truncated: false });
+    const profile = await build(tracker);
+    expect(profile.files.map((f) => f.path)).toEqual(['/etc/hosts']);
+    expect(profile.completeness.complete).toBe(false);
+    expect(profile.completeness.notes.join(' ')).toMatch(/2 relative paths could not be resolved .*"db\.sqlite" \(descriptor 7 of pid 10 unknown\)/);
+  });
+
+  it('resolves a descriptor by the open that last returned its number (a reused number is the new file)', () => {
+    const tracker = new EbpfEventTracker(new ProfileCollector(), 10, fakeProc({ '/proc/10/cwd': '/' }));
+    tracker.seed(10);
+    // systemd's chase(): open("/"), openat(3, "usr") = 4, close(3), openat(4, "local") = 3 ...
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0o12000000, fd: 3, path: '/', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: 3, flags: 0o12400000, fd: 4, path: 'usr', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: 4, flags: 0o12400000, fd: 3, path: 'local', truncated: false });
+    // ... and again: the script prints this second open("/") because fd 3 was last printed as /usr/local.
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: -100, flags: 0o12000000, fd: 3, path: '/', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: 3, flags: 0o12400000, fd: 4, path: 'usr', truncated: false });
+    tracker.handle({ type: 'open', pid: 10, tid: 10, dirfd: 4, flags: 0o12400000, fd: -2, path: 'nope', truncated: false });
+    const seen = tracker.collector.observed();
+    expect(Object.keys(seen.files).sort()).toEqual(['/', '/usr', '/usr/local']);
+    expect(seen.probes).toEqual(['/usr/nope']);
+  });
+
+  it("holds a child's events that arrive before its fork line (per-CPU buffers), then resolves them with the parent's cwd", () => {
+    const proc = fakeProc({ '/proc/10/cwd': '/srv' }, { '/proc/11/status': 'Tgid:\t11\nUid:\t33\t33\t33\t33\nGid:\t34\t34\t34\t34\n' });
+    const tracker = new EbpfEventTracker(new ProfileCollector(), 10, proc);
+    tracker.seed(10);
+    tracker.handle({ type: 'chdir', pid: 10, tid: 10, path: 'data', truncated: false });
+    tracker.handle({ type: 'open', pid: 11, tid: 11, dirfd: -100, flags: 0, fd: 3, path: 'child.txt', truncated: false });
+    tracker.handle({ type: 'fork', pid: 10, tid: 10, child: 11 });
+    tracker.handle({ type: 'open', pid: 12, tid: 12, dirfd: -100, flags: 0, fd: 3, path: 'orphan.txt', truncated: false });
+    tracker.finish();
+    const seen = tracker.collector.observed();
+    expect(Object.keys(seen.files)).toEqual(['/srv/data/child.txt']);
+    expect(tracker.processes.get(11)).toEqual({ ppid: 10, uid: 33, gid: 34 });
   });
 
   it('counts a thread as no process, and a vanished fork child only once it shows up as a process', () => {
@@ -307,6 +389,35 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:sqlite3', 'tool:python
     expect(profile.completeness.complete).toBe(false);
     expect(profile.completeness.notes.join(' ')).toMatch(/cuts strings/);
   });
+});
+
+describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:gcc'))('ebpf profiler: failed lookups and relative paths', () => {
+  afterEach(() => {
+    expect(ourBpftraces()).toEqual([]);
+  });
+
+  it('a program that chdirs, forks, walks directory descriptors and fails lookups: real uses with absolute paths, the rest probes', async () => {
+    const site = lookupsSite();
+    try {
+      const result = await createEbpfProfiler().profile({ command: site.command, cwd: site.elsewhere }, { durationMs: 20_000 });
+      expectLookupsProfile(result._unsafeUnwrap(), site, { lookups: true });
+    } finally {
+      site.cleanup();
+    }
+  }, 40_000);
+
+  it.skipIf(skipUnless(`tool:${NGINX}`))("Debian's nginx with workers (daemon off; master_process on): no nonexistent file, probes instead, workers' ids", async () => {
+    const site = await nginxSite();
+    try {
+      const result = await createEbpfProfiler().profile({ command: site.command, cwd: site.dir }, { durationMs: 2500 });
+      const profile = result._unsafeUnwrap();
+      expectSoundNginxProfile(profile, site);
+      // Traced, and what the dynamic loader was mapped from.
+      expect(profile.files.find((f) => /ld-linux/.test(f.path))?.reasons).toContain('mapped');
+    } finally {
+      site.cleanup();
+    }
+  }, 40_000);
 });
 
 describe.skipIf(skipUnless('root', 'tool:bpftrace'))('ebpf profiler set-up and teardown', () => {

@@ -233,6 +233,9 @@ describe('kdump trace interpretation', () => {
     expect(access('/bin/sh')).toEqual(['exec']);
     expect(o.files.has('/nonexistent/apserver.conf')).toBe(false);
     expect(o.files.has('/bin/nosuch')).toBe(false);
+    // Failed lookups are probes, never uses; every traced use says so.
+    expect(o.probes).toEqual(expect.arrayContaining(['/nonexistent/apserver.conf', '/bin/nosuch']));
+    expect([...(o.files.get('/usr/local/etc/apserver.conf')?.reasons ?? [])]).toEqual(['traced']);
     expect(o.notes.join(' ')).toContain('could not be resolved');
 
     expect(o.sockets).toEqual([
@@ -388,7 +391,10 @@ describe('FreeBSD profiler over a scripted executor', () => {
       profiler: { name: 'freebsd' },
     });
     const file = (p: string) => profile.files.find((f) => f.path === p);
-    expect(file('/usr/local/etc/apserver.conf')).toEqual({ path: '/usr/local/etc/apserver.conf', kind: 'regular', access: ['read'], size: 812, sharedLibrary: false, created: false });
+    expect(file('/usr/local/etc/apserver.conf')).toEqual({ path: '/usr/local/etc/apserver.conf', kind: 'regular', access: ['read'], size: 812, sharedLibrary: false, created: false, reasons: ['held-open'] });
+    // procstat -v mappings and the text vnode are 'mapped'.
+    expect(file('/lib/libc.so.7')?.reasons).toEqual(['mapped']);
+    expect(file('/usr/local/bin/apserver')?.reasons).toContain('mapped');
     expect(file('/var/log/apserver.log')).toMatchObject({ access: ['write'], size: 20480 });
     expect(file('/var/db/apserver/state.db')).toMatchObject({ access: ['read', 'write'], size: 98304 });
     expect(file('/var/run/apserver.fifo')).toMatchObject({ kind: 'fifo', size: 0 });
@@ -417,9 +423,10 @@ describe('FreeBSD profiler over a scripted executor', () => {
     ]);
     // Other users' objects (postgres, root) are not the program's.
     expect(profile.ipc.some((i) => i.key === 7 || i.id === 131073)).toBe(false);
+    // Real ids per process, from ps.
     expect(profile.processes).toEqual([
-      { pid: 4242, ppid: 1, executable: '/usr/local/bin/apserver', argv: ['/usr/local/bin/apserver', '-f', '/usr/local/etc/apserver.conf'] },
-      { pid: 4243, ppid: 4242, executable: '/usr/local/bin/apserver' },
+      { pid: 4242, ppid: 1, uid: 80, gid: 80, executable: '/usr/local/bin/apserver', argv: ['/usr/local/bin/apserver', '-f', '/usr/local/etc/apserver.conf'] },
+      { pid: 4243, ppid: 4242, uid: 80, gid: 80, executable: '/usr/local/bin/apserver' },
     ]);
     expect(profile.completeness.notes.join(' ')).toMatch(/snapshot/);
     expect(profile.completeness.notes.join(' ')).toMatch(/semaphore sets were attributed/);
@@ -461,7 +468,10 @@ describe('FreeBSD profiler over a scripted executor', () => {
     const launchOptions = ex.options[4]!;
     expect(launchOptions).toMatchObject({ cwd: '/var/db/apserver', env: { APSERVER_MODE: 'test' }, allowNonZeroExit: true });
     expect(profile).toMatchObject({ executable: '/usr/local/bin/apserver', executableSize: 58416, argv: command, cwd: '/var/db/apserver', env: { APSERVER_MODE: 'test' }, completeness: { complete: true } });
-    expect(profile.files.find((f) => f.path === '/var/run/apserver.fifo')).toMatchObject({ kind: 'fifo' });
+    expect(profile.files.find((f) => f.path === '/var/run/apserver.fifo')).toMatchObject({ kind: 'fifo', reasons: ['traced'] });
+    // The failed open and exec of the trace are probes, not files.
+    expect(profile.probes).toEqual(expect.arrayContaining(['/bin/nosuch', '/nonexistent/apserver.conf']));
+    expect(profile.files.some((f) => profile.probes.includes(f.path))).toBe(false);
     expect(profile.sockets.filter((s) => s.listening).map((s) => s.localPort ?? s.path)).toEqual([8080, '/var/run/apserver.sock']);
     expect(profile.ipc.map((i) => i.kind).sort()).toEqual(['sysv-msg', 'sysv-sem', 'sysv-shm']);
     expect(profile.ipc.find((i) => i.kind === 'sysv-shm')).toEqual({ kind: 'sysv-shm', key: 305419896, id: 131072, size: 65536 });

@@ -1,12 +1,28 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseProcStatus } from '../../src/profilers/common.js';
 import { createProcfsProfiler, decodeProcNetAddress, parseInetTable, parseSysvTable, parseUnixTable } from '../../src/profilers/procfs.js';
+import { fixtureBinary } from '../helpers/fixtures.js';
 import { runProfilerConformance } from '../conformance/profiler-suite.js';
 import { skipUnless } from '../helpers/requirements.js';
 
 runProfilerConformance('procfs', () => createProcfsProfiler({ intervalMs: 50 }), {
   requirements: ['root', 'tool:gcc', 'tool:ipcs'],
   completeWhenLaunched: false,
+});
+
+describe('/proc/<pid>/status', () => {
+  it('reads real ids, supplementary groups (none at all too) and the umask', () => {
+    const text = 'Name:\tnginx\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t42\nPPid:\t1\nUid:\t33\t0\t0\t0\nGid:\t34\t0\t0\t0\nGroups:\t4 24 \nNSpid:\t42\n';
+    expect(parseProcStatus(text)).toEqual({ name: 'nginx', ppid: 1, uid: 33, gid: 34, tgid: 42, groups: [4, 24], umask: 0o027 });
+    // An empty Groups line must not run into the next line.
+    const none = parseProcStatus('Name:\tx\nGroups:\t\nNSpid:\t7\nUid:\t0\t0\t0\t0\n');
+    expect(none.groups).toEqual([]);
+    expect(none.umask).toBeUndefined();
+  });
 });
 
 describe('procfs table parsers', () => {
@@ -56,7 +72,7 @@ describe('procfs table parsers', () => {
   });
 });
 
-describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk'))('procfs on real programs', () => {
+describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk', 'tool:setpriv', 'tool:gcc'))('procfs on real programs', () => {
   const children: Array<ReturnType<typeof spawn>> = [];
   afterEach(() => {
     for (const c of children.splice(0)) c.kill('SIGKILL');
@@ -72,6 +88,30 @@ describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk')
     expect(result.value.sockets).toContainEqual(expect.objectContaining({ family: 'inet', protocol: 'tcp', localPort: port, listening: true }));
     expect(result.value.files.some((f) => f.sharedLibrary)).toBe(true);
     expect(result.value.ipc).toEqual([]);
+  });
+
+  it('says why each file is there (held open, mapped) and records the ids, groups and umask of what it attached to', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ap-migrate-procfs-ids-'));
+    writeFileSync(path.join(dir, 'input.txt'), 'in\n');
+    chmodSync(dir, 0o777);
+    // Another user, two supplementary groups and umask 027, as a daemon would run.
+    const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--groups=100,65534', '--', 'sh', '-c', 'umask 027 && exec "$@"', 'sh', fixtureBinary('files_only'), dir, '30000'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(child);
+    try {
+      await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+      const result = await createProcfsProfiler().profile({ pid: child.pid! }, { durationMs: 200 });
+      const profile = result._unsafeUnwrap();
+      expect(profile.files.find((f) => f.path === path.join(dir, 'output.txt'))?.reasons).toEqual(['held-open']);
+      expect(profile.files.find((f) => /\/libc\.so/.test(f.path))?.reasons).toEqual(['mapped']);
+      for (const f of profile.files) expect(f.reasons?.length, f.path).toBeGreaterThan(0);
+      expect(profile.processes.find((p) => p.pid === child.pid)).toMatchObject({ uid: 65534, gid: 65534 });
+      expect(profile.start).toEqual({ groups: [100, 65534], umask: 0o027 });
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('ipcmk: the segment it created is found by its creator pid after it exited', async () => {

@@ -19,6 +19,8 @@ import {
 import { runProfilerConformance } from '../conformance/profiler-suite.js';
 import { fixtureBinary } from '../helpers/fixtures.js';
 import { skipUnless } from '../helpers/requirements.js';
+import { expectLookupsProfile, lookupsSite } from './lookups-check.js';
+import { expectSoundNginxProfile, NGINX, nginxSite } from './nginx-daemon.js';
 
 runProfilerConformance('strace', () => createStraceProfiler(), {
   requirements: ['root', 'tool:strace', 'tool:gcc', 'tool:ipcs'],
@@ -124,15 +126,21 @@ describe('strace interpreter', () => {
       '10  semget(IPC_PRIVATE, 1, IPC_CREAT|0600) = 3',
     ]);
     expect(interpreter.rootExec).toEqual({ executable: '/start/app', argv: ['./app', 'a b'] });
-    const built = await collector.build({ executable: '/start/app', argv: ['./app'], cwd: '/start', uid: 0, gid: 0 }, { profiler: 't', complete: true });
-    if (built.isErr()) throw built.error;
-    const files = Object.fromEntries(built.value.files.map((f) => [f.path, f.access]));
+    // (these paths need not exist: what was recorded is checked before the file system is asked)
+    const seen = collector.observed();
+    const files = Object.fromEntries(Object.entries(seen.files).map(([p, f]) => [p, f.access]));
     expect(files).toEqual({
       '/start/app': ['exec'],
       '/start/rel.txt': ['read'],
       '/start/sub/child.txt': ['write'],
       '/data/at.txt': ['read', 'write'],
     });
+    expect(seen.files['/data/at.txt']?.reasons).toEqual(['traced']);
+    // The failed open is a probe, resolved against the AT_FDCWD directory strace printed.
+    expect(seen.probes).toEqual(['/start/missing']);
+    const built = await collector.build({ executable: '/start/app', argv: ['./app'], cwd: '/start', uid: 0, gid: 0 }, { profiler: 't', complete: true });
+    if (built.isErr()) throw built.error;
+    expect(built.value.probes).toEqual(['/start/missing']);
     expect(built.value.ipc).toEqual(
       expect.arrayContaining([
         { kind: 'posix-mq', name: '/q1' },
@@ -144,6 +152,61 @@ describe('strace interpreter', () => {
       { pid: 10, executable: '/start/app', argv: ['./app', 'a b'] },
       { pid: 11, ppid: 10 },
     ]);
+  });
+
+  it('makes every failed lookup a probe (open, stat, access, exec, unlink, chdir), never a use; EEXIST is neither', () => {
+    const { collector } = feed([
+      '10  execve("/usr/bin/app", ["app"], 0x1 /* 2 vars */) = 0',
+      '10  newfstatat(AT_FDCWD</srv>, "conf.d", 0x7ffd, 0) = -1 ENOENT (No such file or directory)',
+      '10  statx(3</etc>, "app.conf", AT_STATX_SYNC_AS_STAT, STATX_ALL, 0x7ffd) = -1 ENOENT (No such file or directory)',
+      '10  access("/etc/ld.so.preload", R_OK) = -1 ENOENT (No such file or directory)',
+      '10  execve("/usr/local/bin/helper", ["helper"], 0x1 /* 2 vars */) = -1 ENOENT (No such file or directory)',
+      '10  unlink("/run/app.sock") = -1 ENOENT (No such file or directory)',
+      '10  chdir("/nonexistent") = -1 ENOENT (No such file or directory)',
+      '10  open("rel.txt", O_RDONLY) = 3',
+      '10  mkdir("/srv/cache", 0755) = -1 EEXIST (File exists)',
+      '10  openat(AT_FDCWD</srv>, "busy", O_RDONLY) = ? ERESTARTSYS (To be restarted if SA_RESTART is set)',
+      '10  newfstatat(AT_FDCWD</srv>, "present", {st_mode=S_IFREG|0644, st_size=1, ...}, 0) = 0',
+    ]);
+    const seen = collector.observed();
+    expect(seen.probes).toEqual(['/etc/app.conf', '/etc/ld.so.preload', '/nonexistent', '/run/app.sock', '/srv/conf.d', '/usr/local/bin/helper']);
+    // The failed chdir left the cwd as it was; a successful stat alone is no use.
+    expect(Object.keys(seen.files).sort()).toEqual(['/srv/rel.txt', '/usr/bin/app']);
+  });
+
+  it("holds a child's calls printed before its clone returns, and shares a cwd between threads", () => {
+    const { collector } = feed(
+      [
+        '10  execve("/app", ["app"], 0x1 /* 2 vars */) = 0',
+        '10  chdir("/srv") = 0',
+        '10  clone(child_stack=NULL, flags=SIGCHLD <unfinished ...>',
+        '11  open("early.txt", O_RDONLY) = 3',
+        '11  chdir("sub") = 0',
+        '10  <... clone resumed>) = 11',
+        '11  open("late.txt", O_RDONLY) = 4',
+        '10  clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, exit_signal=0}, 88) = 12',
+        '12  chdir("/var") = 0',
+        '10  open("shared.txt", O_RDONLY) = 5',
+      ],
+      '/start',
+    );
+    expect(Object.keys(collector.observed().files).sort()).toEqual(['/app', '/srv/early.txt', '/srv/sub/late.txt', '/var/shared.txt']);
+  });
+
+  it('never joins a path to a guess: a descriptor strace could not name, a process never seen cloned', async () => {
+    const { collector, interpreter } = feed([
+      '10  execve("/app", ["app"], 0x1 /* 2 vars */) = 0',
+      '10  openat(7<anon_inode:[eventfd]>, "x.conf", O_RDONLY) = 3</etc/x.conf>',
+      '10  fchdir(8<socket:[123]>) = 0',
+      '10  open("after.txt", O_RDONLY) = 4',
+      '99  open("orphan.txt", O_RDONLY) = 3',
+      '99  open("/etc/hostname", O_RDONLY) = 4',
+    ]);
+    interpreter.finish();
+    expect(Object.keys(collector.observed().files).sort()).toEqual(['/app', '/etc/hostname']);
+    const built = await collector.build({ executable: '/app', argv: ['app'], cwd: '/start', uid: 0, gid: 0 }, { profiler: 't', complete: true });
+    expect(built._unsafeUnwrap().completeness.complete).toBe(false);
+    expect(built._unsafeUnwrap().completeness.notes.join(' ')).toMatch(/3 relative paths could not be resolved/);
   });
 
   it('records listening, bound and connected sockets; a connect in progress counts', async () => {
@@ -235,6 +298,28 @@ describe.skipIf(skipUnless('root', 'tool:strace', 'tool:sqlite3', 'tool:python3'
       process.kill(pid, 'SIGKILL');
     }
   });
+});
+
+describe.skipIf(skipUnless('root', 'tool:strace', 'tool:gcc'))('strace: failed lookups and relative paths on real programs', () => {
+  it('a program that chdirs, forks, walks directory descriptors and fails lookups: real uses with absolute paths, the rest probes', async () => {
+    const site = lookupsSite();
+    try {
+      const result = await createStraceProfiler().profile({ command: site.command, cwd: site.elsewhere }, { durationMs: 20_000 });
+      expectLookupsProfile(result._unsafeUnwrap(), site, { lookups: true });
+    } finally {
+      site.cleanup();
+    }
+  }, 30_000);
+
+  it.skipIf(skipUnless(`tool:${NGINX}`))("Debian's nginx with workers (daemon off; master_process on): no nonexistent file, probes instead, workers' ids", async () => {
+    const site = await nginxSite();
+    try {
+      const result = await createStraceProfiler().profile({ command: site.command, cwd: site.dir }, { durationMs: 2500 });
+      expectSoundNginxProfile(result._unsafeUnwrap(), site);
+    } finally {
+      site.cleanup();
+    }
+  }, 30_000);
 });
 
 describe('strace missing', () => {
