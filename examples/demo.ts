@@ -5,17 +5,20 @@
  *   2. make a second "host": a network namespace running a real OpenSSH server,
  *   3. profile the service with the best profiler here (eBPF, else strace), plan, and migrate it
  *      over SSH with the lightest method (chroot), verifying every byte at the destination,
- *   4. talk to the migrated copy through the SSH transport, and print the report.
+ *   4. talk to the migrated copy through the SSH transport, and print the report;
+ *   5. move a real Debian daemon, PostgreSQL 15, attached by pid, with the stop-and-copy cutover,
+ *      print what travelled by reason and the downtime, and read its data back at the destination.
  *
  * Everything it creates is removed at the end; the source service is stopped last.
  *
  *   npm run demo
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createChrootDeployer, formatBytes, formatPlan, migrate, type MigrationReport } from '../src/index.js';
+import { createChrootDeployer, createNamespacesDeployer, createProcfsProfiler, formatBytes, formatPlan, migrate, namespaceNames, summarizeReasons, type MigrationReport } from '../src/index.js';
+import { resolveInRoot } from '../src/deploy/root-builder.js';
 import { chooseProfiler } from '../src/cli/profilers.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import type { Transport } from '../src/spec/transport.js';
@@ -116,6 +119,8 @@ async function main(): Promise<number> {
     console.log(`method ${report.method}; plan estimate ${formatBytes(report.estimatedBytes)}, bundle estimate ${formatBytes(report.bundleEstimatedBytes)}, sent ${formatBytes(report.bytesSent)} (manifest ${formatBytes(report.manifestBytes)})`);
     for (const p of report.phases) console.log(`   ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(6)} ms`);
     console.log(`destination pid ${report.destination!.pid} in ${report.destination!.installDir}; source pid ${report.source.pid} ${report.source.action}`);
+
+    await movePostgres(transport, cleanups);
     return 0;
   } finally {
     step('cleanup');
@@ -128,6 +133,49 @@ async function main(): Promise<number> {
     }
     rmSync(WORK, { recursive: true, force: true });
   }
+}
+
+/**
+ * 5. A real Debian daemon: PostgreSQL 15 started as Debian starts it (`pg_ctlcluster`), attached by
+ * pid, moved to the same destination host with `stop-and-copy` (frozen, copied, started, checked,
+ * then stopped at the source), and asked for the row written before the move.
+ */
+async function movePostgres(transport: Transport, cleanups: Array<() => unknown>): Promise<void> {
+  step('5. a real daemon: PostgreSQL 15 (pg_ctlcluster), attached by pid, cutover stop-and-copy');
+  const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }).trim();
+  const wasRunning = spawnSync('pgrep', ['-f', 'bin/postgres -D']).status === 0;
+  if (!wasRunning) sh('pg_ctlcluster 15 main start');
+  // Leave the source as we found it: running again if it ran, stopped if we started it.
+  cleanups.push(() => (wasRunning ? sh('pg_ctlcluster 15 main start || true') : sh('pg_ctlcluster 15 main stop || true')));
+  const psql = (host: string, sql: string) => sh(`su postgres -c "psql -h '${host}' -tAc \\"${sql}\\""`);
+  psql('/var/run/postgresql', "create table if not exists demo_rows(x text); insert into demo_rows values ('written before the move')");
+  const pid = Number(spawnSync('pgrep', ['-o', '-f', 'bin/postgres -D'], { encoding: 'utf8' }).stdout.trim());
+  const result = await migrate({
+    target: { pid },
+    profiler: createProcfsProfiler(),
+    profileDurationMs: 1000,
+    destination: transport,
+    name: 'postgres',
+    cutover: 'stop-and-copy',
+    onProgress: (p) => p.bytesSent === undefined && console.log(`   ${p.phase}`),
+  });
+  if (result.isErr()) throw result.error;
+  const r = result.value;
+  cleanups.unshift(() =>
+    createNamespacesDeployer().rollback(
+      { transport, profile: r.profile, plan: r.plan, name: r.name },
+      {
+        activated: { installDir: r.destination!.installDir, rootDir: join(r.destination!.installDir, 'root'), undo: [['ip', 'netns', 'del', namespaceNames(r.name).netns], ['ip', 'link', 'del', namespaceNames(r.name).hostVeth]] },
+        started: { pid: r.destination!.pid, logPath: '', endpoints: [] },
+      },
+    ),
+  );
+  console.log(`method ${r.method} (uid ${r.profile.uid}: no root needed), sent ${formatBytes(r.bytesSent)}`);
+  for (const [reason, v] of Object.entries(summarizeReasons(r.profile))) if (v.files) console.log(`   ${reason.padEnd(14)} ${String(v.files).padStart(6)} files ${formatBytes(v.bytes).padStart(10)}`);
+  console.log(`downtime ${r.cutover.downtimeMs!.toFixed(0)} ms (${r.cutover.frozenProcesses} processes frozen) of ${r.totalMs.toFixed(0)} ms in all; source ${r.source.action}`);
+  // The destination host shares this machine's file system: the server's socket, resolved inside its root.
+  const socket = resolveInRoot(join(r.destination!.installDir, 'root'), '/var/run/postgresql', { followLast: true });
+  console.log(`psql at the destination: ${psql(socket, 'select x from demo_rows')}`);
 }
 
 main().then(

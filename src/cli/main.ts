@@ -22,6 +22,7 @@ import { formatBytes } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import { detectProfilers } from '../profilers/detect.js';
 import { migrate, type SourcePolicy } from '../migrate.js';
+import { summarizeReasons } from '../capture/summary.js';
 import type { ProfileTarget } from '../spec/profiler.js';
 import type { CaptureOptions } from '../capture/capture.js';
 import { chooseProfiler } from './profilers.js';
@@ -33,9 +34,11 @@ const COMMAND_USAGE = {
   profile: `  ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)`,
   migrate: `  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
                      [--name NAME] [--method ID] [--profiler ebpf|strace|procfs] [--duration SECONDS]
-                     [--dry-run] [--json] [--stop-source] [--allow-root]
+                     [--dry-run] [--json] [--stop-source] [--allow-root] [--cutover copy|stop-and-copy]
                      [--include PATH]... [--exclude PATH]... [--no-capture]
                      [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]
+    --cutover MODE    copy (default: copy while it runs, keep it running) or stop-and-copy (freeze it, copy,
+                      start and check the copy, then stop the source; thawed on any failure; the downtime is printed)
     --allow-root      start the program even though its profile says uid or gid 0 (it runs as root on the destination)
     --include PATH    also carry this absolute path from the source (a directory travels whole); repeatable
     --exclude PATH    leave this absolute path (a directory: everything under it) out of the capture; repeatable
@@ -255,6 +258,7 @@ async function migrateCommand(args: string[]): Promise<number> {
       'trust-host-key': { type: 'string' },
       'ssh-client': { type: 'string' },
       'allow-root': { type: 'boolean', default: false },
+      cutover: { type: 'string' },
       include: { type: 'string', multiple: true },
       exclude: { type: 'string', multiple: true },
       'no-capture': { type: 'boolean', default: false },
@@ -319,7 +323,10 @@ async function migrateCommand(args: string[]): Promise<number> {
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   const sourcePolicy: SourcePolicy = values['stop-source'] ? 'stop' : 'keep-running';
+  const cutover = values.cutover ?? 'copy';
+  if (cutover !== 'copy' && cutover !== 'stop-and-copy') throw new UsageError(`--cutover must be copy or stop-and-copy, got "${cutover}"`);
   const result = await migrate({
+    cutover,
     target,
     destination: transport.value,
     ...(chosen.profiler ? { profiler: chosen.profiler } : {}),
@@ -351,6 +358,9 @@ async function migrateCommand(args: string[]): Promise<number> {
   for (const p of r.phases) console.log(`  ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(7)} ms`);
   if (r.destination) console.log(`destination: ${r.destination.installDir} pid ${r.destination.pid} ${r.destination.endpoints.join(' ')}`);
   console.log(`source: ${r.source.action}${r.source.pid ? ` (pid ${r.source.pid})` : ''}`);
+  const reasons = Object.entries(summarizeReasons(r.profile)).filter(([, v]) => v.files > 0);
+  if (reasons.length) console.log(`carried, by reason: ${reasons.map(([k, v]) => `${k} ${v.files} files ${formatBytes(v.bytes)}`).join(', ')}`);
+  console.log(`cutover: ${r.cutover.mode}${r.cutover.downtimeMs !== undefined ? `, downtime ${r.cutover.downtimeMs.toFixed(0)} ms` : ''}; total ${r.totalMs.toFixed(0)} ms`);
   return 0;
 }
 
