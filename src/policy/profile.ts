@@ -145,9 +145,11 @@ export const UserEntrySchema = z.object({
   home: absolutePath,
   shell: absolutePath,
 });
+/** One /etc/passwd entry. */
 export type UserEntry = z.infer<typeof UserEntrySchema>;
 /** One /etc/group entry. */
 export const GroupEntrySchema = z.object({ name: accountName, gid: unixId, members: z.array(accountName).default([]) });
+/** One /etc/group entry. */
 export type GroupEntry = z.infer<typeof GroupEntrySchema>;
 
 /** Start facts a faithful restart needs besides argv, cwd, env and uid/gid. */
@@ -161,6 +163,7 @@ export const StartFactsSchema = z.object({
   /** True when the program's title replaced its argv (argv[0] with spaces): its arguments are unknown. */
   argvRewritten: z.boolean().optional(),
 });
+/** Start facts a faithful restart needs. */
 export type StartFacts = z.infer<typeof StartFactsSchema>;
 
 /** A process of the program's tree seen by the profiler. */

@@ -14,7 +14,7 @@
 const SAFE = /^[A-Za-z0-9_@%+:,./-]+$/;
 
 /**
- * Quote one argument for a POSIX shell: left bare when made only of {@link SAFE} characters,
+ * Quote one argument for a POSIX shell: left bare when made only of `[A-Za-z0-9_@%+:,./-]` characters,
  * otherwise wrapped in single quotes with each `'` written as `'\''`. Inside single quotes
  * nothing is special (not `$`, `` ` ``, `\`, `!`, newline), so this is exact.
  */
