@@ -34,7 +34,7 @@ function parseGroup(text: string): GroupEntry[] {
 
 /**
  * The accounts of the given ids, plus users whose name appears among `words` (argv and config):
- * a daemon told `-u memcache` or `user www-data;` switches to them. Their primary groups come too.
+ * a daemon told `-u appuser` or `user appuser;` switches to them. Their primary groups come too.
  */
 export function selectAccounts(passwd: string, group: string, ids: { uids: Set<number>; gids: Set<number> }, words: Set<string>): { users: UserEntry[]; groups: GroupEntry[] } {
   const allUsers = parsePasswd(passwd);

@@ -22,7 +22,7 @@ export function isLibraryPath(path: string): boolean {
 /** Top levels too broad to carry whole: the root, its first level, and the second level of the system trees. */
 const SYSTEM_TOP = new Set(['usr', 'var', 'lib', 'lib32', 'lib64', 'libx32', 'bin', 'sbin', 'boot', 'tmp', 'proc', 'sys', 'dev']);
 
-/** Whether a directory is too broad to travel whole (`/`, `/usr`, `/var/lib`; `/etc/nginx`, `/var/lib/x` are fine). */
+/** Whether a directory is too broad to travel whole (`/`, `/usr`, `/var/lib`; `/etc/myapp`, `/var/lib/x` are fine). */
 export function isBroadDirectory(path: string): boolean {
   const parts = path.split('/').filter(Boolean);
   if (parts.length <= 1) return true;

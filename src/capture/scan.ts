@@ -20,7 +20,7 @@ export function absolutePathsIn(text: string): string[] {
   return [...out];
 }
 
-/** Words that could name an account (`-u memcache`, `user www-data;`). */
+/** Words that could name an account (`-u appuser`, `user appuser;`). */
 export function wordsIn(text: string): string[] {
   return [...new Set(text.match(/[A-Za-z_][A-Za-z0-9_.-]{0,31}/g) ?? [])];
 }
