@@ -95,6 +95,8 @@ class CaptureState {
   private readonly excluded: string[];
   private invokedAs: string | undefined;
   private argvRewritten = false;
+  private users: UserEntry[] = [];
+  private groups: GroupEntry[] = [];
 
   constructor(
     private readonly profile: ResourceProfile,
@@ -111,7 +113,7 @@ class CaptureState {
   }
 
   /** Add (or mark) a file use with `reason`, from what stat said of it. */
-  private addFile(path: string, facts: PathFacts, reason: FileReason, sharedLibrary = false): void {
+  private addFile(path: string, facts: PathFacts, reason: FileReason): void {
     if (this.isExcluded(path) || isPseudoPath(path)) return;
     const existing = this.files.get(path);
     if (existing) {
@@ -120,7 +122,7 @@ class CaptureState {
     }
     const kind = facts.type === 'f' ? 'regular' : facts.type === 'd' ? 'directory' : facts.type === 'l' ? 'symlink' : undefined;
     if (!kind) return; // sockets, fifos of a running program, devices: never from these rules
-    this.files.set(path, { path, kind, access: ['read'], size: kind === 'regular' ? facts.size : 0, sharedLibrary, created: false, reasons: [reason] });
+    this.files.set(path, { path, kind, access: ['read'], size: kind === 'regular' ? facts.size : 0, sharedLibrary: false, created: false, reasons: [reason] });
   }
 
   private addTree(path: string, reason: FileReason): void {
@@ -149,10 +151,10 @@ class CaptureState {
     const owned = [this.profile.executable, ...(this.invokedAs ? [this.invokedAs] : [])];
     return packageFacts(executor, owned.flatMap(dpkgAliases)).andThen((facts) => {
       const wanted = packageFilesWanted(facts);
-      return statPaths(executor, wanted.map((w) => w.path)).map((stats) => {
-        for (const { path, own } of wanted) {
+      return statPaths(executor, wanted).map((stats) => {
+        for (const path of wanted) {
           const st = stats.get(path);
-          if (st) this.addFile(path, st, 'package', !own && isLibraryPath(path));
+          if (st) this.addFile(path, st, 'package');
         }
       });
     });
@@ -287,9 +289,6 @@ class CaptureState {
     });
   }
 
-  private users: UserEntry[] = [];
-  private groups: GroupEntry[] = [];
-
   result(): ResourceProfile {
     // Never the source's password hashes: the root gets passwd/group entries of its own accounts only.
     const files = [...this.files.values()].filter((f) => !this.isExcluded(f.path) && !SECRET_ACCOUNT_FILES.has(f.path));
@@ -324,8 +323,8 @@ function dpkgAliases(path: string): string[] {
 }
 
 /** The files of the owning packages (all but documentation), and of their dependencies (no libraries, no documentation). */
-function packageFilesWanted(facts: PackageFacts): Array<{ path: string; own: boolean }> {
-  const wanted: Array<{ path: string; own: boolean }> = [];
+function packageFilesWanted(facts: PackageFacts): string[] {
+  const wanted: string[] = [];
   const seen = new Set<string>();
   for (const [pkg, files] of facts.files) {
     const own = facts.owners.includes(pkg);
@@ -333,7 +332,7 @@ function packageFilesWanted(facts: PackageFacts): Array<{ path: string; own: boo
       if (seen.has(path) || isDocumentationPath(path)) continue;
       if (!own && isLibraryPath(path)) continue;
       seen.add(path);
-      wanted.push({ path, own });
+      wanted.push(path);
     }
   }
   return wanted;

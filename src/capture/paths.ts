@@ -4,9 +4,11 @@
  * @module
  */
 
-/** Kernel-made trees (and all of `/dev`): never carried by a capture rule. */
+import { isPseudoPath as isKernelPath } from '../policy/estimate.js';
+
+/** Kernel-made trees (the policy core's rule) and per-user runtime directories: never carried by a capture rule. */
 export function isPseudoPath(path: string): boolean {
-  return /^\/(proc|sys|dev|run\/user)(\/|$)/.test(path);
+  return isKernelPath(path) || /^\/run\/user(\/|$)/.test(path);
 }
 
 /** Documentation: never needed to run (`/usr/share/doc`, man and info pages, lintian overrides). */

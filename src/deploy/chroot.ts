@@ -56,11 +56,6 @@ function createdFileDirs(context: DeployContext): string[] {
   return [...dirs];
 }
 
-/** Whether the program read anything under `/proc` (then the root gets a mounted procfs). */
-export function needsProc(context: DeployContext): boolean {
-  return context.profile.files.some((f) => f.path === '/proc' || f.path.startsWith('/proc/'));
-}
-
 /** Build the private root inside staging (see `root-builder.ts`), then move it into place with one rename. */
 export function buildAndActivate(context: DeployContext, stagingDir: string, extraUndo: string[][] = []): ResultAsync<ActivatedDeployment, ApMigrateError> {
   const layout = layoutFor(context.transport, context.name);

@@ -364,6 +364,39 @@ interface FileEntry {
  * Collects what a profiler observed (deduplicated) and builds the validated profile.
  * File kinds and sizes are read with lstat when the profile is built, not per event.
  */
+/**
+ * Events of processes not known yet, held per pid until the event that makes the process known
+ * (its parent's fork or clone) arrives, or until `max` pile up; then handed to `apply` in order.
+ */
+export class HeldByProcess<T> {
+  private readonly held = new Map<number, T[]>();
+
+  constructor(
+    private readonly max: number,
+    private readonly apply: (pid: number, items: T[]) => void,
+  ) {}
+
+  /** Hold `item` for `pid` (released at once when `max` are held). */
+  hold(pid: number, item: T): void {
+    const queue = this.held.get(pid) ?? [];
+    queue.push(item);
+    this.held.set(pid, queue);
+    if (queue.length >= this.max) this.release(pid);
+  }
+
+  /** Apply what is held for `pid`, if anything. */
+  release(pid: number): void {
+    const queue = this.held.get(pid);
+    this.held.delete(pid);
+    if (queue) this.apply(pid, queue);
+  }
+
+  /** Apply everything still held (processes whose parent event never came). */
+  releaseAll(): void {
+    for (const pid of [...this.held.keys()]) this.release(pid);
+  }
+}
+
 export class ProfileCollector {
   /** Events (syscalls or samples) seen; reported as progress. */
   events = 0;

@@ -12,7 +12,7 @@
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import type { SocketUse } from '../policy/profile.js';
-import { accessFromOpenFlags, compressIpv6, idsOf, isProbeError, isSharedLibraryPath, parseProcStatus, type ProfileCollector } from './common.js';
+import { accessFromOpenFlags, compressIpv6, HeldByProcess, idsOf, isProbeError, isSharedLibraryPath, parseProcStatus, type ProfileCollector } from './common.js';
 import { EBPF_MAX_STRLEN } from './ebpf-script.js';
 
 /** Socket address fields read from a `struct sockaddr` at bind(2)/connect(2). */
@@ -341,7 +341,10 @@ export class EbpfEventTracker {
   private readonly state = new Map<number, ProcessState>();
   private readonly forkedFrom = new Map<number, number>();
   private readonly pending = new Set<number>();
-  private readonly held = new Map<number, EbpfEvent[]>();
+  private readonly held = new HeldByProcess<EbpfEvent>(MAX_HELD_EVENTS, (pid, queue) => {
+    this.stateOf(pid);
+    for (const e of queue) this.apply(e);
+  });
   private readonly sysvKeys = new Map<string, { key: number; size?: number }>();
 
   constructor(
@@ -432,10 +435,7 @@ export class EbpfEventTracker {
   handle(event: EbpfEvent): void {
     this.collector.events++;
     if (!this.isKnown(event.pid)) {
-      const queue = this.held.get(event.pid) ?? [];
-      queue.push(event);
-      this.held.set(event.pid, queue);
-      if (queue.length >= MAX_HELD_EVENTS) this.release(event.pid);
+      this.held.hold(event.pid, event);
       return;
     }
     this.apply(event);
@@ -446,15 +446,7 @@ export class EbpfEventTracker {
    * unknown, so their relative names stay unresolved. Call once bpftrace has stopped.
    */
   finish(): void {
-    for (const pid of [...this.held.keys()]) this.release(pid);
-  }
-
-  private release(pid: number): void {
-    const queue = this.held.get(pid);
-    this.held.delete(pid);
-    if (!queue) return;
-    this.stateOf(pid);
-    for (const e of queue) this.apply(e);
+    this.held.releaseAll();
   }
 
   private apply(event: EbpfEvent): void {
@@ -475,7 +467,7 @@ export class EbpfEventTracker {
           this.noteProcess(event.child, pid);
           this.readIds(event.child, status);
         }
-        this.release(event.child);
+        this.held.release(event.child);
         return;
       }
       case 'exit':

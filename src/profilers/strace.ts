@@ -28,6 +28,7 @@ import {
   launchedStartFacts,
   processExists,
   processTree,
+  HeldByProcess,
   ProfileCollector,
   ProfileError,
   type ProgramFacts,
@@ -96,7 +97,13 @@ export class StraceInterpreter {
   private readonly group = new Map<number, number>();
   /** Process id -> cwd (undefined once we lost track of it). */
   private readonly cwds = new Map<number, string | undefined>();
-  private readonly held = new Map<number, StraceCall[]>();
+  private readonly held = new HeldByProcess<StraceCall>(MAX_HELD_CALLS, (pid, queue) => {
+    if (!this.group.has(pid)) {
+      this.group.set(pid, pid);
+      this.cwds.set(pid, undefined);
+    }
+    for (const call of queue) this.apply(call);
+  });
   private rootSeen = false;
   private readonly shmIdsFromGet = new Set<number>();
   private readonly attachedShmIds = new Set<number>();
@@ -171,10 +178,7 @@ export class StraceInterpreter {
         this.group.set(call.pid, call.pid);
         this.cwds.set(call.pid, this.initialCwd);
       } else {
-        const queue = this.held.get(call.pid) ?? [];
-        queue.push(call);
-        this.held.set(call.pid, queue);
-        if (queue.length >= MAX_HELD_CALLS) this.release(call.pid);
+        this.held.hold(call.pid, call);
         return;
       }
     }
@@ -183,18 +187,7 @@ export class StraceInterpreter {
 
   /** Apply the calls still held (their process's clone was never seen): their cwd is unknown. Call at the end of the trace. */
   finish(): void {
-    for (const pid of [...this.held.keys()]) this.release(pid);
-  }
-
-  private release(pid: number): void {
-    const queue = this.held.get(pid);
-    this.held.delete(pid);
-    if (!queue) return;
-    if (!this.group.has(pid)) {
-      this.group.set(pid, pid);
-      this.cwds.set(pid, undefined);
-    }
-    for (const call of queue) this.apply(call);
+    this.held.releaseAll();
   }
 
   private apply(call: StraceCall): void {
@@ -347,7 +340,7 @@ export class StraceInterpreter {
           this.collector.addProcess({ pid: child, ppid: parent });
           this.onNewProcess?.(child);
         }
-        this.release(child);
+        this.held.release(child);
         break;
       }
       default:
