@@ -28,7 +28,7 @@ export default defineConfig([
   },
   {
     // The destination-side receiver: one self-contained file, uploaded to the destination.
-    entry: { receiver: 'src/deploy/receiver-cli.ts' },
+    entry: { receiver: 'src/destination/receiver-cli.ts' },
     format: ['cjs'],
     outExtension: () => ({ js: '.cjs' }),
     noExternal: [/.*/],

@@ -18,7 +18,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createChrootDeployer, createNamespacesDeployer, createProcfsProfiler, formatBytes, formatPlan, migrate, namespaceNames, summarizeReasons, type MigrationReport } from '../src/index.js';
-import { resolveInRoot } from '../src/deploy/root-builder.js';
+import { resolveInRoot } from '../src/destination/root-builder.js';
 import { chooseProfiler } from '../src/cli/profilers.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import type { Transport } from '../src/spec/transport.js';

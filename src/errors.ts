@@ -190,6 +190,40 @@ export class NoAllowedMethodError extends ApMigrateError {
 /** The union of errors `planMigration` can return. */
 export type PlanError = InvalidInputError | UnknownMethodError | NoAllowedMethodError;
 
+/** Stable codes of the errors the orchestration layer (`migrate()`, sources, packagers) returns itself. */
+export type MigrationErrorCode =
+  /** The plan chose a method no deployer is registered for. */
+  | 'NO_DEPLOYER'
+  /** The caller's signal fired. */
+  | 'ABORTED'
+  /** A plug-in threw instead of returning a Result. */
+  | 'MIGRATION_FAILED'
+  /** The source program is not running (any more). */
+  | 'SOURCE_GONE'
+  /** The source cannot stream what the packager must read there. */
+  | 'SOURCE_CANNOT_PACK'
+  /** A command on the source host failed. */
+  | 'SOURCE_COMMAND_FAILED';
+
+/** An error of the orchestration layer itself (the phases' own errors keep their classes). */
+export class MigrationError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.MigrationError');
+  }
+
+  /** Whether `value` is a MigrationError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is MigrationError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.MigrationError');
+  }
+
+  /** The stable code, narrowed to orchestration codes. */
+  declare readonly code: MigrationErrorCode;
+
+  constructor(code: MigrationErrorCode, message: string, options: ApMigrateErrorOptions = {}) {
+    super(code, message, options);
+  }
+}
+
 /** Turn anything thrown into an Error without losing it. */
 export function toError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));

@@ -12,6 +12,8 @@ export type * from './spec/executor.js';
 export type * from './spec/profiler.js';
 export type * from './spec/transport.js';
 export type * from './spec/deployer.js';
+export type * from './spec/packager.js';
+export type * from './spec/source.js';
 
 // Executors.
 export { createLocalExecutor, ExecError, describeArgv } from './exec/local.js';
@@ -40,16 +42,16 @@ export * from './bundle/index.js';
 // Deployment and orchestration.
 export { migrate, MIGRATION_PHASES } from './migrate.js';
 export type { Cutover } from './migrate.js';
-export type { Source } from './spec/source.js';
 export { createExecutorSource } from './source/executor-source.js';
 export { captureProgram, summarizeReasons, type CaptureOptions, type ReasonSummary } from './capture/index.js';
-export type { MigrateOptions, MigrationReport, MigrationProgress, MigrationPhase, PhaseTiming, SourcePolicy } from './migrate.js';
-export { DeployError } from './deploy/common.js';
-export type { DeployErrorCode } from './deploy/common.js';
-export { createChrootDeployer, CHROOT_TOOLS } from './deploy/chroot.js';
-export type { ChrootDeployerOptions } from './deploy/chroot.js';
-export { createNamespacesDeployer, defaultVethAddresses, namespaceNames, NAMESPACES_TOOLS } from './deploy/namespaces.js';
-export type { NamespacesDeployerOptions, VethAddresses } from './deploy/namespaces.js';
+export type { MigrateOptions, MigrationReport, MigrationProgress, MigrationPhase, PhaseTiming } from './migrate.js';
+export { DeployError } from './destination/deploy-error.js';
+export type { DeployErrorCode } from './destination/deploy-error.js';
+export { createBundlePackager, withProfileTrees, type SelectBundle } from './bundle/packager.js';
+export { createChrootDeployer, CHROOT_TOOLS } from './methods/chroot/deployer.js';
+export type { ChrootDeployerOptions } from './methods/chroot/deployer.js';
+export { createNamespacesDeployer, defaultVethAddresses, namespaceNames, NAMESPACES_TOOLS } from './methods/linux-namespaces/deployer.js';
+export type { NamespacesDeployerOptions, VethAddresses } from './methods/linux-namespaces/deployer.js';
 export {
   createJailDeployer,
   checkJailCapabilities,
@@ -62,10 +64,10 @@ export {
   JAIL_PATH,
   JAIL_HOST_FILES,
   FREEBSD_BASE_DIRS,
-} from './deploy/jail.js';
-export type { JailDeployerOptions, JailNetworkOption, JailBundleContents, FreeBsdBaseMeasurement } from './deploy/jail.js';
-export { renderJailConf, quoteJailConfString, execStartCommand, isValidJailName, DEFAULT_DEVFS_RULESET } from './deploy/jail-conf.js';
-export type { JailConfSpec, JailNetwork } from './deploy/jail-conf.js';
+} from './methods/freebsd-jail/deployer.js';
+export type { JailDeployerOptions, JailNetworkOption, JailBundleContents, FreeBsdBaseMeasurement } from './methods/freebsd-jail/deployer.js';
+export { renderJailConf, quoteJailConfString, execStartCommand, isValidJailName, DEFAULT_DEVFS_RULESET } from './methods/freebsd-jail/conf.js';
+export type { JailConfSpec, JailNetwork } from './methods/freebsd-jail/conf.js';
 export * from './esxi/index.js';
 export { measureHostingVm } from './deploy/esxi-vm.js';
 export type { HostingVm, VmSessions, VmTransfer, VmTransferUsed, HostingVmMoveReport } from './deploy/esxi-vm.js';

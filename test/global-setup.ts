@@ -6,7 +6,7 @@ import { build } from 'esbuild';
 
 export default async function setup(): Promise<void> {
   await build({
-    entryPoints: ['src/deploy/receiver-cli.ts'],
+    entryPoints: ['src/destination/receiver-cli.ts'],
     outfile: 'dist/receiver.cjs',
     bundle: true,
     platform: 'node',

@@ -22,6 +22,6 @@ export {
 } from './manifest.js';
 export { estimateBundleBytes, type BundleEstimate, type BundleEstimateOptions } from './estimate.js';
 export { measureTrees, type MeasureTreesOptions, type TreeMeasurement } from './measure.js';
-export { isPseudoFilesystemPath, selectProfilePaths, type BundleSelectionOptions, type Selection, type SelectedPath, type SkipReason } from './select.js';
+export { selectProfilePaths, type BundleSelectionOptions, type Selection, type SelectedPath, type SkipReason } from './select.js';
 export { createBundleStream, packBundle, type BundleStream, type PackOptions, type PackProgress, type PackReport } from './pack.js';
 export { unpackBundle, type UnpackOptions, type UnpackReport } from './unpack.js';

@@ -11,7 +11,8 @@ import { errAsync, ResultAsync } from 'neverthrow';
 import { InvalidInputError, type InputIssue } from '../errors.js';
 import { BundleError, toBundleError } from './errors.js';
 import { padToBlock, tarHeaderBytes, tarNameOf, USTAR_MAX_ID } from './estimate.js';
-import { comparePaths, isPseudoFilesystemPath, normaliseAbsolute } from './select.js';
+import { comparePaths, normaliseAbsolute } from './select.js';
+import { isPseudoPath } from '../policy/paths.js';
 import { walkTree } from './walk.js';
 
 /** What {@link measureTrees} found. */
@@ -74,69 +75,92 @@ function measureOptionsIssues(options: unknown): InputIssue[] {
   return issues;
 }
 
-async function measure(paths: readonly string[], options: MeasureTreesOptions): Promise<TreeMeasurement> {
-  const result: TreeMeasurement = { bytes: 0, dataBytes: 0, files: 0, dirs: 0, entries: 0, skipped: 0 };
-  const roots = [...new Set(paths.map(normaliseAbsolute))].filter((p) => !isPseudoFilesystemPath(p)).sort(comparePaths);
-  const distinct = roots.filter((root, i) => !roots.slice(0, i).some((outer) => outer === '/' || root.startsWith(outer + '/')));
-  const ancestors = new Set<string>(['/']);
-  const inodes = new Map<string, string>();
-  let sliceStart = performance.now();
-  const sourceRoot = options.sourceRoot ?? '/';
-  const sourcePath = (path: string) => (sourceRoot === '/' ? path : posix.join(sourceRoot, path));
+/** What a measurement has counted so far, and how it reads the source. */
+interface Tally {
+  result: TreeMeasurement;
+  /** First path of each multiply-linked inode: later ones are hard links, with no data. */
+  inodes: Map<string, string>;
+  /** Directories already counted as ancestors of a tree. */
+  ancestors: Set<string>;
+  sourcePath: (path: string) => string;
+  includeDevices: boolean;
+  sliceStart: number;
+}
 
-  const add = async (path: string, stats: Stats): Promise<void> => {
-    const isDirectory = stats.isDirectory();
-    const name = tarNameOf(path, isDirectory);
-    const pax = stats.uid > USTAR_MAX_ID || stats.gid > USTAR_MAX_ID ? { uid: String(stats.uid), gid: String(stats.gid) } : undefined;
-    let linkname: string | undefined;
-    let data = 0;
-    if (isDirectory) {
-      result.dirs += 1;
-    } else if (stats.isSymbolicLink()) {
-      linkname = await readlink(sourcePath(path));
-    } else if (stats.isFile()) {
-      result.files += 1;
-      const key = `${stats.dev}:${stats.ino}`;
-      const first = stats.nlink > 1 ? inodes.get(key) : undefined;
-      if (first !== undefined) {
-        linkname = tarNameOf(first, false);
-      } else {
-        if (stats.nlink > 1) inodes.set(key, path);
-        data = stats.size;
-      }
-    } else if (stats.isSocket() || ((stats.isCharacterDevice() || stats.isBlockDevice()) && !options.includeDevices)) {
-      result.skipped += 1;
-      return;
+/** Count one entry as the packer would emit it: header, PAX records, data padded to a block. */
+async function countEntry(tally: Tally, path: string, stats: Stats): Promise<void> {
+  const { result } = tally;
+  const isDirectory = stats.isDirectory();
+  const pax = stats.uid > USTAR_MAX_ID || stats.gid > USTAR_MAX_ID ? { uid: String(stats.uid), gid: String(stats.gid) } : undefined;
+  let linkname: string | undefined;
+  let data = 0;
+  if (isDirectory) {
+    result.dirs += 1;
+  } else if (stats.isSymbolicLink()) {
+    linkname = await readlink(tally.sourcePath(path));
+  } else if (stats.isFile()) {
+    result.files += 1;
+    const key = `${stats.dev}:${stats.ino}`;
+    const first = stats.nlink > 1 ? tally.inodes.get(key) : undefined;
+    if (first !== undefined) {
+      linkname = tarNameOf(first, false);
+    } else {
+      if (stats.nlink > 1) tally.inodes.set(key, path);
+      data = stats.size;
     }
-    result.entries += 1;
-    result.dataBytes += data;
-    result.bytes += tarHeaderBytes({ name, linkname, pax }) + padToBlock(data);
-  };
+  } else if (stats.isSocket() || ((stats.isCharacterDevice() || stats.isBlockDevice()) && !tally.includeDevices)) {
+    result.skipped += 1;
+    return;
+  }
+  result.entries += 1;
+  result.dataBytes += data;
+  result.bytes += tarHeaderBytes({ name: tarNameOf(path, isDirectory), linkname, pax }) + padToBlock(data);
+}
 
-  for (const root of distinct) {
-    // The packer emits each tree's ancestors (directories) first.
-    for (let dir = posix.dirname(root); !ancestors.has(dir); dir = posix.dirname(dir)) {
-      ancestors.add(dir);
-      result.dirs += 1;
-      result.entries += 1;
-      result.bytes += tarHeaderBytes({ name: tarNameOf(dir, true) });
-    }
-    let rootStats: Stats;
-    try {
-      rootStats = await lstat(sourcePath(root));
-    } catch {
-      continue;
-    }
-    if (root !== '/') await add(root, rootStats);
-    if (!rootStats.isDirectory()) continue;
-    for await (const entry of walkTree(root, { sourcePath, exclude: isPseudoFilesystemPath })) {
-      await add(entry.path, entry.stats);
-      if (performance.now() - sliceStart > 4) {
-        if (options.signal?.aborted) throw new BundleError('ABORTED', 'Measuring was aborted by the caller');
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        sliceStart = performance.now();
-      }
+/** The packer emits each tree's ancestors (directories) first: count those not counted yet. */
+function countAncestors(tally: Tally, root: string): void {
+  for (let dir = posix.dirname(root); !tally.ancestors.has(dir); dir = posix.dirname(dir)) {
+    tally.ancestors.add(dir);
+    tally.result.dirs += 1;
+    tally.result.entries += 1;
+    tally.result.bytes += tarHeaderBytes({ name: tarNameOf(dir, true) });
+  }
+}
+
+/** Count one tree, yielding to the event loop every few milliseconds (and checking for an abort then). */
+async function countTree(tally: Tally, root: string, signal: AbortSignal | undefined): Promise<void> {
+  countAncestors(tally, root);
+  let rootStats: Stats;
+  try {
+    rootStats = await lstat(tally.sourcePath(root));
+  } catch {
+    return; // a tree that does not exist adds nothing (the packer skips it the same way)
+  }
+  if (root !== '/') await countEntry(tally, root, rootStats);
+  if (!rootStats.isDirectory()) return;
+  for await (const entry of walkTree(root, { sourcePath: tally.sourcePath, exclude: isPseudoPath })) {
+    await countEntry(tally, entry.path, entry.stats);
+    if (performance.now() - tally.sliceStart > 4) {
+      if (signal?.aborted) throw new BundleError('ABORTED', 'Measuring was aborted by the caller');
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      tally.sliceStart = performance.now();
     }
   }
-  return result;
+}
+
+async function measure(paths: readonly string[], options: MeasureTreesOptions): Promise<TreeMeasurement> {
+  const roots = [...new Set(paths.map(normaliseAbsolute))].filter((p) => !isPseudoPath(p)).sort(comparePaths);
+  // A tree inside another is counted with it.
+  const distinct = roots.filter((root, i) => !roots.slice(0, i).some((outer) => outer === '/' || root.startsWith(outer + '/')));
+  const sourceRoot = options.sourceRoot ?? '/';
+  const tally: Tally = {
+    result: { bytes: 0, dataBytes: 0, files: 0, dirs: 0, entries: 0, skipped: 0 },
+    inodes: new Map(),
+    ancestors: new Set(['/']),
+    sourcePath: (path) => (sourceRoot === '/' ? path : posix.join(sourceRoot, path)),
+    includeDevices: options.includeDevices === true,
+    sliceStart: performance.now(),
+  };
+  for (const root of distinct) await countTree(tally, root, options.signal);
+  return tally.result;
 }

@@ -6,6 +6,7 @@
  */
 import { posix } from 'node:path';
 import type { FileUse, ResourceProfile } from '../policy/profile.js';
+import { isPseudoPath } from '../policy/paths.js';
 
 /** Options that decide what a bundle carries. */
 export interface BundleSelectionOptions {
@@ -41,13 +42,6 @@ export interface Selection {
   skipped: Record<SkipReason, number>;
 }
 
-/** Kernel-made file systems whose contents are never copied. */
-const PSEUDO_PATH = /^\/(proc|sys|dev\/pts|dev\/shm|dev\/mqueue)(\/|$)/;
-
-/** True for paths under `/proc`, `/sys`, `/dev/pts`, `/dev/shm` and `/dev/mqueue`. */
-export function isPseudoFilesystemPath(path: string): boolean {
-  return PSEUDO_PATH.test(path);
-}
 
 /** An empty skip counter. */
 export function emptySkipCounts(): Record<SkipReason, number> {
@@ -112,7 +106,7 @@ export function comparePaths(a: string, b: string): number {
 
 function skipReason(file: FileUse, path: string, options: BundleSelectionOptions): SkipReason | undefined {
   if (file.created) return 'created';
-  if (isPseudoFilesystemPath(path)) return 'pseudo';
+  if (isPseudoPath(path)) return 'pseudo';
   if (file.sharedLibrary && !options.includeSharedLibraries) return 'sharedLibrary';
   if (file.kind === 'device' && !options.includeDevices) return 'device';
   if (file.kind === 'unix-socket') return 'socket';

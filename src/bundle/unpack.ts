@@ -236,70 +236,89 @@ class Unpacker {
       await this.prepareStaging();
       if (this.options.signal?.aborted) throw new BundleError('ABORTED', 'Unpacking was aborted by the caller');
       this.options.signal?.addEventListener('abort', onAbort, { once: true });
-      // Counted as the chunks go by rather than through a Transform: one stream hop less per chunk.
-      this.input.on('data', (chunk: Buffer) => {
-        this.bytesRead += chunk.length;
-      });
-      this.input.on('error', (e) => extract.destroy(e));
-      this.input.once('end', () => {
-        this.inputEnded = true;
-      });
-      // A stream destroyed without an error (a producer that gave up) never ends the extractor: it
-      // would wait forever. It ended before the archive did.
-      this.input.once('close', () => {
-        if (!this.inputEnded) extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
-      });
-      extract.on('error', (e: unknown) => {
-        this.extractError ??= e;
-      });
-      this.input.pipe(extract as unknown as NodeJS.WritableStream);
+      this.connectInput(extract);
       for await (const entry of extract) {
         await this.handle(entry.header as DecodedHeader, entry as unknown as EntryStream);
         this.reportProgress();
       }
       await this.awaitFinishing();
-      if (this.entryIndex === 0 && this.options.requireManifest !== false) {
-        throw new BundleError(
-          'BUNDLE_TRUNCATED',
-          `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`,
-          { details: { bytesRead: this.bytesRead } },
-        );
-      }
+      this.checkNotEmpty();
       await this.finish();
-      return {
-        stagingDir: this.root,
-        isBundle: this.isBundle,
-        ...(this.info ? { info: this.info } : {}),
-        ...(this.manifest ? { manifest: this.manifest } : {}),
-        counts: this.counts,
-        dataBytes: this.dataBytes,
-        bytesRead: this.bytesRead,
-        strippedSetuid: this.strippedSetuid,
-        verified: this.isBundle,
-      };
+      return this.report();
     } catch (e) {
-      extract.destroy();
-      this.input.unpipe();
-      this.input.destroy();
-      // No write may still be running when staging is removed. A file finishing behind us came
-      // earlier in the stream, so its error (a full disk) is the one to report, as when files were
-      // finished one by one.
-      await this.finishing;
-      const error = this.classify(this.finishingFailed ? this.finishingError : e);
-      await this.removeStaging();
-      throw error;
+      throw await this.abandon(extract, e);
     } finally {
       this.options.signal?.removeEventListener('abort', onAbort);
     }
   }
 
+  /** Feed the input to the extractor, counting bytes, and turn an input closed early into BUNDLE_TRUNCATED. */
+  private connectInput(extract: ReturnType<typeof tar.extract>): void {
+    // Counted as the chunks go by rather than through a Transform: one stream hop less per chunk.
+    this.input.on('data', (chunk: Buffer) => {
+      this.bytesRead += chunk.length;
+    });
+    this.input.on('error', (e) => extract.destroy(e));
+    this.input.once('end', () => {
+      this.inputEnded = true;
+    });
+    // A stream destroyed without an error (a producer that gave up) never ends the extractor: it
+    // would wait forever. It ended before the archive did.
+    this.input.once('close', () => {
+      if (!this.inputEnded) extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
+    });
+    extract.on('error', (e: unknown) => {
+      this.extractError ??= e;
+    });
+    this.input.pipe(extract as unknown as NodeJS.WritableStream);
+  }
+
+  /** An empty stream is a cut one, not an empty bundle. */
+  private checkNotEmpty(): void {
+    if (this.entryIndex === 0 && this.options.requireManifest !== false) {
+      throw new BundleError(
+        'BUNDLE_TRUNCATED',
+        `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`,
+        { details: { bytesRead: this.bytesRead } },
+      );
+    }
+  }
+
+  private report(): UnpackReport {
+    return {
+      stagingDir: this.root,
+      isBundle: this.isBundle,
+      ...(this.info ? { info: this.info } : {}),
+      ...(this.manifest ? { manifest: this.manifest } : {}),
+      counts: this.counts,
+      dataBytes: this.dataBytes,
+      bytesRead: this.bytesRead,
+      strippedSetuid: this.strippedSetuid,
+      verified: this.isBundle,
+    };
+  }
+
+  /** Stop reading, wait for writes in flight, remove staging; the error to report. */
+  private async abandon(extract: ReturnType<typeof tar.extract>, e: unknown): Promise<BundleError> {
+    extract.destroy();
+    this.input.unpipe();
+    this.input.destroy();
+    // No write may still be running when staging is removed. A file finishing behind us came
+    // earlier in the stream, so its error (a full disk) is the one to report, as when files were
+    // finished one by one.
+    await this.finishing;
+    const error = this.classify(this.finishingFailed ? this.finishingError : e);
+    await this.removeStaging();
+    return error;
+  }
+
   private classify(error: unknown): BundleError {
     if (this.options.signal?.aborted) return new BundleError('ABORTED', 'Unpacking was aborted by the caller', { cause: error });
-    if (error instanceof BundleError) return error;
+    if (BundleError.isInstance(error)) return error;
     // An entry's data stream is destroyed without a reason when the extractor fails (e.g. the input
     // ended inside that entry): the extractor's own error says what happened.
     const e = isStreamDestroyed(error) && this.extractError !== undefined && !isStreamDestroyed(this.extractError) ? this.extractError : error;
-    if (e instanceof BundleError) return e;
+    if (BundleError.isInstance(e)) return e;
     const message = e instanceof Error ? e.message : String(e);
     if (/Unexpected end of data/.test(message) || (isStreamDestroyed(e) && this.inputEnded)) {
       return new BundleError('BUNDLE_TRUNCATED', 'The bundle stream ended in the middle of an entry', { cause: e });

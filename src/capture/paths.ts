@@ -4,7 +4,7 @@
  * @module
  */
 
-import { isPseudoPath as isKernelPath } from '../policy/estimate.js';
+import { isPseudoPath as isKernelPath } from '../policy/paths.js';
 
 /** Kernel-made trees (the policy core's rule) and per-user runtime directories: never carried by a capture rule. */
 export function isPseudoPath(path: string): boolean {

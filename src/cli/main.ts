@@ -21,7 +21,7 @@ import { formatPlan, planMigration } from '../policy/index.js';
 import { formatBytes } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import { detectProfilers } from '../profilers/detect.js';
-import { migrate, type SourcePolicy } from '../migrate.js';
+import { migrate, type MigrateOptions, type MigrationReport, type SourcePolicy } from '../migrate.js';
 import { summarizeReasons } from '../capture/summary.js';
 import type { ProfileTarget } from '../spec/profiler.js';
 import type { CaptureOptions } from '../capture/capture.js';
@@ -238,71 +238,112 @@ async function profileCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-async function migrateCommand(args: string[]): Promise<number> {
-  const [flags, command] = splitAtDashes(args);
-  const parsed = parseCommandArgs('migrate', {
-    args: flags,
-    options: {
-      to: { type: 'string' },
-      pid: { type: 'string' },
-      profile: { type: 'string' },
-      profiler: { type: 'string' },
-      duration: { type: 'string', default: '3' },
-      name: { type: 'string' },
-      method: { type: 'string' },
-      'dry-run': { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      'stop-source': { type: 'boolean', default: false },
-      identity: { type: 'string' },
-      'known-hosts': { type: 'string' },
-      'trust-host-key': { type: 'string' },
-      'ssh-client': { type: 'string' },
-      'allow-root': { type: 'boolean', default: false },
-      cutover: { type: 'string' },
-      include: { type: 'string', multiple: true },
-      exclude: { type: 'string', multiple: true },
-      'no-capture': { type: 'boolean', default: false },
-    },
-  });
-  if (!parsed) return 0;
-  const { values } = parsed;
-  if (!values.to) throw new UsageError('--to is required', 'migrate');
+const MIGRATE_FLAGS = {
+  to: { type: 'string' },
+  pid: { type: 'string' },
+  profile: { type: 'string' },
+  profiler: { type: 'string' },
+  duration: { type: 'string', default: '3' },
+  name: { type: 'string' },
+  method: { type: 'string' },
+  'dry-run': { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
+  'stop-source': { type: 'boolean', default: false },
+  identity: { type: 'string' },
+  'known-hosts': { type: 'string' },
+  'trust-host-key': { type: 'string' },
+  'ssh-client': { type: 'string' },
+  'allow-root': { type: 'boolean', default: false },
+  cutover: { type: 'string' },
+  include: { type: 'string', multiple: true },
+  exclude: { type: 'string', multiple: true },
+  'no-capture': { type: 'boolean', default: false },
+} as const;
+
+type MigrateFlags = NonNullable<ReturnType<typeof parseMigrateFlags>>['values'];
+
+function parseMigrateFlags(flags: string[]) {
+  return parseCommandArgs('migrate', { args: flags, options: MIGRATE_FLAGS });
+}
+
+/**
+ * The capture option from the flags: the library's default (on when profiling here, off for
+ * --profile) unless a flag says otherwise; --include/--exclude turn it on for --profile too.
+ * Paths are checked (absolute, present) by the capture.
+ */
+function captureFromFlags(values: MigrateFlags): CaptureOptions | false | undefined {
   if (values['no-capture'] && (values.include?.length || values.exclude?.length)) {
     throw new UsageError('--no-capture turns the capture off: it cannot be combined with --include or --exclude', 'migrate');
   }
-  // The library's default (capture on when profiling here, off for --profile) unless a flag says otherwise;
-  // --include/--exclude turn it on for --profile too. Paths are checked (absolute, present) by the capture.
-  const capture: CaptureOptions | false | undefined = values['no-capture']
-    ? false
-    : values.include?.length || values.exclude?.length
-      ? { ...(values.include?.length ? { include: values.include } : {}), ...(values.exclude?.length ? { exclude: values.exclude } : {}) }
-      : undefined;
+  if (values['no-capture']) return false;
+  if (!values.include?.length && !values.exclude?.length) return undefined;
+  return { ...(values.include?.length ? { include: values.include } : {}), ...(values.exclude?.length ? { exclude: values.exclude } : {}) };
+}
+
+/** The migrate target from --profile (with an optional --pid), --pid or a command; a typed error for a bad profile file. */
+async function migrateTarget(values: MigrateFlags, command: string[]): Promise<MigrateOptions['target'] | ApMigrateError> {
+  if (!values.profile) {
+    const t = targetFrom(values.pid, command);
+    if (typeof t === 'string') throw new UsageError(t, 'migrate');
+    return t;
+  }
+  if (command.length) throw new UsageError('give either --profile or a command after --, not both', 'migrate');
+  const pid = values.pid === undefined ? undefined : targetFrom(values.pid, []);
+  if (typeof pid === 'string') throw new UsageError(pid, 'migrate');
+  const read = await readInputFile(values.profile, 'profile file');
+  if ('error' in read) return read.error;
+  try {
+    return { profile: JSON.parse(read.text) as never, ...(pid && 'pid' in pid ? { pid: pid.pid } : {}) };
+  } catch (e) {
+    return new InvalidInputError('profile file', [{ path: values.profile, message: `not JSON: ${(e as Error).message}` }]);
+  }
+}
+
+/** The migration's outcome for people. */
+function printMigrationReport(r: MigrationReport): void {
+  console.log(formatPlan(r.plan));
+  console.log(`\n${r.dryRun ? 'dry run: nothing sent' : `migrated ${r.name} with ${r.method}`}`);
+  console.log(`estimated ${formatBytes(r.estimatedBytes)} (bundle ${formatBytes(r.bundleEstimatedBytes)}), sent ${formatBytes(r.bytesSent)} incl. manifest ${formatBytes(r.manifestBytes)}`);
+  for (const p of r.phases) console.log(`  ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(7)} ms`);
+  if (r.destination) console.log(`destination: ${r.destination.installDir} pid ${r.destination.pid} ${r.destination.endpoints.join(' ')}`);
+  console.log(`source: ${r.source.action}${r.source.pid ? ` (pid ${r.source.pid})` : ''}`);
+  const reasons = Object.entries(summarizeReasons(r.profile)).filter(([, v]) => v.files > 0);
+  if (reasons.length) console.log(`carried, by reason: ${reasons.map(([k, v]) => `${k} ${v.files} files ${formatBytes(v.bytes)}`).join(', ')}`);
+  console.log(`cutover: ${r.cutover.mode}${r.cutover.downtimeMs !== undefined ? `, downtime ${r.cutover.downtimeMs.toFixed(0)} ms` : ''}; total ${r.totalMs.toFixed(0)} ms`);
+}
+
+/** The options of `migrate()` the flags say, apart from target, destination and profiler. */
+function migrateOptionsFromFlags(values: MigrateFlags): Omit<MigrateOptions, 'target' | 'destination' | 'profiler'> {
+  const cutover = values.cutover ?? 'copy';
+  if (cutover !== 'copy' && cutover !== 'stop-and-copy') throw new UsageError(`--cutover must be copy or stop-and-copy, got "${cutover}"`);
+  const capture = captureFromFlags(values);
+  const sourcePolicy: SourcePolicy = values['stop-source'] ? 'stop' : 'keep-running';
+  return {
+    cutover,
+    profileDurationMs: durationMs(values.duration, 'migrate'),
+    ...(values.name ? { name: values.name } : {}),
+    ...(values.method ? { method: values.method } : {}),
+    dryRun: values['dry-run'],
+    ...(values['allow-root'] ? { allowRoot: true } : {}),
+    ...(capture !== undefined ? { capture } : {}),
+    sourcePolicy,
+  };
+}
+
+async function migrateCommand(args: string[]): Promise<number> {
+  const [flags, command] = splitAtDashes(args);
+  const parsed = parseMigrateFlags(flags);
+  if (!parsed) return 0;
+  const { values } = parsed;
+  if (!values.to) throw new UsageError('--to is required', 'migrate');
   if (values['ssh-client'] !== undefined && !['auto', 'openssh', 'ssh2'].includes(values['ssh-client'])) {
     throw new UsageError(`--ssh-client must be auto, openssh or ssh2, got "${values['ssh-client']}"`, 'migrate');
   }
-  const duration = durationMs(values.duration, 'migrate');
-  let target: Parameters<typeof migrate>[0]['target'];
-  if (values.profile) {
-    if (command.length) throw new UsageError('give either --profile or a command after --, not both', 'migrate');
-    const pid = values.pid === undefined ? undefined : targetFrom(values.pid, []);
-    if (typeof pid === 'string') throw new UsageError(pid, 'migrate');
-    const read = await readInputFile(values.profile, 'profile file');
-    if ('error' in read) {
-      printError(read.error, values.json);
-      return 1;
-    }
-    let profile: unknown;
-    try {
-      profile = JSON.parse(read.text);
-    } catch (e) {
-      printError(new InvalidInputError('profile file', [{ path: values.profile, message: `not JSON: ${(e as Error).message}` }]), values.json);
-      return 1;
-    }
-    target = { profile: profile as never, ...(pid && 'pid' in pid ? { pid: pid.pid } : {}) };
-  } else {
-    const t = targetFrom(values.pid, command);
-    if (typeof t === 'string') throw new UsageError(t, 'migrate');
-    target = t;
+  const options = migrateOptionsFromFlags(values);
+  const target = await migrateTarget(values, command);
+  if (ApMigrateError.isInstance(target)) {
+    printError(target, values.json);
+    return 1;
   }
   const chosen = 'profile' in target ? {} : await chooseProfiler(values.profiler, 'pid' in target);
   if (!('profile' in target) && !chosen.profiler) {
@@ -322,21 +363,11 @@ async function migrateCommand(args: string[]): Promise<number> {
   const line = createProgressLine();
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
-  const sourcePolicy: SourcePolicy = values['stop-source'] ? 'stop' : 'keep-running';
-  const cutover = values.cutover ?? 'copy';
-  if (cutover !== 'copy' && cutover !== 'stop-and-copy') throw new UsageError(`--cutover must be copy or stop-and-copy, got "${cutover}"`);
   const result = await migrate({
-    cutover,
+    ...options,
     target,
     destination: transport.value,
     ...(chosen.profiler ? { profiler: chosen.profiler } : {}),
-    profileDurationMs: duration,
-    ...(values.name ? { name: values.name } : {}),
-    ...(values.method ? { method: values.method } : {}),
-    dryRun: values['dry-run'],
-    ...(values['allow-root'] ? { allowRoot: true } : {}),
-    ...(capture !== undefined ? { capture } : {}),
-    sourcePolicy,
     signal: controller.signal,
     onProgress: (p) =>
       line.update(p.phase === 'transfer' && p.bytesTotal ? `transfer ${progressBar(p.bytesSent ?? 0, p.bytesTotal)} ${formatBytes(p.bytesSent ?? 0)}` : `${p.phase}...`),
@@ -347,20 +378,8 @@ async function migrateCommand(args: string[]): Promise<number> {
     printError(result.error, values.json);
     return 1;
   }
-  const r = result.value;
-  if (values.json) {
-    console.log(JSON.stringify(r, null, 2));
-    return 0;
-  }
-  console.log(formatPlan(r.plan));
-  console.log(`\n${r.dryRun ? 'dry run: nothing sent' : `migrated ${r.name} with ${r.method}`}`);
-  console.log(`estimated ${formatBytes(r.estimatedBytes)} (bundle ${formatBytes(r.bundleEstimatedBytes)}), sent ${formatBytes(r.bytesSent)} incl. manifest ${formatBytes(r.manifestBytes)}`);
-  for (const p of r.phases) console.log(`  ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(7)} ms`);
-  if (r.destination) console.log(`destination: ${r.destination.installDir} pid ${r.destination.pid} ${r.destination.endpoints.join(' ')}`);
-  console.log(`source: ${r.source.action}${r.source.pid ? ` (pid ${r.source.pid})` : ''}`);
-  const reasons = Object.entries(summarizeReasons(r.profile)).filter(([, v]) => v.files > 0);
-  if (reasons.length) console.log(`carried, by reason: ${reasons.map(([k, v]) => `${k} ${v.files} files ${formatBytes(v.bytes)}`).join(', ')}`);
-  console.log(`cutover: ${r.cutover.mode}${r.cutover.downtimeMs !== undefined ? `, downtime ${r.cutover.downtimeMs.toFixed(0)} ms` : ''}; total ${r.totalMs.toFixed(0)} ms`);
+  if (values.json) console.log(JSON.stringify(result.value, null, 2));
+  else printMigrationReport(result.value);
   return 0;
 }
 

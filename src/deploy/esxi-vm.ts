@@ -19,7 +19,7 @@ import { destroyEntity, powerOffVm, powerOnVm } from '../esxi/operations.js';
 import { exportImportVmAsync } from '../esxi/ovf-migrate.js';
 import type { MoRef } from '../esxi/soap.js';
 import type { VimEndpoint } from '../esxi/transport.js';
-import { DeployError } from './common.js';
+import { DeployError } from '../destination/deploy-error.js';
 
 /**
  * How the VM travels to the destination host:

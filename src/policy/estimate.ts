@@ -6,13 +6,11 @@
  */
 import type { FileUse, ResourceProfile } from './profile.js';
 import type { IsolationMethod } from './methods.js';
+import { isPseudoPath } from './paths.js';
 
-/** Paths whose contents are made by the kernel or at run time, never sent: `/proc`, `/sys`, `/dev`. */
-export function isPseudoPath(path: string): boolean {
-  return /^\/(proc|sys|dev)(\/|$)/.test(path);
-}
+export { isPseudoPath };
 
-/** Whether a file use's contents travel in a bundle (regular, existed before, not a pseudo file). */
+/** Whether a file use's contents travel in a bundle (regular, existed before, not under a pseudo path). */
 export function isTransferable(file: FileUse): boolean {
   return file.kind === 'regular' && !file.created && !isPseudoPath(file.path);
 }

@@ -147,54 +147,57 @@ interface Context {
   options: z.output<typeof PlanOptionsSchema>;
 }
 
-function evaluate(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeof measureProfile>): CandidateEvaluation {
-  const { destination, options } = ctx;
-  const concerns: Concern[] = [];
-  const capability = capabilityFor(method, destination.os, destination.release);
-  const isolates = capability ? [...capability.isolates] : [];
-
+/** Blockers from where the method runs: not on the destination's platform, or another OS or architecture. */
+function platformConcerns(method: IsolationMethod, capability: Capability | undefined, ctx: Context): Concern[] {
+  const { destination } = ctx;
   if (!capability) {
     const where = method.capabilities.map((r) => `${r.os}${describeRange(r)}`).join(', ');
-    concerns.push({
-      id: 'platform-unsupported',
-      severity: 'blocker',
-      message: `${method.name} is not available on ${describePlatform(destination)} (it runs on: ${where}).`,
-    });
-  } else {
-    if (!isVmLike(capability) && ctx.profile.platform.os !== destination.os) {
-      concerns.push({
-        id: 'os-mismatch',
-        severity: 'blocker',
-        message: `The program is built for ${ctx.profile.platform.os} but the destination runs ${destination.os}; only a VM carries its own OS.`,
-      });
-    }
-    if (!isVmLike(capability) && normalArch(ctx.profile.platform.arch) !== normalArch(destination.arch)) {
-      concerns.push({
-        id: 'arch-mismatch',
-        severity: 'blocker',
-        message: `The program is built for ${ctx.profile.platform.arch} but the destination is ${destination.arch}.`,
-      });
-    }
-    for (const kind of ctx.kinds) {
-      if (capability.isolates.includes(kind)) continue;
-      const ev = ctx.evidence.get(kind)!;
-      concerns.push({
-        id: `not-isolated:${kind}`,
-        severity: 'blocker',
-        message: `The program uses ${KIND_LABEL[kind]} (${ev.detail}${ev.count > 1 ? ` and ${ev.count - 1} more` : ''}); ${method.name} on ${describePlatform(destination)} does not isolate ${KIND_LABEL[kind]}.`,
-        fix: isolationHint(kind, destination, ctx.methods),
-      });
-    }
-    const needed = capability.requires.length > 0 && ctx.kinds.some((k) => CLASS_OF_KIND[k] === 'ipc' && capability.isolates.includes(k));
-    if (needed) {
-      concerns.push({
-        id: 'requires-host-config',
-        severity: 'warning',
-        message: `Isolating the program's IPC with ${method.name} needs ${capability.requires.join(', ')} at the destination.`,
-        fix: 'the pre-flight check verifies the destination supports it',
-      });
-    }
+    return [{ id: 'platform-unsupported', severity: 'blocker', message: `${method.name} is not available on ${describePlatform(destination)} (it runs on: ${where}).` }];
   }
+  if (isVmLike(capability)) return [];
+  const concerns: Concern[] = [];
+  if (ctx.profile.platform.os !== destination.os) {
+    concerns.push({
+      id: 'os-mismatch',
+      severity: 'blocker',
+      message: `The program is built for ${ctx.profile.platform.os} but the destination runs ${destination.os}; only a VM carries its own OS.`,
+    });
+  }
+  if (normalArch(ctx.profile.platform.arch) !== normalArch(destination.arch)) {
+    concerns.push({ id: 'arch-mismatch', severity: 'blocker', message: `The program is built for ${ctx.profile.platform.arch} but the destination is ${destination.arch}.` });
+  }
+  return concerns;
+}
+
+/** Blockers for every resource kind the program uses that the method does not isolate there; a warning for host configuration IPC needs. */
+function isolationConcerns(method: IsolationMethod, capability: Capability, ctx: Context): Concern[] {
+  const { destination } = ctx;
+  const concerns: Concern[] = [];
+  for (const kind of ctx.kinds) {
+    if (capability.isolates.includes(kind)) continue;
+    const ev = ctx.evidence.get(kind)!;
+    concerns.push({
+      id: `not-isolated:${kind}`,
+      severity: 'blocker',
+      message: `The program uses ${KIND_LABEL[kind]} (${ev.detail}${ev.count > 1 ? ` and ${ev.count - 1} more` : ''}); ${method.name} on ${describePlatform(destination)} does not isolate ${KIND_LABEL[kind]}.`,
+      fix: isolationHint(kind, destination, ctx.methods),
+    });
+  }
+  const needed = capability.requires.length > 0 && ctx.kinds.some((k) => CLASS_OF_KIND[k] === 'ipc' && capability.isolates.includes(k));
+  if (needed) {
+    concerns.push({
+      id: 'requires-host-config',
+      severity: 'warning',
+      message: `Isolating the program's IPC with ${method.name} needs ${capability.requires.join(', ')} at the destination.`,
+      fix: 'the pre-flight check verifies the destination supports it',
+    });
+  }
+  return concerns;
+}
+
+/** Blockers the caller's options impose: no hosting VM named, not allowed, forbidden. */
+function optionConcerns(method: IsolationMethod, options: Context['options']): Concern[] {
+  const concerns: Concern[] = [];
   if (method.movesHostingVm && options.hostingVm === false) {
     concerns.push({
       id: 'vm-unknown',
@@ -209,29 +212,44 @@ function evaluate(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeo
   if (options.forbiddenMethods.includes(method.id)) {
     concerns.push({ id: 'forbidden-by-options', severity: 'blocker', message: `${method.id} is forbidden by the options.` });
   }
+  return concerns;
+}
 
+/** The method's transfer estimate, and an info concern for every figure that is a default rather than a measurement. */
+function estimateFor(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeof measureProfile>): { estimate: TransferEstimate; concerns: Concern[] } {
+  const { options } = ctx;
   const vmSize = method.movesHostingVm && options.hostingVm ? options.hostingVm.sizeBytes : undefined;
   const estimate = estimateTransfer(method, sizes, {
     destinationProvides: new Set(options.destination.provides),
     // A measured VM size (from the hypervisor's file layout) replaces the image default.
     sizes: vmSize !== undefined ? { ...options.sizes, 'vm-image': vmSize } : options.sizes,
   });
-  for (const item of estimate.items) {
-    if (item.source === 'default') {
-      concerns.push({
-        id: 'estimate-default',
-        severity: 'info',
-        message: `The ${item.label} size (${item.bytes % MB === 0 ? `${item.bytes / MB} MB` : formatBytes(item.bytes)}) is a default from ${item.basis}, not a measurement.`,
-        fix: 'pass a measured size in options.sizes to replace it',
-      });
-    }
-  }
+  const concerns = estimate.items
+    .filter((item) => item.source === 'default')
+    .map((item): Concern => ({
+      id: 'estimate-default',
+      severity: 'info',
+      message: `The ${item.label} size (${item.bytes % MB === 0 ? `${item.bytes / MB} MB` : formatBytes(item.bytes)}) is a default from ${item.basis}, not a measurement.`,
+      fix: 'pass a measured size in options.sizes to replace it',
+    }));
+  return { estimate, concerns };
+}
+
+function evaluate(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeof measureProfile>): CandidateEvaluation {
+  const capability = capabilityFor(method, ctx.destination.os, ctx.destination.release);
+  const { estimate, concerns: estimateConcerns } = estimateFor(method, ctx, sizes);
+  const concerns = [
+    ...platformConcerns(method, capability, ctx),
+    ...(capability ? isolationConcerns(method, capability, ctx) : []),
+    ...optionConcerns(method, ctx.options),
+    ...estimateConcerns,
+  ];
   return {
     method: method.id,
     name: method.name,
     weight: method.weight,
     allowed: !concerns.some((c) => c.severity === 'blocker'),
-    isolates,
+    isolates: capability ? [...capability.isolates] : [],
     ...(capability ? { capability } : {}),
     estimate,
     concerns,
@@ -268,6 +286,30 @@ function compareRejected(a: CandidateEvaluation, b: CandidateEvaluation): number
  * Never throws.
  */
 export function planMigration(profile: unknown, options: PlanOptions = {}): Result<MigrationPlan, PlanError> {
+  return parsePlanInput(profile, options).andThen(({ profile: prof, options: opts, methods }) => decide(prof, opts, methods));
+}
+
+/** The parsed inputs of a plan: the profile, the options, and the method list (built-ins unless given). */
+interface PlanInput {
+  profile: ResourceProfile;
+  options: Context['options'];
+  methods: readonly IsolationMethod[];
+}
+
+/** Validate a custom method list: each method well-formed, ids unique. */
+function checkMethodList(methods: readonly unknown[]): InvalidInputError | undefined {
+  const ids = new Set<string>();
+  for (const [i, m] of methods.entries()) {
+    const check = IsolationMethodSchema.safeParse(m);
+    if (!check.success) return new InvalidInputError('plan options', [{ path: `methods.${i}`, message: check.error.issues[0]?.message ?? 'invalid' }]);
+    if (ids.has(check.data.id)) return new InvalidInputError('plan options', [{ path: `methods.${i}.id`, message: `duplicate method id "${check.data.id}"` }]);
+    ids.add(check.data.id);
+  }
+  return undefined;
+}
+
+/** Validate the profile and options (never throws on any value) and resolve the method list. */
+function parsePlanInput(profile: unknown, options: PlanOptions | undefined): Result<PlanInput, PlanError> {
   const parsedProfile = validateInput({ safeParse: safeParseProfile }, profile, 'resource profile');
   if (parsedProfile.isErr()) return err(parsedProfile.error);
   // By hand before zod: `null`, a string or an array here must not throw while being taken apart.
@@ -280,26 +322,18 @@ export function planMigration(profile: unknown, options: PlanOptions = {}): Resu
   }
   const parsedOptions = validateInput(PlanOptionsSchema, rest, 'plan options');
   if (parsedOptions.isErr()) return err(parsedOptions.error);
-
+  const badList = methodsOption ? checkMethodList(methodsOption) : undefined;
+  if (badList) return err(badList);
   const methods = methodsOption ?? BUILTIN_METHODS;
-  if (methodsOption) {
-    const ids = new Set<string>();
-    for (const [i, m] of methodsOption.entries()) {
-      const check = IsolationMethodSchema.safeParse(m);
-      if (!check.success) {
-        return err(new InvalidInputError('plan options', [{ path: `methods.${i}`, message: check.error.issues[0]?.message ?? 'invalid' }]));
-      }
-      if (ids.has(m.id)) return err(new InvalidInputError('plan options', [{ path: `methods.${i}.id`, message: `duplicate method id "${m.id}"` }]));
-      ids.add(m.id);
-    }
-  }
-  const opts = parsedOptions.value;
   const known = methods.map((m) => m.id);
-  for (const id of [...(opts.allowedMethods ?? []), ...opts.forbiddenMethods]) {
+  for (const id of [...(parsedOptions.value.allowedMethods ?? []), ...parsedOptions.value.forbiddenMethods]) {
     if (!known.includes(id)) return err(new UnknownMethodError(id, known));
   }
+  return ok({ profile: parsedProfile.value, options: parsedOptions.value, methods });
+}
 
-  const prof = parsedProfile.value;
+/** Evaluate every method for the profile and choose the cheapest allowed one. */
+function decide(prof: ResourceProfile, opts: Context['options'], methods: readonly IsolationMethod[]): Result<MigrationPlan, PlanError> {
   const classification = classifyProfile(prof);
   const ctx: Context = {
     profile: prof,

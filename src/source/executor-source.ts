@@ -7,7 +7,7 @@
  * @module
  */
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
-import { ApMigrateError, InvalidInputError } from '../errors.js';
+import { ApMigrateError, InvalidInputError, MigrationError } from '../errors.js';
 import type { Executor } from '../spec/executor.js';
 import type { Source } from '../spec/source.js';
 import { createLocalExecutor } from '../exec/local.js';
@@ -54,7 +54,10 @@ exit 0
 `;
 
 /** A source reached through `executor` (default: this machine). */
-export function createExecutorSource(executor: Executor = createLocalExecutor()): Source {
+export function createExecutorSource(given?: Executor): Source {
+  // The local executor reads this machine, so its files can be packed in-process.
+  const isLocal = given === undefined || given.description === 'local';
+  const executor = given ?? createLocalExecutor();
   const signal = (sig: string, pids: readonly number[]): ResultAsync<void, ApMigrateError> =>
     pids.length ? executor.exec(['kill', `-${sig}`, ...pids.map(String)], { allowNonZeroExit: true }).map(() => undefined) : okAsync(undefined);
   const processTree = (pid: number): ResultAsync<number[], ApMigrateError> => {
@@ -66,7 +69,7 @@ export function createExecutorSource(executor: Executor = createLocalExecutor())
     const frozen = new Set<number>();
     const pass = (round: number): ResultAsync<number[], ApMigrateError> =>
       processTree(pid).andThen((tree) => {
-        if (tree.length === 0 && frozen.size === 0) return errAsync(new ApMigrateError('SOURCE_GONE', `No process ${pid} runs on ${executor.description}`));
+        if (tree.length === 0 && frozen.size === 0) return errAsync(new MigrationError('SOURCE_GONE', `No process ${pid} runs on ${executor.description}`));
         const fresh = tree.filter((p) => !frozen.has(p));
         if (fresh.length === 0 || round >= 10) return okAsync([...frozen]);
         for (const p of fresh) frozen.add(p);
@@ -77,6 +80,7 @@ export function createExecutorSource(executor: Executor = createLocalExecutor())
   return {
     description: executor.description,
     executor,
+    isLocal,
     processTree,
     freeze,
     thaw: (pids) => signal('CONT', pids),

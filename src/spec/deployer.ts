@@ -1,6 +1,11 @@
 /**
- * Deployer: the destination side of one isolation method. `migrate()` drives every deployer
- * through the same phases, so a new method plugs in by implementing this interface.
+ * Deployer: the destination side of one isolation method, paired with the {@link Packager} that
+ * produces what it receives. `migrate()` drives every method through the same phases and knows
+ * none by name: a new method plugs in by implementing this interface.
+ *
+ * State is explicit: what pre-flight learnt is returned in its report and passed to the later
+ * phases, and rollback gets everything that exists. A deployer keeps no per-migration state of its
+ * own, so one instance serves any number of migrations, of the same name too, at once.
  *
  * @module
  */
@@ -9,11 +14,13 @@ import type { ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { MigrationPlan } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
+import type { Packager } from './packager.js';
+import type { SourcePolicy } from './source.js';
 import type { Transport } from './transport.js';
-import type { BundleSelectionOptions } from '../bundle/select.js';
 
 /** What every phase of a deployment knows. */
 export interface DeployContext {
+  /** How the destination is reached (a deployer that reaches its own, like `esxi-vm`, ignores it). */
   transport: Transport;
   profile: ResourceProfile;
   plan: MigrationPlan;
@@ -22,22 +29,26 @@ export interface DeployContext {
   signal?: AbortSignal;
 }
 
-/** Facts the pre-flight check found at the destination. */
-export interface PreflightReport {
+/** Facts the pre-flight check found at the destination; `facts` is what the method itself learnt. */
+export interface PreflightReport<Facts = unknown> {
   /** `uname -s -r -m` of the destination. */
   platform: { os: string; release: string; arch: string };
-  /** Free bytes where the bundle will be unpacked. */
+  /** Free bytes where the payload will land. */
   freeBytes: number;
   /** Tools found, by name, with their path. */
   tools: Record<string, string>;
-  /** Directory the program will live in. */
+  /** Directory (or VM path) the program will live in. */
   installDir: string;
+  /** Where `receive` writes, chosen here so rollback can remove it even when receiving failed. */
+  stagingDir: string;
+  /** What later phases of this method need from pre-flight. */
+  facts: Facts;
 }
 
-/** A verified bundle waiting in a staging directory. */
+/** A verified payload waiting at the destination. */
 export interface StagedBundle {
   stagingDir: string;
-  /** Bytes the destination read from the stream. */
+  /** Bytes the destination read. */
   bytesReceived: number;
   /** Entries the manifest listed and the destination verified. */
   entriesVerified: number;
@@ -54,7 +65,7 @@ export interface ActivatedDeployment {
 
 /** A started program at the destination. */
 export interface StartedProgram {
-  /** Pid at the destination (in the destination's initial pid namespace). */
+  /** Pid at the destination (in the destination's initial pid namespace; 0 when not known, e.g. in a VM). */
   pid: number;
   /** File receiving its stdout and stderr. */
   logPath: string;
@@ -62,22 +73,71 @@ export interface StartedProgram {
   endpoints: string[];
 }
 
-/** The destination side of one isolation method. */
-export interface Deployer {
+/** Everything that exists at the destination for one migration, phase by phase. */
+export interface DeploymentState<Facts = unknown> {
+  preflight?: PreflightReport<Facts>;
+  staged?: StagedBundle;
+  activated?: ActivatedDeployment;
+  started?: StartedProgram;
+}
+
+/** A VM moved by the `esxi-vm` method, as the migration report shows it. */
+export interface VmMoveSummary {
+  name: string;
+  destinationVmx: string;
+  powerState: string;
+  files: number;
+  /** How the VM travelled: its directory copied datastore to datastore, or exported and imported as OVF. */
+  transfer: 'datastore-copy' | 'export-import';
+  /** With `vm.transfer: 'auto'`, why the datastore copy ran instead of the export/import. */
+  fallbackReason?: string;
+  /** How the source VM was quiesced (`none`: it was already off). */
+  quiesce: 'power-off' | 'snapshot' | 'none';
+  /** What went wrong without failing the move (e.g. a source snapshot left behind). */
+  warnings: string[];
+}
+
+/** Method-specific parts of a migration report. */
+export interface MethodReport {
+  vm?: VmMoveSummary;
+}
+
+/** What happened to the source once the destination was healthy. */
+export type SourceOutcome = 'kept-running' | 'stopped';
+
+/**
+ * The destination side of one isolation method. `Payload` is what its packager produces (a bundle
+ * stream for the file-based methods); `Facts` what its pre-flight learns.
+ */
+export interface Deployer<Payload = Readable, Facts = unknown> {
   /** The method id this deployer implements, e.g. `chroot`. */
   readonly method: string;
-  /** What the bundle must carry for this method (default: shared libraries included). */
-  bundleSelection?(context: DeployContext): BundleSelectionOptions;
-  /** Check the destination can take the program: platform, tools, free space, no name collision. */
-  preflight(context: DeployContext, estimatedBytes: number): ResultAsync<PreflightReport, ApMigrateError>;
-  /** Receive `bundle` into a staging directory and verify every hash. Removes staging on failure. */
-  receive(context: DeployContext, bundle: Readable, onBytes?: (bytes: number) => void): ResultAsync<StagedBundle, ApMigrateError>;
-  /** Build the environment and move it into place atomically. Leaves nothing behind on failure. */
-  activate(context: DeployContext, staged: StagedBundle): ResultAsync<ActivatedDeployment, ApMigrateError>;
+  /** Produces what `receive` takes. */
+  readonly packager: Packager<Payload>;
+  /** `transport` (default): needs `migrate({ destination })`; `own`: reaches its destination itself. */
+  readonly destination?: 'transport' | 'own';
+  /** The name at the destination when the caller gives none (default: from the executable). */
+  defaultName?(profile: ResourceProfile): string;
+  /** Check the destination can take the program: platform, tools, free space, no name collision. Changes nothing. */
+  preflight(context: DeployContext, estimatedBytes: number): ResultAsync<PreflightReport<Facts>, ApMigrateError>;
+  /** Receive the payload into `preflight.stagingDir` and verify it. */
+  receive(context: DeployContext, preflight: PreflightReport<Facts>, payload: Payload, onBytes?: (bytes: number) => void): ResultAsync<StagedBundle, ApMigrateError>;
+  /** Build the environment and move it into place atomically. */
+  activate(context: DeployContext, preflight: PreflightReport<Facts>, staged: StagedBundle): ResultAsync<ActivatedDeployment, ApMigrateError>;
   /** Start the program inside its environment. */
   start(context: DeployContext, activated: ActivatedDeployment): ResultAsync<StartedProgram, ApMigrateError>;
-  /** Check the program is running (and listening, if it listened at the source). */
+  /** Check the program runs (and listens, if it listened at the source). */
   healthCheck(context: DeployContext, started: StartedProgram): ResultAsync<void, ApMigrateError>;
   /** Undo whatever exists: stop the program, unmount, remove staging and install directories. */
-  rollback(context: DeployContext, state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram }): ResultAsync<void, ApMigrateError>;
+  rollback(context: DeployContext, state: DeploymentState<Facts>): ResultAsync<void, ApMigrateError>;
+  /**
+   * For a method whose packager quiesced the source itself (a VM powered off): settle it by the
+   * policy once the destination is healthy. Without it, `migrate()` stops the program through the
+   * {@link Source} when the policy says `stop`.
+   */
+  settleSource?(context: DeployContext, state: DeploymentState<Facts>, policy: SourcePolicy): ResultAsync<SourceOutcome, ApMigrateError>;
+  /** What the method adds to the migration report (for `esxi-vm`: the VM that moved). */
+  describe?(context: DeployContext, state: DeploymentState<Facts>): MethodReport;
+  /** Release what pre-flight opened (sessions); called once at the end, whatever happened. */
+  release?(context: DeployContext, state: DeploymentState<Facts>): ResultAsync<void, ApMigrateError>;
 }

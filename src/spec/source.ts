@@ -4,9 +4,29 @@
  *
  * @module
  */
+import type { Readable } from 'node:stream';
 import type { ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { Executor } from './executor.js';
+
+/** Options of {@link Source.stream}. */
+export interface StreamOptions {
+  /** Bytes written to the command's standard input. */
+  stdin?: string | Uint8Array;
+  /** Kill the command. */
+  signal?: AbortSignal;
+}
+
+/** A command running on the source host, its output still flowing. */
+export interface StreamedCommand {
+  /** The command's standard output. */
+  stdout: Readable;
+  /** Settles when the command has exited (an error for a non-zero exit, with its stderr). */
+  exit: ResultAsync<void, ApMigrateError>;
+}
+
+/** What to do with the source program once the destination runs and is healthy. */
+export type SourcePolicy = 'keep-running' | 'stop';
 
 /** The host a program runs on, and what can be done to the program there. */
 export interface Source {
@@ -14,6 +34,14 @@ export interface Source {
   readonly description: string;
   /** Runs commands on the source host (capture reads files and package data through it). */
   readonly executor: Executor;
+  /** True when the source is the orchestrator's own machine: packers read its files in-process. */
+  readonly isLocal: boolean;
+  /**
+   * Run `argv` on the source host with its standard output as a stream (how a packer runs on a
+   * remote source: its bundle flows back through the orchestrator to the destination). Absent
+   * when the source cannot stream; a local source never needs it.
+   */
+  stream?(argv: readonly string[], options?: StreamOptions): ResultAsync<StreamedCommand, ApMigrateError>;
   /** The pids of `pid`'s process tree (itself first, then its descendants) as they are now. */
   processTree(pid: number): ResultAsync<number[], ApMigrateError>;
   /** Stop the whole tree (it keeps its state; no file changes while frozen). Returns the pids frozen. */

@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLE_FORMAT_VERSION, BUNDLE_INFO_NAME, createChrootDeployer, migrate, planMigration, ResourceProfileSchema, type MigrationPhase, type ResourceProfileInput } from '../../src/index.js';
-import { locateReceiver, stagingDirFor } from '../../src/deploy/common.js';
+import { locateReceiver, newStagingDir } from '../../src/destination/index.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import type { Transport } from '../../src/spec/transport.js';
@@ -310,10 +310,11 @@ describe.skipIf(skipUnless('root', 'tool:node', 'tool:pkill'))('faults: a receiv
     const plan = planMigration(profile)._unsafeUnwrap();
     const context = { transport, profile, plan, name: 'orphaned' };
     // This migration's receiver, as the receive phase names it (a local transport's paths are host paths).
-    const stagingRoot = join(stagingDirFor(context), 'root');
+    const stagingDir = newStagingDir(transport, context.name);
+    const stagingRoot = join(stagingDir, 'root');
     orphan = spawn('sh', ['-c', 'sleep 1; exec "$@"', 'orphan', 'node', receiver!, 'unpack', stagingRoot], { stdio: 'ignore' });
     const exited = new Promise<NodeJS.Signals | null>((resolve) => orphan!.once('exit', (_code, signal) => resolve(signal)));
-    (await createChrootDeployer().rollback(context, {}))._unsafeUnwrap();
+    (await createChrootDeployer().rollback(context, { preflight: { platform: { os: 'linux', release: '', arch: '' }, freeBytes: 0, tools: {}, installDir: '', stagingDir, facts: undefined } }))._unsafeUnwrap();
     // Unstopped, it would exit on its own about a second later, having made the directory.
     const signal = await exited;
     expect(stagingLeft(dst)).toEqual([]);

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChrootDeployer, createNamespacesDeployer, migrate, namespaceNames, type MigrationReport } from '../../src/index.js';
-import { defaultVethAddresses } from '../../src/deploy/namespaces.js';
+import { defaultVethAddresses } from '../../src/methods/linux-namespaces/deployer.js';
 import { createStraceProfiler } from '../../src/profilers/strace.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';

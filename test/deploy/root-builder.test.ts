@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readElf } from '../../src/deploy/elf.js';
-import { resolveInRoot } from '../../src/deploy/root-builder.js';
+import { readElf } from '../../src/destination/elf.js';
+import { resolveInRoot } from '../../src/destination/root-builder.js';
 
 describe('readElf', () => {
   it('reads the interpreter and DT_NEEDED of a real binary as the loader would', () => {

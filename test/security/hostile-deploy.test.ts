@@ -14,11 +14,11 @@ import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBundleStream } from '../../src/bundle/pack.js';
-import { createChrootDeployer } from '../../src/deploy/chroot.js';
-import { createNamespacesDeployer } from '../../src/deploy/namespaces.js';
+import { createChrootDeployer } from '../../src/methods/chroot/deployer.js';
+import { createNamespacesDeployer } from '../../src/methods/linux-namespaces/deployer.js';
 import { planMigration } from '../../src/policy/plan.js';
 import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from '../../src/policy/profile.js';
-import type { ActivatedDeployment, Deployer, DeployContext, StagedBundle, StartedProgram } from '../../src/spec/deployer.js';
+import type { Deployer, DeploymentState, DeployContext } from '../../src/spec/deployer.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
@@ -258,26 +258,27 @@ function renamed(input: Readable, renames: Record<string, string>): Readable {
 
 /** Drive one deployer through the phases `migrate()` runs, with rollback on failure (and after a run). */
 async function deployCase(
-  deployer: Deployer,
+  deployer: Deployer<Readable, unknown>,
   context: DeployContext,
   sourceRoot: string,
   renames: Record<string, string>,
   whileRunning: (report: string, root: string) => void,
 ): Promise<{ code?: string; message?: string; report?: string }> {
-  const state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram } = {};
+  const state: DeploymentState = {};
   const outcome = await (async () => {
     const pre = await deployer.preflight(context, 1024 * 1024);
     if (pre.isErr()) return { code: pre.error.code, message: pre.error.message };
+    state.preflight = pre.value;
     // Packed with a plain cwd: the packer resolves the cwd chain itself (and refuses a loop at the
     // source); the deployer gets the case's profile, as from a tampered relay.
     const bundle = createBundleStream({ ...context.profile, cwd: '/app' }, { includeSharedLibraries: false, sourceRoot, followSymlinks: false, plan: context.plan });
     if (bundle.isErr()) return { code: bundle.error.code, message: bundle.error.message };
     const stream = Object.keys(renames).length ? renamed(bundle.value.stream, renames) : bundle.value.stream;
-    const [staged, packed] = await Promise.all([deployer.receive(context, stream), bundle.value.report]);
+    const [staged, packed] = await Promise.all([deployer.receive(context, pre.value, stream), bundle.value.report]);
     if (staged.isErr()) return { code: staged.error.code, message: staged.error.message };
     if (packed.isErr()) return { code: packed.error.code, message: packed.error.message };
     state.staged = staged.value;
-    const activated = await deployer.activate(context, staged.value);
+    const activated = await deployer.activate(context, pre.value, staged.value);
     if (activated.isErr()) return { code: activated.error.code, message: activated.error.message };
     state.activated = activated.value;
     delete state.staged;

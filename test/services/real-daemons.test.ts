@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProcfsProfiler, createNamespacesDeployer, migrate, type MigrateOptions, type MigrationReport } from '../../src/index.js';
 import { summarizeReasons } from '../../src/capture/index.js';
 import { createLocalTransport } from '../../src/transports/local.js';
-import { namespaceNames } from '../../src/deploy/namespaces.js';
-import { resolveInRoot } from '../../src/deploy/root-builder.js';
+import { namespaceNames } from '../../src/methods/linux-namespaces/deployer.js';
+import { resolveInRoot } from '../../src/destination/root-builder.js';
 import { skipUnless } from '../helpers/requirements.js';
 
 /** Run a shell command; a failure says what the command printed. */

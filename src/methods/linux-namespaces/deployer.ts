@@ -11,19 +11,27 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
-import type { ApMigrateError } from '../errors.js';
-import type { DeployContext, Deployer } from '../spec/deployer.js';
-import { buildAndActivate, endpointsOf, preflightLinux } from './chroot.js';
-import { DeployError, healthCheckCommon, receiveWithReceiver, rollbackCommon, runScript, startDetached, supervisedLaunchArgv } from './common.js';
-import type { ProfileSafetyOptions } from './profile-safety.js';
+import type { Readable } from 'node:stream';
+import type { ApMigrateError } from '../../errors.js';
+import { createBundlePackager } from '../../bundle/packager.js';
+import type { DeployContext, Deployer, PreflightReport } from '../../spec/deployer.js';
+import {
+  buildAndActivate,
+  defaultVethAddresses,
+  DeployError,
+  endpointsOf,
+  healthCheckCommon,
+  preflightLinux,
+  receiveWithReceiver,
+  rollbackCommon,
+  runScript,
+  startDetached,
+  supervisedLaunchArgv,
+  type VethAddresses,
+} from '../../destination/index.js';
+import type { ProfileSafetyOptions } from '../../destination/profile-safety.js';
 
-/** Addresses of the veth pair joining the program's network namespace to the destination host. */
-export interface VethAddresses {
-  /** Host side, CIDR, e.g. `10.231.7.1/30`. */
-  host: string;
-  /** Program side, CIDR, e.g. `10.231.7.2/30`. */
-  program: string;
-}
+export { defaultVethAddresses, type VethAddresses };
 
 /** Options of {@link createNamespacesDeployer}. */
 export interface NamespacesDeployerOptions extends ProfileSafetyOptions {
@@ -37,14 +45,6 @@ export interface NamespacesDeployerOptions extends ProfileSafetyOptions {
 
 /** Tools the destination needs. */
 export const NAMESPACES_TOOLS = ['node', 'unshare', 'setsid', 'ip', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
-
-/** Default veth addresses: a /30 in 10.231.0.0/16 picked from a hash of the name. */
-export function defaultVethAddresses(name: string): VethAddresses {
-  const n = createHash('sha256').update(name).digest().readUInt16BE(0) % 16384;
-  const third = Math.floor(n / 64);
-  const fourth = (n % 64) * 4;
-  return { host: `10.231.${third}.${fourth + 1}/30`, program: `10.231.${third}.${fourth + 2}/30` };
-}
 
 /** Network-namespace and interface names for a program (interface names are at most 15 bytes). */
 export function namespaceNames(name: string): { netns: string; hostVeth: string } {
@@ -80,34 +80,37 @@ export function namespacesLaunchArgv(context: DeployContext, rootDir: string): s
   return ['ip', 'netns', 'exec', netns, ...supervisedLaunchArgv(context, rootDir, ['--mount', '--ipc', '--uts'])];
 }
 
+/** Refuse a destination where the namespace's name or its veth /30 is already taken. */
+function checkNetworkFree(context: DeployContext, addrs: VethAddresses, report: PreflightReport<undefined>): ResultAsync<PreflightReport<undefined>, ApMigrateError> {
+  const { netns } = namespaceNames(context.name);
+  // From `/`: the transport's root may not exist yet.
+  return runScript(context.transport, COLLISION_SCRIPT, [netns, addrs.program], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) }).andThen((r) => {
+    const lines = r.stdout.split('\n');
+    if (lines.includes('netns-exists')) {
+      return errAsync(new DeployError('DESTINATION_EXISTS', `Network namespace ${netns} already exists at ${context.transport.description}`));
+    }
+    const used = lines.filter((l) => l.startsWith('address-used ')).map((l) => l.split(' ').slice(1).join(' '));
+    if (!used.length) return okAsync(report);
+    return errAsync(
+      new DeployError('DESTINATION_EXISTS', `The veth subnet of ${netns} (${addrs.program}) is already used at ${context.transport.description} by ${used.join(', ')}; pass other addresses (option \`addresses\`)`, {
+        details: { used },
+      }),
+    );
+  });
+}
+
 /** The Linux namespaces deployer. */
-export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}): Deployer {
+export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}): Deployer<Readable, undefined> {
   const addressesOf = options.addresses ?? defaultVethAddresses;
   return {
     method: 'linux-namespaces',
+    // The program keeps the libraries it ran with: its namespaces share nothing else with the host's userland.
+    packager: createBundlePackager(() => ({ includeSharedLibraries: true })),
     preflight: (context, estimatedBytes) =>
-      preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => {
-        const { netns } = namespaceNames(context.name);
-        const addrs = addressesOf(context.name);
-        // From `/`: the transport's root may not exist yet.
-        return runScript(context.transport, COLLISION_SCRIPT, [netns, addrs.program], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) }).andThen((r) => {
-          const lines = r.stdout.split('\n');
-          if (lines.includes('netns-exists')) {
-            return errAsync<typeof report, ApMigrateError>(new DeployError('DESTINATION_EXISTS', `Network namespace ${netns} already exists at ${context.transport.description}`));
-          }
-          const used = lines.filter((l) => l.startsWith('address-used ')).map((l) => l.split(' ').slice(1).join(' '));
-          return used.length
-            ? errAsync<typeof report, ApMigrateError>(
-                new DeployError('DESTINATION_EXISTS', `The veth subnet of ${netns} (${addrs.program}) is already used at ${context.transport.description} by ${used.join(', ')}; pass other addresses (option \`addresses\`)`, {
-                  details: { used },
-                }),
-              )
-            : okAsync<typeof report, ApMigrateError>(report);
-        });
-      }),
-    receive: (context, bundle, onBytes) =>
-      receiveWithReceiver(context, bundle, { ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
-    activate: (context, staged) => {
+      preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => checkNetworkFree(context, addressesOf(context.name), report)),
+    receive: (context, preflight, bundle, onBytes) =>
+      receiveWithReceiver(context, preflight, bundle, { ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
+    activate: (context, _preflight, staged) => {
       const { netns, hostVeth } = namespaceNames(context.name);
       const addrs = addressesOf(context.name);
       const undo = [

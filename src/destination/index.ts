@@ -1,0 +1,17 @@
+/**
+ * What the destination side of every file-based method shares: pre-flight, the receiver, the
+ * private root, the launcher, the health check and rollback. Methods import these; they never
+ * import each other.
+ *
+ * @module
+ */
+export { DeployError, type DeployErrorCode } from './deploy-error.js';
+export { runScript } from './run-script.js';
+export { isSafeName, layoutFor, newStagingDir, type DestinationLayout } from './layout.js';
+export { preflightCommon, preflightLinux } from './preflight.js';
+export { buildRootAtDestination, locateReceiver, receiveWithReceiver } from './receiver.js';
+export { HOST_TOOL_ENV, launchArgv, programCommand, programEnv, REAPER_SCRIPT, startDetached, supervisedLaunchArgv } from './launch.js';
+export { healthCheckCommon } from './health.js';
+export { rollbackCommon, stagingDirOf } from './rollback.js';
+export { accountLines, buildAndActivate, checkMethod, endpointsOf } from './linux-root.js';
+export { defaultVethAddresses, type VethAddresses } from './veth.js';

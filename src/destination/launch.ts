@@ -1,0 +1,105 @@
+/**
+ * Starting the program at the destination: its argv and environment as the source had them, under
+ * a reaper that follows a daemon's forks, after the privilege drop into its root.
+ *
+ * @module
+ */
+import { posix } from 'node:path';
+import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
+import type { ApMigrateError } from '../errors.js';
+import type { ActivatedDeployment, DeployContext } from '../spec/deployer.js';
+import { DeployError } from './deploy-error.js';
+import { layoutFor } from './layout.js';
+import { WRAPPER_PATH } from './root-builder.js';
+import { runScript } from './run-script.js';
+
+/**
+ * The program's launch argv at the destination: the path it was started by (a symlink it may
+ * decide its role from, else the executable) and its original arguments, unless its title
+ * replaced them (then they are unknown and it starts with none).
+ */
+export function launchArgv(context: DeployContext): string[] {
+  const { executable, argv, start } = context.profile;
+  return [start?.invokedAs ?? executable, ...(start?.argvRewritten ? [] : argv.slice(1))];
+}
+
+/** The fixed environment of host-side tools: nothing of the program's reaches them. */
+export const HOST_TOOL_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL=C'];
+
+/** The environment the program starts with: the profile's, or a minimal one. */
+export function programEnv(context: DeployContext): string[] {
+  const env = context.profile.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', LANG: 'C.UTF-8' };
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+/**
+ * PID 1 of the program's pid namespace: a host shell (root, outside the root directory) that starts
+ * the program and stays while any of its processes live, reaping orphans (a daemon's first process
+ * exits by design; its children are reparented here). When the program is gone it exits, and the
+ * namespace with it. `$1` is the namespace's procfs, the rest the command.
+ */
+export const REAPER_SCRIPT = `
+proc="$1"; shift
+"$@" &
+# The program's first process; a daemon's ends soon, its children reparented to this shell.
+wait
+while :; do
+  n=0
+  for p in "$proc"/[0-9]*; do
+    state=
+    while read -r key value rest; do [ "$key" = State: ] && { state=$value; break; }; done < "$p/status" 2>/dev/null
+    [ -n "$state" ] && [ "$state" != Z ] && n=$((n + 1))
+  done
+  # Only this shell is alive: the program is gone (zombies are reaped by the next wait).
+  [ "$n" -le 1 ] && exit 0
+  sleep 1
+done
+`;
+
+/**
+ * The launcher: new pid and mount namespaces (plus `extraNamespaces`) whose init is the reaper,
+ * which runs `unshare --root --wd --setgid --setuid` into the program's root, then the exec
+ * wrapper. Host tools run with {@link HOST_TOOL_ENV}; nothing of the profile is in their
+ * environment, only in the arguments after the privilege drop.
+ */
+export function supervisedLaunchArgv(context: DeployContext, rootDir: string, extraNamespaces: readonly string[] = []): string[] {
+  const { uid, gid, cwd } = context.profile;
+  const proc = posix.join(rootDir, 'proc');
+  return [
+    'env', '-i', ...HOST_TOOL_ENV,
+    'unshare', '--pid', '--fork', '--kill-child', ...extraNamespaces, `--mount-proc=${proc}`,
+    '--', 'sh', '-c', REAPER_SCRIPT, 'apm-init', proc,
+    'unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context),
+  ];
+}
+
+/**
+ * What runs after the privilege drop, inside the root: the exec wrapper sets the program's
+ * environment there (never in a host-side tool's, where `LD_PRELOAD` or an option-like name
+ * would act as root), then execs the program.
+ */
+export function programCommand(context: DeployContext): string[] {
+  return [WRAPPER_PATH, '-i', ...programEnv(context), ...launchArgv(context)];
+}
+
+const START_SCRIPT = `
+log="$1"; pidfile="$2"; shift 2
+mkdir -p "$(dirname "$log")"
+setsid "$@" >"$log" 2>&1 </dev/null &
+echo $! >"$pidfile"
+echo "$!"
+`;
+
+/** Start `argv` detached at the destination, logging to `<runDir>/program.log`. */
+export function startDetached(context: DeployContext, activated: ActivatedDeployment, argv: readonly string[]): ResultAsync<{ pid: number; logPath: string }, ApMigrateError> {
+  const layout = layoutFor(context.transport, context.name);
+  const logPath = posix.join(layout.runDir, 'program.log');
+  const pidPath = posix.join(layout.runDir, 'launcher.pid');
+  void activated;
+  return runScript(context.transport, START_SCRIPT, [logPath, pidPath, ...argv], context.signal ? { signal: context.signal } : {})
+    .mapErr((e) => new DeployError('START_FAILED', `Could not start the program at ${context.transport.description}: ${e.message}`, { cause: e }))
+    .andThen((r) => {
+      const pid = Number(r.stdout.trim().split('\n').pop());
+      return Number.isInteger(pid) && pid > 0 ? okAsync({ pid, logPath }) : errAsync(new DeployError('START_FAILED', `The launcher printed no pid: ${r.stdout.slice(0, 200)}`));
+    });
+}

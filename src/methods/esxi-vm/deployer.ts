@@ -1,0 +1,137 @@
+/**
+ * The `esxi-vm` method as a packager + deployer pair: the program moves inside the VM that hosts
+ * it. The packager measures the VM before planning (one login, then logout) and hands over the VM
+ * to move; the deployer's pre-flight logs in to both hosts and checks the settings, `receive`
+ * moves the VM (quiesced, copied or exported/imported, powered on and verified there), and
+ * `settleSource` powers the source VM on again or leaves it off by the source policy.
+ *
+ * @module
+ */
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
+import type { ApMigrateError } from '../../errors.js';
+import { DeployError } from '../../destination/deploy-error.js';
+import type { Deployer, DeploymentState, PreflightReport, StagedBundle } from '../../spec/deployer.js';
+import type { PackEstimate, Packager, PackRequest } from '../../spec/packager.js';
+import { VimClient } from '../../esxi/index.js';
+import { destroyEntity, powerOffVm, powerOnVm } from '../../esxi/operations.js';
+import {
+  checkHostingVm,
+  closeSessions,
+  measureHostingVm,
+  moveHostingVm,
+  settleSourceVm,
+  type HostingVm,
+  type HostingVmMoveReport,
+  type VmSessions,
+} from '../../deploy/esxi-vm.js';
+
+/** What the packager hands the deployer: the VM to move (nothing travels until `receive`). */
+export interface VmPayload {
+  vm: HostingVm;
+}
+
+/**
+ * What pre-flight opened and what the move did. Created by this migration's pre-flight and
+ * passed on in its report, so nothing is kept between migrations; `moved` is set by `receive`.
+ */
+export interface EsxiVmFacts {
+  sessions: VmSessions & { destination: VimClient };
+  moved?: HostingVmMoveReport;
+}
+
+/** The bytes the plan measured for the VM (its files as the copy sends them). */
+function plannedBytes(request: PackRequest): number {
+  return request.plan.candidates.find((c) => c.method === request.plan.chosen)?.estimate.totalBytes ?? 0;
+}
+
+/** The packager: measure the hosting VM for the plan; the payload is the VM itself. */
+function createVmPackager(vm: HostingVm): Packager<VmPayload> {
+  return {
+    measure: (_profile, _source, signal) =>
+      measureHostingVm(vm, signal).andThen((sessions) =>
+        ResultAsync.fromSafePromise(closeSessions(sessions)).map(() => ({ hostingVm: { name: vm.name, sizeBytes: sessions.sizeBytes } })),
+      ),
+    estimate: (request) => okAsync<PackEstimate, ApMigrateError>({ bytes: plannedBytes(request), measuredTreeBytes: 0 }),
+    // The move reports what it sent: `done` settles with the deployer's receive (see receiveVm).
+    pack: () => okAsync({ payload: { vm }, done: okAsync({ totalBytes: 0, manifestBytes: 0 }) }),
+  };
+}
+
+/** Pre-flight: the settings work together, and both hosts accept a login. Changes nothing. */
+function preflightVm(vm: HostingVm, estimatedBytes: number, signal: AbortSignal | undefined): ResultAsync<PreflightReport<EsxiVmFacts>, ApMigrateError> {
+  const refused = checkHostingVm(vm);
+  if (refused) return errAsync(refused);
+  const connect = (endpoint: HostingVm['source']) => VimClient.connect(endpoint, signal ? { signal } : {}).mapErr((e): ApMigrateError => e);
+  return connect(vm.source).andThen((source) =>
+    connect(vm.destination)
+      .orElse((e) => ResultAsync.fromSafePromise(source.logout().then(() => undefined, () => undefined)).andThen(() => errAsync<VimClient, ApMigrateError>(e)))
+      .map((destination): PreflightReport<EsxiVmFacts> => ({
+        platform: { os: 'esxi', release: '', arch: '' },
+        freeBytes: 0,
+        tools: {},
+        installDir: `${vm.destinationName ?? vm.name} at ${vm.destination.url}`,
+        stagingDir: '',
+        facts: { sessions: { source, destination, sizeBytes: estimatedBytes } },
+      })),
+  );
+}
+
+/** Receive: move the VM (each transfer cleans up after itself on failure) and keep its report in the facts. */
+function receiveVm(vm: HostingVm, preflight: PreflightReport<EsxiVmFacts>, signal: AbortSignal | undefined, onBytes?: (bytes: number) => void): ResultAsync<StagedBundle, ApMigrateError> {
+  return moveHostingVm(vm, preflight.facts.sessions, { ...(signal ? { signal } : {}), onBytes: (bytes) => onBytes?.(bytes) }).map((moved) => {
+    preflight.facts.moved = moved;
+    return { stagingDir: moved.destinationVmx, bytesReceived: moved.sentBytes, entriesVerified: moved.files.length };
+  });
+}
+
+/** Undo a move that succeeded but whose migration failed later (an abort between phases). */
+function rollbackVm(state: DeploymentState<EsxiVmFacts>): ResultAsync<void, ApMigrateError> {
+  const facts = state.preflight?.facts;
+  const moved = facts?.moved;
+  if (!facts || !moved) return okAsync(undefined);
+  const undo = async () => {
+    await powerOffVm(facts.sessions.destination, moved.destinationVm).catch(() => undefined); // already off is fine
+    await destroyEntity(facts.sessions.destination, moved.destinationVm);
+    if (moved.sourceWasPoweredOn && !moved.sourceLeftPoweredOn) await powerOnVm(facts.sessions.source, moved.sourceVm);
+  };
+  return ResultAsync.fromPromise(undo(), (e) => new DeployError('ROLLBACK_FAILED', `Could not remove the copy ${moved.destinationVmx}: ${String((e as Error)?.message ?? e)}`, { cause: e }));
+}
+
+/** The `esxi-vm` deployer for the VM `vm` hosting the program. */
+export function createEsxiVmDeployer(vm: HostingVm): Deployer<VmPayload, EsxiVmFacts> {
+  return {
+    method: 'esxi-vm',
+    packager: createVmPackager(vm),
+    destination: 'own',
+    defaultName: () => vm.destinationName ?? vm.name,
+    preflight: (context, estimatedBytes) => preflightVm(vm, estimatedBytes, context.signal),
+    receive: (context, preflight, payload, onBytes) => receiveVm(payload.vm, preflight, context.signal, onBytes),
+    // The move registered the copy and powered it on; activation and start have nothing left to do.
+    activate: (_context, preflight, staged) => okAsync({ installDir: preflight.facts.moved?.destinationVmx ?? staged.stagingDir, rootDir: '', undo: [] }),
+    start: () => okAsync({ pid: 0, logPath: '', endpoints: [] }),
+    healthCheck: (_context, _started) => okAsync(undefined),
+    rollback: (_context, state) => rollbackVm(state),
+    settleSource: (_context, state, policy) => {
+      const facts = state.preflight?.facts;
+      if (!facts?.moved) return errAsync(new DeployError('START_FAILED', 'The VM was not moved; its source cannot be settled'));
+      return settleSourceVm(facts.sessions, facts.moved, policy);
+    },
+    describe: (_context, state) => {
+      const moved = state.preflight?.facts.moved;
+      if (!moved) return {};
+      return {
+        vm: {
+          name: vm.destinationName ?? vm.name,
+          destinationVmx: moved.destinationVmx,
+          powerState: moved.destinationPowerState,
+          files: moved.files.length,
+          transfer: moved.transfer,
+          ...(moved.fallbackReason ? { fallbackReason: moved.fallbackReason } : {}),
+          quiesce: moved.quiesce,
+          warnings: moved.warnings,
+        },
+      };
+    },
+    release: (_context, state) => ResultAsync.fromSafePromise(closeSessions(state.preflight?.facts.sessions)),
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * The phases that reach the destination: choose the method's deployer, estimate, pre-flight,
+ * freeze (stop-and-copy), transfer, activate, start, health, and settle the source. From the
+ * freeze on, a failure thaws the source and rolls the destination back.
+ *
+ * @module
+ */
+import { err, errAsync, ok, okAsync, ResultAsync, type Result } from 'neverthrow';
+import { ApMigrateError, InvalidInputError, MigrationError } from '../errors.js';
+import type { MigrationPlan } from '../policy/plan.js';
+import type { ResourceProfile } from '../policy/profile.js';
+import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
+import type { PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
+import { noTransport } from './no-transport.js';
+import { abortedError, emit, signalOption, timed, type Run } from './run.js';
+
+/** The chosen method's deployer and what all its phases know. */
+export interface ChosenMethod {
+  deployer: Deployer<unknown, unknown>;
+  context: DeployContext;
+  request: PackRequest;
+}
+
+/** A name usable at the destination, from the executable's base name. */
+export function nameFromExecutable(profile: ResourceProfile): string {
+  const base = profile.executable.split('/').pop() ?? 'program';
+  return base.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || 'program';
+}
+
+/** The registered deployer of the plan's method, with its context. */
+export function chooseMethod(run: Run, plan: MigrationPlan, profile: ResourceProfile, deployers: Record<string, Deployer<unknown, unknown>>): Result<ChosenMethod, ApMigrateError> {
+  const deployer = deployers[plan.chosen];
+  if (!deployer) {
+    const have = Object.keys(deployers).join(', ');
+    return err(new MigrationError('NO_DEPLOYER', `The plan chose ${plan.chosen}, but no deployer for it is registered (have: ${have})`, { details: { plan } }));
+  }
+  const ownsDestination = deployer.destination === 'own';
+  if (!ownsDestination && !run.options.destination) {
+    return err(new InvalidInputError('migrate options', [{ path: 'destination', message: `a destination transport is needed for ${plan.chosen}` }]));
+  }
+  const context: DeployContext = {
+    transport: run.options.destination ?? noTransport(plan.chosen),
+    profile,
+    plan,
+    name: run.options.name ?? deployer.defaultName?.(profile) ?? nameFromExecutable(profile),
+    ...signalOption(run),
+  };
+  return ok({ deployer, context, request: { profile, plan, source: run.source, ...signalOption(run) } });
+}
+
+/** Bytes the chosen method moves (whole trees measured on the source; outside any phase's timer, as before). */
+export function estimatePayload(chosen: ChosenMethod): ResultAsync<PackEstimate, ApMigrateError> {
+  return chosen.deployer.packager.estimate(chosen.request);
+}
+
+/** Phase `preflight`: the destination can take the program; nothing changes there. */
+export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEstimate): ResultAsync<PreflightReport<unknown>, ApMigrateError> {
+  return timed(run, 'preflight', () => chosen.deployer.preflight(chosen.context, estimate.bytes)).map((report) => (run.deployment.preflight = report));
+}
+
+/** The source's process tree, stopped (stop-and-copy), with the moment it stopped. */
+export interface Frozen {
+  pids: number[];
+  at: number;
+}
+
+/** stop-and-copy: freeze the source's process tree now; from here a failure thaws it (it never noticed). */
+export function freezeSource(run: Run, chosen: ChosenMethod, sourcePid: number | undefined): ResultAsync<Frozen, ApMigrateError> {
+  // A method that quiesces the source itself (a VM powered off) is never frozen from outside.
+  if (run.cutover !== 'stop-and-copy' || sourcePid === undefined || chosen.deployer.settleSource) return okAsync({ pids: [], at: 0 });
+  return run.source.freeze(sourcePid).map((pids) => ({ pids, at: performance.now() }));
+}
+
+/**
+ * When both sides of the transfer fail, one failure caused the other. A destination that went away
+ * (a cut connection, a full disk, a rejected entry) makes the packer fail with a generic BUNDLE_IO
+ * ("closed before its end"), which would hide the real, often retryable, cause; a packer that failed
+ * on its own (a source file changed, vanished, unreadable; an abort) has a specific code.
+ */
+function transferOutcome(run: Run, staged: Result<StagedBundle, ApMigrateError>, done: Result<PackSummary, ApMigrateError>): Result<PackSummary, ApMigrateError> {
+  if (staged.isErr() && done.isErr() && done.error.code === 'BUNDLE_IO') {
+    staged.error.details.packError = done.error.message;
+    return err(staged.error);
+  }
+  if (staged.isOk()) run.deployment.staged = staged.value;
+  if (done.isErr()) return err(done.error);
+  if (staged.isErr()) return err(staged.error);
+  return ok(done.value);
+}
+
+/** Phase `transfer`: the packer's payload streamed into the deployer, verified there. */
+export function transferPhase(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate): ResultAsync<PackSummary, ApMigrateError> {
+  const { deployer, context, request } = chosen;
+  return timed(run, 'transfer', () =>
+    deployer.packager.pack(request, estimate).andThen((packed) => {
+      const onBytes = (bytes: number) => emit(run, { phase: 'transfer', bytesSent: bytes, bytesTotal: estimate.bytes });
+      const received = deployer.receive(context, preflight, packed.payload, onBytes);
+      return ResultAsync.fromSafePromise(Promise.all([received, packed.done])).andThen(([staged, done]) => transferOutcome(run, staged, done));
+    }),
+  );
+}
+
+/** Phases `activate`, `start` and `health`, each refused when the caller aborted before it. */
+export function deployPhases(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>): ResultAsync<void, ApMigrateError> {
+  const { deployer, context } = chosen;
+  const state = run.deployment;
+  const notAborted = () => {
+    const aborted = abortedError(run);
+    return aborted ? errAsync<void, ApMigrateError>(aborted) : okAsync<void, ApMigrateError>(undefined);
+  };
+  return notAborted()
+    .andThen(() => timed(run, 'activate', () => deployer.activate(context, preflight, state.staged!)))
+    .map((activated) => {
+      state.activated = activated;
+      delete state.staged; // moved into place: rollback removes the install dir instead
+    })
+    .andThen(notAborted)
+    .andThen(() => timed(run, 'start', () => deployer.start(context, state.activated!)))
+    .map((started) => void (state.started = started))
+    .andThen(notAborted)
+    .andThen(() => timed(run, 'health', () => deployer.healthCheck(context, state.started!)));
+}
+
+/**
+ * Phase `source`: only now may the source be touched. A method that quiesced it settles it by the
+ * policy; otherwise it is stopped on its own host when the policy or the cutover says so (a frozen
+ * one is stopped, never thawed to run on).
+ */
+export function settleSourcePhase(run: Run, chosen: ChosenMethod, sourcePid: number | undefined): ResultAsync<SourceOutcome | undefined, ApMigrateError> {
+  const policy = run.options.sourcePolicy ?? 'keep-running';
+  return timed(run, 'source', () => {
+    if (chosen.deployer.settleSource) return chosen.deployer.settleSource(chosen.context, run.deployment, policy);
+    if ((policy === 'stop' || run.cutover === 'stop-and-copy') && sourcePid !== undefined) return run.source.stop(sourcePid).map(() => 'stopped' as const);
+    return okAsync(undefined);
+  });
+}
+
+/** After a failure from the freeze on: thaw the source, roll the destination back, and return `error` (saying if rollback failed). */
+export function undoAfterFailure(run: Run, chosen: ChosenMethod, frozen: Frozen, error: ApMigrateError): ResultAsync<never, ApMigrateError> {
+  const undo = async (): Promise<Result<never, ApMigrateError>> => {
+    const failure = abortedError(run) ?? error;
+    const thawed = frozen.pids.length ? await run.source.thaw(frozen.pids) : ok(undefined);
+    if (thawed.isErr()) failure.details.thawError = thawed.error.message;
+    const rolledBack = await chosen.deployer.rollback(chosen.context, run.deployment);
+    if (rolledBack.isOk()) return err(failure);
+    return err(new ApMigrateError(failure.code, `${failure.message} (and rollback failed: ${rolledBack.error.message})`, { cause: failure, isRetryable: false }));
+  };
+  return new ResultAsync(undo());
+}

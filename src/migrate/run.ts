@@ -1,0 +1,67 @@
+/**
+ * The state of one migration run, shared by its phase functions: the options, the source, the
+ * phase timings, and what the phases found so far. Phases return what they produce; only the
+ * timings and the destination's {@link DeploymentState} accumulate here.
+ *
+ * @module
+ */
+import { err, ResultAsync, type Result } from 'neverthrow';
+import { ApMigrateError, MigrationError } from '../errors.js';
+import type { DeploymentState } from '../spec/deployer.js';
+import type { Source } from '../spec/source.js';
+import type { Cutover, MigrateOptions, MigrationPhase, MigrationProgress, PhaseTiming } from './types.js';
+
+/** One migration in progress. */
+export interface Run {
+  readonly options: MigrateOptions;
+  readonly source: Source;
+  readonly cutover: Cutover;
+  readonly startedAt: number;
+  readonly phases: PhaseTiming[];
+  /** What exists at the destination: what rollback undoes. */
+  readonly deployment: DeploymentState;
+  /** A program launched to be profiled: it keeps running, and is the source from then on. */
+  launchedPid?: number;
+}
+
+/** A new run of `options`. */
+export function startRun(options: MigrateOptions, source: Source): Run {
+  return { options, source, cutover: options.cutover ?? 'copy', startedAt: performance.now(), phases: [], deployment: {} };
+}
+
+/** Tell the caller about progress (never lets a throwing callback break the migration). */
+export function emit(run: Run, progress: MigrationProgress): void {
+  try {
+    run.options.onProgress?.(progress);
+  } catch {
+    // The caller's progress display failing is no reason to stop moving its program.
+  }
+}
+
+/** Run one phase: announce it, time it, and record the time whatever its outcome. */
+export function timed<T>(run: Run, phase: MigrationPhase, work: () => ResultAsync<T, ApMigrateError>): ResultAsync<T, ApMigrateError> {
+  emit(run, { phase, message: `${phase}...` });
+  const start = performance.now();
+  const settled = (async (): Promise<Result<T, ApMigrateError>> => {
+    try {
+      return await work();
+    } catch (thrown) {
+      // A plug-in that throws instead of returning a Result still ends as a typed error.
+      return err(ApMigrateError.isInstance(thrown) ? thrown : new MigrationError('MIGRATION_FAILED', `The ${phase} phase failed: ${String(thrown)}`, { cause: thrown }));
+    } finally {
+      run.phases.push({ phase, ms: performance.now() - start });
+    }
+  })();
+  return new ResultAsync(settled);
+}
+
+/** `ABORTED` when the caller's signal fired, else undefined. */
+export function abortedError(run: Run): ApMigrateError | undefined {
+  const signal = run.options.signal;
+  return signal?.aborted ? new MigrationError('ABORTED', 'The migration was aborted', { cause: signal.reason }) : undefined;
+}
+
+/** The signal option, spread into calls that take one. */
+export function signalOption(run: Run): { signal?: AbortSignal } {
+  return run.options.signal ? { signal: run.options.signal } : {};
+}

@@ -1,0 +1,130 @@
+/**
+ * The types of `migrate()`: its options, progress and report.
+ *
+ * @module
+ */
+import type { MigrationPlan, PlanOptions } from '../policy/plan.js';
+import type { ResourceProfile, ResourceProfileInput } from '../policy/profile.js';
+import type { Deployer, VmMoveSummary } from '../spec/deployer.js';
+import type { ProfileTarget, Profiler } from '../spec/profiler.js';
+import type { Source, SourcePolicy } from '../spec/source.js';
+import type { Transport } from '../spec/transport.js';
+import type { CaptureOptions } from '../capture/index.js';
+import type { HostingVm } from '../deploy/esxi-vm.js';
+
+export type { SourcePolicy };
+
+/**
+ * The phases of a migration, in order. `capture` runs when the capture is on; `measure` when a
+ * registered method measures something before planning (the hosting VM's size).
+ */
+export const MIGRATION_PHASES = ['profile', 'capture', 'measure', 'plan', 'preflight', 'transfer', 'activate', 'start', 'health', 'source'] as const;
+/** One phase of a migration. */
+export type MigrationPhase = (typeof MIGRATION_PHASES)[number];
+
+/** Progress of a migration: the phase, and bytes for the transfer phase. */
+export interface MigrationProgress {
+  phase: MigrationPhase;
+  /** Bytes sent so far (transfer phase). */
+  bytesSent?: number;
+  /** Bytes expected in all (transfer phase). */
+  bytesTotal?: number;
+  /** A short line for people. */
+  message?: string;
+}
+
+/** How the source hands over to the destination (see {@link MigrateOptions.cutover}). */
+export type Cutover = 'copy' | 'stop-and-copy';
+
+
+/** Options of {@link migrate}. */
+export interface MigrateOptions {
+  /** The program: profile it (launch or attach with `profiler`), or take a given profile. */
+  target: ProfileTarget | { profile: ResourceProfileInput; pid?: number };
+  /** Where it goes (for the file-based methods: chroot, namespaces, jail). */
+  destination?: Transport;
+  /**
+   * The VM hosting the program and the ESXi host to move it to. Without it the `esxi-vm` method
+   * is not a candidate (the plan says why); with it, its estimate is the VM's measured size.
+   */
+  vm?: HostingVm;
+  /** Name at the destination (directory, namespace); default: the executable's base name. */
+  name?: string;
+  /** Force a method (it must still be allowed by the plan). */
+  method?: string;
+  /** Profiler used when `target` is not a profile. */
+  profiler?: Profiler;
+  /** How long to watch when profiling (default 3 s). */
+  profileDurationMs?: number;
+  /** Extra planner options (destination facts, sizes, methods). */
+  planOptions?: PlanOptions;
+  /**
+   * Methods by id: each deployer brings its packager (defaults: chroot, linux-namespaces,
+   * freebsd-jail, and esxi-vm when `vm` is given). Given ones replace the defaults of their id.
+   */
+  deployers?: Record<string, Deployer<unknown, unknown>>;
+  /** Stop everything; whatever exists at the destination is rolled back. */
+  signal?: AbortSignal;
+  /** Called as the migration moves through its phases, and with bytes while transferring. */
+  onProgress?: (progress: MigrationProgress) => void;
+  /** Profile, plan and pre-flight only: nothing is sent or changed. */
+  dryRun?: boolean;
+  /**
+   * Complete the capture (package files, config, data roots, accounts; see `captureProgram`).
+   * Default: on when the program is profiled here (pid or command), off for a given profile;
+   * `false` turns it off. `include`/`exclude` correct what it carries.
+   */
+  capture?: CaptureOptions | false;
+  /**
+   * The host the program runs on: capture reads it, and the program is frozen, thawed and stopped
+   * there (default: this machine). See `createExecutorSource` for a host reached over SSH.
+   */
+  source?: Source;
+  /**
+   * How the source hands over: `copy` (default) copies while it runs and leaves it running;
+   * `stop-and-copy` freezes its process tree, copies, starts and checks the destination, then
+   * stops the source (on any failure it is thawed and never noticed). Needs a source pid.
+   */
+  cutover?: Cutover;
+  /**
+   * Let the default chroot and namespaces deployers start a program whose profile says uid or gid
+   * 0. Root in a chroot or these namespaces is root on the destination host, so this is off by
+   * default; turn it on only for a program the source really ran as root and that you trust.
+   */
+  allowRoot?: boolean;
+  /** Default `keep-running`: the source is left alone. `stop` sends it SIGTERM after the destination is healthy. */
+  sourcePolicy?: SourcePolicy;
+}
+
+/** Time spent in one phase. */
+export interface PhaseTiming {
+  phase: MigrationPhase;
+  ms: number;
+}
+
+/** What a migration did. */
+export interface MigrationReport {
+  name: string;
+  method: string;
+  plan: MigrationPlan;
+  profile: ResourceProfile;
+  dryRun: boolean;
+  /** The plan's estimate for the chosen method. */
+  estimatedBytes: number;
+  /** The bundle's own estimate (the plan's files plus tar headers, without the manifest). */
+  bundleEstimatedBytes: number;
+  /** Bytes of the bundle actually sent (0 for a dry run). */
+  bytesSent: number;
+  /** Bytes of the manifest entry in `bytesSent`. */
+  manifestBytes: number;
+  phases: PhaseTiming[];
+  destination?: { installDir: string; pid: number; endpoints: string[]; logPath: string };
+  /** For `esxi-vm`: the registered copy and its power state. */
+  vm?: VmMoveSummary;
+  source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
+  /** The hand-over: its mode, and for `stop-and-copy` the downtime (freeze to destination healthy). */
+  cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number };
+  /** Wall time of the whole migration. */
+  totalMs: number;
+}
+
