@@ -43,6 +43,7 @@ export * from './bundle/index.js';
 export { migrate, MIGRATION_PHASES } from './migrate.js';
 export type { Cutover } from './migrate.js';
 export { createExecutorSource } from './source/executor-source.js';
+export { createSourceProfiler, type SourceProfilerOptions } from './source/source-profiler.js';
 export { captureProgram, summarizeReasons, type CaptureOptions, type ReasonSummary } from './capture/index.js';
 export type { MigrateOptions, MigrationReport, MigrationProgress, MigrationPhase, PhaseTiming } from './migrate.js';
 export { DeployError } from './destination/deploy-error.js';

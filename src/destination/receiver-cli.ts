@@ -9,9 +9,20 @@
  *     build the program's root from the JSON spec on stdin (see `root-builder.ts`), never
  *     following a link out of the root.
  *
- * Prints one JSON line: `{"ok":true,"report":{...}}` or `{"ok":false,"error":{code,message}}`.
+ * The same file runs on a remote *source* to pack there (see `bundle/remote-pack.ts`):
+ *
+ *   node receiver.cjs pack            < {"profile":...,"options":...}   the bundle on stdout
+ *   node receiver.cjs measure-trees   < {"trees":[...]}                 their bundle bytes
+ *   node receiver.cjs profile-pid     < {"pid":N,"durationMs":D,"captureEnv":B}  a procfs profile
+ *
+ * Prints one JSON line: `{"ok":true,"report":{...}}` or `{"ok":false,"error":{code,message}}`, on
+ * stdout, except for `pack`, whose stdout is the bundle: its reply goes to stderr.
  */
+import { pipeline } from 'node:stream/promises';
+import { createBundleStream, type PackOptions } from '../bundle/pack.js';
+import { measureTrees } from '../bundle/measure.js';
 import { unpackBundle } from '../bundle/unpack.js';
+import { createProcfsProfiler } from '../profilers/procfs.js';
 import { buildRoot, type RootBuildSpec } from './root-builder.js';
 
 type Reply = { ok: true; report: unknown } | { ok: false; error: { code: string; message: string; isRetryable?: boolean } };
@@ -63,12 +74,65 @@ async function buildRootCommand(): Promise<Reply> {
   }
 }
 
+/** Parse the JSON request on stdin, or say why it is not one. */
+async function readRequest(command: string): Promise<Record<string, unknown> | Reply> {
+  try {
+    const value: unknown = JSON.parse(await readStdin());
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  return { ok: false, error: { code: 'INVALID_INPUT', message: `${command}: the request on stdin is not a JSON object` } };
+}
+
+const isReply = (value: unknown): value is Reply => typeof value === 'object' && value !== null && typeof (value as { ok?: unknown }).ok === 'boolean';
+
+/** Pack on the source: the bundle to stdout (the packer validates the profile and options). */
+async function packCommand(): Promise<Reply> {
+  const request = await readRequest('pack');
+  if (isReply(request)) return request;
+  const bundle = createBundleStream(request.profile as never, (request.options ?? {}) as PackOptions);
+  if (bundle.isErr()) return { ok: false, error: { code: bundle.error.code, message: bundle.error.message } };
+  const piped = pipeline(bundle.value.stream, process.stdout).then(() => undefined, (e: unknown) => e);
+  const [report, pipeError] = await Promise.all([bundle.value.report, piped]);
+  if (report.isErr()) return { ok: false, error: { code: report.error.code, message: report.error.message, isRetryable: report.error.isRetryable } };
+  if (pipeError !== undefined) return { ok: false, error: { code: 'BUNDLE_IO', message: `writing the bundle: ${String(pipeError)}` } };
+  return { ok: true, report: { totalBytes: report.value.totalBytes, manifestBytes: report.value.manifestBytes } };
+}
+
+/** Measure whole trees on the source, as the packer will send them. */
+async function measureTreesCommand(): Promise<Reply> {
+  const request = await readRequest('measure-trees');
+  if (isReply(request)) return request;
+  const measured = await measureTrees(request.trees as string[]);
+  if (measured.isErr()) return { ok: false, error: { code: measured.error.code, message: measured.error.message } };
+  return { ok: true, report: { bytes: measured.value.bytes } };
+}
+
+/** Profile a running program on the source by pid with the procfs profiler (no tracer needed there). */
+async function profilePidCommand(): Promise<Reply> {
+  const request = await readRequest('profile-pid');
+  if (isReply(request)) return request;
+  const profiler = createProcfsProfiler({ captureEnv: request.captureEnv === true });
+  const durationMs = typeof request.durationMs === 'number' ? request.durationMs : 3000;
+  const profiled = await profiler.profile({ pid: request.pid as number }, { durationMs });
+  if (profiled.isErr()) return { ok: false, error: { code: profiled.error.code, message: profiled.error.message } };
+  return { ok: true, report: profiled.value };
+}
+
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'pack' && argv.length === 1) {
+    const reply = await packCommand();
+    process.stderr.write(`${JSON.stringify(reply)}\n`);
+    return reply.ok ? 0 : 1;
+  }
   const [command, staging, ...flags] = argv;
   let reply: Reply;
   if (command === 'unpack' && staging) reply = await unpack(staging, flags);
   else if (command === 'build-root' && staging === undefined) reply = await buildRootCommand();
-  else reply = { ok: false, error: { code: 'INVALID_INPUT', message: 'usage: receiver unpack STAGING_DIR [flags] | receiver build-root < spec.json' } };
+  else if (command === 'measure-trees' && staging === undefined) reply = await measureTreesCommand();
+  else if (command === 'profile-pid' && staging === undefined) reply = await profilePidCommand();
+  else reply = { ok: false, error: { code: 'INVALID_INPUT', message: 'usage: receiver unpack STAGING_DIR [flags] | build-root | pack | measure-trees | profile-pid (requests as JSON on stdin)' } };
   process.stdout.write(`${JSON.stringify(reply)}\n`);
   return reply.ok ? 0 : reply.error.code === 'INVALID_INPUT' ? 2 : 1;
 }

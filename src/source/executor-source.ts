@@ -10,6 +10,7 @@ import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import { ApMigrateError, InvalidInputError, MigrationError } from '../errors.js';
 import type { Executor } from '../spec/executor.js';
 import type { Source } from '../spec/source.js';
+import type { Transport } from '../spec/transport.js';
 import { createLocalExecutor } from '../exec/local.js';
 
 function checkPid(pid: unknown): InvalidInputError | undefined {
@@ -53,6 +54,12 @@ kill -KILL "$@" 2>/dev/null
 exit 0
 `;
 
+/** The executor's `stream`, when it is a transport that has one. */
+function streamingOf(executor: Executor): Source['stream'] | undefined {
+  const candidate = executor as Partial<Transport>;
+  return typeof candidate.stream === 'function' ? candidate.stream.bind(executor) : undefined;
+}
+
 /** A source reached through `executor` (default: this machine). */
 export function createExecutorSource(given?: Executor): Source {
   // The local executor reads this machine, so its files can be packed in-process.
@@ -81,6 +88,8 @@ export function createExecutorSource(given?: Executor): Source {
     description: executor.description,
     executor,
     isLocal,
+    // A transport that streams (SSH) lets a packer run on this source and stream its bundle back.
+    ...(streamingOf(executor) ? { stream: streamingOf(executor)! } : {}),
     processTree,
     freeze,
     thaw: (pids) => signal('CONT', pids),

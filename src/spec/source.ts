@@ -21,8 +21,8 @@ export interface StreamOptions {
 export interface StreamedCommand {
   /** The command's standard output. */
   stdout: Readable;
-  /** Settles when the command has exited (an error for a non-zero exit, with its stderr). */
-  exit: ResultAsync<void, ApMigrateError>;
+  /** Settles when the command has exited: its stderr, or an error for a non-zero exit (with its stderr). */
+  exit: ResultAsync<{ stderr: string }, ApMigrateError>;
 }
 
 /** What to do with the source program once the destination runs and is healthy. */

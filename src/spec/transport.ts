@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import type { ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ExecOptions, ExecResult, Executor } from './executor.js';
+import type { StreamedCommand, StreamOptions } from './source.js';
 
 /** Bytes moved so far by one transport operation. */
 export interface TransferProgress {
@@ -103,6 +104,12 @@ export interface Transport extends Executor {
   upload(source: Readable, remotePath: string, options?: UploadOptions): ResultAsync<UploadResult, ApMigrateError>;
   /** Read a whole (small) file back; larger than `maxBytes` is `FILE_TOO_LARGE`. */
   readFile(remotePath: string, options?: ReadFileOptions): ResultAsync<Buffer, ApMigrateError>;
+  /**
+   * Run `argv` there with its standard output as a stream, for output too large to capture (a
+   * bundle packed on a remote source). `exit` settles when it has exited; a non-zero exit is
+   * `EXEC_NONZERO` with `details.stderr`. Aborting kills it.
+   */
+  stream?(argv: readonly string[], options?: StreamOptions): ResultAsync<StreamedCommand, ApMigrateError>;
   /** Close the connection and stop anything this transport still runs remotely. Idempotent. */
   close(): ResultAsync<void, ApMigrateError>;
 }
