@@ -17,7 +17,7 @@ export type * from './spec/source.js';
 
 // Executors.
 export { createLocalExecutor, ExecError, describeArgv } from './exec/local.js';
-export { createSshCliExecutor, quoteForShell } from './exec/ssh-cli.js';
+export { createSshCliExecutor } from './exec/ssh-cli.js';
 export type { SshCliExecutorOptions } from './exec/ssh-cli.js';
 
 // Profilers.
@@ -70,8 +70,9 @@ export type { JailDeployerOptions, JailNetworkOption, JailBundleContents, FreeBs
 export { renderJailConf, quoteJailConfString, execStartCommand, isValidJailName, DEFAULT_DEVFS_RULESET } from './methods/freebsd-jail/conf.js';
 export type { JailConfSpec, JailNetwork } from './methods/freebsd-jail/conf.js';
 export * from './esxi/index.js';
-export { measureHostingVm } from './deploy/esxi-vm.js';
-export type { HostingVm, VmSessions, VmTransfer, VmTransferUsed, HostingVmMoveReport } from './deploy/esxi-vm.js';
+export { measureHostingVm } from './methods/esxi-vm/hosting-vm.js';
+export type { HostingVm, VmSessions, VmTransfer, VmTransferUsed, HostingVmMoveReport } from './methods/esxi-vm/hosting-vm.js';
+export { createEsxiVmDeployer, type EsxiVmFacts, type VmPayload } from './methods/esxi-vm/deployer.js';
 export { createLocalTransport } from './transports/local.js';
 export type { LocalTransportOptions } from './transports/local.js';
 export { createSshTransport } from './transports/ssh.js';

@@ -10,7 +10,7 @@ export { runScript } from './run-script.js';
 export { isSafeName, layoutFor, newStagingDir, type DestinationLayout } from './layout.js';
 export { preflightCommon, preflightLinux } from './preflight.js';
 export { buildRootAtDestination, locateReceiver, receiveWithReceiver } from './receiver.js';
-export { HOST_TOOL_ENV, launchArgv, programCommand, programEnv, REAPER_SCRIPT, startDetached, supervisedLaunchArgv } from './launch.js';
+export { HOST_TOOL_ENV, launchArgv, programArgvFile, programArgvPath, programCommand, programEnv, REAPER_SCRIPT, startDetached, supervisedLaunchArgv } from './launch.js';
 export { healthCheckCommon } from './health.js';
 export { rollbackCommon, stagingDirOf } from './rollback.js';
 export { accountLines, buildAndActivate, checkMethod, endpointsOf } from './linux-root.js';

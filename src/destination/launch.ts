@@ -5,6 +5,7 @@
  * @module
  */
 import { posix } from 'node:path';
+import { Readable } from 'node:stream';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ActivatedDeployment, DeployContext } from '../spec/deployer.js';
@@ -57,20 +58,35 @@ done
 `;
 
 /**
- * The launcher: new pid and mount namespaces (plus `extraNamespaces`) whose init is the reaper,
- * which runs `unshare --root --wd --setgid --setuid` into the program's root, then the exec
- * wrapper. Host tools run with {@link HOST_TOOL_ENV}; nothing of the profile is in their
- * environment, only in the arguments after the privilege drop.
+ * The launcher: new pid and mount namespaces (plus `extraNamespaces`) whose init is the reaper.
+ * The reaper reads the rest of the command from {@link programArgvPath} (NUL-separated, 0600,
+ * outside the root): `unshare --root --wd --setgid --setuid` into the program's root, then the
+ * exec wrapper with the program's environment. So the program's environment (which may hold
+ * secrets) is in no long-lived process's argv, where any local user could read it with `ps`;
+ * host tools run with {@link HOST_TOOL_ENV}, nothing of the profile in their environment.
  */
 export function supervisedLaunchArgv(context: DeployContext, rootDir: string, extraNamespaces: readonly string[] = []): string[] {
-  const { uid, gid, cwd } = context.profile;
   const proc = posix.join(rootDir, 'proc');
   return [
     'env', '-i', ...HOST_TOOL_ENV,
     'unshare', '--pid', '--fork', '--kill-child', ...extraNamespaces, `--mount-proc=${proc}`,
     '--', 'sh', '-c', REAPER_SCRIPT, 'apm-init', proc,
-    'unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context),
+    // The file's items are the command: `env` (with no options) runs them. -x: fail rather than split a
+    // list too long for one command; -s: the system's limit, not 128 KiB.
+    'xargs', '-0', '-x', '-s', '2000000', '-a', programArgvPath(context), 'env',
   ];
+}
+
+/** Where the launcher's command file lives: the run directory, outside the program's root. */
+export function programArgvPath(context: DeployContext): string {
+  return posix.join(layoutFor(context.transport, context.name).runDir, 'program.argv');
+}
+
+/** The command the reaper runs, as the NUL-separated contents of {@link programArgvPath}. */
+export function programArgvFile(context: DeployContext, rootDir: string): string {
+  const { uid, gid, cwd } = context.profile;
+  const argv = ['unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context)];
+  return argv.map((a) => `${a}\0`).join('');
 }
 
 /**
@@ -90,13 +106,19 @@ echo $! >"$pidfile"
 echo "$!"
 `;
 
-/** Start `argv` detached at the destination, logging to `<runDir>/program.log`. */
+/**
+ * Start the supervised launcher `argv` detached at the destination, logging to
+ * `<runDir>/program.log`, after writing the command file it reads (root-only).
+ */
 export function startDetached(context: DeployContext, activated: ActivatedDeployment, argv: readonly string[]): ResultAsync<{ pid: number; logPath: string }, ApMigrateError> {
   const layout = layoutFor(context.transport, context.name);
   const logPath = posix.join(layout.runDir, 'program.log');
   const pidPath = posix.join(layout.runDir, 'launcher.pid');
-  void activated;
-  return runScript(context.transport, START_SCRIPT, [logPath, pidPath, ...argv], context.signal ? { signal: context.signal } : {})
+  const signalOpt = context.signal ? { signal: context.signal } : {};
+  const commandFile = Readable.from([Buffer.from(programArgvFile(context, activated.rootDir))]);
+  return runScript(context.transport, 'mkdir -p "$1" && chmod 700 "$1"', [layout.runDir], signalOpt)
+    .andThen(() => context.transport.upload(commandFile, programArgvPath(context), { ...signalOpt, mode: 0o600 }))
+    .andThen(() => runScript(context.transport, START_SCRIPT, [logPath, pidPath, ...argv], signalOpt))
     .mapErr((e) => new DeployError('START_FAILED', `Could not start the program at ${context.transport.description}: ${e.message}`, { cause: e }))
     .andThen((r) => {
       const pid = Number(r.stdout.trim().split('\n').pop());

@@ -56,7 +56,7 @@ export function readRef(element: XmlElement | undefined): MoRef | undefined {
 const SERVICE_INSTANCE: MoRef = { type: 'ServiceInstance', value: 'ServiceInstance' };
 
 function transportError(err: unknown, what: string): EsxiError {
-  if (err instanceof EsxiError) return err;
+  if (EsxiError.isInstance(err)) return err;
   const e = err as NodeJS.ErrnoException;
   if (e?.name === 'AbortError') return new EsxiAbortedError(`${what}: aborted`, { cause: err });
   const code = e?.code ?? '';
@@ -80,6 +80,12 @@ async function readBody(res: http.IncomingMessage, what: string): Promise<string
   }
   return Buffer.concat(chunks).toString('utf8');
 }
+
+/** The throwing forms of {@link VimClient.call} and {@link VimClient.renewSession}, set by the class's static block. */
+let throwingForms!: {
+  call: (client: VimClient, method: string, self: MoRef, params: readonly string[], options: CallOptions) => Promise<XmlElement>;
+  renewSession: (client: VimClient, options: CallOptions) => Promise<void>;
+};
 
 /** A logged-in vim25 session with one host. Create with {@link VimClient.connect}. */
 export class VimClient {
@@ -105,7 +111,7 @@ export class VimClient {
         try {
           endpoint = resolveEndpoint(input);
         } catch (err) {
-          if (err instanceof InvalidInputError) throw err;
+          if (InvalidInputError.isInstance(err)) throw err;
           const issues = err instanceof ZodError
             ? err.issues.map((i) => ({ path: i.path.join('.'), message: i.message }))
             : [{ path: 'url', message: err instanceof Error ? err.message : String(err) }];
@@ -122,7 +128,7 @@ export class VimClient {
         }
         return client;
       })(),
-      (err) => (err instanceof InvalidInputError ? err : asEsxiError(err, 'connect')),
+      (err) => (InvalidInputError.isInstance(err) ? err : asEsxiError(err, 'connect')),
     );
   }
 
@@ -170,26 +176,38 @@ export class VimClient {
    * the `<methodResponse>` element. Re-logs in once when the session expired.
    */
   call(method: string, self: MoRef, params: readonly string[], options: CallOptions = {}): ResultAsync<XmlElement, EsxiError> {
-    return ResultAsync.fromPromise(this.callAsync(method, self, params, options), (e) => asEsxiError(e, method));
-  }
-
-  /** Promise form of {@link VimClient.call} for this module's internals; rejects with EsxiError. */
-  async callAsync(method: string, self: MoRef, params: readonly string[], options: CallOptions = {}): Promise<XmlElement> {
-    try {
-      return await this.#send(method, self, params, options);
-    } catch (err) {
-      if (!(err instanceof NotAuthenticatedError) || !this.#loggedIn) throw err;
-      await this.renewSessionAsync(options);
-      return this.#send(method, self, params, options);
-    }
+    return ResultAsync.fromPromise(this.#call(method, self, params, options), (e) => asEsxiError(e, method));
   }
 
   /**
    * Log in again with the same credentials (a fresh session cookie). Used when the session
    * expired under a long datastore transfer: HTTP `/folder` requests answer 401 then, and unlike
-   * SOAP calls they carry no fault that `callAsync` could recover from by itself.
+   * SOAP calls they carry no fault that `call` could recover from by itself.
    */
-  async renewSessionAsync(options: CallOptions = {}): Promise<void> {
+  renewSession(options: CallOptions = {}): ResultAsync<void, EsxiError> {
+    return ResultAsync.fromPromise(this.#renewSession(options), (e) => asEsxiError(e, 'Login'));
+  }
+
+  // The throwing forms, reachable from this folder's modules through callThrowing and
+  // renewSessionThrowing (below) but not from the class's public surface.
+  static {
+    throwingForms = {
+      call: (client, method, self, params, options) => client.#call(method, self, params, options),
+      renewSession: (client, options) => client.#renewSession(options),
+    };
+  }
+
+  async #call(method: string, self: MoRef, params: readonly string[], options: CallOptions): Promise<XmlElement> {
+    try {
+      return await this.#send(method, self, params, options);
+    } catch (err) {
+      if (!NotAuthenticatedError.isInstance(err) || !this.#loggedIn) throw err;
+      await this.#renewSession(options);
+      return this.#send(method, self, params, options);
+    }
+  }
+
+  async #renewSession(options: CallOptions): Promise<void> {
     // One login at a time: the keep-alive and a transfer may both find the session expired, and
     // two logins would leave requests without a cookie and a stray session on the host.
     this.#renewing ??= this.#login(options)
@@ -215,7 +233,7 @@ export class VimClient {
    */
   keepSessionAlive(intervalMs: number): () => void {
     const timer = setInterval(() => {
-      this.callAsync('CurrentTime', SERVICE_INSTANCE, []).catch(() => undefined);
+      this.#call('CurrentTime', SERVICE_INSTANCE, [], {}).catch(() => undefined);
     }, intervalMs);
     timer.unref();
     return () => clearInterval(timer);
@@ -285,4 +303,17 @@ export function readFault(fault: XmlElement, what: string): EsxiError {
   const detail = child(fault, 'detail')?.children[0];
   const type = detail ? (xsiType(detail) ?? detail.name.replace(/Fault$/, '')) : 'RuntimeFault';
   return faultToError(type, message.trim(), what);
+}
+
+/**
+ * {@link VimClient.call} for the modules of src/esxi, which compose many calls in one async
+ * function: rejects with an EsxiError instead of returning a Result. Not exported from the package.
+ */
+export function callThrowing(client: VimClient, method: string, self: MoRef, params: readonly string[], options: CallOptions = {}): Promise<XmlElement> {
+  return throwingForms.call(client, method, self, params, options);
+}
+
+/** {@link VimClient.renewSession} for the modules of src/esxi: rejects with an EsxiError. Not exported from the package. */
+export function renewSessionThrowing(client: VimClient, options: CallOptions = {}): Promise<void> {
+  return throwingForms.renewSession(client, options);
 }

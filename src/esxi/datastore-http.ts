@@ -7,7 +7,7 @@
 import type http from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { VimClient } from './client.js';
+import { renewSessionThrowing, type VimClient } from './client.js';
 import { EsxiAbortedError, EsxiError, EsxiTransportError, FileNotFoundError, InvalidLoginError, NotAuthenticatedError, ProtocolError, UnsafeDatastorePathError } from './errors.js';
 import { request } from './transport.js';
 
@@ -102,7 +102,7 @@ function statusError(status: number | undefined, method: string, url: URL): Esxi
 }
 
 function wrap(err: unknown, what: string): EsxiError {
-  if (err instanceof EsxiError) return err;
+  if (EsxiError.isInstance(err)) return err;
   const e = err as Error;
   if (e?.name === 'AbortError') return new EsxiAbortedError(`${what}: aborted`, { cause: err });
   return new EsxiTransportError(`${what}: ${e?.message ?? String(err)}`, { cause: err });
@@ -117,8 +117,8 @@ async function withSessionRenewal<T>(client: VimClient, options: TransferOptions
   try {
     return await attempt();
   } catch (err) {
-    if (!(err instanceof NotAuthenticatedError)) throw err;
-    await client.renewSessionAsync(options.signal ? { signal: options.signal } : {});
+    if (!NotAuthenticatedError.isInstance(err)) throw err;
+    await renewSessionThrowing(client, options.signal ? { signal: options.signal } : {});
     return attempt();
   }
 }

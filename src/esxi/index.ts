@@ -4,6 +4,11 @@
  * copy. Every fallible function here returns a neverthrow `ResultAsync` whose error is an
  * {@link EsxiError} subclass (or an InvalidInputError for bad options).
  *
+ * The modules behind it work with functions that reject instead (easier to compose in one async
+ * function); each is wrapped into a Result once, here or next to it, and none is exported from
+ * here. Where such a function has a Result twin it is named `...Throwing` (`callThrowing`,
+ * `exportImportVmThrowing`, ...) or `run...` (`runOvfImport`).
+ *
  * @module
  */
 import type { Readable } from 'node:stream';
@@ -26,7 +31,18 @@ export type { MoRef } from './soap.js';
 export type { HostInventory, VmInfo, VmFile, DatastoreInfo } from './inventory.js';
 export type { DatastoreFileRef, DatastoreDownload, TransferOptions } from './datastore-http.js';
 import { findSnapshotByName, measureVmCopyBytes } from './migrate-vm.js';
-export { copyVmBetweenHosts, type CopyVmOptions, type CopyVmReport, type CopyProgress, type QuiesceMode } from './migrate-vm.js';
+export {
+  copyVmBetweenHosts,
+  preflightVmCopy,
+  undoVmCopy,
+  type CopyVmOptions,
+  type CopyVmReport,
+  type CopyProgress,
+  type QuiesceMode,
+  type VmCopyPreflight,
+  type VmCopyPreflightOptions,
+  type VmCopyToUndo,
+} from './migrate-vm.js';
 export type { LeaseDevice, LeaseExportOptions, LeaseExportResult } from './nfc-export.js';
 export {
   importOvf,

@@ -8,7 +8,7 @@
  * @module
  */
 import type { Readable } from 'node:stream';
-import { readRef, type VimClient } from './client.js';
+import { callThrowing, readRef, type VimClient } from './client.js';
 import { assertSafeDatastorePath } from './datastore-http.js';
 import { EsxiError, ProtocolError, asEsxiError } from './errors.js';
 import {
@@ -79,7 +79,7 @@ export async function exportVmViaLease(
   sink: (device: LeaseDevice, body: Readable) => Promise<void>,
   options: LeaseExportOptions = {},
 ): Promise<LeaseExportResult> {
-  const response = await client.callAsync('ExportVm', vm, [], options);
+  const response = await callThrowing(client, 'ExportVm', vm, [], options);
   const lease = readRef(child(response, 'returnval'));
   if (!lease) throw new ProtocolError('ExportVm: no lease returned');
   let bytes = 0;
@@ -107,7 +107,7 @@ export async function exportVmViaLease(
     return { devices, bytes };
   } catch (err) {
     await ticker?.stop();
-    const error = err instanceof EsxiError ? err : asEsxiError(err, `export of ${vm.value}`);
+    const error = EsxiError.isInstance(err) ? err : asEsxiError(err, `export of ${vm.value}`);
     // Abort so the server releases the VM now instead of when the lease times out.
     await abortLease(client, lease);
     throw error;

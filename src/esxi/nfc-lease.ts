@@ -10,7 +10,7 @@ import type http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { readRef, type CallOptions, type VimClient } from './client.js';
+import { callThrowing, readRef, type CallOptions, type VimClient } from './client.js';
 import { EsxiAbortedError, EsxiError, EsxiTimeoutError, EsxiTransportError, ProtocolError, TaskFailedError, faultToError } from './errors.js';
 import { getProperties } from './properties.js';
 import { textEl, type MoRef } from './soap.js';
@@ -134,7 +134,7 @@ export function startProgressTicker(client: VimClient, lease: MoRef, percent: ()
   let last: Promise<unknown> = Promise.resolve();
   const timer = setInterval(() => {
     const p = Math.max(0, Math.min(99, Math.floor(percent())));
-    last = client.callAsync('HttpNfcLeaseProgress', lease, [textEl('percent', p)]).catch(() => undefined);
+    last = callThrowing(client, 'HttpNfcLeaseProgress', lease, [textEl('percent', p)]).catch(() => undefined);
   }, intervalMs);
   return {
     stop: async () => {
@@ -146,12 +146,12 @@ export function startProgressTicker(client: VimClient, lease: MoRef, percent: ()
 
 /** `HttpNfcLeaseComplete`. */
 export async function completeLease(client: VimClient, lease: MoRef): Promise<void> {
-  await client.callAsync('HttpNfcLeaseComplete', lease, []);
+  await callThrowing(client, 'HttpNfcLeaseComplete', lease, []);
 }
 
 /** `HttpNfcLeaseAbort`, best effort (the lease may already be gone); never rejects. */
 export async function abortLease(client: VimClient, lease: MoRef): Promise<boolean> {
-  return client.callAsync('HttpNfcLeaseAbort', lease, []).then(() => true, () => false);
+  return callThrowing(client, 'HttpNfcLeaseAbort', lease, []).then(() => true, () => false);
 }
 
 /** Percentage of `done` in `total` (0 when the total is unknown). */
@@ -219,27 +219,32 @@ export interface LeaseUploadOptions {
 }
 
 function transferError(err: unknown, what: string): EsxiError {
-  if (err instanceof EsxiError) return err;
+  if (EsxiError.isInstance(err)) return err;
   const e = err as Error;
   if (e?.name === 'AbortError') return new EsxiAbortedError(`${what}: aborted`, { cause: err });
   return new EsxiTransportError(`${what}: ${e?.message ?? String(err)}`, { cause: err });
 }
 
-/** Stream `body` to an import lease URL with the session cookie. Resolves with the bytes sent. */
-export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readable, options: LeaseUploadOptions): Promise<number> {
-  const method = options.create ? 'PUT' : 'POST';
-  const what = `${method} ${url.pathname}`;
-  let sent = 0;
-  let failure: unknown;
-  let lastByteAt = Date.now();
-  const counter = new Transform({
+/** One upload's running state, shared by its byte counter, its idle watchdog and its request. */
+interface UploadState {
+  /** `PUT /nfc/...` or `POST /nfc/...`, for messages. */
+  what: string;
+  sent: number;
+  lastByteAt: number;
+  /** The first failure seen, which wins over the socket errors it causes. */
+  failure: unknown;
+}
+
+/** A pass-through that counts bytes and fails on a source longer or shorter than announced. */
+function checkedByteCounter(state: UploadState, options: LeaseUploadOptions): Transform {
+  return new Transform({
     highWaterMark: LEASE_BUFFER_BYTES,
     transform(chunk: Buffer, _enc, done) {
-      sent += chunk.length;
-      lastByteAt = Date.now();
-      if (options.size !== undefined && sent > options.size) {
-        failure ??= new ProtocolError(`${what}: source gave more than the announced ${options.size} bytes`);
-        done(failure as Error);
+      state.sent += chunk.length;
+      state.lastByteAt = Date.now();
+      if (options.size !== undefined && state.sent > options.size) {
+        state.failure ??= new ProtocolError(`${state.what}: source gave more than the announced ${options.size} bytes`);
+        done(state.failure as Error);
         return;
       }
       options.onChunk?.(chunk.length);
@@ -247,29 +252,49 @@ export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readab
     },
     // A short source must fail the request, or the server waits for the missing bytes.
     flush(done) {
-      if (options.size !== undefined && sent !== options.size) {
-        failure ??= new ProtocolError(`${what}: source ended after ${sent} of the announced ${options.size} bytes`);
-        done(failure as Error);
+      if (options.size !== undefined && state.sent !== options.size) {
+        state.failure ??= new ProtocolError(`${state.what}: source ended after ${state.sent} of the announced ${options.size} bytes`);
+        done(state.failure as Error);
       } else done();
     },
   });
+}
+
+function uploadHeaders(client: VimClient, url: URL, options: LeaseUploadOptions): http.OutgoingHttpHeaders {
   const headers: http.OutgoingHttpHeaders = options.create
     ? { 'content-type': 'application/octet-stream', overwrite: 't' }
     : { 'content-type': 'application/x-vnd.vmware-streamVmdk' };
   if (options.size !== undefined) headers['content-length'] = options.size;
-  Object.assign(headers, sessionCookieFor(client, url));
-  const idle = options.idleTimeoutMs ?? 120_000;
+  return Object.assign(headers, sessionCookieFor(client, url));
+}
+
+/**
+ * Fail the upload when no byte moved for `idleMs`: the lease is kept alive by progress reports,
+ * so a stalled connection would otherwise hold it, and the VM, forever. Returns its stop function.
+ */
+function startIdleWatchdog(state: UploadState, idleMs: number, streams: { counter: Transform; body: Readable }): () => void {
   const watchdog = setInterval(() => {
-    if (Date.now() - lastByteAt <= idle) return;
-    failure ??= new EsxiTransportError(`${what}: no data for ${idle} ms`, { isRetryable: true });
-    counter.destroy(failure as Error);
-    body.destroy();
-  }, Math.min(idle, 5000));
+    if (Date.now() - state.lastByteAt <= idleMs) return;
+    state.failure ??= new EsxiTransportError(`${state.what}: no data for ${idleMs} ms`, { isRetryable: true });
+    streams.counter.destroy(state.failure as Error);
+    streams.body.destroy();
+  }, Math.min(idleMs, 5000));
   watchdog.unref();
+  return () => clearInterval(watchdog);
+}
+
+/** Stream `body` to an import lease URL with the session cookie. Resolves with the bytes sent. */
+export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readable, options: LeaseUploadOptions): Promise<number> {
+  const method = options.create ? 'PUT' : 'POST';
+  const state: UploadState = { what: `${method} ${url.pathname}`, sent: 0, lastByteAt: Date.now(), failure: undefined };
+  const { what } = state;
+  const counter = checkedByteCounter(state, options);
+  const headers = uploadHeaders(client, url, options);
+  const stopWatchdog = startIdleWatchdog(state, options.idleTimeoutMs ?? 120_000, { counter, body });
   try {
     const res = await request(client.endpoint, url, { method, headers, signal: options.signal, highWaterMark: LEASE_BUFFER_BYTES }, (req) => {
       body.once('error', (err) => {
-        failure ??= err instanceof EsxiError ? err : new EsxiTransportError(`${what}: source failed: ${err.message}`, { cause: err });
+        state.failure ??= EsxiError.isInstance(err) ? err : new EsxiTransportError(`${what}: source failed: ${err.message}`, { cause: err });
       });
       pipeline(body, counter, req).catch((err: unknown) => req.destroy(err instanceof Error ? err : new Error(String(err))));
     });
@@ -281,12 +306,12 @@ export async function uploadToLeaseUrl(client: VimClient, url: URL, body: Readab
     if (res.statusCode !== 200 && res.statusCode !== 201) {
       throw new EsxiTransportError(`${what}: HTTP ${res.statusCode}`, { isRetryable: (res.statusCode ?? 0) >= 500 });
     }
-    if (options.size !== undefined && sent !== options.size) throw new ProtocolError(`${what}: sent ${sent} bytes, expected ${options.size}`);
-    return sent;
+    if (options.size !== undefined && state.sent !== options.size) throw new ProtocolError(`${what}: sent ${state.sent} bytes, expected ${options.size}`);
+    return state.sent;
   } catch (err) {
     body.destroy();
-    throw transferError(failure ?? err, what);
+    throw transferError(state.failure ?? err, what);
   } finally {
-    clearInterval(watchdog);
+    stopWatchdog();
   }
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { VimClient } from './client.js';
+import { callThrowing, type VimClient } from './client.js';
 import { ProtocolError } from './errors.js';
 import { el, refEl, textEl, type MoRef } from './soap.js';
 import { runTask, type WaitOptions } from './tasks.js';
@@ -70,7 +70,7 @@ export async function registerVm(
 export async function makeDirectory(client: VimClient, datastorePath: string, datacenter: MoRef, options: WaitOptions = {}): Promise<void> {
   const fm = client.serviceContent.fileManager;
   if (!fm) throw new ProtocolError('server has no FileManager');
-  await client.callAsync('MakeDirectory', fm, [textEl('name', datastorePath), refEl('datacenter', datacenter), textEl('createParentDirectories', true)], options);
+  await callThrowing(client, 'MakeDirectory', fm, [textEl('name', datastorePath), refEl('datacenter', datacenter), textEl('createParentDirectories', true)], options);
 }
 
 /** FileManager.DeleteDatastoreFile_Task on `[ds] path` (a directory is removed with its content). */

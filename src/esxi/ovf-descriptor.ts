@@ -8,7 +8,7 @@
  * @module
  */
 import { ResultAsync } from 'neverthrow';
-import type { CallOptions, VimClient } from './client.js';
+import { callThrowing, type CallOptions, type VimClient } from './client.js';
 import { EsxiError, MethodNotSupportedError, ProtocolError, asEsxiError } from './errors.js';
 import { OvfImportRejectedError } from './ovf-import.js';
 import { getProperties } from './properties.js';
@@ -183,7 +183,7 @@ export interface VmDescriptor {
 
 /** Whether a fault means "this server does not have the method" (vcsim: MethodNotFound; some hosts: NotImplemented/NotSupported). */
 export function isMissingMethod(err: unknown): boolean {
-  return err instanceof EsxiError && (err.code === 'ESXI_METHOD_NOT_SUPPORTED' || err.faultType === 'NotImplemented' || err.faultType === 'NotSupported');
+  return EsxiError.isInstance(err) && (err.code === 'ESXI_METHOD_NOT_SUPPORTED' || err.faultType === 'NotImplemented' || err.faultType === 'NotSupported');
 }
 
 async function createDescriptor(client: VimClient, vm: MoRef, files: readonly DescribedFile[], options: CallOptions): Promise<string> {
@@ -191,7 +191,7 @@ async function createDescriptor(client: VimClient, vm: MoRef, files: readonly De
   if (!ovfManager) throw new MethodNotSupportedError(`${client.endpoint.origin.host} has no OvfManager`);
   // OvfCreateDescriptorParams: ovfFiles (deviceId, path, compressionMethod, chunkSize, size, capacity), name, ...
   const cdp = el('cdp', files.map((f) => el('ovfFiles', [textEl('deviceId', f.deviceId), textEl('path', f.path), textEl('size', f.size ?? 0)])));
-  const response = await client.callAsync('CreateDescriptor', ovfManager, [refEl('obj', vm), cdp], options);
+  const response = await callThrowing(client, 'CreateDescriptor', ovfManager, [refEl('obj', vm), cdp], options);
   const rv = child(response, 'returnval');
   const errors = childrenNamed(rv, 'error').map((e) => ({ faultType: xsiType(child(e, 'fault') ?? e) ?? 'OvfFault', message: childText(e, 'localizedMessage')?.trim() ?? '' }));
   if (errors.length > 0) throw new OvfImportRejectedError(`CreateDescriptor for ${vm.value}: ${errors.map((e) => `${e.faultType}: ${e.message}`).join('; ')}`, errors);
@@ -203,8 +203,9 @@ async function createDescriptor(client: VimClient, vm: MoRef, files: readonly De
 /**
  * A descriptor for `vm`: `CreateDescriptor` (with `files` as `ovfFiles`) when the server has it,
  * otherwise {@link buildOvfDescriptor} from {@link readVmHardware}, disk i in `files`' disk order.
+ * The throwing form of {@link describeVm}, for the export/import (ovf-migrate.ts); rejects with an EsxiError.
  */
-export async function describeVmAsync(client: VimClient, vm: MoRef, files: readonly DescribedFile[], options: CallOptions = {}): Promise<VmDescriptor> {
+export async function describeVmThrowing(client: VimClient, vm: MoRef, files: readonly DescribedFile[], options: CallOptions = {}): Promise<VmDescriptor> {
   try {
     return { descriptor: await createDescriptor(client, vm, files, options), source: 'CreateDescriptor' };
   } catch (err) {
@@ -227,5 +228,5 @@ export async function describeVmAsync(client: VimClient, vm: MoRef, files: reado
  * controllers and disks; disk i is `files`' i-th entry).
  */
 export function describeVm(client: VimClient, vm: MoRef, files: readonly DescribedFile[] = [], options: CallOptions = {}): ResultAsync<VmDescriptor, EsxiError> {
-  return ResultAsync.fromPromise(describeVmAsync(client, vm, files, options), (e) => asEsxiError(e, `describe ${vm.value}`));
+  return ResultAsync.fromPromise(describeVmThrowing(client, vm, files, options), (e) => asEsxiError(e, `describe ${vm.value}`));
 }

@@ -14,15 +14,15 @@ import type { Readable } from 'node:stream';
 import { XMLValidator } from 'fast-xml-parser';
 import { ResultAsync } from 'neverthrow';
 import { z } from 'zod';
-import { readRef, type VimClient } from './client.js';
+import { callThrowing, readRef, type VimClient } from './client.js';
 import { AlreadyExistsError, EsxiAbortedError, EsxiError, InvalidStateError, ObjectNotFoundError, ProtocolError, asEsxiError } from './errors.js';
-import { getHostInventory, listVms } from './inventory.js';
+import { getHostInventory, listVms, type HostInventory } from './inventory.js';
 import { abortLease, completeLease, percentOf, readLeaseInfo, startProgressTicker, uploadToLeaseUrl, waitLeaseReady, type ProgressTicker } from './nfc-lease.js';
 import { destroyEntity, powerOffVm, powerOnVm } from './operations.js';
 import { retrieveProperties, traversal } from './properties.js';
 import { el, refEl, textEl, type MoRef } from './soap.js';
 import { child, childText, childrenNamed, escapeXml, xsiType, XSI_NS, type XmlElement } from './xml.js';
-import { InvalidInputError, type ApMigrateErrorOptions } from '../errors.js';
+import { ApMigrateError, InvalidInputError, type ApMigrateErrorOptions } from '../errors.js';
 
 /** One file named in the descriptor's `References`, as the caller provides it. */
 export interface OvfFileSource {
@@ -92,6 +92,15 @@ export interface ImportOvfReport {
 
 /** The server refused an OVF descriptor (`CreateImportSpec` or `CreateDescriptor` returned `error` entries). Nothing was created. */
 export class OvfImportRejectedError extends EsxiError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.OvfImportRejectedError');
+  }
+
+  /** Whether `value` is an OvfImportRejectedError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is OvfImportRejectedError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.OvfImportRejectedError');
+  }
+
   /** Every error the server listed. */
   readonly problems: readonly OvfProblem[];
 
@@ -181,7 +190,7 @@ async function createImportSpec(
     textEl('entityName', args.name),
     ...args.networks.map((n) => el('networkMapping', [textEl('name', n.name), refEl('network', n.network)])),
   ]);
-  const response = await client.callAsync('CreateImportSpec', ovfManager, [
+  const response = await callThrowing(client, 'CreateImportSpec', ovfManager, [
     textEl('ovfDescriptor', args.descriptor),
     refEl('resourcePool', args.pool),
     refEl('datastore', args.datastore),
@@ -226,12 +235,15 @@ async function listNetworks(client: VimClient, signal: AbortSignal | undefined):
   return byName;
 }
 
-/**
- * The import itself, for callers that already built a valid input (ovf-migrate streams export
- * downloads whose size may be unknown). Public callers go through {@link importOvfAsync}.
- */
-export async function runOvfImport(client: VimClient, input: ImportOvfInput, options: ImportOvfOptions = {}): Promise<ImportOvfReport> {
-  const { signal } = options;
+/** Where the import goes, looked up and checked before anything is created. */
+interface ImportTarget {
+  inventory: HostInventory;
+  datastore: MoRef;
+  networks: { name: string; network: MoRef }[];
+}
+
+/** The destination datastore and networks; refuses a taken VM name before anything exists. */
+async function resolveImportTarget(client: VimClient, input: ImportOvfInput, signal: AbortSignal | undefined): Promise<ImportTarget> {
   const inventory = await getHostInventory(client, { signal });
   const datastore = input.datastore === undefined ? inventory.datastores[0] : inventory.datastores.find((d) => d.name === input.datastore);
   if (!datastore) {
@@ -241,75 +253,116 @@ export async function runOvfImport(client: VimClient, input: ImportOvfInput, opt
   if ((await listVms(client, { signal })).some((v) => v.name === input.name)) {
     throw new AlreadyExistsError(`A VM named "${input.name}" already exists on ${client.endpoint.origin.host}`, { faultType: 'DuplicateName', details: { vmName: input.name } });
   }
-  const networks: { name: string; network: MoRef }[] = [];
-  if (input.networkMapping && Object.keys(input.networkMapping).length > 0) {
-    const known = await listNetworks(client, signal);
-    for (const [ovfName, target] of Object.entries(input.networkMapping)) {
-      const network = known.get(target);
-      if (!network) throw new ObjectNotFoundError(`No network named "${target}" on ${client.endpoint.origin.host} (mapping of OVF network "${ovfName}")`, { details: { network: target } });
-      networks.push({ name: ovfName, network });
-    }
-  }
-  const spec = await createImportSpec(client, {
-    descriptor: input.descriptor,
-    name: input.name,
-    pool: inventory.resourcePool,
-    datastore: datastore.ref,
-    networks,
-    deploymentOption: input.deploymentOption,
-  }, signal);
-  const sources = spec.fileItems.map((item) => {
+  return { inventory, datastore: datastore.ref, networks: await mapNetworks(client, input.networkMapping, signal) };
+}
+
+/** OVF network name -> destination network, each target looked up by name. */
+async function mapNetworks(client: VimClient, mapping: Record<string, string> | undefined, signal: AbortSignal | undefined): Promise<{ name: string; network: MoRef }[]> {
+  if (!mapping || Object.keys(mapping).length === 0) return [];
+  const known = await listNetworks(client, signal);
+  return Object.entries(mapping).map(([ovfName, target]) => {
+    const network = known.get(target);
+    if (!network) throw new ObjectNotFoundError(`No network named "${target}" on ${client.endpoint.origin.host} (mapping of OVF network "${ovfName}")`, { details: { network: target } });
+    return { name: ovfName, network };
+  });
+}
+
+/** A file item of the import spec and the caller's source for it. */
+interface ImportSource {
+  item: ImportSpecResult['fileItems'][number];
+  source: OvfFileSource;
+}
+
+/** Each file item of the spec with the caller's source for it (all found before ImportVApp). */
+function matchSources(spec: ImportSpecResult, input: ImportOvfInput): ImportSource[] {
+  return spec.fileItems.map((item) => {
     const source = input.files(item.path);
     if (!source) throw new InvalidInputError('OVF import files', [{ path: 'files', message: `no file for "${item.path}" named in the descriptor's References` }]);
     return { item, source };
   });
+}
 
-  const response = await client.callAsync('ImportVApp', inventory.resourcePool, [importSpecToXml(spec.importSpec, 'spec'), refEl('folder', inventory.vmFolder)], { signal });
+/** What the lease phase has done so far: rollback needs the entity, progress the bytes. */
+interface LeaseProgress {
+  entity: MoRef | undefined;
+  bytes: number;
+  ticker: ProgressTicker | undefined;
+}
+
+/**
+ * The import itself, for callers that already built a valid input (ovf-migrate streams export
+ * downloads whose size may be unknown). Public callers go through {@link importOvf}, which
+ * validates first. Rejects with an EsxiError (InvalidInputError for a file it has no source for).
+ */
+export async function runOvfImport(client: VimClient, input: ImportOvfInput, options: ImportOvfOptions = {}): Promise<ImportOvfReport> {
+  const { signal } = options;
+  const target = await resolveImportTarget(client, input, signal);
+  const spec = await createImportSpec(client, {
+    descriptor: input.descriptor,
+    name: input.name,
+    pool: target.inventory.resourcePool,
+    datastore: target.datastore,
+    networks: target.networks,
+    deploymentOption: input.deploymentOption,
+  }, signal);
+  const sources = matchSources(spec, input);
+  const response = await callThrowing(client, 'ImportVApp', target.inventory.resourcePool, [importSpecToXml(spec.importSpec, 'spec'), refEl('folder', target.inventory.vmFolder)], { signal });
   const lease = readRef(child(response, 'returnval'));
   if (!lease) throw new ProtocolError('ImportVApp: no lease returned');
-
-  let entity: MoRef | undefined;
-  let bytes = 0;
-  let ticker: ProgressTicker | undefined;
+  // From here on the VM exists: any failure aborts the lease and destroys it.
+  const progress: LeaseProgress = { entity: undefined, bytes: 0, ticker: undefined };
   try {
-    await waitLeaseReady(client, lease, { signal, readyTimeoutMs: options.readyTimeoutMs });
-    const info = await readLeaseInfo(client, lease, { signal });
-    entity = info.entity;
-    if (!entity) throw new ProtocolError(`HttpNfcLease ${lease.value}: info has no entity`);
-    const plan = sources.map(({ item, source }) => {
-      const device = info.deviceUrls.find((d) => d.importKey === item.deviceId);
-      if (!device) throw new ProtocolError(`HttpNfcLease ${lease.value}: no device URL with importKey ${item.deviceId} (file ${item.path})`);
-      return { item, source, device };
-    });
-    const total = sources.reduce((sum, s) => sum + (s.source.size ?? s.item.size ?? 0), 0);
-    ticker = startProgressTicker(client, lease, () => percentOf(bytes, total), options.progressIntervalMs);
-    const files: ImportedFile[] = [];
-    for (const { item, source, device } of plan) {
-      const body = await source.open();
-      const sent = await uploadToLeaseUrl(client, device.url, body, {
-        create: item.create,
-        size: source.size,
-        signal,
-        onChunk: (n) => {
-          bytes += n;
-          options.onBytes?.(bytes);
-        },
-      });
-      files.push({ path: item.path, deviceId: item.deviceId, bytes: sent });
-    }
-    await ticker.stop();
+    const { vm, files } = await uploadThroughLease(client, lease, sources, options, progress);
     await completeLease(client, lease);
     // Without the signal: an abort mid-task would leave a VM powering on that rollback could not destroy.
-    if (options.powerOn) await powerOnVm(client, entity);
+    if (options.powerOn) await powerOnVm(client, vm);
     if (signal?.aborted) throw new EsxiAbortedError(`import of ${input.name} aborted`);
-    return { vm: entity, bytes, files, warnings: spec.warnings };
+    return { vm, bytes: progress.bytes, files, warnings: spec.warnings };
   } catch (err) {
-    await ticker?.stop();
+    await progress.ticker?.stop();
     const error = asEsxiError(err, `import of ${input.name}`);
-    const rollback = await rollBack(client, lease, entity);
-    (error.details as Record<string, unknown>).rollback = rollback;
+    (error.details as Record<string, unknown>).rollback = await rollBack(client, lease, progress.entity);
     throw error;
   }
+}
+
+/** Wait for the lease, then stream every file to its device URL while reporting progress (the ticker is stopped on success). */
+async function uploadThroughLease(
+  client: VimClient,
+  lease: MoRef,
+  sources: readonly ImportSource[],
+  options: ImportOvfOptions,
+  progress: LeaseProgress,
+): Promise<{ vm: MoRef; files: ImportedFile[] }> {
+  const { signal } = options;
+  await waitLeaseReady(client, lease, { signal, readyTimeoutMs: options.readyTimeoutMs });
+  const info = await readLeaseInfo(client, lease, { signal });
+  const vm = info.entity;
+  progress.entity = vm;
+  if (!vm) throw new ProtocolError(`HttpNfcLease ${lease.value}: info has no entity`);
+  const plan = sources.map(({ item, source }) => {
+    const device = info.deviceUrls.find((d) => d.importKey === item.deviceId);
+    if (!device) throw new ProtocolError(`HttpNfcLease ${lease.value}: no device URL with importKey ${item.deviceId} (file ${item.path})`);
+    return { item, source, device };
+  });
+  const total = sources.reduce((sum, s) => sum + (s.source.size ?? s.item.size ?? 0), 0);
+  progress.ticker = startProgressTicker(client, lease, () => percentOf(progress.bytes, total), options.progressIntervalMs);
+  const files: ImportedFile[] = [];
+  for (const { item, source, device } of plan) {
+    const body = await source.open();
+    const sent = await uploadToLeaseUrl(client, device.url, body, {
+      create: item.create,
+      size: source.size,
+      signal,
+      onChunk: (n) => {
+        progress.bytes += n;
+        options.onBytes?.(progress.bytes);
+      },
+    });
+    files.push({ path: item.path, deviceId: item.deviceId, bytes: sent });
+  }
+  await progress.ticker.stop();
+  return { vm, files };
 }
 
 /** Abort the lease and destroy the VM the import created; each step's outcome, for `details.rollback`. */
@@ -328,7 +381,7 @@ async function rollBack(client: VimClient, lease: MoRef, known: MoRef | undefine
     await powerOffVm(client, entity).then(
       () => steps.push(`powered off ${entity.value}`),
       (e: unknown) => {
-        if (!(e instanceof InvalidStateError)) throw e;
+        if (!InvalidStateError.isInstance(e)) throw e;
       },
     );
     await destroyEntity(client, entity);
@@ -341,8 +394,8 @@ async function rollBack(client: VimClient, lease: MoRef, known: MoRef | undefine
   return steps;
 }
 
-/** Validate and run an import; rejects with InvalidInputError for bad input, EsxiError otherwise. */
-export async function importOvfAsync(client: VimClient, input: ImportOvfInput, options: ImportOvfOptions = {}): Promise<ImportOvfReport> {
+/** The input with every field checked, and `files` checking each source it hands out; throws InvalidInputError. */
+function checkedImportInput(input: ImportOvfInput, options: ImportOvfOptions): ImportOvfInput {
   const parsedInput = ImportOvfInputSchema.safeParse(input);
   if (!parsedInput.success) throw new InvalidInputError('OVF import input', zodIssues(parsedInput.error), { cause: parsedInput.error });
   const parsedOptions = ImportOvfOptionsSchema.safeParse(options);
@@ -358,7 +411,7 @@ export async function importOvfAsync(client: VimClient, input: ImportOvfInput, o
     if (!checked.success) throw new InvalidInputError('OVF import files', zodIssues(checked.error, `files(${path})`));
     return source;
   };
-  return runOvfImport(client, { ...input, files }, options);
+  return { ...input, files };
 }
 
 /**
@@ -368,5 +421,7 @@ export async function importOvfAsync(client: VimClient, input: ImportOvfInput, o
  * or abort the lease is aborted and the VM the import created is destroyed.
  */
 export function importOvf(client: VimClient, input: ImportOvfInput, options: ImportOvfOptions = {}): ResultAsync<ImportOvfReport, EsxiError | InvalidInputError> {
-  return ResultAsync.fromPromise(importOvfAsync(client, input, options), (e) => (e instanceof InvalidInputError ? e : asEsxiError(e, `import OVF as ${input.name}`)));
+  // Inside the async function, so that bad input rejects like every other failure.
+  const run = async () => runOvfImport(client, checkedImportInput(input, options), options);
+  return ResultAsync.fromPromise(run(), (e) => (InvalidInputError.isInstance(e) ? e : asEsxiError(e, `import OVF as ${input.name}`)));
 }

@@ -4,8 +4,7 @@
  *
  * @module
  */
-import type { CallOptions, VimClient } from './client.js';
-import { readRef } from './client.js';
+import { callThrowing, readRef, type CallOptions, type VimClient } from './client.js';
 import { ProtocolError } from './errors.js';
 import { el, refEl, textEl, type MoRef } from './soap.js';
 import { child, childText, childrenNamed, type XmlElement } from './xml.js';
@@ -72,10 +71,10 @@ export async function retrieveProperties(
   ]);
   const opts = el('options', options.maxObjects ? [textEl('maxObjects', options.maxObjects)] : []);
   const out: ObjectContent[] = [];
-  const first = await client.callAsync('RetrievePropertiesEx', pc, [spec, opts], options);
+  const first = await callThrowing(client, 'RetrievePropertiesEx', pc, [spec, opts], options);
   let token = readObjects(child(first, 'returnval'), out);
   while (token) {
-    const next = await client.callAsync('ContinueRetrievePropertiesEx', pc, [textEl('token', token)], options);
+    const next = await callThrowing(client, 'ContinueRetrievePropertiesEx', pc, [textEl('token', token)], options);
     token = readObjects(child(next, 'returnval'), out);
   }
   return out;

@@ -6,8 +6,7 @@
  * @module
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CallOptions, VimClient } from './client.js';
-import { readRef } from './client.js';
+import { callThrowing, readRef, type CallOptions, type VimClient } from './client.js';
 import { EsxiAbortedError, EsxiTimeoutError, TaskFailedError, faultToError, type EsxiError } from './errors.js';
 import { getProperties } from './properties.js';
 import type { MoRef } from './soap.js';
@@ -67,7 +66,7 @@ export async function waitForTask(client: VimClient, task: MoRef, what: string, 
 
 /** Call a `*_Task` method and wait for its task. */
 export async function runTask(client: VimClient, method: string, self: MoRef, params: readonly string[], options: WaitOptions = {}): Promise<TaskOutcome> {
-  const response = await client.callAsync(method, self, params, options);
+  const response = await callThrowing(client, method, self, params, options);
   const task = readRef(child(response, 'returnval'));
   if (!task) throw new TaskFailedError(`${method}: server returned no task reference`);
   return waitForTask(client, task, `${method} on ${self.type} ${self.value}`, options);

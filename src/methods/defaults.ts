@@ -5,7 +5,7 @@
  * @module
  */
 import type { Deployer } from '../spec/deployer.js';
-import type { HostingVm } from '../deploy/esxi-vm.js';
+import type { HostingVm } from './esxi-vm/hosting-vm.js';
 import { createChrootDeployer } from './chroot/deployer.js';
 import { createEsxiVmDeployer } from './esxi-vm/deployer.js';
 import { createJailDeployer } from './freebsd-jail/deployer.js';

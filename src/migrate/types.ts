@@ -10,7 +10,7 @@ import type { ProfileTarget, Profiler } from '../spec/profiler.js';
 import type { Source, SourcePolicy } from '../spec/source.js';
 import type { Transport } from '../spec/transport.js';
 import type { CaptureOptions } from '../capture/index.js';
-import type { HostingVm } from '../deploy/esxi-vm.js';
+import type { HostingVm } from '../methods/esxi-vm/hosting-vm.js';
 
 export type { SourcePolicy };
 

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VimClient } from '../../src/esxi/client.js';
+import { callThrowing, VimClient } from '../../src/esxi/client.js';
 import { datastorePathExists, openDatastoreFile, putDatastoreFile } from '../../src/esxi/datastore-http.js';
 import {
   CertificateMismatchError,
@@ -78,11 +78,21 @@ describe.skipIf(skipUnless('tool:go'))('vim25 client against vcsim (http)', () =
     const before = c.cookie;
     const inv = await getHostInventory(c);
     // End the session behind the client's back, as an idle timeout on the host would.
-    await c.callAsync('Logout', c.serviceContent.sessionManager, []);
+    await callThrowing(c, 'Logout', c.serviceContent.sessionManager, []);
     // vcsim answers property reads without a session (empty), so use a call it guards.
     await makeDirectory(c, `[${DS}] relogin`, inv.datacenter);
     expect(c.cookie).not.toBe(before);
     expect(await datastorePathExists(c, { datacenter: DC, datastore: DS, path: 'relogin/' })).toBe(true);
+    await c.logout();
+  });
+
+  it('renewSession() logs in again (a fresh cookie, counted); call() returns faults as Results', async () => {
+    const c = (await connect(host))._unsafeUnwrap();
+    const before = c.cookie;
+    expect((await c.renewSession()).isOk()).toBe(true);
+    expect([c.cookie !== before, c.sessionRenewals]).toEqual([true, 1]);
+    const vm = (await findVm(c, 'ha-host_VM0'))._unsafeUnwrap();
+    expect(MethodNotSupportedError.isInstance((await c.call('ExportVm', vm.ref, []))._unsafeUnwrapErr())).toBe(true);
     await c.logout();
   });
 
@@ -158,14 +168,14 @@ describe.skipIf(skipUnless('tool:go'))('vim25 client against vcsim (http)', () =
 
   it('vcsim facts: no ExportVm, no ContinueRetrievePropertiesEx, no paging, synchronous tasks', async () => {
     const vm = (await findVm(client, 'ha-host_VM0'))._unsafeUnwrap();
-    await expect(client.callAsync('ExportVm', vm.ref, [])).rejects.toBeInstanceOf(MethodNotSupportedError);
-    await expect(client.callAsync('ContinueRetrievePropertiesEx', client.serviceContent.propertyCollector, [textEl('token', 'x')])).rejects.toBeInstanceOf(MethodNotSupportedError);
-    await expect(client.callAsync('CreateDescriptor', client.serviceContent.ovfManager!, [])).rejects.toBeInstanceOf(MethodNotSupportedError);
+    await expect(callThrowing(client, 'ExportVm', vm.ref, [])).rejects.toBeInstanceOf(MethodNotSupportedError);
+    await expect(callThrowing(client, 'ContinueRetrievePropertiesEx', client.serviceContent.propertyCollector, [textEl('token', 'x')])).rejects.toBeInstanceOf(MethodNotSupportedError);
+    await expect(callThrowing(client, 'CreateDescriptor', client.serviceContent.ovfManager!, [])).rejects.toBeInstanceOf(MethodNotSupportedError);
     // maxObjects 1 still returns every VM in one reply (no token).
     const all = await retrieveProperties(client, [{ type: 'VirtualMachine', paths: ['name'] }], [{ obj: client.serviceContent.rootFolder, selectSet: (await import('../../src/esxi/properties.js')).INVENTORY_TRAVERSAL }], { maxObjects: 1 });
     expect(all.filter((o) => o.obj.type === 'VirtualMachine').length).toBe(2);
     // A task is already finished when its reference comes back.
-    const r = await client.callAsync('PowerOnVM_Task', vm.ref, []);
+    const r = await callThrowing(client, 'PowerOnVM_Task', vm.ref, []);
     const task = r.children[0]!;
     const info = await retrieveProperties(client, [{ type: 'Task', paths: ['info.state'] }], [{ obj: { type: 'Task', value: task.text } }]);
     expect(['success', 'error']).toContain(info[0]!.props.get('info.state')!.text);

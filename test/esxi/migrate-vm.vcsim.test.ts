@@ -8,12 +8,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { VimClient } from '../../src/esxi/client.js';
 import { datastorePathExists, putDatastoreFile } from '../../src/esxi/datastore-http.js';
-import { AlreadyExistsError, EsxiAbortedError, EsxiTransportError, FileNotFoundError, InvalidLoginError, ObjectNotFoundError } from '../../src/esxi/errors.js';
+import { AlreadyExistsError, EsxiAbortedError, EsxiError, EsxiTransportError, FileNotFoundError, InvalidLoginError, ObjectNotFoundError, UnsafeDatastorePathError } from '../../src/esxi/errors.js';
 import { findVmByName, listVms } from '../../src/esxi/inventory.js';
-import { copyVmBetweenHosts } from '../../src/esxi/migrate-vm.js';
+import { copyVmBetweenHosts, preflightVmCopy, undoVmCopy } from '../../src/esxi/migrate-vm.js';
 import { destroyEntity, powerOffVm } from '../../src/esxi/operations.js';
 import { diskStream, remoteSha as remoteShaOf } from '../helpers/datastore-bytes.js';
 import { skipUnless } from '../helpers/requirements.js';
@@ -161,5 +161,72 @@ describe.skipIf(skipUnless('tool:go'))('copyVmBetweenHosts between two vcsim pro
     const source = await findVmByName(src, VM);
     expect(source.powerState).toBe('poweredOn');
     expect(await remoteSha(src, DISK)).toBe(diskSha);
+  });
+});
+
+describe.skipIf(skipUnless('tool:go'))('preflightVmCopy and undoVmCopy between two vcsim processes', () => {
+  let hosts: VcsimHost[] = [];
+  let src: VimClient;
+  let dst: VimClient;
+
+  beforeAll(async () => {
+    hosts = await startVcsim(2);
+    [src, dst] = await Promise.all(hosts.map(connect)) as [VimClient, VimClient];
+  });
+  afterAll(async () => {
+    await Promise.allSettled([src?.logout(), dst?.logout()]);
+    await stopVcsim(hosts);
+  });
+
+  /** What a pre-flight must leave alone: the source's power state, the destination's VMs and the directory. */
+  async function sidesNow(directory: string): Promise<[string, string[], boolean]> {
+    return [
+      (await findVmByName(src, VM)).powerState,
+      (await listVms(dst)).map((v) => v.name).sort(),
+      await datastorePathExists(dst, { datacenter: DC, datastore: DS, path: `${directory}/` }),
+    ];
+  }
+
+  it('pre-flight finds every conflict the copy would, and changes nothing', async () => {
+    const before = await sidesNow(VM);
+    // vcsim starts both hosts with the same VMs: the name is taken at the destination.
+    expect((await preflightVmCopy(src, dst, VM))._unsafeUnwrapErr()).toBeInstanceOf(AlreadyExistsError);
+    const free = { destinationName: 'apm-free', destinationDirectory: 'apm-free' };
+    const noDs = (await preflightVmCopy(src, dst, VM, { ...free, destinationDatastore: 'NoSuchDS' }))._unsafeUnwrapErr();
+    expect(noDs).toBeInstanceOf(ObjectNotFoundError);
+    expect(noDs.message).toContain('NoSuchDS');
+    expect((await preflightVmCopy(src, dst, VM, { destinationName: 'apm-free' }))._unsafeUnwrapErr().message).toContain(`Directory [${DS}] ${VM} already exists`);
+    expect((await preflightVmCopy(src, dst, VM, { ...free, destinationDirectory: '../x' }))._unsafeUnwrapErr()).toBeInstanceOf(UnsafeDatastorePathError);
+    expect((await preflightVmCopy(src, dst, 'no-such-vm'))._unsafeUnwrapErr().code).toBe('ESXI_NOT_FOUND');
+    const ok = (await preflightVmCopy(src, dst, VM, free))._unsafeUnwrap();
+    expect(ok).toMatchObject({
+      sourcePowerState: 'poweredOn',
+      quiesce: 'power-off',
+      destinationDatastore: DS,
+      destinationName: 'apm-free',
+      destinationVmx: `[${DS}] apm-free/${VM}.vmx`,
+    });
+    expect(ok.sourceVm).toEqual((await findVmByName(src, VM)).ref);
+    expect((await preflightVmCopy(src, dst, VM, { ...free, quiesce: 'snapshot' }))._unsafeUnwrap().quiesce).toBe('snapshot');
+    expect(await sidesNow(VM)).toEqual(before);
+    expect(await sidesNow('apm-free')).toEqual([before[0], before[1], false]);
+  });
+
+  it('undo of a finished copy removes the copy and its directory and powers the source on again', async () => {
+    const existing = await findVmByName(dst, VM);
+    await powerOffVm(dst, existing.ref);
+    await destroyEntity(dst, existing.ref);
+    const report = (await copyVmBetweenHosts(src, dst, VM))._unsafeUnwrap();
+    expect([report.destinationPowerState, (await findVmByName(src, VM)).powerState]).toEqual(['poweredOn', 'poweredOff']);
+    const steps = (await undoVmCopy(src, dst, report))._unsafeUnwrap();
+    expect(steps).toEqual(['power off destination VM: done', 'destroy destination VM: done', 'delete destination directory: done', 'power source VM back on: done']);
+    expect((await listVms(dst)).some((v) => v.name === VM)).toBe(false);
+    expect(await datastorePathExists(dst, { datacenter: DC, datastore: DS, path: `${VM}/` })).toBe(false);
+    expect((await findVmByName(src, VM)).powerState).toBe('poweredOn');
+    // Twice: the copy is gone, so its steps fail; the error says so and lists every step.
+    const again = (await undoVmCopy(src, dst, report))._unsafeUnwrapErr();
+    expect(EsxiError.isInstance(again)).toBe(true);
+    expect(again.details.rollback).toHaveLength(4);
+    expect((again.details.rollback as string[]).slice(2)).toEqual(['delete destination directory: done', 'power source VM back on: done']);
   });
 });

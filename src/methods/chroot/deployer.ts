@@ -31,7 +31,7 @@ export interface ChrootDeployerOptions extends ProfileSafetyOptions {
 }
 
 /** Tools the destination needs for a chroot deployment. */
-export const CHROOT_TOOLS = ['node', 'unshare', 'setsid', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
+export const CHROOT_TOOLS = ['node', 'unshare', 'setsid', 'xargs', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
 
 /**
  * The argv that starts the program under its private root as its own uid/gid. A pid namespace

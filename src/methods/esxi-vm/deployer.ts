@@ -7,13 +7,12 @@
  *
  * @module
  */
-import { errAsync, okAsync, ResultAsync } from 'neverthrow';
+import { errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import type { ApMigrateError } from '../../errors.js';
 import { DeployError } from '../../destination/deploy-error.js';
 import type { Deployer, DeploymentState, PreflightReport, StagedBundle } from '../../spec/deployer.js';
-import type { PackEstimate, Packager, PackRequest } from '../../spec/packager.js';
-import { VimClient } from '../../esxi/index.js';
-import { destroyEntity, powerOffVm, powerOnVm } from '../../esxi/operations.js';
+import type { PackEstimate, Packager, PackRequest, PackSummary } from '../../spec/packager.js';
+import { preflightVmCopy, undoVmCopy, VimClient } from '../../esxi/index.js';
 import {
   checkHostingVm,
   closeSessions,
@@ -23,11 +22,16 @@ import {
   type HostingVm,
   type HostingVmMoveReport,
   type VmSessions,
-} from '../../deploy/esxi-vm.js';
+} from './hosting-vm.js';
 
-/** What the packager hands the deployer: the VM to move (nothing travels until `receive`). */
+/**
+ * What the packager hands the deployer: the VM to move (nothing travels until `receive`), and how
+ * `receive` tells the packager's `done` what the move sent.
+ */
 export interface VmPayload {
   vm: HostingVm;
+  /** Settle the packager's `done` with the move's outcome. */
+  settle(outcome: Result<PackSummary, ApMigrateError>): void;
 }
 
 /**
@@ -52,9 +56,30 @@ function createVmPackager(vm: HostingVm): Packager<VmPayload> {
         ResultAsync.fromSafePromise(closeSessions(sessions)).map(() => ({ hostingVm: { name: vm.name, sizeBytes: sessions.sizeBytes } })),
       ),
     estimate: (request) => okAsync<PackEstimate, ApMigrateError>({ bytes: plannedBytes(request), measuredTreeBytes: 0 }),
-    // The move reports what it sent: `done` settles with the deployer's receive (see receiveVm).
-    pack: () => okAsync({ payload: { vm }, done: okAsync({ totalBytes: 0, manifestBytes: 0 }) }),
+    // The move reports what it sent: `done` settles when the deployer's receive has moved the VM.
+    pack: () => {
+      let settle!: (outcome: Result<PackSummary, ApMigrateError>) => void;
+      const outcome = new Promise<Result<PackSummary, ApMigrateError>>((resolve) => (settle = resolve));
+      return okAsync({ payload: { vm, settle }, done: new ResultAsync(outcome) });
+    },
   };
+}
+
+/**
+ * For the datastore copy, every check the copy itself makes, changing nothing: the source VM is
+ * there with safe names, the destination datastore exists, the name and directory are free. (The
+ * export/import checks its own at the destination when it imports.)
+ */
+function checkCopyPossible(vm: HostingVm, source: VimClient, destination: VimClient, signal: AbortSignal | undefined): ResultAsync<void, ApMigrateError> {
+  if ((vm.transfer ?? 'datastore-copy') !== 'datastore-copy') return okAsync(undefined);
+  return preflightVmCopy(source, destination, vm.name, {
+    ...(vm.quiesce ? { quiesce: vm.quiesce } : {}),
+    ...(vm.destinationDatastore ? { destinationDatastore: vm.destinationDatastore } : {}),
+    ...(vm.destinationName ? { destinationName: vm.destinationName } : {}),
+    ...(signal ? { signal } : {}),
+  })
+    .map(() => undefined)
+    .mapErr((e): ApMigrateError => e);
 }
 
 /** Pre-flight: the settings work together, and both hosts accept a login. Changes nothing. */
@@ -64,6 +89,7 @@ function preflightVm(vm: HostingVm, estimatedBytes: number, signal: AbortSignal 
   const connect = (endpoint: HostingVm['source']) => VimClient.connect(endpoint, signal ? { signal } : {}).mapErr((e): ApMigrateError => e);
   return connect(vm.source).andThen((source) =>
     connect(vm.destination)
+      .andThen((destination) => checkCopyPossible(vm, source, destination, signal).map(() => destination))
       .orElse((e) => ResultAsync.fromSafePromise(source.logout().then(() => undefined, () => undefined)).andThen(() => errAsync<VimClient, ApMigrateError>(e)))
       .map((destination): PreflightReport<EsxiVmFacts> => ({
         platform: { os: 'esxi', release: '', arch: '' },
@@ -77,11 +103,16 @@ function preflightVm(vm: HostingVm, estimatedBytes: number, signal: AbortSignal 
 }
 
 /** Receive: move the VM (each transfer cleans up after itself on failure) and keep its report in the facts. */
-function receiveVm(vm: HostingVm, preflight: PreflightReport<EsxiVmFacts>, signal: AbortSignal | undefined, onBytes?: (bytes: number) => void): ResultAsync<StagedBundle, ApMigrateError> {
-  return moveHostingVm(vm, preflight.facts.sessions, { ...(signal ? { signal } : {}), onBytes: (bytes) => onBytes?.(bytes) }).map((moved) => {
-    preflight.facts.moved = moved;
-    return { stagingDir: moved.destinationVmx, bytesReceived: moved.sentBytes, entriesVerified: moved.files.length };
-  });
+function receiveVm(payload: VmPayload, preflight: PreflightReport<EsxiVmFacts>, signal: AbortSignal | undefined, onBytes?: (bytes: number) => void): ResultAsync<StagedBundle, ApMigrateError> {
+  const move = async (): Promise<Result<StagedBundle, ApMigrateError>> => {
+    const result = await moveHostingVm(payload.vm, preflight.facts.sessions, { ...(signal ? { signal } : {}), onBytes: (bytes) => onBytes?.(bytes) });
+    payload.settle(result.map((moved) => ({ totalBytes: moved.sentBytes, manifestBytes: 0 })));
+    return result.map((moved) => {
+      preflight.facts.moved = moved;
+      return { stagingDir: moved.destinationVmx, bytesReceived: moved.sentBytes, entriesVerified: moved.files.length };
+    });
+  };
+  return new ResultAsync(move());
 }
 
 /** Undo a move that succeeded but whose migration failed later (an abort between phases). */
@@ -89,12 +120,10 @@ function rollbackVm(state: DeploymentState<EsxiVmFacts>): ResultAsync<void, ApMi
   const facts = state.preflight?.facts;
   const moved = facts?.moved;
   if (!facts || !moved) return okAsync(undefined);
-  const undo = async () => {
-    await powerOffVm(facts.sessions.destination, moved.destinationVm).catch(() => undefined); // already off is fine
-    await destroyEntity(facts.sessions.destination, moved.destinationVm);
-    if (moved.sourceWasPoweredOn && !moved.sourceLeftPoweredOn) await powerOnVm(facts.sessions.source, moved.sourceVm);
-  };
-  return ResultAsync.fromPromise(undo(), (e) => new DeployError('ROLLBACK_FAILED', `Could not remove the copy ${moved.destinationVmx}: ${String((e as Error)?.message ?? e)}`, { cause: e }));
+  // Powers the copy off, destroys it, removes its directory, and powers the source on if the move powered it off.
+  return undoVmCopy(facts.sessions.source, facts.sessions.destination, moved)
+    .map(() => undefined)
+    .mapErr((e) => new DeployError('ROLLBACK_FAILED', `Could not remove the copy ${moved.destinationVmx}: ${e.message}`, { cause: e, details: { rollback: e.details.rollback } }));
 }
 
 /** The `esxi-vm` deployer for the VM `vm` hosting the program. */
@@ -105,7 +134,7 @@ export function createEsxiVmDeployer(vm: HostingVm): Deployer<VmPayload, EsxiVmF
     destination: 'own',
     defaultName: () => vm.destinationName ?? vm.name,
     preflight: (context, estimatedBytes) => preflightVm(vm, estimatedBytes, context.signal),
-    receive: (context, preflight, payload, onBytes) => receiveVm(payload.vm, preflight, context.signal, onBytes),
+    receive: (context, preflight, payload, onBytes) => receiveVm(payload, preflight, context.signal, onBytes),
     // The move registered the copy and powered it on; activation and start have nothing left to do.
     activate: (_context, preflight, staged) => okAsync({ installDir: preflight.facts.moved?.destinationVmx ?? staged.stagingDir, rootDir: '', undo: [] }),
     start: () => okAsync({ pid: 0, logPath: '', endpoints: [] }),

@@ -44,7 +44,7 @@ export interface NamespacesDeployerOptions extends ProfileSafetyOptions {
 }
 
 /** Tools the destination needs. */
-export const NAMESPACES_TOOLS = ['node', 'unshare', 'setsid', 'ip', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
+export const NAMESPACES_TOOLS = ['node', 'unshare', 'setsid', 'xargs', 'ip', 'mknod', 'cp', 'mv', 'awk', 'df', 'env', 'pkill'];
 
 /** Network-namespace and interface names for a program (interface names are at most 15 bytes). */
 export function namespaceNames(name: string): { netns: string; hostVeth: string } {

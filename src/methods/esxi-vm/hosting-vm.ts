@@ -11,15 +11,15 @@
  * @module
  */
 import { errAsync, okAsync, ResultAsync } from 'neverthrow';
-import { InvalidInputError, type ApMigrateError } from '../errors.js';
-import { copyVmBetweenHosts, measureVmCopySize, MethodNotSupportedError, powerOff, powerOn, VimClient, asEsxiError, InvalidStateError } from '../esxi/index.js';
-import { getHostInventory, findVmByName, parseDatastorePath } from '../esxi/inventory.js';
-import type { CopyVmReport, QuiesceMode } from '../esxi/migrate-vm.js';
-import { destroyEntity, powerOffVm, powerOnVm } from '../esxi/operations.js';
-import { exportImportVmAsync } from '../esxi/ovf-migrate.js';
-import type { MoRef } from '../esxi/soap.js';
-import type { VimEndpoint } from '../esxi/transport.js';
-import { DeployError } from '../destination/deploy-error.js';
+import { InvalidInputError, type ApMigrateError } from '../../errors.js';
+import { copyVmBetweenHosts, measureVmCopySize, MethodNotSupportedError, powerOff, powerOn, VimClient, asEsxiError, InvalidStateError } from '../../esxi/index.js';
+import { getHostInventory, findVmByName, parseDatastorePath } from '../../esxi/inventory.js';
+import type { CopyVmReport, QuiesceMode } from '../../esxi/migrate-vm.js';
+import { destroyEntity, powerOffVm, powerOnVm } from '../../esxi/operations.js';
+import { exportImportVmThrowing } from '../../esxi/ovf-migrate.js';
+import type { MoRef } from '../../esxi/soap.js';
+import type { VimEndpoint } from '../../esxi/transport.js';
+import { DeployError } from '../../destination/deploy-error.js';
 
 /**
  * How the VM travels to the destination host:
@@ -154,7 +154,7 @@ export function moveHostingVm(vm: HostingVm, sessions: VmSessions, options: Move
 }
 
 function toApMigrateError(vm: HostingVm): (e: unknown) => ApMigrateError {
-  return (e) => (e instanceof InvalidInputError || e instanceof DeployError ? e : asEsxiError(e, `move of VM ${vm.name}`));
+  return (e) => (InvalidInputError.isInstance(e) || DeployError.isInstance(e) ? e : asEsxiError(e, `move of VM ${vm.name}`));
 }
 
 /** The datastore copy, verified powered on at the destination. */
@@ -211,7 +211,7 @@ async function moveByExportFirst(
     return { ...moved, sourceWasPoweredOn, quiesce: sourceWasPoweredOn ? 'power-off' : 'none', sourceLeftPoweredOn: false };
   } catch (err) {
     // Only a missing ExportVm on the source falls back; it fails before the destination is touched.
-    if (transfer === 'auto' && err instanceof MethodNotSupportedError && err.details.method === 'ExportVm') {
+    if (transfer === 'auto' && MethodNotSupportedError.isInstance(err) && err.details.method === 'ExportVm') {
       return copyAfterFallback(vm, src, dst, options, { sourceRef: source.ref, sourceWasPoweredOn, poweredOffByUs, reason: err.message });
     }
     if (poweredOffByUs) await powerSourceBackOn(src, source.ref, err);
@@ -250,7 +250,7 @@ async function exportImportVerified(
   const targetName = vm.destinationName ?? vm.name;
   const datastore = vm.destinationDatastore ?? (await sameNamedDatastore(src, dst, vm.name, signal));
   // exportImportVm cleans the destination (lease aborted, imported VM destroyed) on its own failures.
-  const imported = await exportImportVmAsync(src, dst, vm.name, {
+  const imported = await exportImportVmThrowing(src, dst, vm.name, {
     targetName,
     ...(datastore ? { datastore } : {}),
     powerOn: true,
@@ -279,14 +279,14 @@ async function exportImportVerified(
     const rollback: string[] = [];
     try {
       await powerOffVm(dst, imported.vm).catch((e: unknown) => {
-        if (!(e instanceof InvalidStateError)) throw e;
+        if (!InvalidStateError.isInstance(e)) throw e;
       });
       await destroyEntity(dst, imported.vm);
       rollback.push(`destroyed ${imported.vm.value}`);
     } catch (e) {
       rollback.push(`destroying ${imported.vm.value} failed: ${(e as Error).message}`);
     }
-    const error = err instanceof DeployError ? err : asEsxiError(err, `check of the imported copy of ${vm.name}`);
+    const error = DeployError.isInstance(err) ? err : asEsxiError(err, `check of the imported copy of ${vm.name}`);
     (error.details as Record<string, unknown>).rollback = rollback;
     throw error;
   }
@@ -305,7 +305,7 @@ async function powerSourceBackOn(src: VimClient, ref: MoRef, cause: unknown): Pr
   const step = await powerOnVm(src, ref).then(
     () => 'power source VM back on: done',
     // Still on: the power-off never happened.
-    (e: unknown) => (e instanceof InvalidStateError ? 'power source VM back on: done (it was still on)' : `power source VM back on: failed: ${(e as Error).message}`),
+    (e: unknown) => (InvalidStateError.isInstance(e) ? 'power source VM back on: done (it was still on)' : `power source VM back on: failed: ${(e as Error).message}`),
   );
   if (cause instanceof Error && 'details' in cause && typeof cause.details === 'object' && cause.details !== null) {
     const details = cause.details as Record<string, unknown>;
