@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { err, errAsync, ok, ResultAsync, safeTry } from 'neverthrow';
+import { errAsync, ok, ResultAsync, safeTry } from 'neverthrow';
 import type { ApMigrateError } from './errors.js';
 import type { Deployer, PreflightReport } from './spec/deployer.js';
 import type { PackEstimate, PackSummary } from './spec/packager.js';
@@ -30,14 +30,17 @@ import {
   type ChosenMethod,
 } from './migrate/deploy-phases.js';
 import { buildReport, type ReportParts } from './migrate/report.js';
-import { abortedError, startRun, type Run } from './migrate/run.js';
+import { guarded, notAborted, startRun, type Run } from './migrate/run.js';
 import type { MigrateOptions, MigrationReport } from './migrate/types.js';
 
 export * from './migrate/types.js';
 
 /**
  * Migrate a program. Returns a report, or a typed error; on error after the destination was
- * touched, everything created there has been removed and the source is untouched. Options that
+ * touched, everything created there has been removed and the source is untouched (thawed, for
+ * `stop-and-copy`). One exception: when the destination is healthy but the source cannot be
+ * stopped, the destination is kept (it holds the state) and the error says so
+ * (`details.destinationKept`). Options that
  * are not what {@link MigrateOptions} says are `INVALID_INPUT` naming the field, before anything runs.
  */
 export function migrate(options: MigrateOptions): ResultAsync<MigrationReport, ApMigrateError> {
@@ -71,15 +74,16 @@ function runMigration(run: Run, deployers: Record<string, Deployer<unknown, unkn
 function deploy(run: Run, base: Omit<ReportParts, 'estimate'>): ResultAsync<MigrationReport, ApMigrateError> {
   const { chosen, sourcePid } = base;
   return safeTry(async function* () {
+    // Nothing reaches the destination once the caller has aborted (not even a pre-flight).
+    yield* notAborted(run);
     const estimate = yield* estimatePayload(chosen);
     const preflight = yield* preflightPhase(run, chosen, estimate);
+    yield* notAborted(run);
     if (run.options.dryRun) return ok(buildReport(run, { ...base, estimate }));
-    const aborted = abortedError(run);
-    if (aborted) return err(aborted);
     const frozen = yield* freezeSource(run, chosen, sourcePid);
     const sent = yield* cutOver(run, chosen, preflight, estimate).orElse((error) => undoAfterFailure(run, chosen, frozen, error));
     const healthyAt = performance.now();
-    const sourceOutcome = yield* settleSourcePhase(run, chosen, sourcePid);
+    const sourceOutcome = yield* settleSourcePhase(run, chosen, sourcePid, frozen);
     return ok(buildReport(run, { ...base, estimate, sent, frozen, healthyAt, ...(sourceOutcome ? { sourceOutcome } : {}) }));
   });
 }
@@ -89,13 +93,15 @@ function cutOver(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unkn
   return transferPhase(run, chosen, preflight, estimate).andThen((sent) => deployPhases(run, chosen, preflight).map(() => sent));
 }
 
-/** Let the deployer release what pre-flight opened (sessions) once `result` settles, whatever it is. */
+/** Let the deployer release what its pre-flight opened (sessions) once `result` settles, whatever it is. */
 function releasing<T>(run: Run, chosen: ChosenMethod, result: ResultAsync<T, ApMigrateError>): ResultAsync<T, ApMigrateError> {
   const release = chosen.deployer.release;
   if (!release) return result;
   const settled = async () => {
     const outcome = await result;
-    await release.call(chosen.deployer, chosen.context, run.deployment);
+    // Releasing is cleanup of what a pre-flight opened, once one was called (it may have failed
+    // half-way); its failure (or throw) never replaces the migration's outcome.
+    if (run.preflightCalled) await guarded('Releasing', () => release.call(chosen.deployer, chosen.context, run.deployment));
     return outcome;
   };
   return new ResultAsync(settled());

@@ -12,7 +12,7 @@ import type { ResourceProfile } from '../policy/profile.js';
 import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
 import type { PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
 import { noTransport } from './no-transport.js';
-import { abortedError, emit, signalOption, timed, type Run } from './run.js';
+import { abortedError, emit, guarded, notAborted, signalOption, timed, type Run } from './run.js';
 
 /** The chosen method's deployer and what all its phases know. */
 export interface ChosenMethod {
@@ -50,12 +50,16 @@ export function chooseMethod(run: Run, plan: MigrationPlan, profile: ResourcePro
 
 /** Bytes the chosen method moves (whole trees measured on the source; outside any phase's timer, as before). */
 export function estimatePayload(chosen: ChosenMethod): ResultAsync<PackEstimate, ApMigrateError> {
-  return chosen.deployer.packager.estimate(chosen.request);
+  return guarded('Estimating the payload', () => chosen.deployer.packager.estimate(chosen.request));
 }
 
 /** Phase `preflight`: the destination can take the program; nothing changes there. */
 export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEstimate): ResultAsync<PreflightReport<unknown>, ApMigrateError> {
-  return timed(run, 'preflight', () => chosen.deployer.preflight(chosen.context, estimate.bytes)).map((report) => (run.deployment.preflight = report));
+  run.preflightCalled = true;
+  return timed(run, 'preflight', () => chosen.deployer.preflight(chosen.context, estimate.bytes))
+    .map((report) => (run.deployment.preflight = report))
+    // A pre-flight cut short by the caller's abort may say so in its own words: it is an abort.
+    .mapErr((error) => abortedError(run) ?? error);
 }
 
 /** The source's process tree, stopped (stop-and-copy), with the moment it stopped. */
@@ -68,7 +72,7 @@ export interface Frozen {
 export function freezeSource(run: Run, chosen: ChosenMethod, sourcePid: number | undefined): ResultAsync<Frozen, ApMigrateError> {
   // A method that quiesces the source itself (a VM powered off) is never frozen from outside.
   if (run.cutover !== 'stop-and-copy' || sourcePid === undefined || chosen.deployer.settleSource) return okAsync({ pids: [], at: 0 });
-  return run.source.freeze(sourcePid).map((pids) => ({ pids, at: performance.now() }));
+  return guarded('Freezing the source', () => run.source.freeze(sourcePid)).map((pids) => ({ pids, at: performance.now() }));
 }
 
 /**
@@ -88,13 +92,24 @@ function transferOutcome(run: Run, staged: Result<StagedBundle, ApMigrateError>,
   return ok(done.value);
 }
 
+/** Destroy a payload that is a stream (a VM payload has nothing to stop). */
+function destroyPayload(payload: unknown): void {
+  const stream = payload as { destroy?: (error?: Error) => void; destroyed?: boolean } | null;
+  if (stream && typeof stream.destroy === 'function' && !stream.destroyed) stream.destroy();
+}
+
 /** Phase `transfer`: the packer's payload streamed into the deployer, verified there. */
 export function transferPhase(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate): ResultAsync<PackSummary, ApMigrateError> {
   const { deployer, context, request } = chosen;
   return timed(run, 'transfer', () =>
     deployer.packager.pack(request, estimate).andThen((packed) => {
       const onBytes = (bytes: number) => emit(run, { phase: 'transfer', bytesSent: bytes, bytesTotal: estimate.bytes });
-      const received = deployer.receive(context, preflight, packed.payload, onBytes);
+      // A receive that failed (or threw) without reading the payload to its end: stop the packer, so
+      // its `done` settles (a remote packer stops too) instead of waiting for a reader forever.
+      const received = guarded('Receiving', () => deployer.receive(context, preflight, packed.payload, onBytes)).mapErr((error) => {
+        destroyPayload(packed.payload);
+        return error;
+      });
       return ResultAsync.fromSafePromise(Promise.all([received, packed.done])).andThen(([staged, done]) => transferOutcome(run, staged, done));
     }),
   );
@@ -104,21 +119,20 @@ export function transferPhase(run: Run, chosen: ChosenMethod, preflight: Preflig
 export function deployPhases(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>): ResultAsync<void, ApMigrateError> {
   const { deployer, context } = chosen;
   const state = run.deployment;
-  const notAborted = () => {
-    const aborted = abortedError(run);
-    return aborted ? errAsync<void, ApMigrateError>(aborted) : okAsync<void, ApMigrateError>(undefined);
-  };
-  return notAborted()
+  const check = () => notAborted(run);
+  return check()
     .andThen(() => timed(run, 'activate', () => deployer.activate(context, preflight, state.staged!)))
     .map((activated) => {
       state.activated = activated;
       delete state.staged; // moved into place: rollback removes the install dir instead
     })
-    .andThen(notAborted)
+    .andThen(check)
     .andThen(() => timed(run, 'start', () => deployer.start(context, state.activated!)))
     .map((started) => void (state.started = started))
-    .andThen(notAborted)
-    .andThen(() => timed(run, 'health', () => deployer.healthCheck(context, state.started!)));
+    .andThen(check)
+    .andThen(() => timed(run, 'health', () => deployer.healthCheck(context, state.started!)))
+    // An abort during a health check that passed is still an abort: the source must not be touched.
+    .andThen(check);
 }
 
 /**
@@ -126,12 +140,27 @@ export function deployPhases(run: Run, chosen: ChosenMethod, preflight: Prefligh
  * policy; otherwise it is stopped on its own host when the policy or the cutover says so (a frozen
  * one is stopped, never thawed to run on).
  */
-export function settleSourcePhase(run: Run, chosen: ChosenMethod, sourcePid: number | undefined): ResultAsync<SourceOutcome | undefined, ApMigrateError> {
+export function settleSourcePhase(run: Run, chosen: ChosenMethod, sourcePid: number | undefined, frozen: Frozen): ResultAsync<SourceOutcome | undefined, ApMigrateError> {
   const policy = run.options.sourcePolicy ?? 'keep-running';
   return timed(run, 'source', () => {
     if (chosen.deployer.settleSource) return chosen.deployer.settleSource(chosen.context, run.deployment, policy);
     if ((policy === 'stop' || run.cutover === 'stop-and-copy') && sourcePid !== undefined) return run.source.stop(sourcePid).map(() => 'stopped' as const);
     return okAsync(undefined);
+  }).mapErr((error) => sourceNotSettled(run, error, frozen));
+}
+
+/**
+ * The destination is healthy and holds the program's state, but the source could not be settled.
+ * Rolling back and thawing could leave two writers (the stop may have half-worked), so the
+ * destination is kept, the source left as it is, and the error says both (decision 0014).
+ */
+function sourceNotSettled(run: Run, error: ApMigrateError, frozen: Frozen): ApMigrateError {
+  const where = run.deployment.activated?.installDir ?? 'the destination';
+  const frozenNote = frozen.pids.length ? `; its processes ${frozen.pids.join(', ')} are still frozen there` : '';
+  return new ApMigrateError(error.code, `The destination runs (${where}), but the source could not be settled: ${error.message}${frozenNote}. Check the source before using the destination`, {
+    cause: error,
+    isRetryable: false,
+    details: { ...error.details, destinationKept: true, frozenPids: frozen.pids },
   });
 }
 
@@ -139,11 +168,17 @@ export function settleSourcePhase(run: Run, chosen: ChosenMethod, sourcePid: num
 export function undoAfterFailure(run: Run, chosen: ChosenMethod, frozen: Frozen, error: ApMigrateError): ResultAsync<never, ApMigrateError> {
   const undo = async (): Promise<Result<never, ApMigrateError>> => {
     const failure = abortedError(run) ?? error;
-    const thawed = frozen.pids.length ? await run.source.thaw(frozen.pids) : ok(undefined);
+    const thawed = frozen.pids.length ? await guarded('Thawing the source', () => run.source.thaw(frozen.pids)) : ok(undefined);
     if (thawed.isErr()) failure.details.thawError = thawed.error.message;
-    const rolledBack = await chosen.deployer.rollback(chosen.context, run.deployment);
+    const rolledBack = await guarded('Rollback', () => chosen.deployer.rollback(chosen.context, run.deployment));
     if (rolledBack.isOk()) return err(failure);
-    return err(new ApMigrateError(failure.code, `${failure.message} (and rollback failed: ${rolledBack.error.message})`, { cause: failure, isRetryable: false }));
+    return err(
+      new ApMigrateError(failure.code, `${failure.message} (and rollback failed: ${rolledBack.error.message})`, {
+        cause: failure,
+        isRetryable: false,
+        details: { ...failure.details, rollbackError: rolledBack.error.message },
+      }),
+    );
   };
   return new ResultAsync(undo());
 }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { err, ResultAsync, type Result } from 'neverthrow';
+import { err, errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, MigrationError } from '../errors.js';
 import type { DeploymentState } from '../spec/deployer.js';
 import type { Source } from '../spec/source.js';
@@ -20,6 +20,8 @@ export interface Run {
   readonly phases: PhaseTiming[];
   /** What exists at the destination: what rollback undoes. */
   readonly deployment: DeploymentState;
+  /** The deployer's pre-flight was called: from then on its `release` runs at the end. */
+  preflightCalled?: boolean;
   /** A program launched to be profiled: it keeps running, and is the source from then on. */
   launchedPid?: number;
 }
@@ -38,21 +40,34 @@ export function emit(run: Run, progress: MigrationProgress): void {
   }
 }
 
+/** Call a plug-in: a throw (instead of a returned Result) becomes a typed error, never a rejection. */
+export function guarded<T>(what: string, call: () => ResultAsync<T, ApMigrateError>): ResultAsync<T, ApMigrateError> {
+  const settled = (async (): Promise<Result<T, ApMigrateError>> => {
+    try {
+      return await call();
+    } catch (thrown) {
+      return err(ApMigrateError.isInstance(thrown) ? thrown : new MigrationError('MIGRATION_FAILED', `${what} failed: ${String(thrown)}`, { cause: thrown }));
+    }
+  })();
+  return new ResultAsync(settled);
+}
+
 /** Run one phase: announce it, time it, and record the time whatever its outcome. */
 export function timed<T>(run: Run, phase: MigrationPhase, work: () => ResultAsync<T, ApMigrateError>): ResultAsync<T, ApMigrateError> {
   emit(run, { phase, message: `${phase}...` });
   const start = performance.now();
-  const settled = (async (): Promise<Result<T, ApMigrateError>> => {
-    try {
-      return await work();
-    } catch (thrown) {
-      // A plug-in that throws instead of returning a Result still ends as a typed error.
-      return err(ApMigrateError.isInstance(thrown) ? thrown : new MigrationError('MIGRATION_FAILED', `The ${phase} phase failed: ${String(thrown)}`, { cause: thrown }));
-    } finally {
-      run.phases.push({ phase, ms: performance.now() - start });
-    }
-  })();
-  return new ResultAsync(settled);
+  const settled = async () => {
+    const result = await guarded(`The ${phase} phase`, work);
+    run.phases.push({ phase, ms: performance.now() - start });
+    return result;
+  };
+  return new ResultAsync(settled());
+}
+
+/** Err(ABORTED) when the caller's signal fired, else Ok: a check between phases. */
+export function notAborted(run: Run): ResultAsync<void, ApMigrateError> {
+  const aborted = abortedError(run);
+  return aborted ? errAsync(aborted) : okAsync(undefined);
 }
 
 /** `ABORTED` when the caller's signal fired, else undefined. */
