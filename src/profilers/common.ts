@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import { ApMigrateError, type ApMigrateErrorOptions, InvalidInputError, toError } from '../errors.js';
+import { isPseudoPath } from '../policy/paths.js';
 import {
   type FileReason,
   type FileUse,
@@ -25,8 +26,17 @@ import {
 } from '../policy/profile.js';
 import type { ProfileErrorCode, ProfileOptions, ProfileTarget, LaunchTarget } from '../spec/profiler.js';
 
-/** The error every Linux profiler returns; `code` says which kind of failure it was. */
+/** The error every profiler returns; `code` says which kind of failure it was. */
 export class ProfileError extends ApMigrateError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.ProfileError');
+  }
+
+  /** Whether `value` is a ProfileError (or a FreeBsdParseError) from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is ProfileError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.ProfileError');
+  }
+
   /** Which kind of profiling failure this is. */
   declare readonly code: ProfileErrorCode;
 
@@ -171,13 +181,8 @@ export function resolvePath(base: string, p: string): string {
   return path.posix.resolve(base, p);
 }
 
-/** Pseudo file systems whose entries are never sent to the destination. */
-const PSEUDO_PREFIXES = ['/proc', '/sys', '/dev/pts'];
-
-/** True for /proc, /sys and /dev/pts entries: kernel views, not files to send. */
-export function isPseudoPath(p: string): boolean {
-  return PSEUDO_PREFIXES.some((prefix) => p === prefix || p.startsWith(prefix + '/'));
-}
+/** The policy core's one pseudo-path rule (decision 0013): kernel views, not files to send. */
+export { isPseudoPath };
 
 /** True for shared libraries and the dynamic loader (the destination may supply its own). */
 export function isSharedLibraryPath(p: string): boolean {
@@ -361,10 +366,6 @@ interface FileEntry {
 }
 
 /**
- * Collects what a profiler observed (deduplicated) and builds the validated profile.
- * File kinds and sizes are read with lstat when the profile is built, not per event.
- */
-/**
  * Events of processes not known yet, held per pid until the event that makes the process known
  * (its parent's fork or clone) arrives, or until `max` pile up; then handed to `apply` in order.
  */
@@ -397,6 +398,10 @@ export class HeldByProcess<T> {
   }
 }
 
+/**
+ * Collects what a profiler observed (deduplicated) and builds the validated profile.
+ * File kinds and sizes are read with lstat when the profile is built, not per event.
+ */
 export class ProfileCollector {
   /** Events (syscalls or samples) seen; reported as progress. */
   events = 0;
@@ -521,33 +526,8 @@ export class ProfileCollector {
     meta: { profiler: string; complete: boolean },
   ): Promise<Result<ResourceProfile, ProfileError>> {
     try {
-      const files: FileUse[] = [];
-      let skippedPseudo = 0;
-      const gone: string[] = [];
-      for (const [p, entry] of [...this.files].sort(([a], [b]) => a.localeCompare(b))) {
-        if (isPseudoPath(p)) {
-          skippedPseudo++;
-          continue;
-        }
-        const use = await describeFile(p, entry, entry.sharedLibrary || isSharedLibraryPath(p), this.startedAt);
-        if (use) files.push(use);
-        else gone.push(p);
-      }
-      if (skippedPseudo > 0) this.note(`${skippedPseudo} /proc, /sys or /dev/pts entries were left out: they are kernel views, not files to send.`);
-      if (gone.length > 0) {
-        this.note(
-          `${gone.length} files the program read no longer existed when the profile was built (removed meanwhile) and were left out, e.g. ${gone
-            .slice(0, 3)
-            .map((g) => JSON.stringify(g))
-            .join(', ')}.`,
-        );
-      }
-      if (this.unresolvedCount > 0) {
-        this.note(
-          `${this.unresolvedCount} relative paths could not be resolved (their directory was not known) and were left out rather than guessed, e.g. ${this.unresolvedExamples.join(', ')}.`,
-        );
-      }
-      if (this.probesLeftOut > 0) this.note(`The program looked for more than ${MAX_PROBES} paths it did not find: ${this.probesLeftOut} more were not listed in probes.`);
+      const files = await this.describeFiles();
+      this.noteLeftOut();
       const used = new Set(files.map((f) => f.path));
       const probes = [...this.probes].filter((p) => !used.has(p)).sort();
       const exeStat = await lstat(program.executable).catch(() => undefined);
@@ -569,20 +549,64 @@ export class ProfileCollector {
         completeness: { complete: meta.complete && !this.incomplete, notes: this.notes },
         profiler: { name: meta.profiler, startedAt: new Date(this.startedAt).toISOString(), durationMs: Date.now() - this.startedAt },
       };
-      const parsed = ResourceProfileSchema.safeParse(raw);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        return err(
-          new ProfileError('PROFILER_FAILED', `The ${meta.profiler} profiler built an invalid profile at ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? ''}`, {
-            cause: parsed.error,
-          }),
-        );
-      }
-      return ok(parsed.data);
+      return validatedProfile(raw, meta.profiler);
     } catch (e) {
       return err(new ProfileError('PROFILER_FAILED', `Building the profile failed: ${toError(e).message}`, { cause: e }));
     }
   }
+
+  /**
+   * Every recorded file as it is now, sorted by path. Kernel views are left out, and so are
+   * files only read that are gone by now; both are counted in a note.
+   */
+  private async describeFiles(): Promise<FileUse[]> {
+    const files: FileUse[] = [];
+    let skippedPseudo = 0;
+    const gone: string[] = [];
+    for (const [p, entry] of [...this.files].sort(([a], [b]) => a.localeCompare(b))) {
+      if (isPseudoPath(p)) {
+        skippedPseudo++;
+        continue;
+      }
+      const use = await describeFile(p, entry, entry.sharedLibrary || isSharedLibraryPath(p), this.startedAt);
+      if (use) files.push(use);
+      else gone.push(p);
+    }
+    if (skippedPseudo > 0) this.note(`${skippedPseudo} /proc, /sys or /dev/pts entries were left out: they are kernel views, not files to send.`);
+    if (gone.length > 0) {
+      this.note(
+        `${gone.length} files the program read no longer existed when the profile was built (removed meanwhile) and were left out, e.g. ${gone
+          .slice(0, 3)
+          .map((g) => JSON.stringify(g))
+          .join(', ')}.`,
+      );
+    }
+    return files;
+  }
+
+  /** Say what else was left out: relative paths never guessed, probes over the limit. */
+  private noteLeftOut(): void {
+    if (this.unresolvedCount > 0) {
+      this.note(
+        `${this.unresolvedCount} relative paths could not be resolved (their directory was not known) and were left out rather than guessed, e.g. ${this.unresolvedExamples.join(', ')}.`,
+      );
+    }
+    if (this.probesLeftOut > 0) this.note(`The program looked for more than ${MAX_PROBES} paths it did not find: ${this.probesLeftOut} more were not listed in probes.`);
+  }
+}
+
+/** The profile, checked against its schema: a profiler that built an invalid one failed. */
+function validatedProfile(raw: unknown, profiler: string): Result<ResourceProfile, ProfileError> {
+  const parsed = ResourceProfileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return err(
+      new ProfileError('PROFILER_FAILED', `The ${profiler} profiler built an invalid profile at ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? ''}`, {
+        cause: parsed.error,
+      }),
+    );
+  }
+  return ok(parsed.data);
 }
 
 /**

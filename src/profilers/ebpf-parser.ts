@@ -121,111 +121,134 @@ function fieldsAndRest(data: string, count: number): { fields: string[]; rest: s
   return { fields, rest: data.slice(start) };
 }
 
+/** The text of one record line, split the way its tag's format says. */
+class RecordFields {
+  constructor(private readonly data: string) {}
+
+  /** `n` tab-separated fields, then the trailing string (which may hold tabs). */
+  withString(n: number, maxBytes = MAX_STRING_BYTES): { f: string[]; s: string; truncated: boolean } {
+    const { fields, rest } = fieldsAndRest(this.data, n);
+    if (rest === undefined) throw new Error(`expected ${n} fields and a string`);
+    // Byte length decides truncation: bpftrace cuts at MAX_STRING_BYTES bytes, not chars.
+    return { f: fields, s: bytesToUtf8(rest), truncated: rest.length >= maxBytes };
+  }
+
+  /** Exactly `n` tab-separated fields. */
+  plain(n: number): string[] {
+    const parts = this.data.split('\t');
+    if (parts.length !== n) throw new Error(`expected ${n} fields, got ${parts.length}`);
+    return parts;
+  }
+}
+
+/** Every record's second and third fields: the process and thread id. */
+function ids(f: string[]): { pid: number; tid: number } {
+  return { pid: int(f[1], 'pid'), tid: int(f[2], 'tid') };
+}
+
+/** Decodes the fields of one record kind (throws on a malformed field). */
+type RecordDecoder = (r: RecordFields) => EbpfEvent;
+
+function decodeSockaddr(type: 'bind' | 'connect'): RecordDecoder {
+  return (r) => {
+    const { f, s, truncated } = r.withString(11, MAX_SUN_PATH_BYTES);
+    const abstract = int(f[10], 'abstract') === 1;
+    const portWord = int(f[6], 'port');
+    const address: EbpfSockaddr = {
+      family: int(f[5], 'family'),
+      // Read as a little-endian u16; the port is stored in network (big-endian) order.
+      port: ((portWord & 0xff) << 8) | (portWord >> 8),
+      ipv4: ipv4FromMemoryWord(int(f[7], 'ipv4')),
+      ipv6: ipv6FromMemoryWords(f[8] ?? '0', f[9] ?? '0'),
+      path: s,
+      abstract,
+    };
+    return { type, ...ids(f), ret: int(f[3], 'ret'), fd: int(f[4], 'fd'), address, truncated };
+  };
+}
+
+function decodePath(type: 'exec' | 'chdir'): RecordDecoder {
+  return (r) => {
+    const { f, s, truncated } = r.withString(3);
+    return { type, ...ids(f), path: s, truncated };
+  };
+}
+
+function decodeSysvGet(type: 'shmget' | 'semget' | 'msgget'): RecordDecoder {
+  return (r) => {
+    const f = r.plain(6);
+    return { type, ...ids(f), key: int(f[3], 'key'), size: int(f[4], 'size'), id: int(f[5], 'id') };
+  };
+}
+
+function decodeSysvUse(type: 'shmat' | 'semop' | 'msgop'): RecordDecoder {
+  return (r) => {
+    const f = r.plain(4);
+    return { type, ...ids(f), id: int(f[3], 'id') };
+  };
+}
+
+/** The decoder of each record tag the script prints (see the formats in `docs/profilers-ebpf.md`). */
+const RECORD_DECODERS: ReadonlyMap<string, RecordDecoder> = new Map(
+  Object.entries({
+    O: (r) => {
+      const { f, s, truncated } = r.withString(6);
+      return { type: 'open', ...ids(f), dirfd: int(f[3], 'dirfd'), flags: int(f[4], 'flags'), fd: int(f[5], 'fd'), path: s, truncated };
+    },
+    P: (r) => {
+      const { f, s, truncated } = r.withString(5);
+      return { type: 'probe', ...ids(f), dirfd: int(f[3], 'dirfd'), ret: int(f[4], 'ret'), path: s, truncated };
+    },
+    X: decodePath('exec'),
+    C: decodePath('chdir'),
+    D: (r) => {
+      const f = r.plain(5);
+      return { type: 'fchdir', ...ids(f), fd: int(f[3], 'fd') };
+    },
+    F: (r) => {
+      const f = r.plain(4);
+      return { type: 'fork', ...ids(f), child: int(f[3], 'child') };
+    },
+    E: (r) => ({ type: 'exit', ...ids(r.plain(3)) }),
+    S: (r) => {
+      const f = r.plain(7);
+      return { type: 'socket', ...ids(f), fd: int(f[3], 'fd'), family: int(f[4], 'family'), socketType: int(f[5], 'type'), protocol: int(f[6], 'protocol') };
+    },
+    B: decodeSockaddr('bind'),
+    K: decodeSockaddr('connect'),
+    L: (r) => {
+      const f = r.plain(5);
+      return { type: 'listen', ...ids(f), fd: int(f[3], 'fd') };
+    },
+    A: (r) => {
+      const f = r.plain(5);
+      return { type: 'accept', ...ids(f), listenFd: int(f[3], 'fd'), fd: int(f[4], 'fd') };
+    },
+    HG: decodeSysvGet('shmget'),
+    SG: decodeSysvGet('semget'),
+    MG: decodeSysvGet('msgget'),
+    HA: decodeSysvUse('shmat'),
+    SO: decodeSysvUse('semop'),
+    MO: decodeSysvUse('msgop'),
+    Q: (r) => {
+      const { f, s, truncated } = r.withString(5);
+      return { type: 'mq_open', ...ids(f), fd: int(f[3], 'fd'), flags: int(f[4], 'flags'), name: s, truncated };
+    },
+    MM: (r) => {
+      const f = r.plain(4);
+      return { type: 'mmap_exec', ...ids(f), fd: int(f[3], 'fd') };
+    },
+  } satisfies Record<string, RecordDecoder>),
+);
+
 /** Decode one printf line's text (the `data` of bpftrace's JSON), without its final newline. */
 export function parseEbpfRecord(data: string): EbpfLine {
   const tag = data.slice(0, data.indexOf('\t') < 0 ? data.length : data.indexOf('\t'));
   if (tag === 'R') return { kind: 'ready' };
   if (tag === 'T') return { kind: 'tick' };
-  const withString = (n: number, maxBytes = MAX_STRING_BYTES): { f: string[]; s: string; truncated: boolean } => {
-    const { fields, rest } = fieldsAndRest(data, n);
-    if (rest === undefined) throw new Error(`expected ${n} fields and a string`);
-    // Byte length decides truncation: bpftrace cuts at MAX_STRING_BYTES bytes, not chars.
-    return { f: fields, s: bytesToUtf8(rest), truncated: rest.length >= maxBytes };
-  };
-  const plain = (n: number): string[] => {
-    const parts = data.split('\t');
-    if (parts.length !== n) throw new Error(`expected ${n} fields, got ${parts.length}`);
-    return parts;
-  };
-  const ids = (f: string[]) => ({ pid: int(f[1], 'pid'), tid: int(f[2], 'tid') });
-  switch (tag) {
-    case 'O': {
-      const { f, s, truncated } = withString(6);
-      return {
-        kind: 'event',
-        event: { type: 'open', ...ids(f), dirfd: int(f[3], 'dirfd'), flags: int(f[4], 'flags'), fd: int(f[5], 'fd'), path: s, truncated },
-      };
-    }
-    case 'P': {
-      const { f, s, truncated } = withString(5);
-      return { kind: 'event', event: { type: 'probe', ...ids(f), dirfd: int(f[3], 'dirfd'), ret: int(f[4], 'ret'), path: s, truncated } };
-    }
-    case 'X':
-    case 'C': {
-      const { f, s, truncated } = withString(3);
-      return { kind: 'event', event: { type: tag === 'X' ? 'exec' : 'chdir', ...ids(f), path: s, truncated } };
-    }
-    case 'D': {
-      const f = plain(5);
-      return { kind: 'event', event: { type: 'fchdir', ...ids(f), fd: int(f[3], 'fd') } };
-    }
-    case 'F': {
-      const f = plain(4);
-      return { kind: 'event', event: { type: 'fork', ...ids(f), child: int(f[3], 'child') } };
-    }
-    case 'E': {
-      const f = plain(3);
-      return { kind: 'event', event: { type: 'exit', ...ids(f) } };
-    }
-    case 'S': {
-      const f = plain(7);
-      return {
-        kind: 'event',
-        event: { type: 'socket', ...ids(f), fd: int(f[3], 'fd'), family: int(f[4], 'family'), socketType: int(f[5], 'type'), protocol: int(f[6], 'protocol') },
-      };
-    }
-    case 'B':
-    case 'K': {
-      const { f, s, truncated } = withString(11, MAX_SUN_PATH_BYTES);
-      const abstract = int(f[10], 'abstract') === 1;
-      const portWord = int(f[6], 'port');
-      const address: EbpfSockaddr = {
-        family: int(f[5], 'family'),
-        // Read as a little-endian u16; the port is stored in network (big-endian) order.
-        port: ((portWord & 0xff) << 8) | (portWord >> 8),
-        ipv4: ipv4FromMemoryWord(int(f[7], 'ipv4')),
-        ipv6: ipv6FromMemoryWords(f[8] ?? '0', f[9] ?? '0'),
-        path: s,
-        abstract,
-      };
-      return {
-        kind: 'event',
-        event: { type: tag === 'B' ? 'bind' : 'connect', ...ids(f), ret: int(f[3], 'ret'), fd: int(f[4], 'fd'), address, truncated },
-      };
-    }
-    case 'L': {
-      const f = plain(5);
-      return { kind: 'event', event: { type: 'listen', ...ids(f), fd: int(f[3], 'fd') } };
-    }
-    case 'A': {
-      const f = plain(5);
-      return { kind: 'event', event: { type: 'accept', ...ids(f), listenFd: int(f[3], 'fd'), fd: int(f[4], 'fd') } };
-    }
-    case 'HG':
-    case 'SG':
-    case 'MG': {
-      const f = plain(6);
-      const type = tag === 'HG' ? 'shmget' : tag === 'SG' ? 'semget' : 'msgget';
-      return { kind: 'event', event: { type, ...ids(f), key: int(f[3], 'key'), size: int(f[4], 'size'), id: int(f[5], 'id') } };
-    }
-    case 'HA':
-    case 'SO':
-    case 'MO': {
-      const f = plain(4);
-      const type = tag === 'HA' ? 'shmat' : tag === 'SO' ? 'semop' : 'msgop';
-      return { kind: 'event', event: { type, ...ids(f), id: int(f[3], 'id') } };
-    }
-    case 'Q': {
-      const { f, s, truncated } = withString(5);
-      return { kind: 'event', event: { type: 'mq_open', ...ids(f), fd: int(f[3], 'fd'), flags: int(f[4], 'flags'), name: s, truncated } };
-    }
-    case 'MM': {
-      const f = plain(4);
-      return { kind: 'event', event: { type: 'mmap_exec', ...ids(f), fd: int(f[3], 'fd') } };
-    }
-    default:
-      throw new Error(`unknown record tag "${tag}"`);
-  }
+  const decode = RECORD_DECODERS.get(tag);
+  if (!decode) throw new Error(`unknown record tag "${tag}"`);
+  return { kind: 'event', event: decode(new RecordFields(data)) };
 }
 
 /**
@@ -453,53 +476,25 @@ export class EbpfEventTracker {
     const pid = event.pid;
     if (this.pending.delete(pid)) this.noteProcess(pid, this.forkedFrom.get(pid));
     switch (event.type) {
-      case 'fork': {
-        // The child of a thread-creating clone is a thread of `pid`: only real processes count.
-        const status = this.proc.readFile(`/proc/${event.child}/status`);
-        const tgid = status ? Number(/^Tgid:\s*(\d+)/m.exec(status)?.[1]) : undefined;
-        if (tgid !== undefined && tgid !== event.child) return;
-        const parent = this.stateOf(pid);
-        this.forkedFrom.set(event.child, pid);
-        if (!this.state.has(event.child)) this.state.set(event.child, { cwd: parent.cwd, files: new Map(parent.files), sockets: new Map(parent.sockets) });
-        // Already gone: a process or a thread? Its own events (an exit as leader) will tell.
-        if (tgid === undefined) this.pending.add(event.child);
-        else {
-          this.noteProcess(event.child, pid);
-          this.readIds(event.child, status);
-        }
-        this.held.release(event.child);
-        return;
-      }
+      case 'fork':
+        return this.onFork(pid, event.child);
       case 'exit':
         this.live.delete(pid);
         return;
       case 'exec':
-        return this.onExec(event.pid, event.path, event.truncated);
-      case 'chdir': {
-        if (event.truncated) {
-          this.stateOf(pid).cwd = undefined;
-          return this.cut(event.path);
-        }
-        this.stateOf(pid).cwd = this.resolve(pid, event.path);
-        return;
-      }
+        return this.onExec(pid, event.path, event.truncated);
+      case 'chdir':
+        return this.onChdir(pid, event.path, event.truncated);
       case 'fchdir':
         // A descriptor we cannot name leaves the cwd unknown (never a guess from /proc later on).
         this.stateOf(pid).cwd = this.stateOf(pid).files.get(event.fd);
         return;
       case 'open':
         return this.onOpen(event);
-      case 'probe': {
-        if (event.truncated || event.path === '' || !isProbeError(-event.ret)) return;
-        const file = this.resolve(pid, event.path, event.dirfd, 'probe');
-        if (file) this.collector.addProbe(file);
-        return;
-      }
-      case 'mmap_exec': {
-        const file = this.stateOf(pid).files.get(event.fd) ?? linkedFile(this.proc.readlink(`/proc/${pid}/fd/${event.fd}`));
-        if (file) this.collector.addFile(file, 'read', { sharedLibrary: true });
-        return;
-      }
+      case 'probe':
+        return this.onProbe(event);
+      case 'mmap_exec':
+        return this.onExecutableMapping(pid, event.fd);
       case 'socket':
         this.stateOf(pid).sockets.set(event.fd, { family: event.family, socketType: event.socketType });
         return;
@@ -507,39 +502,87 @@ export class EbpfEventTracker {
       case 'connect':
         return this.onAddress(event.type, pid, event.fd, event.address, event.truncated);
       case 'listen':
-      case 'accept': {
-        const fd = event.type === 'listen' ? event.fd : event.listenFd;
-        const sock = this.stateOf(pid).sockets.get(fd);
-        if (sock?.bound) this.collector.addSocket({ ...sock.bound, listening: true });
-        else if (sock) {
-          const family = SOCKET_FAMILY[sock.family] ?? (sock.family === 1 ? 'unix-path' : 'other');
-          this.collector.addSocket({ family, protocol: socketProtocol(family, sock.socketType), listening: true });
-        }
-        return;
-      }
+        return this.onListening(pid, event.fd);
+      case 'accept':
+        return this.onListening(pid, event.listenFd);
       case 'shmget':
       case 'semget':
-      case 'msgget': {
-        const kind = event.type === 'shmget' ? 'sysv-shm' : event.type === 'semget' ? 'sysv-sem' : 'sysv-msg';
-        const size = event.type === 'shmget' ? { size: event.size } : {};
-        this.sysvKeys.set(`${kind}:${event.id}`, { key: event.key, ...size });
-        this.collector.addIpc({ kind, key: event.key, id: event.id, ...size });
-        return;
-      }
+      case 'msgget':
+        return this.onSysvGet(event);
       case 'shmat':
       case 'semop':
-      case 'msgop': {
-        const kind = event.type === 'shmat' ? 'sysv-shm' : event.type === 'semop' ? 'sysv-sem' : 'sysv-msg';
-        const known = this.sysvKeys.get(`${kind}:${event.id}`) ?? this.lookupSysv(kind, event.id);
-        this.collector.addIpc({ kind, id: event.id, ...(known ?? {}) });
-        return;
-      }
+      case 'msgop':
+        return this.onSysvUse(event);
       case 'mq_open':
-        if (event.truncated) return this.cut(event.name);
-        // glibc passes the name without its leading slash.
-        this.collector.addIpc({ kind: 'posix-mq', name: event.name.startsWith('/') ? event.name : `/${event.name}` });
-        return;
+        return this.onMqOpen(event.name, event.truncated);
     }
+  }
+
+  private onFork(pid: number, child: number): void {
+    // The child of a thread-creating clone is a thread of `pid`: only real processes count.
+    const status = this.proc.readFile(`/proc/${child}/status`);
+    const tgid = status ? Number(/^Tgid:\s*(\d+)/m.exec(status)?.[1]) : undefined;
+    if (tgid !== undefined && tgid !== child) return;
+    const parent = this.stateOf(pid);
+    this.forkedFrom.set(child, pid);
+    if (!this.state.has(child)) this.state.set(child, { cwd: parent.cwd, files: new Map(parent.files), sockets: new Map(parent.sockets) });
+    // Already gone: a process or a thread? Its own events (an exit as leader) will tell.
+    if (tgid === undefined) this.pending.add(child);
+    else {
+      this.noteProcess(child, pid);
+      this.readIds(child, status);
+    }
+    this.held.release(child);
+  }
+
+  private onChdir(pid: number, dir: string, truncated: boolean): void {
+    if (truncated) {
+      this.stateOf(pid).cwd = undefined;
+      return this.cut(dir);
+    }
+    this.stateOf(pid).cwd = this.resolve(pid, dir);
+  }
+
+  private onProbe(event: Extract<EbpfEvent, { type: 'probe' }>): void {
+    if (event.truncated || event.path === '' || !isProbeError(-event.ret)) return;
+    const file = this.resolve(event.pid, event.path, event.dirfd, 'probe');
+    if (file) this.collector.addProbe(file);
+  }
+
+  /** An executable mapping of a file: how a dlopen'ed library shows up. */
+  private onExecutableMapping(pid: number, fd: number): void {
+    const file = this.stateOf(pid).files.get(fd) ?? linkedFile(this.proc.readlink(`/proc/${pid}/fd/${fd}`));
+    if (file) this.collector.addFile(file, 'read', { sharedLibrary: true });
+  }
+
+  /** listen(2), or accept(2) on a socket (which shows it listens even when the listen came before the trace). */
+  private onListening(pid: number, fd: number): void {
+    const sock = this.stateOf(pid).sockets.get(fd);
+    if (sock?.bound) this.collector.addSocket({ ...sock.bound, listening: true });
+    else if (sock) {
+      const family = SOCKET_FAMILY[sock.family] ?? (sock.family === 1 ? 'unix-path' : 'other');
+      this.collector.addSocket({ family, protocol: socketProtocol(family, sock.socketType), listening: true });
+    }
+  }
+
+  private onSysvGet(event: Extract<EbpfEvent, { type: 'shmget' | 'semget' | 'msgget' }>): void {
+    const kind = event.type === 'shmget' ? 'sysv-shm' : event.type === 'semget' ? 'sysv-sem' : 'sysv-msg';
+    const size = event.type === 'shmget' ? { size: event.size } : {};
+    this.sysvKeys.set(`${kind}:${event.id}`, { key: event.key, ...size });
+    this.collector.addIpc({ kind, key: event.key, id: event.id, ...size });
+  }
+
+  /** A use of a SysV object by id: its key comes from the get we saw, or from /proc/sysvipc. */
+  private onSysvUse(event: Extract<EbpfEvent, { type: 'shmat' | 'semop' | 'msgop' }>): void {
+    const kind = event.type === 'shmat' ? 'sysv-shm' : event.type === 'semop' ? 'sysv-sem' : 'sysv-msg';
+    const known = this.sysvKeys.get(`${kind}:${event.id}`) ?? this.lookupSysv(kind, event.id);
+    this.collector.addIpc({ kind, id: event.id, ...(known ?? {}) });
+  }
+
+  private onMqOpen(name: string, truncated: boolean): void {
+    if (truncated) return this.cut(name);
+    // glibc passes the name without its leading slash.
+    this.collector.addIpc({ kind: 'posix-mq', name: name.startsWith('/') ? name : `/${name}` });
   }
 
   private onExec(pid: number, rawPath: string, truncated: boolean): void {

@@ -53,10 +53,13 @@ function pidList(pids: readonly number[]): string {
   return pids.map((p) => `  @t[${Math.trunc(p)}] = 1;`).join('\n');
 }
 
-/** A probe body emitted only when the kernel has both tracepoints. */
+/** One traced syscall: its two probe bodies, emitted only when the kernel has both tracepoints. */
 interface SyscallPair {
+  /** The syscall, as its tracepoints name it (`sys_enter_<name>`). */
   name: string;
+  /** Body of the enter probe: remembers the arguments per thread. */
   enter: string;
+  /** Filter and body of the exit probe: prints the line. */
   exit: string;
 }
 
@@ -66,19 +69,21 @@ interface SyscallPair {
  */
 const PROBE_FAILURE = '(args->ret != -4 && args->ret != -11 && args->ret != -17 && (args->ret < -516 || args->ret > -512))';
 
-function syscallPairs(): SyscallPair[] {
-  const saveOpen = (path: string, flags: string, dfd: string) =>
-    `{ @op[tid] = ((uint64)${path}, (int64)${flags}, (int64)${dfd}); }`;
-  // A successful open of an absolute path the same process opened before with the same flags is
-  // printed only when the descriptor it returns was last printed by that very line: then user
-  // space already knows that descriptor is that path. Each printed line gets an id (the time,
-  // its high bits mixed with the thread id so that two CPUs' lines never share one),
-  // kept per path in @seen and per descriptor in @fdl. So a program re-reading a few files in a
-  // loop costs no output, and every descriptor a later `*at` call, fchdir or mmap names is known
-  // (a descriptor reused for another file always prints). Relative paths always print (the same
-  // name may be another file after a chdir). A failed open prints with the negative errno as its
-  // fd, once per process for an absolute path.
-  const printOpen = `/@op[tid].0/ {
+/** Enter: remember an open's path, flags and directory per thread. */
+const saveOpen = (path: string, flags: string, dfd: string) => `{ @op[tid] = ((uint64)${path}, (int64)${flags}, (int64)${dfd}); }`;
+
+/**
+ * Exit of an open. A successful open of an absolute path the same process opened before with the
+ * same flags is printed only when the descriptor it returns was last printed by that very line:
+ * then user space already knows that descriptor is that path. Each printed line gets an id (the
+ * time, its high bits mixed with the thread id so that two CPUs' lines never share one), kept
+ * per path in @seen and per descriptor in @fdl. So a program re-reading a few files in a loop
+ * costs no output, and every descriptor a later `*at` call, fchdir or mmap names is known (a
+ * descriptor reused for another file always prints). Relative paths always print (the same name
+ * may be another file after a chdir). A failed open prints with the negative errno as its fd,
+ * once per process for an absolute path.
+ */
+const PRINT_OPEN = `/@op[tid].0/ {
   $e = @op[tid];
   $s = str(uptr($e.0));
   $abs = *(uint8*)uptr($e.0) == 47;
@@ -97,10 +102,15 @@ function syscallPairs(): SyscallPair[] {
   }
   delete(@op[tid]);
 }`;
-  // Lookups that are no use when they succeed (stat, access) or seen otherwise (exec): only a
-  // failure prints, as a probe, once per process for an absolute path.
-  const saveLookup = (path: string, dfd: string) => `{ @lk[tid] = ((uint64)${path}, (int64)${dfd}); }`;
-  const printLookup = `/@lk[tid].0/ {
+
+/** Enter: remember a lookup's path and directory. */
+const saveLookup = (path: string, dfd: string) => `{ @lk[tid] = ((uint64)${path}, (int64)${dfd}); }`;
+
+/**
+ * Exit of a lookup that is no use when it succeeds (stat, access) or is seen otherwise (exec):
+ * only a failure prints, as a probe, once per process for an absolute path.
+ */
+const PRINT_LOOKUP = `/@lk[tid].0/ {
   if (args->ret < 0 && ${PROBE_FAILURE}) {
     $l = @lk[tid];
     $s = str(uptr($l.0));
@@ -112,9 +122,12 @@ function syscallPairs(): SyscallPair[] {
   }
   delete(@lk[tid]);
 }`;
-  const saveAddr = (fd: string, ptr: string) => `{ @sa[tid] = ((uint64)${ptr}, (int64)${fd}); }`;
-  // Connect on a non-blocking socket returns -EINPROGRESS (-115): the program still uses the peer.
-  const printAddr = (tag: string, okCondition: string) => `/@sa[tid].0/ {
+
+/** Enter: remember a socket address pointer and its descriptor. */
+const saveAddr = (fd: string, ptr: string) => `{ @sa[tid] = ((uint64)${ptr}, (int64)${fd}); }`;
+
+/** Exit of bind/connect: the address, read field by field (family, port, IPv4, IPv6 halves, unix path). */
+const printAddr = (tag: string, okCondition: string) => `/@sa[tid].0/ {
   $a = @sa[tid];
   $p = $a.0;
   if (${okCondition}) {
@@ -125,71 +138,79 @@ function syscallPairs(): SyscallPair[] {
   }
   delete(@sa[tid]);
 }`;
-  const saveFd = (fd: string) => `{ @fd[tid] = (int64)${fd} + 1; }`;
-  const printFd = (tag: string) => `/@fd[tid]/ {
+
+/** Enter: remember a descriptor (plus one, so that descriptor 0 is not "unset"). */
+const saveFd = (fd: string) => `{ @fd[tid] = (int64)${fd} + 1; }`;
+
+const printFd = (tag: string) => `/@fd[tid]/ {
   if (args->ret >= 0) { printf("${tag}\\t%d\\t%d\\t%d\\t%d\\n", pid, tid, @fd[tid] - 1, args->ret); }
   delete(@fd[tid]);
 }`;
-  const saveGet = (key: string, size: string) => `{ @ig[tid] = ((int64)${key}, (int64)${size}, 1); }`;
-  const printGet = (tag: string) => `/@ig[tid].2/ {
+
+/** Enter of a SysV get: its key and size (the third field marks the entry as set). */
+const saveGet = (key: string, size: string) => `{ @ig[tid] = ((int64)${key}, (int64)${size}, 1); }`;
+
+const printGet = (tag: string) => `/@ig[tid].2/ {
   $g = @ig[tid];
   if (args->ret >= 0) { printf("${tag}\\t%d\\t%d\\t%d\\t%d\\t%d\\n", pid, tid, $g.0, $g.1, args->ret); }
   delete(@ig[tid]);
 }`;
-  return [
-    { name: 'open', enter: saveOpen('args->filename', 'args->flags', '-100'), exit: printOpen },
-    { name: 'openat', enter: saveOpen('args->filename', 'args->flags', 'args->dfd'), exit: printOpen },
-    { name: 'openat2', enter: saveOpen('args->filename', '*(uint64*)uptr(args->how)', 'args->dfd'), exit: printOpen },
-    { name: 'creat', enter: saveOpen('args->pathname', String(O_CREAT_WRONLY_TRUNC), '-100'), exit: printOpen },
-    {
-      name: 'chdir',
-      enter: '{ @cd[tid] = (uint64)args->filename; }',
-      exit: `/@cd[tid]/ {
+
+/** The traced syscalls: what each remembers on entry and prints on exit. */
+const SYSCALL_PAIRS: readonly SyscallPair[] = [
+  { name: 'open', enter: saveOpen('args->filename', 'args->flags', '-100'), exit: PRINT_OPEN },
+  { name: 'openat', enter: saveOpen('args->filename', 'args->flags', 'args->dfd'), exit: PRINT_OPEN },
+  { name: 'openat2', enter: saveOpen('args->filename', '*(uint64*)uptr(args->how)', 'args->dfd'), exit: PRINT_OPEN },
+  { name: 'creat', enter: saveOpen('args->pathname', String(O_CREAT_WRONLY_TRUNC), '-100'), exit: PRINT_OPEN },
+  {
+    name: 'chdir',
+    enter: '{ @cd[tid] = (uint64)args->filename; }',
+    exit: `/@cd[tid]/ {
   if (args->ret == 0) { printf("C\\t%d\\t%d\\t%s\\n", pid, tid, str(uptr(@cd[tid]))); }
   else if (${PROBE_FAILURE}) { printf("P\\t%d\\t%d\\t-100\\t%d\\t%s\\n", pid, tid, args->ret, str(uptr(@cd[tid]))); }
   delete(@cd[tid]);
 }`,
-    },
-    { name: 'fchdir', enter: saveFd('args->fd'), exit: printFd('D') },
-    // A failed exec: the old program goes on, its pointer is still valid. (A successful one is
-    // sched_process_exec; its exit runs in the new image, where the pointer means nothing.)
-    { name: 'execve', enter: saveLookup('args->filename', '-100'), exit: printLookup },
-    { name: 'execveat', enter: saveLookup('args->filename', 'args->fd'), exit: printLookup },
-    { name: 'newstat', enter: saveLookup('args->filename', '-100'), exit: printLookup },
-    { name: 'newlstat', enter: saveLookup('args->filename', '-100'), exit: printLookup },
-    { name: 'newfstatat', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
-    { name: 'statx', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
-    { name: 'access', enter: saveLookup('args->filename', '-100'), exit: printLookup },
-    { name: 'faccessat', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
-    { name: 'faccessat2', enter: saveLookup('args->filename', 'args->dfd'), exit: printLookup },
-    {
-      name: 'socket',
-      enter: '{ @so[tid] = ((int64)args->family, (int64)args->type, (int64)args->protocol, 1); }',
-      exit: `/@so[tid].3/ {
+  },
+  { name: 'fchdir', enter: saveFd('args->fd'), exit: printFd('D') },
+  // A failed exec: the old program goes on, its pointer is still valid. (A successful one is
+  // sched_process_exec; its exit runs in the new image, where the pointer means nothing.)
+  { name: 'execve', enter: saveLookup('args->filename', '-100'), exit: PRINT_LOOKUP },
+  { name: 'execveat', enter: saveLookup('args->filename', 'args->fd'), exit: PRINT_LOOKUP },
+  { name: 'newstat', enter: saveLookup('args->filename', '-100'), exit: PRINT_LOOKUP },
+  { name: 'newlstat', enter: saveLookup('args->filename', '-100'), exit: PRINT_LOOKUP },
+  { name: 'newfstatat', enter: saveLookup('args->filename', 'args->dfd'), exit: PRINT_LOOKUP },
+  { name: 'statx', enter: saveLookup('args->filename', 'args->dfd'), exit: PRINT_LOOKUP },
+  { name: 'access', enter: saveLookup('args->filename', '-100'), exit: PRINT_LOOKUP },
+  { name: 'faccessat', enter: saveLookup('args->filename', 'args->dfd'), exit: PRINT_LOOKUP },
+  { name: 'faccessat2', enter: saveLookup('args->filename', 'args->dfd'), exit: PRINT_LOOKUP },
+  {
+    name: 'socket',
+    enter: '{ @so[tid] = ((int64)args->family, (int64)args->type, (int64)args->protocol, 1); }',
+    exit: `/@so[tid].3/ {
   $s = @so[tid];
   if (args->ret >= 0) { printf("S\\t%d\\t%d\\t%d\\t%d\\t%d\\t%d\\n", pid, tid, args->ret, $s.0, $s.1, $s.2); }
   delete(@so[tid]);
 }`,
-    },
-    { name: 'bind', enter: saveAddr('args->fd', 'args->umyaddr'), exit: printAddr('B', 'args->ret == 0') },
-    { name: 'connect', enter: saveAddr('args->fd', 'args->uservaddr'), exit: printAddr('K', 'args->ret == 0 || args->ret == -115') },
-    { name: 'listen', enter: saveFd('args->fd'), exit: printFd('L') },
-    { name: 'accept', enter: saveFd('args->fd'), exit: printFd('A') },
-    { name: 'accept4', enter: saveFd('args->fd'), exit: printFd('A') },
-    { name: 'shmget', enter: saveGet('args->key', 'args->size'), exit: printGet('HG') },
-    { name: 'semget', enter: saveGet('args->key', 'args->nsems'), exit: printGet('SG') },
-    { name: 'msgget', enter: saveGet('args->key', '0'), exit: printGet('MG') },
-    {
-      name: 'mq_open',
-      enter: '{ @mq[tid] = ((uint64)args->u_name, (int64)args->oflag); }',
-      exit: `/@mq[tid].0/ {
+  },
+  { name: 'bind', enter: saveAddr('args->fd', 'args->umyaddr'), exit: printAddr('B', 'args->ret == 0') },
+  // Connect on a non-blocking socket returns -EINPROGRESS (-115): the program still uses the peer.
+  { name: 'connect', enter: saveAddr('args->fd', 'args->uservaddr'), exit: printAddr('K', 'args->ret == 0 || args->ret == -115') },
+  { name: 'listen', enter: saveFd('args->fd'), exit: printFd('L') },
+  { name: 'accept', enter: saveFd('args->fd'), exit: printFd('A') },
+  { name: 'accept4', enter: saveFd('args->fd'), exit: printFd('A') },
+  { name: 'shmget', enter: saveGet('args->key', 'args->size'), exit: printGet('HG') },
+  { name: 'semget', enter: saveGet('args->key', 'args->nsems'), exit: printGet('SG') },
+  { name: 'msgget', enter: saveGet('args->key', '0'), exit: printGet('MG') },
+  {
+    name: 'mq_open',
+    enter: '{ @mq[tid] = ((uint64)args->u_name, (int64)args->oflag); }',
+    exit: `/@mq[tid].0/ {
   $m = @mq[tid];
   if (args->ret >= 0) { printf("Q\\t%d\\t%d\\t%d\\t%d\\t%s\\n", pid, tid, args->ret, $m.1, str(uptr($m.0))); }
   delete(@mq[tid]);
 }`,
-    },
-  ];
-}
+  },
+];
 
 /**
  * Operations on an existing IPC id: printed once per process and id (a BPF map remembers which),
@@ -232,7 +253,7 @@ export function generateEbpfScript(options: EbpfScriptOptions): string {
   printf("X\\t%d\\t%d\\t%s\\n", pid, tid, str(args->filename));
 }`);
   const skipped = new Set<string>(options.traceLookups === false ? LOOKUP_SYSCALLS : []);
-  for (const pair of syscallPairs()) {
+  for (const pair of SYSCALL_PAIRS) {
     if (skipped.has(pair.name) || !has(`sys_enter_${pair.name}`) || !has(`sys_exit_${pair.name}`)) continue;
     probes.push(`tracepoint:syscalls:sys_enter_${pair.name} /@t[pid]/ ${pair.enter}`);
     probes.push(`tracepoint:syscalls:sys_exit_${pair.name} ${pair.exit}`);

@@ -15,10 +15,10 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline';
 import { promisify } from 'node:util';
 import { err, errAsync, ok, ResultAsync, type Result } from 'neverthrow';
-import type { ApMigrateError } from '../errors.js';
+import { type ApMigrateError, toError } from '../errors.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import type { LaunchTarget, ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
 import {
@@ -281,53 +281,63 @@ interface BpftraceRun {
   stderrText(): string;
 }
 
-function startBpftrace(
-  host: PreparedHost,
-  script: string,
-  sink: EventSink,
-  markerNonce: number,
-  attachTimeoutMs: number,
-  onRawLine: ((line: string) => void) | undefined,
-): BpftraceRun {
+/** A promise settled by the first of several reporters (readiness, death, timeout); later calls are ignored. */
+function firstOutcome<T>(): { settled: Promise<T>; settle: (value: T) => void } {
+  let resolve: (value: T) => void = () => {};
+  let done = false;
+  const settled = new Promise<T>((r) => (resolve = r));
+  return {
+    settled,
+    settle: (value) => {
+      if (done) return;
+      done = true;
+      resolve(value);
+    },
+  };
+}
+
+function spawnBpftrace(host: PreparedHost, script: string): ChildProcess {
   const argv = [...host.memlockPrefix, host.bpftrace, '-f', 'json', '-e', script];
   const [program = host.bpftrace, ...args] = argv;
-  const child = spawn(program, args, {
+  return spawn(program, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, BPFTRACE_STRLEN: String(EBPF_MAX_STRLEN), BPFTRACE_PERF_RB_PAGES: String(PERF_RING_PAGES) },
   });
-  let lost = 0;
-  let bad = 0;
-  let stderr = '';
-  let markReady: (r: Result<void, ProfileError>) => void = () => {};
-  let isReady = false;
-  const ready = new Promise<Result<void, ProfileError>>((resolve) => {
-    markReady = (r) => {
-      if (isReady) return;
-      isReady = true;
-      resolve(r);
-    };
+}
+
+/** The first 16 KiB of a stream (only the start matters for messages). */
+function headOf(stream: NodeJS.ReadableStream): () => string {
+  let text = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    if (text.length < 16_384) text += chunk;
   });
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
-    // Bounded: only the start matters for messages.
-    if (stderr.length < 16_384) stderr += chunk;
-  });
+  return () => text;
+}
+
+/** Decode bpftrace's lines: events to the sink, the marker to `onReady`; malformed lines and lost events are counted. */
+function readBpftraceLines(child: ChildProcess, sink: EventSink, onReady: () => void, onRawLine: ((line: string) => void) | undefined) {
+  const counts = { lost: 0, bad: 0 };
   // latin1: one char per byte, so the parser can rebuild bytes bpftrace escaped one by one.
   const lines = createInterface({ input: child.stdout!.setEncoding('latin1'), crlfDelay: Infinity });
   lines.on('line', (line) => {
     onRawLine?.(line);
     const parsed = parseEbpfLine(line);
     if (parsed.isErr()) {
-      bad++;
+      counts.bad++;
       return;
     }
     const value = parsed.value;
-    if (value.kind === 'event') {
-      sink.tracker?.handle(value.event);
-    } else if (value.kind === 'ready') markReady(ok(undefined));
-    else if (value.kind === 'lost') lost += value.count;
+    if (value.kind === 'event') sink.tracker?.handle(value.event);
+    else if (value.kind === 'ready') onReady();
+    else if (value.kind === 'lost') counts.lost += value.count;
   });
-  const closed = new Promise<void>((resolve) => {
+  return { lines, counts };
+}
+
+/** Resolves once bpftrace has exited and its output is read to the end (or it could not start: then `onSpawnError`). */
+function bpftraceClosed(child: ChildProcess, lines: Interface, onSpawnError: (cause: Error) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
     let exited = false;
     let drained = false;
     const done = () => exited && drained && resolve();
@@ -340,18 +350,19 @@ function startBpftrace(
       done();
     });
     child.once('error', (cause) => {
-      markReady(err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run bpftrace: ${cause.message}`, { cause })));
+      onSpawnError(cause);
       exited = true;
       drained = true;
       resolve();
     });
   });
-  void closed.then(() =>
-    markReady(
-      err(new ProfileError('PROFILER_FAILED', `bpftrace stopped before its probes were attached: ${firstError(stderr)}`, { details: { stderr: stderr.slice(0, 4000) } })),
-    ),
-  );
-  // Poke the marker probe until it answers: its line proves every probe is attached.
+}
+
+/**
+ * Poke the marker probe until it answers (its line proves every probe is attached), or give up
+ * after `attachTimeoutMs`. Stops once `ready` settles, whichever way.
+ */
+function pokeMarker(markerNonce: number, attachTimeoutMs: number, ready: Promise<unknown>, settle: (r: Result<void, ProfileError>) => void): void {
   const poke = setInterval(() => {
     try {
       os.getPriority(markerNonce);
@@ -360,14 +371,34 @@ function startBpftrace(
     }
   }, 20);
   const timeout = setTimeout(
-    () => markReady(err(new ProfileError('PROFILER_FAILED', `bpftrace did not attach its probes within ${attachTimeoutMs} ms`, { isRetryable: true }))),
+    () => settle(err(new ProfileError('PROFILER_FAILED', `bpftrace did not attach its probes within ${attachTimeoutMs} ms`, { isRetryable: true }))),
     attachTimeoutMs,
   );
   void ready.then(() => {
     clearInterval(poke);
     clearTimeout(timeout);
   });
-  return { child, ready, closed, lostEvents: () => lost, badLines: () => bad, stderrText: () => stderr };
+}
+
+function startBpftrace(
+  host: PreparedHost,
+  script: string,
+  sink: EventSink,
+  markerNonce: number,
+  attachTimeoutMs: number,
+  onRawLine: ((line: string) => void) | undefined,
+): BpftraceRun {
+  const child = spawnBpftrace(host, script);
+  // Ready when the marker line comes; failed when bpftrace cannot start, dies first, or takes too long.
+  const { settled: ready, settle } = firstOutcome<Result<void, ProfileError>>();
+  const stderr = headOf(child.stderr!);
+  const { lines, counts } = readBpftraceLines(child, sink, () => settle(ok(undefined)), onRawLine);
+  const closed = bpftraceClosed(child, lines, (cause) => settle(err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run bpftrace: ${cause.message}`, { cause }))));
+  void closed.then(() =>
+    settle(err(new ProfileError('PROFILER_FAILED', `bpftrace stopped before its probes were attached: ${firstError(stderr())}`, { details: { stderr: stderr().slice(0, 4000) } }))),
+  );
+  pokeMarker(markerNonce, attachTimeoutMs, ready, settle);
+  return { child, ready, closed, lostEvents: () => counts.lost, badLines: () => counts.bad, stderrText: stderr };
 }
 
 /** SIGINT (bpftrace drains its buffers and exits), then SIGKILL after a grace period. */
@@ -466,25 +497,32 @@ function release(child: ChildProcess): void {
   gate?.end('go\n');
 }
 
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The last `max` characters a stream wrote (a failed start explains itself on stderr). */
+function tailOf(stream: NodeJS.ReadableStream | null | undefined, max: number): () => string {
+  let text = '';
+  stream?.setEncoding('utf8');
+  stream?.on('data', (chunk: string) => {
+    text = (text + chunk).slice(-max);
+  });
+  return () => text;
+}
+
 async function runLaunch(target: LaunchTarget, options: ProfileOptions, config: EbpfProfilerOptions, host: PreparedHost): Promise<Result<ResourceProfile, ProfileError>> {
   const cwd = target.cwd ?? process.cwd();
-  const cwdOk = (() => {
-    try {
-      return statSync(cwd).isDirectory();
-    } catch {
-      return false;
-    }
-  })();
-  if (!cwdOk) return err(new ProfileError('LAUNCH_FAILED', `The working directory ${cwd} does not exist or is not a directory`));
+  if (!isDirectory(cwd)) return err(new ProfileError('LAUNCH_FAILED', `The working directory ${cwd} does not exist or is not a directory`));
   const wrapper = await launchWrapper(target, cwd, config.programOutput ?? 'ignore', options.keepRunning ?? false);
   if (wrapper.isErr()) return err(wrapper.error);
   const child = wrapper.value;
   const rootPid = child.pid!;
-  let stderrTail = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
-    stderrTail = (stderrTail + chunk).slice(-2000);
-  });
+  const stderrTail = tailOf(child.stderr, 2000);
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const sink: EventSink = {};
   const run = startTracing(host, config, [rootPid], sink);
@@ -500,17 +538,9 @@ async function runLaunch(target: LaunchTarget, options: ProfileOptions, config: 
     sink.tracker = tracker;
     stopProgress = reportProgress(collector, options);
     release(child);
-    let why = await waitForStop(options.durationMs, options.signal, exited);
-    if (why === 'ended') {
-      if (tracker.rootExecutable === undefined && (child.exitCode === 127 || child.exitCode === 126)) {
-        const reason = stderrTail.trim().split('\n').pop() || `exit status ${child.exitCode}`;
-        return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": ${reason}`, { details: { argv: [...target.command], cwd, exitCode: child.exitCode } }));
-      }
-      // The command's own process ended: keep watching what it left running.
-      const left = options.durationMs === undefined ? undefined : Math.max(0, options.durationMs - (Date.now() - collector.startedAt));
-      why = await waitForStop(left, options.signal, treeGone(tracker, stopped));
-    }
-    if (why !== 'ended') collector.note(`Watching stopped (${why}) while the program was still running: later uses are not known.`);
+    const watched = await watchLaunched(target, cwd, options, { child, tracker, exited, stopped, stderrTail });
+    if (watched.isErr()) return err(watched.error);
+    const why = watched.value;
     stopped.value = true;
     // Last look at the ids while the tree still runs (workers drop privileges after they start).
     tracker.refreshIds();
@@ -519,17 +549,7 @@ async function runLaunch(target: LaunchTarget, options: ProfileOptions, config: 
     tracker.finish();
     const complete = finishNotes({ collector, tracker, run }, host) && why === 'ended';
     for (const [pid, info] of tracker.processes) collector.addProcess({ pid, ...info });
-    const program: ProgramFacts = {
-      executable: tracker.rootExecutable ?? (await resolveCommand(target.command[0]!, cwd)) ?? target.command[0]!,
-      argv: tracker.rootArgv ?? [...target.command],
-      cwd,
-      uid: process.getuid?.() ?? 0,
-      gid: process.getgid?.() ?? 0,
-      ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
-    };
-    const start = await launchedStartFacts();
-    if (start) program.start = start;
-    return await collector.build(program, { profiler: PROFILER_NAME, complete });
+    return await collector.build(await launchedFacts(target, cwd, config, tracker), { profiler: PROFILER_NAME, complete });
   } finally {
     stopped.value = true;
     stopProgress();
@@ -537,6 +557,48 @@ async function runLaunch(target: LaunchTarget, options: ProfileOptions, config: 
     else child.unref();
     await stopBpftrace(run);
   }
+}
+
+/**
+ * Watch the released program until the duration is over or the caller aborts, or until it and
+ * everything it left running have ended. A wrapper that could not exec the command (126, 127)
+ * is LAUNCH_FAILED.
+ */
+async function watchLaunched(
+  target: LaunchTarget,
+  cwd: string,
+  options: ProfileOptions,
+  launched: { child: ChildProcess; tracker: EbpfEventTracker; exited: Promise<void>; stopped: { value: boolean }; stderrTail: () => string },
+): Promise<Result<'duration' | 'aborted' | 'ended', ProfileError>> {
+  const { child, tracker } = launched;
+  const collector = tracker.collector;
+  let why = await waitForStop(options.durationMs, options.signal, launched.exited);
+  if (why === 'ended') {
+    if (tracker.rootExecutable === undefined && (child.exitCode === 127 || child.exitCode === 126)) {
+      const reason = launched.stderrTail().trim().split('\n').pop() || `exit status ${child.exitCode}`;
+      return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": ${reason}`, { details: { argv: [...target.command], cwd, exitCode: child.exitCode } }));
+    }
+    // The command's own process ended: keep watching what it left running.
+    const left = options.durationMs === undefined ? undefined : Math.max(0, options.durationMs - (Date.now() - collector.startedAt));
+    why = await waitForStop(left, options.signal, treeGone(tracker, launched.stopped));
+  }
+  if (why !== 'ended') collector.note(`Watching stopped (${why}) while the program was still running: later uses are not known.`);
+  return ok(why);
+}
+
+/** The launched program: its first exec, run as us (with our groups and umask). */
+async function launchedFacts(target: LaunchTarget, cwd: string, config: EbpfProfilerOptions, tracker: EbpfEventTracker): Promise<ProgramFacts> {
+  const program: ProgramFacts = {
+    executable: tracker.rootExecutable ?? (await resolveCommand(target.command[0]!, cwd)) ?? target.command[0]!,
+    argv: tracker.rootArgv ?? [...target.command],
+    cwd,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
+  };
+  const start = await launchedStartFacts();
+  if (start) program.start = start;
+  return program;
 }
 
 /** Generate the script that follows these processes and their descendants, and start bpftrace on it. */
@@ -635,7 +697,7 @@ export function createEbpfProfiler(options: EbpfProfilerOptions = {}): Profiler 
       if (invalid) return errAsync<ResourceProfile, ApMigrateError>(invalid);
       return new ResultAsync<ResourceProfile, ApMigrateError>(
         runEbpf(target, profileOptions, options).catch((e: unknown) =>
-          err(new ProfileError('PROFILER_FAILED', `The eBPF profiler failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e })),
+          err(new ProfileError('PROFILER_FAILED', `The eBPF profiler failed: ${toError(e).message}`, { cause: e })),
         ),
       );
     },

@@ -13,10 +13,22 @@
 import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import type { FileReason, FileUse, IpcUse, ProcessInfo, SocketUse } from '../policy/profile.js';
+import { ApMigrateError } from '../errors.js';
 import { ProfileError } from './common.js';
 
 /** Output of a FreeBSD tool did not have the documented shape. `code` is `PARSE_FAILED`. */
 export class FreeBsdParseError extends ProfileError {
+  static {
+    ApMigrateError.markClass(this, 'ap-migrate.error.FreeBsdParseError');
+  }
+
+  /** Whether `value` is a FreeBsdParseError from any copy of the package (see {@link ApMigrateError.isInstance}). */
+  static override isInstance(value: unknown): value is FreeBsdParseError {
+    return ApMigrateError.hasMarker(value, 'ap-migrate.error.FreeBsdParseError');
+  }
+
+  /** Always `PARSE_FAILED`. */
+  declare readonly code: 'PARSE_FAILED';
   /** The command whose output failed to parse, e.g. `procstat -f`. */
   readonly command: string;
   /** 1-based line number in the output (0 when the whole output is wrong). */
@@ -740,6 +752,7 @@ interface SocketState {
   listening: boolean;
 }
 
+/** A CALL record and the NAMI and STRU records that followed it, waiting for its RET. */
 interface Pending {
   pid: number;
   call: KdumpCall;
@@ -748,224 +761,327 @@ interface Pending {
   line: number;
 }
 
+/** A call whose records are all read: what it looked up and passed, and how it returned. */
+interface FinishedCall {
+  pid: number;
+  call: KdumpCall;
+  /** Paths looked up (NAMI records), in order: an execve names its program, then its interpreters. */
+  namei: string[];
+  /** Socket addresses passed (STRU records). */
+  sockaddrs: KdumpSockaddr[];
+  /** Undefined when no RET came: a successful execve (the old image is gone) and exit never return. */
+  ret: KdumpReturn | undefined;
+  /** Failed with an errno; a non-blocking connect under way (EINPROGRESS) still uses the address. */
+  failed: boolean;
+}
+
 const COMMAND = 'kdump -H -n -d';
+
+/**
+ * What a kdump trace showed so far: the uses found, and per process its working directory and
+ * socket descriptors. Records are read in order; the handlers in {@link CALL_HANDLERS} update it
+ * as each call completes.
+ */
+class KdumpTrace {
+  readonly files = new Map<string, PathUse>();
+  readonly ipc: IpcUse[] = [];
+  readonly notes = new Set<string>();
+  readonly processes = new Map<number, ProcessInfo>();
+  /** Every socket created, in order (closing one only drops its descriptor). */
+  readonly sockets: SocketState[] = [];
+  /** The first program executed. */
+  executable: string | undefined;
+  /** openat(2) calls relative to a directory descriptor: kdump prints only the name, so the path is unknown. */
+  unresolvedAt = 0;
+  private events = 0;
+  private readonly probes = new Set<string>();
+  private readonly cwdByPid = new Map<number, string>();
+  private readonly fdTables = new Map<number, Map<number, SocketState>>();
+  /** The open call of each thread: calls of different threads interleave. */
+  private readonly pending = new Map<number, Pending>();
+
+  constructor(private readonly initialCwd: string) {}
+
+  /** Read one record; a record without its documented shape is an error naming its line. */
+  read(r: KdumpRecord): FreeBsdParseError | undefined {
+    this.events++;
+    if (!this.processes.has(r.pid)) this.noteProcess(r.pid);
+    switch (r.type) {
+      case 'CALL':
+        return this.readCall(r);
+      case 'NAMI':
+        return this.readNamei(r);
+      case 'STRU':
+        return this.readStruct(r);
+      case 'RET':
+        return this.readReturn(r);
+      default:
+        return undefined; // PSIG, CSW, CAP, ... carry no resource use.
+    }
+  }
+
+  /** Everything the trace showed; calls still pending at its end never returned (exit, a successful execve). */
+  observations(): Observations {
+    for (const p of this.pending.values()) this.finish(p, undefined);
+    this.pending.clear();
+    if (this.unresolvedAt > 0) this.notes.add(`${this.unresolvedAt} openat(2) calls relative to a directory descriptor could not be resolved to a path and were left out.`);
+    const sockets: SocketUse[] = [];
+    for (const s of this.sockets) {
+      const use = socketUse(s);
+      if (use) sockets.push(use);
+    }
+    return {
+      files: this.files,
+      sockets,
+      ipc: this.ipc,
+      processes: [...this.processes.values()],
+      ...(this.executable !== undefined ? { executable: this.executable } : {}),
+      probes: [...this.probes],
+      notes: [...this.notes],
+      events: this.events,
+    };
+  }
+
+  /** Absolute form of `name` as process `pid` meant it (relative to its working directory). */
+  resolve(pid: number, name: string): string {
+    return path.posix.resolve(this.cwdOf(pid), name);
+  }
+
+  setCwd(pid: number, dir: string): void {
+    this.cwdByPid.set(pid, dir);
+  }
+
+  /** A failed lookup of `name` (relative to the cwd, or to a descriptor: then dropped) is a probe. */
+  probe(pid: number, name: string | undefined, dirfd: number | undefined, errno: number | undefined): void {
+    if (name === undefined || name === '' || errno === undefined || NOT_PROBE_ERRNO.has(errno)) return;
+    if (!name.startsWith('/') && dirfd !== undefined && dirfd !== AT_FDCWD) return;
+    if (this.probes.size < 10_000) this.probes.add(this.resolve(pid, name));
+    else this.notes.add('The program looked for more than 10000 paths it did not find: the rest are not listed in probes.');
+  }
+
+  /** The socket descriptors of `pid`. */
+  socketsOf(pid: number): Map<number, SocketState> {
+    let table = this.fdTables.get(pid);
+    if (!table) this.fdTables.set(pid, (table = new Map()));
+    return table;
+  }
+
+  /** A new process starts in its parent's directory, with copies of its descriptors. */
+  forked(parent: number, child: number): void {
+    this.noteProcess(child, parent);
+    this.cwdByPid.set(child, this.cwdOf(parent));
+    this.fdTables.set(child, new Map(this.socketsOf(parent)));
+  }
+
+  private cwdOf(pid: number): string {
+    return this.cwdByPid.get(pid) ?? this.initialCwd;
+  }
+
+  private noteProcess(pid: number, ppid?: number): void {
+    const before = this.processes.get(pid) ?? { pid };
+    this.processes.set(pid, { ...before, ...(ppid !== undefined ? { ppid } : {}) });
+  }
+
+  private readCall(r: KdumpRecord): FreeBsdParseError | undefined {
+    const call = parseKdumpCall(r.body);
+    if (!call) return new FreeBsdParseError(COMMAND, r.line, r.body, 'CALL record is not "name(number,...)"');
+    // A thread that makes a new call is done with the previous one, RET or not.
+    const before = this.pending.get(r.tid);
+    if (before) this.finish(before, undefined);
+    this.pending.set(r.tid, { pid: r.pid, call, namei: [], sockaddrs: [], line: r.line });
+    return undefined;
+  }
+
+  private readNamei(r: KdumpRecord): FreeBsdParseError | undefined {
+    const name = parseKdumpNamei(r.body);
+    if (name === undefined) return new FreeBsdParseError(COMMAND, r.line, r.body, 'NAMI record is not a quoted path');
+    const p = this.pending.get(r.tid);
+    if (!p) return new FreeBsdParseError(COMMAND, r.line, r.body, 'NAMI record outside a system call');
+    p.namei.push(name);
+    return undefined;
+  }
+
+  private readStruct(r: KdumpRecord): FreeBsdParseError | undefined {
+    const addr = parseKdumpSockaddr(r.body);
+    // Other structures (stat, ...) carry nothing we use; a socket address we cannot read is an error.
+    if (r.body.trim().startsWith('struct sockaddr') && !addr) return new FreeBsdParseError(COMMAND, r.line, r.body, 'unknown sockaddr format');
+    if (addr) this.pending.get(r.tid)?.sockaddrs.push(addr);
+    return undefined;
+  }
+
+  private readReturn(r: KdumpRecord): FreeBsdParseError | undefined {
+    const ret = parseKdumpReturn(r.body);
+    if (!ret) return new FreeBsdParseError(COMMAND, r.line, r.body, 'RET record is not "name value" or "name -1 errno N"');
+    const p = this.pending.get(r.tid);
+    this.pending.delete(r.tid);
+    // A RET without its CALL is the first record of a fork child, or ktrace(2) itself returning.
+    if (!p) return undefined;
+    if (p.call.name !== ret.name) return new FreeBsdParseError(COMMAND, r.line, r.body, `RET of ${ret.name} while ${p.call.name} was pending`);
+    this.finish(p, ret);
+    return undefined;
+  }
+
+  private finish(p: Pending, ret: KdumpReturn | undefined): void {
+    const failed = ret?.errno !== undefined && !(p.call.name === 'connect' && ret.errno === EINPROGRESS);
+    CALL_HANDLERS.get(p.call.name)?.(this, { pid: p.pid, call: p.call, namei: p.namei, sockaddrs: p.sockaddrs, ret, failed });
+  }
+}
+
+/** Applies one completed call to the trace. */
+type CallHandler = (trace: KdumpTrace, c: FinishedCall) => void;
+
+function onOpen(t: KdumpTrace, c: FinishedCall): void {
+  const target = c.namei[0];
+  const at = c.call.name === 'openat';
+  const dirfd = at ? c.call.args[0] : AT_FDCWD;
+  if (c.failed) return t.probe(c.pid, target, dirfd, c.ret?.errno);
+  if (c.ret === undefined || target === undefined) return;
+  const flags = (at ? c.call.args[2] : c.call.args[1]) ?? 0;
+  if (!target.startsWith('/') && dirfd !== AT_FDCWD) {
+    t.unresolvedAt++;
+    return;
+  }
+  const abs = t.resolve(c.pid, target);
+  const created = (flags & (O_CREAT | O_EXCL)) === (O_CREAT | O_EXCL);
+  for (const a of accessFromFreeBsdOpenFlags(flags)) addPathUse(t.files, abs, a, { sharedLibrary: isFreeBsdSharedLibrary(abs), created, reason: 'traced' });
+}
+
+/** stat(2), access(2) and the like: no use when they succeed, a probe when they fail. `dirArg` is the index of a `*at` call's directory. */
+function lookup(dirArg?: number): CallHandler {
+  return (t, c) => {
+    if (c.failed) t.probe(c.pid, c.namei[0], dirArg === undefined ? AT_FDCWD : c.call.args[dirArg], c.ret?.errno);
+  };
+}
+
+function onExecve(t: KdumpTrace, c: FinishedCall): void {
+  if (c.failed) return t.probe(c.pid, c.namei[0], AT_FDCWD, c.ret?.errno);
+  const [program, ...interpreters] = c.namei.map((n) => t.resolve(c.pid, n));
+  if (program === undefined) return;
+  addPathUse(t.files, program, 'exec', { reason: 'traced' });
+  for (const i of interpreters) addPathUse(t.files, i, 'exec', { sharedLibrary: isFreeBsdSharedLibrary(i), reason: 'traced' });
+  t.executable ??= program;
+  t.processes.set(c.pid, { ...(t.processes.get(c.pid) ?? { pid: c.pid }), executable: program });
+}
+
+function onChdir(t: KdumpTrace, c: FinishedCall): void {
+  if (c.failed) return t.probe(c.pid, c.namei[0], AT_FDCWD, c.ret?.errno);
+  if (c.ret === undefined || c.namei[0] === undefined) return;
+  t.setCwd(c.pid, t.resolve(c.pid, c.namei[0]));
+}
+
+function onFchdir(t: KdumpTrace, c: FinishedCall): void {
+  if (!c.failed) t.notes.add('The program changed directory with fchdir(2); later relative paths may be resolved against the wrong directory.');
+}
+
+function onFork(t: KdumpTrace, c: FinishedCall): void {
+  const child = c.ret?.value;
+  if (c.failed || child === undefined || child <= 0) return;
+  t.forked(c.pid, child);
+}
+
+function onMkfifo(t: KdumpTrace, c: FinishedCall): void {
+  if (c.failed || c.ret === undefined || c.namei[0] === undefined) return;
+  addPathUse(t.files, t.resolve(c.pid, c.namei[0]), 'write', { kindHint: 'fifo', created: true, reason: 'traced' });
+}
+
+function onSocket(t: KdumpTrace, c: FinishedCall): void {
+  const fd = c.ret?.value;
+  if (c.failed || fd === undefined) return;
+  const [domain = 0, type = 0, protocol = 0] = c.call.args;
+  const s: SocketState = { domain, type: type & SOCK_TYPE_MASK, protocol, listening: false };
+  t.sockets.push(s);
+  t.socketsOf(c.pid).set(fd, s);
+}
+
+/** bind(2) and connect(2): the address goes to the socket on that descriptor. */
+function onAddress(t: KdumpTrace, c: FinishedCall): void {
+  if (c.failed || c.ret === undefined) return;
+  const s = t.socketsOf(c.pid).get(c.call.args[0] ?? -1);
+  const addr = c.sockaddrs[0];
+  if (!s || !addr) return;
+  if (c.call.name === 'bind') s.bound = addr;
+  else s.remote = addr;
+}
+
+function onListen(t: KdumpTrace, c: FinishedCall): void {
+  if (c.failed || c.ret === undefined) return;
+  const s = t.socketsOf(c.pid).get(c.call.args[0] ?? -1);
+  if (s) s.listening = true;
+}
+
+function onClose(t: KdumpTrace, c: FinishedCall): void {
+  if (!c.failed) t.socketsOf(c.pid).delete(c.call.args[0] ?? -1);
+}
+
+/** shmget(2), semget(2), msgget(2): the object's key and the id it got. */
+function onSysvGet(t: KdumpTrace, c: FinishedCall): void {
+  const id = c.ret?.value;
+  if (c.failed || id === undefined) return;
+  const [rawKey = 0, size] = c.call.args;
+  const key = signedKey(rawKey);
+  if (c.call.name === 'shmget') t.ipc.push({ kind: 'sysv-shm', key, id, ...(size !== undefined ? { size } : {}) });
+  else t.ipc.push({ kind: c.call.name === 'semget' ? 'sysv-sem' : 'sysv-msg', key, id });
+}
+
+/** shmat(2), semop(2), msgsnd(2) ...: a use of an object by id (its key may come from a get elsewhere). */
+function onSysvUse(t: KdumpTrace, c: FinishedCall): void {
+  const id = c.call.args[0];
+  if (c.failed || c.ret === undefined || id === undefined) return;
+  const kind = c.call.name === 'shmat' ? 'sysv-shm' : c.call.name.startsWith('msg') ? 'sysv-msg' : 'sysv-sem';
+  t.ipc.push({ kind, id });
+}
+
+function onPosixIpcByName(t: KdumpTrace, c: FinishedCall): void {
+  if (!c.failed) t.notes.add('POSIX message queues and shared memory opened by name are seen in the trace but their names are not decoded; profile the running program (attach) to list them.');
+}
+
+/** What each system call means for the profile; calls not listed carry no resource use. */
+const CALL_HANDLERS: ReadonlyMap<string, CallHandler> = new Map(
+  Object.entries({
+    open: onOpen,
+    openat: onOpen,
+    access: lookup(),
+    eaccess: lookup(),
+    stat: lookup(),
+    lstat: lookup(),
+    fstatat: lookup(0),
+    faccessat: lookup(0),
+    execve: onExecve,
+    chdir: onChdir,
+    fchdir: onFchdir,
+    fork: onFork,
+    vfork: onFork,
+    rfork: onFork,
+    pdfork: onFork,
+    mkfifo: onMkfifo,
+    mkfifoat: onMkfifo,
+    socket: onSocket,
+    bind: onAddress,
+    connect: onAddress,
+    listen: onListen,
+    close: onClose,
+    shmget: onSysvGet,
+    semget: onSysvGet,
+    msgget: onSysvGet,
+    shmat: onSysvUse,
+    semop: onSysvUse,
+    __semctl: onSysvUse,
+    msgsnd: onSysvUse,
+    msgrcv: onSysvUse,
+    kmq_open: onPosixIpcByName,
+    shm_open: onPosixIpcByName,
+    shm_open2: onPosixIpcByName,
+  }),
+);
 
 /** Interpret kdump records. `initialCwd` is where the program was started. */
 export function interpretKdump(records: readonly KdumpRecord[], initialCwd: string): Result<Observations, FreeBsdParseError> {
-  const files = new Map<string, PathUse>();
-  const ipc: IpcUse[] = [];
-  const notes = new Set<string>();
-  const processes = new Map<number, ProcessInfo>();
-  const cwdByPid = new Map<number, string>();
-  const fdTables = new Map<number, Map<number, SocketState>>();
-  const allSockets: SocketState[] = [];
-  const pending = new Map<number, Pending>();
-  let executable: string | undefined;
-  let unresolvedAt = 0;
-  const probes = new Set<string>();
-
-  const cwdOf = (pid: number) => cwdByPid.get(pid) ?? initialCwd;
-  /** A failed lookup of `name` (relative to the cwd, or to a descriptor: then dropped) is a probe. */
-  const probe = (pid: number, name: string | undefined, dirfd: number | undefined, errno: number | undefined): void => {
-    if (name === undefined || name === '' || errno === undefined || NOT_PROBE_ERRNO.has(errno)) return;
-    if (!name.startsWith('/') && dirfd !== undefined && dirfd !== AT_FDCWD) return;
-    if (probes.size < 10_000) probes.add(path.posix.resolve(cwdOf(pid), name));
-    else notes.add('The program looked for more than 10000 paths it did not find: the rest are not listed in probes.');
-  };
-  const tableOf = (pid: number) => {
-    let t = fdTables.get(pid);
-    if (!t) fdTables.set(pid, (t = new Map()));
-    return t;
-  };
-  const noteProcess = (pid: number, ppid?: number) => {
-    const before = processes.get(pid) ?? { pid };
-    processes.set(pid, { ...before, ...(ppid !== undefined ? { ppid } : {}) });
-  };
-
-  const finish = (p: Pending, ret: KdumpReturn | undefined): void => {
-    const { call, pid } = p;
-    // No RET at all happens for a successful execve (the old image is gone) and for exit.
-    const failed = ret?.errno !== undefined && !(call.name === 'connect' && ret.errno === EINPROGRESS);
-    const value = ret?.value;
-    switch (call.name) {
-      case 'open':
-      case 'openat': {
-        const target = p.namei[0];
-        const dirfd = call.name === 'openat' ? call.args[0] : AT_FDCWD;
-        if (failed) return probe(pid, target, dirfd, ret?.errno);
-        if (ret === undefined || target === undefined) return;
-        const flags = (call.name === 'openat' ? call.args[2] : call.args[1]) ?? 0;
-        if (!target.startsWith('/') && dirfd !== AT_FDCWD) {
-          unresolvedAt++;
-          return;
-        }
-        const abs = path.posix.resolve(cwdOf(pid), target);
-        const created = (flags & (O_CREAT | O_EXCL)) === (O_CREAT | O_EXCL);
-        for (const a of accessFromFreeBsdOpenFlags(flags)) addPathUse(files, abs, a, { sharedLibrary: isFreeBsdSharedLibrary(abs), created, reason: 'traced' });
-        return;
-      }
-      case 'access':
-      case 'eaccess':
-      case 'stat':
-      case 'lstat':
-      case 'fstatat':
-      case 'faccessat': {
-        if (failed) probe(pid, p.namei[0], call.name === 'fstatat' || call.name === 'faccessat' ? call.args[0] : AT_FDCWD, ret?.errno);
-        return;
-      }
-      case 'execve': {
-        if (failed) return probe(pid, p.namei[0], AT_FDCWD, ret?.errno);
-        const [program, ...interpreters] = p.namei.map((n) => path.posix.resolve(cwdOf(pid), n));
-        if (program === undefined) return;
-        addPathUse(files, program, 'exec', { reason: 'traced' });
-        for (const i of interpreters) addPathUse(files, i, 'exec', { sharedLibrary: isFreeBsdSharedLibrary(i), reason: 'traced' });
-        executable ??= program;
-        processes.set(pid, { ...(processes.get(pid) ?? { pid }), executable: program });
-        return;
-      }
-      case 'chdir': {
-        if (failed) return probe(pid, p.namei[0], AT_FDCWD, ret?.errno);
-        if (ret === undefined || p.namei[0] === undefined) return;
-        cwdByPid.set(pid, path.posix.resolve(cwdOf(pid), p.namei[0]));
-        return;
-      }
-      case 'fchdir': {
-        if (!failed) notes.add('The program changed directory with fchdir(2); later relative paths may be resolved against the wrong directory.');
-        return;
-      }
-      case 'fork':
-      case 'vfork':
-      case 'rfork':
-      case 'pdfork': {
-        if (failed || value === undefined || value <= 0) return;
-        noteProcess(value, pid);
-        cwdByPid.set(value, cwdOf(pid));
-        fdTables.set(value, new Map(tableOf(pid)));
-        return;
-      }
-      case 'mkfifo':
-      case 'mkfifoat': {
-        if (failed || ret === undefined || p.namei[0] === undefined) return;
-        addPathUse(files, path.posix.resolve(cwdOf(pid), p.namei[0]), 'write', { kindHint: 'fifo', created: true, reason: 'traced' });
-        return;
-      }
-      case 'socket': {
-        if (failed || value === undefined) return;
-        const s: SocketState = { domain: call.args[0] ?? 0, type: (call.args[1] ?? 0) & SOCK_TYPE_MASK, protocol: call.args[2] ?? 0, listening: false };
-        allSockets.push(s);
-        tableOf(pid).set(value, s);
-        return;
-      }
-      case 'bind':
-      case 'connect': {
-        if (failed || ret === undefined) return;
-        const s = tableOf(pid).get(call.args[0] ?? -1);
-        const addr = p.sockaddrs[0];
-        if (!s || !addr) return;
-        if (call.name === 'bind') s.bound = addr;
-        else s.remote = addr;
-        return;
-      }
-      case 'listen': {
-        if (failed || ret === undefined) return;
-        const s = tableOf(pid).get(call.args[0] ?? -1);
-        if (s) s.listening = true;
-        return;
-      }
-      case 'close': {
-        if (!failed) tableOf(pid).delete(call.args[0] ?? -1);
-        return;
-      }
-      case 'shmget':
-      case 'semget':
-      case 'msgget': {
-        if (failed || value === undefined) return;
-        const key = signedKey(call.args[0] ?? 0);
-        if (call.name === 'shmget') ipc.push({ kind: 'sysv-shm', key, id: value, ...(call.args[1] !== undefined ? { size: call.args[1] } : {}) });
-        else ipc.push({ kind: call.name === 'semget' ? 'sysv-sem' : 'sysv-msg', key, id: value });
-        return;
-      }
-      case 'shmat':
-      case 'semop':
-      case '__semctl':
-      case 'msgsnd':
-      case 'msgrcv': {
-        if (failed || ret === undefined || call.args[0] === undefined) return;
-        const kind = call.name === 'shmat' ? 'sysv-shm' : call.name.startsWith('msg') ? 'sysv-msg' : 'sysv-sem';
-        ipc.push({ kind, id: call.args[0] });
-        return;
-      }
-      case 'kmq_open':
-      case 'shm_open':
-      case 'shm_open2': {
-        if (!failed) notes.add('POSIX message queues and shared memory opened by name are seen in the trace but their names are not decoded; profile the running program (attach) to list them.');
-        return;
-      }
-      default:
-        return;
-    }
-  };
-
-  let events = 0;
+  const trace = new KdumpTrace(initialCwd);
   for (const r of records) {
-    events++;
-    if (!processes.has(r.pid)) noteProcess(r.pid);
-    switch (r.type) {
-      case 'CALL': {
-        const call = parseKdumpCall(r.body);
-        if (!call) return err(new FreeBsdParseError(COMMAND, r.line, r.body, 'CALL record is not "name(number,...)"'));
-        const before = pending.get(r.tid);
-        if (before) finish(before, undefined);
-        pending.set(r.tid, { pid: r.pid, call, namei: [], sockaddrs: [], line: r.line });
-        break;
-      }
-      case 'NAMI': {
-        const name = parseKdumpNamei(r.body);
-        if (name === undefined) return err(new FreeBsdParseError(COMMAND, r.line, r.body, 'NAMI record is not a quoted path'));
-        const p = pending.get(r.tid);
-        if (!p) return err(new FreeBsdParseError(COMMAND, r.line, r.body, 'NAMI record outside a system call'));
-        p.namei.push(name);
-        break;
-      }
-      case 'STRU': {
-        const addr = parseKdumpSockaddr(r.body);
-        if (r.body.trim().startsWith('struct sockaddr') && !addr) return err(new FreeBsdParseError(COMMAND, r.line, r.body, 'unknown sockaddr format'));
-        if (addr) pending.get(r.tid)?.sockaddrs.push(addr);
-        break;
-      }
-      case 'RET': {
-        const ret = parseKdumpReturn(r.body);
-        if (!ret) return err(new FreeBsdParseError(COMMAND, r.line, r.body, 'RET record is not "name value" or "name -1 errno N"'));
-        const p = pending.get(r.tid);
-        pending.delete(r.tid);
-        // A RET without its CALL is the first record of a fork child, or ktrace(2) itself returning.
-        if (!p) break;
-        if (p.call.name !== ret.name) return err(new FreeBsdParseError(COMMAND, r.line, r.body, `RET of ${ret.name} while ${p.call.name} was pending`));
-        finish(p, ret);
-        break;
-      }
-      default:
-        break; // PSIG, CSW, CAP, ... carry no resource use.
-    }
+    const failure = trace.read(r);
+    if (failure) return err(failure);
   }
-  for (const p of pending.values()) finish(p, undefined);
-  if (unresolvedAt > 0) notes.add(`${unresolvedAt} openat(2) calls relative to a directory descriptor could not be resolved to a path and were left out.`);
-
-  const sockets: SocketUse[] = [];
-  for (const s of allSockets) {
-    const use = socketUse(s);
-    if (use) sockets.push(use);
-  }
-  return ok({
-    files,
-    sockets,
-    ipc,
-    processes: [...processes.values()],
-    ...(executable !== undefined ? { executable } : {}),
-    probes: [...probes],
-    notes: [...notes],
-    events,
-  });
+  return ok(trace.observations());
 }
 
 function socketUse(s: SocketState): SocketUse | undefined {

@@ -16,6 +16,7 @@
 import path from 'node:path';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import { ApMigrateError, toError } from '../errors.js';
+import { isPseudoPath } from '../policy/paths.js';
 import { type FileUse, type IpcUse, type Platform, type ProcessInfo, type ResourceProfile, ResourceProfileSchema, type SocketUse } from '../policy/profile.js';
 import type { ExecOptions, ExecResult, Executor } from '../spec/executor.js';
 import type { AttachTarget, LaunchTarget, ProfileOptions, ProfileTarget, Profiler, ProfilerAvailability } from '../spec/profiler.js';
@@ -26,6 +27,7 @@ import {
   interpretKdump,
   isFreeBsdSharedLibrary,
   type IpcsEntry,
+  type KdumpRecord,
   type Observations,
   parseIpcs,
   parseKdumpRecords,
@@ -38,9 +40,14 @@ import {
   parseStat,
   parseUnameSrm,
   type PathUse,
+  type ProcstatBinary,
+  type ProcstatFile,
+  type ProcstatMapping,
+  type ProcstatVnodeType,
   type PsEntry,
   type SockstatEntry,
   type StatEntry,
+  type UnameInfo,
 } from './freebsd-parsers.js';
 
 /** Options for {@link createFreeBsdProfiler}. */
@@ -63,8 +70,6 @@ export const FREEBSD_TOOLS = ['procstat', 'sockstat', 'ipcs', 'ktrace', 'kdump',
 export const PS_ARGV = ['ps', '-ax', '-o', 'pid=', '-o', 'ppid=', '-o', 'ruid=', '-o', 'rgid=', '-o', 'ruser='] as const;
 /** ktrace facilities: system calls, namei, signals, structures (socket addresses). */
 export const KTRACE_FACILITIES = 'cnst';
-/** Path prefixes that are kernel views, never files to send. */
-const PSEUDO_PREFIXES = ['/proc', '/dev/pts', '/dev/fd'];
 
 /** Create the FreeBSD profiler. */
 export function createFreeBsdProfiler(options: FreeBsdProfilerOptions): Profiler {
@@ -91,7 +96,7 @@ export function createFreeBsdProfiler(options: FreeBsdProfilerOptions): Profiler
       if (invalid) return errAsync<ResourceProfile, ApMigrateError>(invalid);
       return new ResultAsync(
         runProfile(ctx, target, profileOptions).catch((e: unknown) =>
-          err(e instanceof ApMigrateError ? e : new ProfileError('PROFILER_FAILED', `The FreeBSD profiler failed: ${toError(e).message}`, { cause: e })),
+          err(ApMigrateError.isInstance(e) ? e : new ProfileError('PROFILER_FAILED', `The FreeBSD profiler failed: ${toError(e).message}`, { cause: e })),
         ),
       );
     },
@@ -164,9 +169,25 @@ export function processTreeOf(entries: readonly PsEntry[], root: number): number
   return tree;
 }
 
-async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, startedAt: number): Promise<R<ResourceProfile>> {
-  const { pid } = target;
-  const signal = options.signal;
+/** What the snapshot commands printed about one process tree. */
+interface Snapshot {
+  uname: UnameInfo;
+  ps: PsEntry[];
+  /** The process attached to, as ps lists it. */
+  self: PsEntry;
+  /** It and every descendant, root first. */
+  tree: number[];
+  binaries: ProcstatBinary[];
+  args: Map<number, string[]>;
+  fds: ProcstatFile[];
+  maps: ProcstatMapping[];
+  listening: SockstatEntry[];
+  connected: SockstatEntry[];
+  ipcs: { entries: IpcsEntry[]; notes: string[] };
+}
+
+/** Run the snapshot commands in their documented order, each of which must succeed: uname, ps, procstat, sockstat, ipcs. */
+async function takeSnapshot(ctx: Ctx, pid: number, signal: AbortSignal | undefined): Promise<R<Snapshot>> {
   const uname = await runParsed(ctx, ['uname', '-srm'], parseUnameSrm, undefined, signal);
   if (uname.isErr()) return err(uname.error);
   const ps = await runParsed(ctx, PS_ARGV, parsePs, undefined, signal);
@@ -174,10 +195,23 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
   const self = ps.value.find((e) => e.pid === pid);
   if (!self) return err(new ProfileError('NO_SUCH_PROCESS', `No process ${pid} on ${ctx.executor.description}`, { details: { pid } }));
   const tree = processTreeOf(ps.value, pid);
-  const pidArgs = tree.map(String);
+  const procstat = await readProcstat(ctx, pid, tree, signal);
+  if (procstat.isErr()) return err(procstat.error);
+  const listening = await runParsed(ctx, ['sockstat', '-l'], (s) => parseSockstat(s, 'sockstat -l'), undefined, signal);
+  if (listening.isErr()) return err(listening.error);
+  const connected = await runParsed(ctx, ['sockstat', '-c'], (s) => parseSockstat(s, 'sockstat -c'), undefined, signal);
+  if (connected.isErr()) return err(connected.error);
+  const ipcs = await readIpcs(ctx, signal);
+  if (ipcs.isErr()) return err(ipcs.error);
+  return ok({ uname: uname.value, ps: ps.value, self, tree, ...procstat.value, listening: listening.value, connected: connected.value, ipcs: ipcs.value });
+}
 
+/** `procstat -b`, `-c` (argv of the root only), `-f` and `-v` of the tree. */
+async function readProcstat(ctx: Ctx, pid: number, tree: readonly number[], signal: AbortSignal | undefined): Promise<R<Pick<Snapshot, 'binaries' | 'args' | 'fds' | 'maps'>>> {
+  const pidArgs = tree.map(String);
   const binaries = await runParsed(ctx, ['procstat', '-b', ...pidArgs], parseProcstatBinary, pid, signal);
   if (binaries.isErr()) return err(binaries.error);
+  // procstat -c prints the command name before argv: -b says where it ends, even with spaces in it.
   const commByPid = new Map(binaries.value.map((b) => [b.pid, b.comm]));
   const args = await runParsed(ctx, ['procstat', '-c', String(pid)], (s) => parseProcstatArgs(s, commByPid), pid, signal);
   if (args.isErr()) return err(args.error);
@@ -185,88 +219,122 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
   if (fds.isErr()) return err(fds.error);
   const maps = await runParsed(ctx, ['procstat', '-v', ...pidArgs], parseProcstatVm, pid, signal);
   if (maps.isErr()) return err(maps.error);
-  const listening = await runParsed(ctx, ['sockstat', '-l'], (s) => parseSockstat(s, 'sockstat -l'), undefined, signal);
-  if (listening.isErr()) return err(listening.error);
-  const connected = await runParsed(ctx, ['sockstat', '-c'], (s) => parseSockstat(s, 'sockstat -c'), undefined, signal);
-  if (connected.isErr()) return err(connected.error);
-  const ipcs = await readIpcs(ctx, signal);
-  if (ipcs.isErr()) return err(ipcs.error);
+  return ok({ binaries: binaries.value, args: args.value, fds: fds.value, maps: maps.value });
+}
 
-  const obs: Observations = { files: new Map(), sockets: [], ipc: [], processes: [], notes: [...ipcs.value.notes], events: 0 };
-  const inTree = new Set(tree);
+async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, startedAt: number): Promise<R<ResourceProfile>> {
+  const { pid } = target;
+  const snapshot = await takeSnapshot(ctx, pid, options.signal);
+  if (snapshot.isErr()) return err(snapshot.error);
+  const s = snapshot.value;
+  const obs: Observations = { files: new Map(), sockets: [], ipc: [], processes: [], notes: [...s.ipcs.notes], events: 0 };
+  const inTree = new Set(s.tree);
   const exeByPid = new Map<number, string>();
-  for (const b of binaries.value) if (b.path) exeByPid.set(b.pid, b.path);
+  for (const b of s.binaries) if (b.path) exeByPid.set(b.pid, b.path);
+  const cwd = observeDescriptors(obs, s.fds, pid, exeByPid);
+  observeMappings(obs, s.maps, inTree, new Set(exeByPid.values()));
+  observeSockets(obs, s, inTree);
+  observeSysvIpc(obs, s.ipcs.entries, s.self, inTree);
+  obs.notes.push('A snapshot of a running program: files it opened and closed before the snapshot are not listed.');
+  observeProcesses(obs, s, exeByPid);
+  const executable = exeByPid.get(pid);
+  if (!executable) return err(new ProfileError('PROFILER_FAILED', `procstat could not name the executable of process ${pid}`));
+  if (!cwd) obs.notes.push('The working directory had no path in the name cache; "/" was recorded.');
+  options.onProgress?.({ events: obs.events, elapsedMs: Date.now() - startedAt });
+  return build(ctx, obs, {
+    executable,
+    argv: s.args.get(pid) ?? [executable],
+    cwd: cwd ?? '/',
+    uid: s.self.ruid,
+    gid: s.self.rgid,
+    platform: { os: 'freebsd', release: s.uname.release, arch: s.uname.machine },
+    complete: false,
+    startedAt,
+    signal: options.signal,
+  });
+}
+
+/**
+ * Files held open, the text (executable) of each process and POSIX IPC objects from `procstat -f`.
+ * Fills in `exeByPid` from the text vnodes; returns the working directory of `pid` when the
+ * kernel's name cache knows it.
+ */
+function observeDescriptors(obs: Observations, fds: readonly ProcstatFile[], pid: number, exeByPid: Map<number, string>): string | undefined {
   let cwd: string | undefined;
   let nameless = 0;
-  let anonymousUnix = 0;
-  for (const f of fds.value) {
+  for (const f of fds) {
     obs.events++;
     if (f.fd === 'text' && f.name) {
       addPathUse(obs.files, f.name, 'exec', { reason: 'mapped' });
       if (!exeByPid.has(f.pid)) exeByPid.set(f.pid, f.name);
-      continue;
-    }
-    if (f.fd === 'cwd') {
+    } else if (f.fd === 'cwd') {
       if (f.pid === pid && f.name) cwd = f.name;
-      continue;
-    }
-    if (f.fd === 'root' || f.fd === 'jail') {
+    } else if (f.fd === 'root' || f.fd === 'jail') {
       if (f.pid === pid && f.name && f.name !== '/') obs.notes.push(`The process runs chrooted or jailed at ${f.name}; its paths are relative to that root.`);
-      continue;
-    }
-    if (f.type === 'vnode' || f.type === 'fifo') {
-      if (!f.name) {
-        nameless++;
-        continue;
-      }
-      const kindHint: FileUse['kind'] | undefined =
-        f.type === 'fifo' || f.vnodeType === 'fifo'
-          ? 'fifo'
-          : f.vnodeType === 'directory'
-            ? 'directory'
-            : f.vnodeType === 'character' || f.vnodeType === 'block'
-              ? 'device'
-              : f.vnodeType === 'regular'
-                ? 'regular'
-                : undefined;
-      const extra = { ...(kindHint ? { kindHint } : {}), reason: 'held-open' as const };
-      if (f.read || (!f.write && !f.append)) addPathUse(obs.files, f.name, 'read', extra);
-      if (f.write || f.append) addPathUse(obs.files, f.name, 'write', extra);
-      continue;
-    }
-    if (f.type === 'shm' || f.type === 'mqueue') {
-      const kind = f.type === 'shm' ? 'posix-shm' : 'posix-mq';
-      if (f.name?.startsWith('/')) obs.ipc.push({ kind, name: f.name });
-      else obs.notes.push(`Process ${f.pid} holds an unnamed POSIX ${f.type === 'shm' ? 'shared memory object' : 'message queue'} (fd ${String(f.fd)}).`);
+    } else if (f.type === 'vnode' || f.type === 'fifo') {
+      if (f.name) addHeldOpen(obs, f, f.name);
+      else nameless++;
+    } else if (f.type === 'shm' || f.type === 'mqueue') {
+      addPosixIpc(obs, f);
     }
     // Sockets come from sockstat (it knows which ones listen); pipes, kqueues and ptys are not resources to isolate.
   }
   if (nameless > 0) obs.notes.push(`${nameless} open files had no path in the kernel's name cache and could not be named.`);
+  return cwd;
+}
 
-  const executables = new Set(exeByPid.values());
-  for (const m of maps.value) {
+/** The file kind procstat's type columns show, until stat(1) says. */
+const VNODE_KIND: Partial<Record<ProcstatVnodeType, FileUse['kind']>> = { fifo: 'fifo', directory: 'directory', character: 'device', block: 'device', regular: 'regular' };
+
+function addHeldOpen(obs: Observations, f: ProcstatFile, name: string): void {
+  const kindHint = f.type === 'fifo' ? 'fifo' : VNODE_KIND[f.vnodeType];
+  const extra = { ...(kindHint ? { kindHint } : {}), reason: 'held-open' as const };
+  // A descriptor open neither for reading nor for writing (O_PATH, O_EXEC) still names a file the program needs.
+  if (f.read || (!f.write && !f.append)) addPathUse(obs.files, name, 'read', extra);
+  if (f.write || f.append) addPathUse(obs.files, name, 'write', extra);
+}
+
+function addPosixIpc(obs: Observations, f: ProcstatFile): void {
+  const kind = f.type === 'shm' ? 'posix-shm' : 'posix-mq';
+  if (f.name?.startsWith('/')) obs.ipc.push({ kind, name: f.name });
+  else obs.notes.push(`Process ${f.pid} holds an unnamed POSIX ${f.type === 'shm' ? 'shared memory object' : 'message queue'} (fd ${String(f.fd)}).`);
+}
+
+/** Files mapped into the tree (`procstat -v`): shared libraries, and what the executables map of themselves. */
+function observeMappings(obs: Observations, maps: readonly ProcstatMapping[], inTree: ReadonlySet<number>, executables: ReadonlySet<string>): void {
+  for (const m of maps) {
     if (m.objectType !== 'vn' || !m.path || !inTree.has(m.pid)) continue;
     obs.events++;
     const lib = m.exec && !executables.has(m.path);
     addPathUse(obs.files, m.path, m.exec ? 'exec' : 'read', { sharedLibrary: lib || isFreeBsdSharedLibrary(m.path), reason: 'mapped' });
   }
+}
 
+/** The tree's sockets: `sockstat -l` says which listen, `sockstat -c` which are connected. */
+function observeSockets(obs: Observations, s: Pick<Snapshot, 'listening' | 'connected'>, inTree: ReadonlySet<number>): void {
+  let anonymousUnix = 0;
   for (const [list, isListening] of [
-    [listening.value, true],
-    [connected.value, false],
+    [s.listening, true],
+    [s.connected, false],
   ] as const) {
-    for (const s of list) {
-      if (s.pid === undefined || !inTree.has(s.pid)) continue;
+    for (const entry of list) {
+      if (entry.pid === undefined || !inTree.has(entry.pid)) continue;
       obs.events++;
-      const use = socketFromSockstat(s, isListening);
+      const use = socketFromSockstat(entry, isListening);
       if (use) obs.sockets.push(use);
       else anonymousUnix++;
     }
   }
   if (anonymousUnix > 0) obs.notes.push(`${anonymousUnix} unnamed unix sockets (socket pairs) were left out: they need no isolation.`);
+}
 
+/**
+ * The tree's SysV objects from `ipcs -a`: segments and queues by the pids ipcs shows; semaphore
+ * sets, for which ipcs shows none, by the user who created them (which the profile notes).
+ */
+function observeSysvIpc(obs: Observations, entries: readonly IpcsEntry[], self: PsEntry, inTree: ReadonlySet<number>): void {
   let semByCreator = 0;
-  for (const e of ipcs.value.entries) {
+  for (const e of entries) {
     const mine = e.kind === 'sysv-sem' ? e.creator === self.ruser : e.pids.some((p) => inTree.has(p));
     if (!mine) continue;
     if (e.kind === 'sysv-sem') semByCreator++;
@@ -275,37 +343,23 @@ async function attach(ctx: Ctx, target: AttachTarget, options: ProfileOptions, s
   if (semByCreator > 0) {
     obs.notes.push(`ipcs shows no process ids for semaphores: ${semByCreator} semaphore sets were attributed to the program because user ${self.ruser} created them; some may belong to other programs of that user.`);
   }
-  obs.notes.push('A snapshot of a running program: files it opened and closed before the snapshot are not listed.');
+}
 
-  for (const p of tree) {
-    const e = ps.value.find((x) => x.pid === p);
+/** Each process of the tree with its parent and real ids (from ps), executable, and the root's argv. */
+function observeProcesses(obs: Observations, s: Snapshot, exeByPid: ReadonlyMap<number, string>): void {
+  const root = s.self.pid;
+  for (const p of s.tree) {
+    const e = s.ps.find((x) => x.pid === p);
     const exe = exeByPid.get(p);
     // ps gives each process's real ids (a daemon's workers may run as another user than its master).
     obs.processes.push({
       pid: p,
       ...(e ? { ppid: e.ppid, uid: e.ruid, gid: e.rgid } : {}),
       ...(exe ? { executable: exe } : {}),
-      ...(p === pid ? { argv: args.value.get(pid) ?? [] } : {}),
+      ...(p === root ? { argv: s.args.get(root) ?? [] } : {}),
     });
   }
   obs.notes.push('argv was read from procstat -c, which joins arguments with spaces: an argument that contained spaces was split.');
-
-  const executable = exeByPid.get(pid);
-  if (!executable) return err(new ProfileError('PROFILER_FAILED', `procstat could not name the executable of process ${pid}`));
-  const argv = args.value.get(pid) ?? [executable];
-  if (!cwd) obs.notes.push('The working directory had no path in the name cache; "/" was recorded.');
-  options.onProgress?.({ events: obs.events, elapsedMs: Date.now() - startedAt });
-  return build(ctx, obs, {
-    executable,
-    argv,
-    cwd: cwd ?? '/',
-    uid: self.ruid,
-    gid: self.rgid,
-    platform: { os: 'freebsd', release: uname.value.release, arch: uname.value.machine },
-    complete: false,
-    startedAt,
-    signal,
-  });
 }
 
 /** `ipcs -a`; a kernel without SysV IPC makes ipcs fail, which means no SysV objects. */
@@ -366,61 +420,32 @@ export function kdumpArgv(traceFile: string): string[] {
 
 async function launch(ctx: Ctx, target: LaunchTarget, options: ProfileOptions, startedAt: number): Promise<R<ResourceProfile>> {
   const signal = options.signal;
-  const uname = await runParsed(ctx, ['uname', '-srm'], parseUnameSrm, undefined, signal);
-  if (uname.isErr()) return err(uname.error);
-  const uid = await runParsed(ctx, ['id', '-u'], (s) => parseId(s, 'id -u'), undefined, signal);
-  if (uid.isErr()) return err(uid.error);
-  const gid = await runParsed(ctx, ['id', '-g'], (s) => parseId(s, 'id -g'), undefined, signal);
-  if (gid.isErr()) return err(gid.error);
+  const host = await hostAndUser(ctx, signal);
+  if (host.isErr()) return err(host.error);
   const made = await runParsed(ctx, ['mktemp', '-t', 'ap-migrate-ktrace'], parseMktemp, undefined, signal);
   if (made.isErr()) return err(made.error);
   const traceFile = made.value;
   try {
-    const argv = ktraceArgv(traceFile, target.command, options.durationMs);
-    const traced = await run(ctx, argv, {
-      allowNonZeroExit: true,
-      // timeout(1) stops the program; this is only a backstop if the host does not.
-      timeoutMs: options.durationMs !== undefined ? options.durationMs + ctx.timeoutMs : undefined,
-      ...(target.cwd ? { cwd: target.cwd } : {}),
-      ...(target.env ? { env: target.env } : {}),
-      ...(signal ? { signal } : {}),
-    } as ExecOptions);
+    const traced = await traceProgram(ctx, target, options, traceFile);
     if (traced.isErr()) return err(traced.error);
-    const ktraceError = traced.value.stderr.split('\n').find((l) => l.startsWith('ktrace: '));
-    if (ktraceError !== undefined && traced.value.code !== 0) {
-      if (/exec of .* failed/.test(ktraceError)) {
-        return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": ${ktraceError.slice('ktrace: '.length)}`, { details: { argv: [...target.command] } }));
-      }
-      return err(commandFailure(argv, traced.value));
-    }
-    const dump = await run(ctx, kdumpArgv(traceFile), { maxOutputBytes: ctx.maxTraceBytes, ...(signal ? { signal } : {}) });
-    if (dump.isErr()) {
-      if (dump.error.code === 'OUTPUT_TOO_LARGE') {
-        return err(new ProfileError('PROFILER_FAILED', `The trace is larger than ${ctx.maxTraceBytes} bytes; profile a shorter run (durationMs) or raise maxTraceBytes`, { cause: dump.error }));
-      }
-      return err(dump.error);
-    }
-    const records = parseKdumpRecords(dump.value.stdout);
+    const records = await readTrace(ctx, traceFile, signal);
     if (records.isErr()) return err(records.error);
     const cwd = target.cwd ?? (await remoteCwd(ctx, signal));
     if (typeof cwd !== 'string') return err(cwd);
-    const obs = interpretKdump(records.value, cwd);
+    const obs = observeTrace(records.value, cwd, target, options, startedAt);
     if (obs.isErr()) return err(obs.error);
-    const o = obs.value;
-    options.onProgress?.({ events: o.events, elapsedMs: Date.now() - startedAt });
-    if (!o.executable) return err(new ProfileError('LAUNCH_FAILED', `The trace shows no successful execve of "${target.command[0]}"`));
-    const root = o.processes[0];
-    if (root) o.processes[0] = { ...root, argv: [...target.command] };
-    o.notes.push('Traced with ktrace from the first instruction; POSIX IPC names and descriptor-relative paths may be missing (see the other notes).');
-    return build(ctx, o, {
-      executable: o.executable,
+    // A run cut short by the duration may not have used everything it will.
+    if (traced.value.stopped) obs.value.notes.push(`The program still ran when the ${options.durationMs} ms were up and was stopped: what it does later is not in the profile.`);
+    const { uname, uid, gid } = host.value;
+    return build(ctx, obs.value, {
+      executable: obs.value.executable,
       argv: [...target.command],
       cwd,
       ...(target.env ? { env: target.env } : {}),
-      uid: uid.value,
-      gid: gid.value,
-      platform: { os: 'freebsd', release: uname.value.release, arch: uname.value.machine },
-      complete: true,
+      uid,
+      gid,
+      platform: { os: 'freebsd', release: uname.release, arch: uname.machine },
+      complete: !traced.value.stopped,
       startedAt,
       signal,
     });
@@ -428,6 +453,69 @@ async function launch(ctx: Ctx, target: LaunchTarget, options: ProfileOptions, s
     // The trace may hold secrets (paths, addresses): never leave it behind.
     await run(ctx, ['rm', '-f', traceFile], { allowNonZeroExit: true });
   }
+}
+
+/** The host's platform, and the real ids the launched program will run as (ours). */
+async function hostAndUser(ctx: Ctx, signal: AbortSignal | undefined): Promise<R<{ uname: UnameInfo; uid: number; gid: number }>> {
+  const uname = await runParsed(ctx, ['uname', '-srm'], parseUnameSrm, undefined, signal);
+  if (uname.isErr()) return err(uname.error);
+  const uid = await runParsed(ctx, ['id', '-u'], (s) => parseId(s, 'id -u'), undefined, signal);
+  if (uid.isErr()) return err(uid.error);
+  const gid = await runParsed(ctx, ['id', '-g'], (s) => parseId(s, 'id -g'), undefined, signal);
+  if (gid.isErr()) return err(gid.error);
+  return ok({ uname: uname.value, uid: uid.value, gid: gid.value });
+}
+
+/** Run the program under ktrace until it ends (or `timeout` stops it); a program that cannot start is LAUNCH_FAILED. */
+/** timeout(1)'s exit status when it stopped the command. */
+const TIMED_OUT = 124;
+
+/** Run the program under ktrace; `stopped` when the duration ran out before the program ended. */
+async function traceProgram(ctx: Ctx, target: LaunchTarget, options: ProfileOptions, traceFile: string): Promise<R<{ stopped: boolean }>> {
+  const argv = ktraceArgv(traceFile, target.command, options.durationMs);
+  const traced = await run(ctx, argv, {
+    allowNonZeroExit: true,
+    // timeout(1) stops the program; this is only a backstop if the host does not.
+    timeoutMs: options.durationMs !== undefined ? options.durationMs + ctx.timeoutMs : undefined,
+    ...(target.cwd ? { cwd: target.cwd } : {}),
+    ...(target.env ? { env: target.env } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  } as ExecOptions);
+  if (traced.isErr()) return err(traced.error);
+  const stopped = options.durationMs !== undefined && traced.value.code === TIMED_OUT;
+  // The program's own exit status does not matter; ktrace's own complaints do.
+  const ktraceError = traced.value.stderr.split('\n').find((l) => l.startsWith('ktrace: '));
+  if (ktraceError === undefined || traced.value.code === 0) return ok({ stopped });
+  if (/exec of .* failed/.test(ktraceError)) {
+    return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": ${ktraceError.slice('ktrace: '.length)}`, { details: { argv: [...target.command] } }));
+  }
+  return err(commandFailure(argv, traced.value));
+}
+
+/** Print the trace with kdump and split it into records; a trace over `maxTraceBytes` is an error, never cut. */
+async function readTrace(ctx: Ctx, traceFile: string, signal: AbortSignal | undefined): Promise<R<KdumpRecord[]>> {
+  const dump = await run(ctx, kdumpArgv(traceFile), { maxOutputBytes: ctx.maxTraceBytes, ...(signal ? { signal } : {}) });
+  if (dump.isErr()) {
+    if (dump.error.code === 'OUTPUT_TOO_LARGE') {
+      return err(new ProfileError('PROFILER_FAILED', `The trace is larger than ${ctx.maxTraceBytes} bytes; profile a shorter run (durationMs) or raise maxTraceBytes`, { cause: dump.error }));
+    }
+    return err(dump.error);
+  }
+  return parseKdumpRecords(dump.value.stdout);
+}
+
+/** What the trace says the program used; the first process is the program, with the argv it was given. */
+function observeTrace(records: readonly KdumpRecord[], cwd: string, target: LaunchTarget, options: ProfileOptions, startedAt: number): R<Observations & { executable: string }> {
+  const obs = interpretKdump(records, cwd);
+  if (obs.isErr()) return err(obs.error);
+  const o = obs.value;
+  options.onProgress?.({ events: o.events, elapsedMs: Date.now() - startedAt });
+  const executable = o.executable;
+  if (!executable) return err(new ProfileError('LAUNCH_FAILED', `The trace shows no successful execve of "${target.command[0]}"`));
+  const root = o.processes[0];
+  if (root) o.processes[0] = { ...root, argv: [...target.command] };
+  o.notes.push('Traced with ktrace from the first instruction; POSIX IPC names and descriptor-relative paths may be missing (see the other notes).');
+  return ok({ ...o, executable });
 }
 
 async function remoteCwd(ctx: Ctx, signal?: AbortSignal): Promise<string | ApMigrateError> {
@@ -466,13 +554,10 @@ interface ProgramFacts {
   signal: AbortSignal | undefined;
 }
 
-function isPseudo(p: string): boolean {
-  return PSEUDO_PREFIXES.some((prefix) => p === prefix || p.startsWith(prefix + '/'));
-}
 
 /** Paths whose kind and size `stat` is asked for (pseudo paths and names with newlines left out). */
 export function statTargets(files: ReadonlyMap<string, PathUse>, executable: string): string[] {
-  const paths = new Set([...files.keys()].filter((p) => !isPseudo(p)));
+  const paths = new Set([...files.keys()].filter((p) => !isPseudoPath(p)));
   paths.add(executable);
   return [...paths].filter((p) => !p.includes('\n')).sort();
 }
@@ -500,7 +585,7 @@ async function build(ctx: Ctx, obs: Observations, program: ProgramFacts): Promis
   const files: FileUse[] = [];
   let pseudo = 0;
   for (const [p, use] of [...obs.files].sort(([a], [b]) => a.localeCompare(b))) {
-    if (isPseudo(p)) {
+    if (isPseudoPath(p)) {
       pseudo++;
       continue;
     }
@@ -520,7 +605,7 @@ async function build(ctx: Ctx, obs: Observations, program: ProgramFacts): Promis
     });
   }
   const used = new Set(files.map((f) => f.path));
-  const probes = [...new Set(obs.probes ?? [])].filter((p) => !used.has(p) && !isPseudo(p) && !p.includes('\n')).sort();
+  const probes = [...new Set(obs.probes ?? [])].filter((p) => !used.has(p) && !isPseudoPath(p) && !p.includes('\n')).sort();
   if (pseudo > 0) notes.push(`${pseudo} /proc, /dev/pts or /dev/fd entries were left out: they are kernel views, not files to send.`);
   const exeStat = stats.value.get(program.executable);
   const raw = {

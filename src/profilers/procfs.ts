@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { err, errAsync, ResultAsync } from 'neverthrow';
+import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ResourceProfile, SocketUse, StartFacts } from '../policy/profile.js';
 import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
@@ -392,66 +392,80 @@ export async function procfsAvailability(): Promise<ProfilerAvailability> {
   return { name: 'procfs', available: true, ...(root ? {} : { reason: 'not root: only processes of the same user can be sampled' }) };
 }
 
+/** The process tree sampled: its root, a promise that settles when the root ends, and for a launch what was started. */
+interface SampledTarget {
+  rootPid: number;
+  ended: Promise<void>;
+  launched?: { argv: string[]; cwd: string; executable: string | undefined };
+}
+
+/** Launch the command, or check that the pid can be sampled; `stopped` ends the wait for an attached root. */
+async function startTarget(target: ProfileTarget, config: ProcfsProfilerOptions, interval: number, stopped: () => boolean): Promise<Result<SampledTarget, ProfileError>> {
+  if (isLaunchTarget(target)) {
+    const cwd = target.cwd ?? process.cwd();
+    const executable = await resolveCommand(target.command[0]!, cwd, target.env?.PATH ?? process.env.PATH);
+    const launched = await launchProgram(target.command, { cwd, ...(target.env ? { env: target.env } : {}), output: config.programOutput ?? 'ignore' });
+    if (launched.isErr()) return err(launched.error);
+    const child = launched.value;
+    return ok({ rootPid: child.pid!, ended: waitForExit(child), launched: { argv: [...target.command], cwd, executable } });
+  }
+  const rootPid = target.pid;
+  if (!(await processExists(rootPid))) {
+    return err(new ProfileError('NO_SUCH_PROCESS', `No process with pid ${rootPid} is running`, { details: { pid: rootPid } }));
+  }
+  if (!(await readProcLink(`/proc/${rootPid}/exe`))) {
+    return err(new ProfileError('PERMISSION_DENIED', `Cannot read /proc/${rootPid}: run as root or as the process's user`, { details: { pid: rootPid } }));
+  }
+  // Not our child: poll until it is gone.
+  const ended = (async () => {
+    while (!stopped() && (await processExists(rootPid))) await new Promise((r) => setTimeout(r, interval));
+  })();
+  return ok({ rootPid, ended });
+}
+
 async function runProcfs(target: ProfileTarget, opts: ProfileOptions, config: ProcfsProfilerOptions) {
   const collector = new ProfileCollector();
   collector.note(INCOMPLETE_NOTE);
   const interval = config.intervalMs ?? 100;
-  let rootPid: number;
-  let ended: Promise<void>;
-  let launchedArgv: string[] | undefined;
-  let launchedCwd: string | undefined;
-  let launchedExe: string | undefined;
   let stopped = false;
-  if (isLaunchTarget(target)) {
-    launchedCwd = target.cwd ?? process.cwd();
-    launchedArgv = [...target.command];
-    launchedExe = await resolveCommand(target.command[0]!, launchedCwd, target.env?.PATH ?? process.env.PATH);
-    const launched = await launchProgram(target.command, { cwd: launchedCwd, ...(target.env ? { env: target.env } : {}), output: config.programOutput ?? 'ignore' });
-    if (launched.isErr()) return err(launched.error);
-    const child = launched.value;
-    rootPid = child.pid!;
-    ended = waitForExit(child);
-  } else {
-    rootPid = target.pid;
-    if (!(await processExists(rootPid))) {
-      return err(new ProfileError('NO_SUCH_PROCESS', `No process with pid ${rootPid} is running`, { details: { pid: rootPid } }));
-    }
-    if (!(await readProcLink(`/proc/${rootPid}/exe`))) {
-      return err(new ProfileError('PERMISSION_DENIED', `Cannot read /proc/${rootPid}: run as root or as the process's user`, { details: { pid: rootPid } }));
-    }
-    ended = (async () => {
-      while (!stopped && (await processExists(rootPid))) await new Promise((r) => setTimeout(r, interval));
-    })();
-  }
+  const started = await startTarget(target, config, interval, () => stopped);
+  if (started.isErr()) return err(started.error);
+  const { rootPid, ended, launched } = started.value;
   const sampler = new ProcfsSampler(rootPid, collector, { captureEnv: config.captureEnv ?? false });
-  const started = Date.now();
+  const startedAt = Date.now();
   const stop = waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, ended);
   void stop.then(() => (stopped = true));
   while (!stopped) {
     await sampler.sample();
-    opts.onProgress?.({ events: collector.events, elapsedMs: Date.now() - started });
+    opts.onProgress?.({ events: collector.events, elapsedMs: Date.now() - startedAt });
     await Promise.race([stop, new Promise((r) => setTimeout(r, interval))]);
   }
   // SysV objects outlive their creators: one last look, with every pid ever seen.
   await sampler.sample();
-  if (isLaunchTarget(target) && !opts.keepRunning) {
+  if (launched && !opts.keepRunning) {
     await killTree(rootPid);
     await ended;
   }
+  const facts = await sampledFacts(sampler, launched);
+  if (sampler.root.executable === undefined) collector.note('The program ended before the first sample: almost nothing could be seen.');
+  if (launched?.executable) collector.addFile(launched.executable, 'exec', { reason: 'mapped' });
+  return collector.build(facts, { profiler: 'procfs', complete: false });
+}
+
+/** The program as first sampled, or as launched when it ended before the first sample. */
+async function sampledFacts(sampler: ProcfsSampler, launched: SampledTarget['launched']): Promise<ProgramFacts> {
   const root = sampler.root;
-  const status = root.uid === undefined ? await readProcStatus(rootPid) : undefined;
+  const status = root.uid === undefined ? await readProcStatus(sampler.rootPid) : undefined;
   const facts: ProgramFacts = {
-    executable: root.executable ?? launchedExe ?? '/',
-    argv: root.argv ?? launchedArgv ?? ['?'],
-    cwd: root.cwd ?? launchedCwd ?? '/',
+    executable: root.executable ?? launched?.executable ?? '/',
+    argv: root.argv ?? launched?.argv ?? ['?'],
+    cwd: root.cwd ?? launched?.cwd ?? '/',
     uid: root.uid ?? status?.uid ?? process.getuid?.() ?? 0,
     gid: root.gid ?? status?.gid ?? process.getgid?.() ?? 0,
     ...(root.env ? { env: root.env } : {}),
   };
   // A launched program starts with our groups and umask; an attached one had them when first seen.
-  const start = isLaunchTarget(target) ? await launchedStartFacts() : root.start;
+  const start = launched ? await launchedStartFacts() : root.start;
   if (start) facts.start = start;
-  if (root.executable === undefined) collector.note('The program ended before the first sample: almost nothing could be seen.');
-  if (launchedExe) collector.addFile(launchedExe, 'exec', { reason: 'mapped' });
-  return collector.build(facts, { profiler: 'procfs', complete: false });
+  return facts;
 }

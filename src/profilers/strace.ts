@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
-import { err, errAsync, ResultAsync } from 'neverthrow';
+import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ResourceProfile, SocketUse } from '../policy/profile.js';
 import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
@@ -81,6 +81,22 @@ const LOOKUP_ARGS: Readonly<Record<string, readonly [path: number, dir: number]>
   rename: [0, -1], link: [0, -1], renameat: [1, 0], renameat2: [1, 0], linkat: [1, 0], symlink: [1, -1], symlinkat: [2, 1],
   stat: [0, -1], lstat: [0, -1], newfstatat: [1, 0], statx: [1, 0], access: [0, -1], faccessat: [1, 0], faccessat2: [1, 0],
 };
+
+/** Calls that write the one path they name (at the place {@link LOOKUP_ARGS} gives). */
+const WRITES_ONE_PATH = ['mkdir', 'mknod', 'unlink', 'rmdir', 'truncate', 'mkdirat', 'mknodat', 'unlinkat', 'symlink', 'symlinkat'] as const;
+
+/** Where rename and link calls have their second path (the first is in {@link LOOKUP_ARGS}). */
+const SECOND_PATH: Readonly<Record<string, readonly [path: number, dir: number]>> = {
+  rename: [1, -1], link: [1, -1], renameat: [3, 2], renameat2: [3, 2], linkat: [3, 2],
+};
+
+/** Applies one successful call. */
+type CallHandler = (call: StraceCall) => void;
+
+/** `[name, handler]` for each name, for a handler table. */
+function handle(names: readonly string[], handler: CallHandler): Array<[string, CallHandler]> {
+  return names.map((name) => [name, handler]);
+}
 
 /** Calls of a process kept until the clone that made it is seen (strace may print a child's first calls before the parent's clone returns). */
 const MAX_HELD_CALLS = 10_000;
@@ -190,162 +206,124 @@ export class StraceInterpreter {
     this.held.releaseAll();
   }
 
+  /** The handler of each call whose success is a use (see {@link TRACED_SYSCALLS}); lookups alone have none. */
+  private readonly handlers: ReadonlyMap<string, CallHandler> = new Map([
+    ...handle(['open', 'creat', 'openat', 'openat2'], (c) => this.onOpen(c)),
+    ...handle(['execve', 'execveat'], (c) => this.onExec(c)),
+    ...handle(['chdir'], (c) => this.onChdir(c)),
+    ...handle(['fchdir'], (c) => this.onFchdir(c)),
+    ...handle(WRITES_ONE_PATH, (c) => this.onPathWritten(c)),
+    ...handle(Object.keys(SECOND_PATH), (c) => this.onRenameOrLink(c)),
+    ...handle(['bind', 'connect'], (c) => this.socketCall(c)),
+    ...handle(['listen'], (c) => this.listen(c)),
+    ...handle(['shmget', 'semget', 'msgget'], (c) => this.onSysvGet(c)),
+    ...handle(['shmat'], (c) => this.onShmat(c)),
+    ...handle(['mq_open'], (c) => this.onMqOpen(c)),
+    ...handle(['clone', 'clone3', 'fork', 'vfork'], (c) => this.onClone(c)),
+  ]);
+
   private apply(call: StraceCall): void {
-    const { pid, args } = call;
-    const str = (i: number) => parseQuoted(args[i] ?? '');
     // A failed call is no use; a failed lookup is a probe. A non-blocking connect in progress is a use.
-    if (call.errno !== undefined && !(call.name === 'connect' && call.errno === 'EINPROGRESS')) {
-      const lookup = LOOKUP_ARGS[call.name];
-      const p = lookup ? str(lookup[0]) : undefined;
-      if (lookup && p && isProbeError(call.errno)) {
-        const probe = this.resolve(pid, p, lookup[1] >= 0 ? args[lookup[1]] : undefined, 'probe');
-        if (probe) this.collector.addProbe(probe);
-      }
-      return;
+    if (call.errno !== undefined && !(call.name === 'connect' && call.errno === 'EINPROGRESS')) return this.onFailure(call, call.errno);
+    this.handlers.get(call.name)?.(call);
+  }
+
+  private onFailure(call: StraceCall, errno: number | string): void {
+    const lookup = LOOKUP_ARGS[call.name];
+    const p = lookup ? parseQuoted(call.args[lookup[0]] ?? '') : undefined;
+    if (!lookup || !p || !isProbeError(errno)) return;
+    const probe = this.resolve(call.pid, p, lookup[1] >= 0 ? call.args[lookup[1]] : undefined, 'probe');
+    if (probe) this.collector.addProbe(probe);
+  }
+
+  /** The absolute path a call names at `[path, dir]` (see {@link LOOKUP_ARGS}); undefined when it names none or its directory is unknown. */
+  private pathAt(call: StraceCall, [pathIndex, dirIndex]: readonly [number, number]): string | undefined {
+    const p = parseQuoted(call.args[pathIndex] ?? '');
+    return p ? this.resolve(call.pid, p, dirIndex >= 0 ? call.args[dirIndex] : undefined) : undefined;
+  }
+
+  private onOpen(call: StraceCall): void {
+    const file = this.pathAt(call, LOOKUP_ARGS[call.name]!);
+    if (!file) return;
+    const { name, args } = call;
+    const flags =
+      name === 'creat' ? 'O_WRONLY|O_CREAT' : name === 'openat2' ? (/flags=([\w|]+)/.exec(args[2] ?? '')?.[1] ?? '') : name === 'openat' ? (args[2] ?? '') : (args[1] ?? '');
+    this.open(file, flags);
+  }
+
+  private onExec(call: StraceCall): void {
+    const lookup = LOOKUP_ARGS[call.name]!;
+    const executable = this.pathAt(call, lookup);
+    if (!executable) return;
+    const argv = parseStringArray(call.args[lookup[0] + 1] ?? '') ?? [];
+    const proc = this.groupOf(call.pid);
+    this.collector.addFile(executable, 'exec');
+    const known = this.collector.hasProcess(proc);
+    this.collector.addProcess({ pid: proc, executable, ...(argv.length > 0 ? { argv } : {}) });
+    if (!known) this.onNewProcess?.(proc);
+    if ((proc === this.rootPid || this.rootPid === 'first-exec') && !this.rootExec) this.rootExec = { executable, argv };
+  }
+
+  private onChdir(call: StraceCall): void {
+    const p = parseQuoted(call.args[0] ?? '');
+    if (p !== undefined) this.cwds.set(this.groupOf(call.pid), this.resolve(call.pid, p));
+  }
+
+  private onFchdir(call: StraceCall): void {
+    // A descriptor strace could not name leaves the cwd unknown rather than wrong.
+    const dir = parseFdArg(call.args[0] ?? '')?.decoration;
+    this.cwds.set(this.groupOf(call.pid), dir?.startsWith('/') ? dir : undefined);
+  }
+
+  /** mkdir, unlink, truncate, symlink ...: the path they name is written. */
+  private onPathWritten(call: StraceCall): void {
+    const file = this.pathAt(call, LOOKUP_ARGS[call.name]!);
+    if (file) this.collector.addFile(file, 'write');
+  }
+
+  /** rename and link: the first path is moved (written) or linked to (read), the second one written. */
+  private onRenameOrLink(call: StraceCall): void {
+    const from = this.pathAt(call, LOOKUP_ARGS[call.name]!);
+    const to = this.pathAt(call, SECOND_PATH[call.name]!);
+    if (from) this.collector.addFile(from, call.name === 'link' || call.name === 'linkat' ? 'read' : 'write');
+    if (to) this.collector.addFile(to, 'write');
+  }
+
+  private onSysvGet(call: StraceCall): void {
+    const { name, args } = call;
+    const key = Number(args[0] === 'IPC_PRIVATE' ? 0 : args[0]) | 0;
+    const kind = name === 'shmget' ? 'sysv-shm' : name === 'semget' ? 'sysv-sem' : 'sysv-msg';
+    const size = name === 'shmget' ? Number(args[1]) : undefined;
+    if (call.retval === undefined || Number.isNaN(key)) return;
+    if (kind === 'sysv-shm') this.shmIdsFromGet.add(call.retval);
+    this.collector.addIpc({ kind, key, id: call.retval, ...(size !== undefined && Number.isFinite(size) ? { size } : {}) });
+  }
+
+  /** A segment attached by id; its key is looked up at the end unless a shmget of ours named it. */
+  private onShmat(call: StraceCall): void {
+    const id = Number(call.args[0]);
+    if (Number.isInteger(id)) this.attachedShmIds.add(id);
+  }
+
+  private onMqOpen(call: StraceCall): void {
+    const name = parseQuoted(call.args[0] ?? '');
+    if (name !== undefined) this.collector.addIpc({ kind: 'posix-mq', name: name.startsWith('/') ? name : `/${name}` });
+  }
+
+  private onClone(call: StraceCall): void {
+    const child = call.retval;
+    if (child === undefined || child <= 0) return;
+    const parent = this.groupOf(call.pid);
+    if (/CLONE_THREAD/.test(call.args.join(','))) {
+      // Threads share the process (and its cwd); only new processes go in the process list.
+      this.group.set(child, parent);
+    } else {
+      this.group.set(child, child);
+      this.cwds.set(child, this.cwds.get(parent));
+      this.collector.addProcess({ pid: child, ppid: parent });
+      this.onNewProcess?.(child);
     }
-    switch (call.name) {
-      case 'open':
-      case 'creat': {
-        const p = str(0);
-        const file = p ? this.resolve(pid, p) : undefined;
-        if (file) this.open(file, call.name === 'creat' ? 'O_WRONLY|O_CREAT' : (args[1] ?? ''));
-        break;
-      }
-      case 'openat':
-      case 'openat2': {
-        const p = str(1);
-        const flags = call.name === 'openat2' ? (/flags=([\w|]+)/.exec(args[2] ?? '')?.[1] ?? '') : (args[2] ?? '');
-        const file = p ? this.resolve(pid, p, args[0]) : undefined;
-        if (file) this.open(file, flags);
-        break;
-      }
-      case 'execve':
-      case 'execveat': {
-        const pathIndex = call.name === 'execve' ? 0 : 1;
-        const p = str(pathIndex);
-        if (!p) break;
-        const executable = call.name === 'execve' ? this.resolve(pid, p) : this.resolve(pid, p, args[0]);
-        if (!executable) break;
-        const argv = parseStringArray(args[pathIndex + 1] ?? '') ?? [];
-        const proc = this.groupOf(pid);
-        this.collector.addFile(executable, 'exec');
-        const known = this.collector.hasProcess(proc);
-        this.collector.addProcess({ pid: proc, executable, ...(argv.length > 0 ? { argv } : {}) });
-        if (!known) this.onNewProcess?.(proc);
-        if ((proc === this.rootPid || this.rootPid === 'first-exec') && !this.rootExec) this.rootExec = { executable, argv };
-        break;
-      }
-      case 'chdir': {
-        const p = str(0);
-        if (p !== undefined) this.cwds.set(this.groupOf(pid), this.resolve(pid, p));
-        break;
-      }
-      case 'fchdir': {
-        // A descriptor strace could not name leaves the cwd unknown rather than wrong.
-        const dir = parseFdArg(args[0] ?? '')?.decoration;
-        this.cwds.set(this.groupOf(pid), dir?.startsWith('/') ? dir : undefined);
-        break;
-      }
-      case 'mkdir':
-      case 'mknod':
-      case 'unlink':
-      case 'rmdir':
-      case 'truncate': {
-        const p = str(0);
-        const file = p ? this.resolve(pid, p) : undefined;
-        if (file) this.collector.addFile(file, 'write');
-        break;
-      }
-      case 'mkdirat':
-      case 'mknodat':
-      case 'unlinkat': {
-        const p = str(1);
-        const file = p ? this.resolve(pid, p, args[0]) : undefined;
-        if (file) this.collector.addFile(file, 'write');
-        break;
-      }
-      case 'rename':
-      case 'link': {
-        for (const i of [0, 1]) {
-          const p = str(i);
-          const file = p ? this.resolve(pid, p) : undefined;
-          if (file) this.collector.addFile(file, i === 0 && call.name === 'link' ? 'read' : 'write');
-        }
-        break;
-      }
-      case 'renameat':
-      case 'renameat2':
-      case 'linkat': {
-        const from = str(1);
-        const to = str(3);
-        const fromFile = from ? this.resolve(pid, from, args[0]) : undefined;
-        const toFile = to ? this.resolve(pid, to, args[2]) : undefined;
-        if (fromFile) this.collector.addFile(fromFile, call.name === 'linkat' ? 'read' : 'write');
-        if (toFile) this.collector.addFile(toFile, 'write');
-        break;
-      }
-      case 'symlink': {
-        const p = str(1);
-        const file = p ? this.resolve(pid, p) : undefined;
-        if (file) this.collector.addFile(file, 'write');
-        break;
-      }
-      case 'symlinkat': {
-        const p = str(2);
-        const file = p ? this.resolve(pid, p, args[1]) : undefined;
-        if (file) this.collector.addFile(file, 'write');
-        break;
-      }
-      case 'bind':
-      case 'connect':
-        this.socketCall(call);
-        break;
-      case 'listen':
-        this.listen(call);
-        break;
-      case 'shmget':
-      case 'semget':
-      case 'msgget': {
-        const key = Number(args[0] === 'IPC_PRIVATE' ? 0 : args[0]) | 0;
-        const kind = call.name === 'shmget' ? 'sysv-shm' : call.name === 'semget' ? 'sysv-sem' : 'sysv-msg';
-        const size = call.name === 'shmget' ? Number(args[1]) : undefined;
-        if (call.retval === undefined || Number.isNaN(key)) break;
-        if (kind === 'sysv-shm') this.shmIdsFromGet.add(call.retval);
-        this.collector.addIpc({ kind, key, id: call.retval, ...(size !== undefined && Number.isFinite(size) ? { size } : {}) });
-        break;
-      }
-      case 'shmat': {
-        const id = Number(args[0]);
-        if (Number.isInteger(id)) this.attachedShmIds.add(id);
-        break;
-      }
-      case 'mq_open': {
-        const name = str(0);
-        if (name !== undefined) this.collector.addIpc({ kind: 'posix-mq', name: name.startsWith('/') ? name : `/${name}` });
-        break;
-      }
-      case 'clone':
-      case 'clone3':
-      case 'fork':
-      case 'vfork': {
-        const child = call.retval;
-        if (child === undefined || child <= 0) break;
-        const parent = this.groupOf(pid);
-        if (/CLONE_THREAD/.test(args.join(','))) {
-          // Threads share the process (and its cwd); only new processes go in the process list.
-          this.group.set(child, parent);
-        } else {
-          this.group.set(child, child);
-          this.cwds.set(child, this.cwds.get(parent));
-          this.collector.addProcess({ pid: child, ppid: parent });
-          this.onNewProcess?.(child);
-        }
-        this.held.release(child);
-        break;
-      }
-      default:
-        break;
-    }
+    this.held.release(child);
   }
 
   private open(p: string, flags: string): void {
@@ -554,6 +532,41 @@ function drained(done: Promise<void>, ms: number): Promise<boolean> {
   return Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 }
 
+/** Start strace; a spawn failure (no binary, no permission) is PROFILER_UNAVAILABLE. `echoStderr` copies its messages to ours. */
+async function spawnStrace(binary: string, args: readonly string[], options: SpawnOptions, echoStderr: boolean): Promise<Result<{ child: ChildProcess; stderr: () => string }, ProfileError>> {
+  const child = spawn(binary, args, options);
+  const stderr = tail(child.stderr);
+  if (echoStderr) child.stderr?.pipe(process.stderr);
+  const spawnError = await new Promise<Error | undefined>((resolve) => {
+    child.once('spawn', () => resolve(undefined));
+    child.once('error', (e) => resolve(e));
+  });
+  if (spawnError) return err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run strace: ${spawnError.message}`, { cause: spawnError }));
+  return ok({ child, stderr });
+}
+
+/** Wait for strace to exit (SIGKILL after 5 s), then read the trace to its end (given up after 5 s more). */
+async function drainTrace(child: ChildProcess, exited: Promise<void>, trace: TraceFifo, done: Promise<void>): Promise<void> {
+  if (!(await drained(exited, 5000))) child.kill('SIGKILL');
+  await exited;
+  trace.closeWriter();
+  if (!(await drained(done, 5000))) trace.socket.destroy();
+}
+
+/**
+ * A command that cannot start is LAUNCH_FAILED before strace runs: a missing working directory
+ * or executable (spawn's ENOENT would not say which, nor tell it from strace being missing).
+ */
+async function checkLaunchable(command: readonly string[], cwd: string, envPath: string | undefined): Promise<ProfileError | undefined> {
+  if (!(await stat(cwd).then((s) => s.isDirectory(), () => false))) {
+    return new ProfileError('LAUNCH_FAILED', `The working directory ${cwd} does not exist or is not a directory`, { details: { argv: [...command], cwd } });
+  }
+  if (!(await resolveCommand(command[0]!, cwd, envPath))) {
+    return new ProfileError('LAUNCH_FAILED', `Cannot start "${command[0]}": no such executable (looked in the cwd and on PATH)`, { details: { argv: [...command], cwd } });
+  }
+  return undefined;
+}
+
 async function straceLaunch(
   binary: string,
   target: { command: readonly string[]; cwd?: string; env?: Record<string, string> },
@@ -563,52 +576,20 @@ async function straceLaunch(
   trace: TraceFifo,
 ) {
   const cwd = target.cwd ?? process.cwd();
-  // As the eBPF profiler: a missing working directory is the program's launch failing, not strace
-  // being unavailable (spawn's ENOENT would not say which).
-  if (!(await stat(cwd).then((s) => s.isDirectory(), () => false))) {
-    return err(new ProfileError('LAUNCH_FAILED', `The working directory ${cwd} does not exist or is not a directory`, { details: { argv: [...target.command], cwd } }));
-  }
-  const resolved = await resolveCommand(target.command[0]!, cwd, target.env?.PATH ?? process.env.PATH);
-  if (!resolved) {
-    return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}": no such executable (looked in the cwd and on PATH)`, { details: { argv: [...target.command], cwd } }));
-  }
+  const unlaunchable = await checkLaunchable(target.command, cwd, target.env?.PATH ?? process.env.PATH);
+  if (unlaunchable) return err(unlaunchable);
   // --seccomp-bpf stops the program only for the traced syscalls, but its filter outlives
   // strace: a program left running (keepRunning) would then see ENOSYS. Only use it when
   // the program ends with the profile.
   const args = [...baseArgs(trace.fifo), ...(opts.keepRunning ? [] : ['--seccomp-bpf']), '--', ...target.command];
   const output = config.programOutput ?? 'ignore';
-  const child: ChildProcess = spawn(binary, args, {
-    cwd,
-    env: target.env ? { ...process.env, ...target.env } : process.env,
-    stdio: ['ignore', output, 'pipe'],
-  });
-  const stderr = tail(child.stderr);
-  if (output === 'inherit') child.stderr?.pipe(process.stderr);
-  const spawnError = await new Promise<Error | undefined>((resolve) => {
-    child.once('spawn', () => resolve(undefined));
-    child.once('error', (e) => resolve(e));
-  });
-  if (spawnError) return err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run strace: ${spawnError.message}`, { cause: spawnError }));
-  const stracePid = child.pid!;
+  const env = target.env ? { ...process.env, ...target.env } : process.env;
+  const started = await spawnStrace(binary, args, { cwd, env, stdio: ['ignore', output, 'pipe'] }, output === 'inherit');
+  if (started.isErr()) return err(started.error);
+  const { child, stderr } = started.value;
   const interpreter = new StraceInterpreter(collector, 'first-exec', cwd);
-  const readIds = watchIds(interpreter, collector);
   const parser = new StraceLineParser();
-  const done = consume(trace, interpreter, parser);
-  const stopProgress = progressTimer(collector, opts);
-  const exited = waitForExit(child);
-  const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
-  await readIds();
-  if (why !== 'ended') {
-    // keepRunning: killing strace makes the kernel detach its tracees, which run on untraced.
-    if (opts.keepRunning) child.kill('SIGKILL');
-    else await killTree(stracePid, { includeRoot: false }); // strace exits after its last tracee
-  }
-  if (!(await drained(exited, 5000))) child.kill('SIGKILL');
-  await exited;
-  trace.closeWriter();
-  if (!(await drained(done, 5000))) trace.socket.destroy();
-  stopProgress();
-  interpreter.finish();
+  const why = await watchLaunched(child, opts, interpreter, parser, trace);
   if (!interpreter.rootExec) {
     const message = stderr().trim().split('\n').filter(Boolean).at(-1) ?? `exit code ${child.exitCode}`;
     return err(new ProfileError('LAUNCH_FAILED', `Cannot start "${target.command[0]}" under strace: ${message}`, { details: { argv: [...target.command], cwd, stderr: stderr() } }));
@@ -631,6 +612,35 @@ async function straceLaunch(
   return collector.build(facts, { profiler: 'strace', complete });
 }
 
+/** Trace the launched program until it ends, the duration is over or the caller aborts; strace is stopped and the trace read. */
+async function watchLaunched(child: ChildProcess, opts: ProfileOptions, interpreter: StraceInterpreter, parser: StraceLineParser, trace: TraceFifo) {
+  const { collector } = interpreter;
+  const readIds = watchIds(interpreter, collector);
+  const done = consume(trace, interpreter, parser);
+  const stopProgress = progressTimer(collector, opts);
+  const exited = waitForExit(child);
+  const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
+  await readIds();
+  if (why !== 'ended') {
+    // keepRunning: killing strace makes the kernel detach its tracees, which run on untraced.
+    if (opts.keepRunning) child.kill('SIGKILL');
+    else await killTree(child.pid!, { includeRoot: false }); // strace exits after its last tracee
+  }
+  await drainTrace(child, exited, trace, done);
+  stopProgress();
+  interpreter.finish();
+  return why;
+}
+
+/** A pid to attach to must exist and its /proc entry be readable (by its user, or root). */
+async function checkAttachable(pid: number): Promise<ProfileError | undefined> {
+  if (!(await processExists(pid))) return new ProfileError('NO_SUCH_PROCESS', `No process with pid ${pid} is running`, { details: { pid } });
+  if (!(await readProcLink(`/proc/${pid}/exe`))) {
+    return new ProfileError('PERMISSION_DENIED', `Cannot read /proc/${pid}: run as root or as the process's user`, { details: { pid } });
+  }
+  return undefined;
+}
+
 async function straceAttach(
   binary: string,
   pid: number,
@@ -639,34 +649,21 @@ async function straceAttach(
   collector: ProfileCollector,
   trace: TraceFifo,
 ) {
-  if (!(await processExists(pid))) return err(new ProfileError('NO_SUCH_PROCESS', `No process with pid ${pid} is running`, { details: { pid } }));
-  if (!(await readProcLink(`/proc/${pid}/exe`))) {
-    return err(new ProfileError('PERMISSION_DENIED', `Cannot read /proc/${pid}: run as root or as the process's user`, { details: { pid } }));
-  }
+  const unattachable = await checkAttachable(pid);
+  if (unattachable) return err(unattachable);
   // What the program already holds: long-running daemons acquire most resources at start-up.
   const sampler = new ProcfsSampler(pid, collector, { captureEnv: config.captureEnv ?? false });
   await sampler.sample();
   collector.note('Attached to a running program: what it held then was sampled from /proc; files it opened and closed before are missed.');
   const tree = await processTree(pid);
   const interpreter = new StraceInterpreter(collector, undefined, sampler.root.cwd ?? '/');
-  for (const p of tree) {
-    const cwd = await readProcLink(`/proc/${p}/cwd`);
-    if (cwd) interpreter.setCwd(p, cwd);
-    // strace names threads by their own ids: say which process each belongs to.
-    for (const tid of await readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
-      if (/^\d+$/.test(tid) && Number(tid) !== p) interpreter.setThread(Number(tid), p);
-    }
-  }
+  await describeTree(interpreter, tree);
   const readIds = watchIds(interpreter, collector);
   // No --seccomp-bpf: strace cannot install a filter in a process that is already running.
   const args = [...baseArgs(trace.fifo), ...tree.flatMap((p) => ['-p', String(p)])];
-  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const stderr = tail(child.stderr);
-  const spawnError = await new Promise<Error | undefined>((resolve) => {
-    child.once('spawn', () => resolve(undefined));
-    child.once('error', (e) => resolve(e));
-  });
-  if (spawnError) return err(new ProfileError('PROFILER_UNAVAILABLE', `Cannot run strace: ${spawnError.message}`, { cause: spawnError }));
+  const started = await spawnStrace(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] }, false);
+  if (started.isErr()) return err(started.error);
+  const { child, stderr } = started.value;
   const parser = new StraceLineParser();
   const done = consume(trace, interpreter, parser);
   const exited = waitForExit(child);
@@ -674,12 +671,7 @@ async function straceAttach(
     child.kill('SIGKILL');
     await exited;
     trace.closeWriter();
-    const message = stderr().trim();
-    const denied = /Operation not permitted|EPERM/.test(message);
-    if (!denied && !(await processExists(pid))) return err(new ProfileError('NO_SUCH_PROCESS', `Process ${pid} ended before strace could attach`, { details: { pid } }));
-    return err(
-      new ProfileError(denied ? 'PERMISSION_DENIED' : 'PROFILER_FAILED', `strace could not attach to pid ${pid}: ${message || 'no reason given'}`, { details: { pid, stderr: message } }),
-    );
+    return err(await attachFailure(pid, stderr().trim()));
   }
   const stopProgress = progressTimer(collector, opts);
   const why = await waitForStop(opts.durationMs ?? DEFAULT_DURATION_MS, opts.signal, exited);
@@ -687,13 +679,33 @@ async function straceAttach(
   await sampler.sample();
   await readIds();
   if (why !== 'ended') child.kill('SIGINT'); // strace detaches; the attached program keeps running
-  if (!(await drained(exited, 5000))) child.kill('SIGKILL');
-  await exited;
-  trace.closeWriter();
-  if (!(await drained(done, 5000))) trace.socket.destroy();
+  await drainTrace(child, exited, trace, done);
   stopProgress();
   interpreter.finish();
   await interpreter.resolveAttachedSegments();
+  return collector.build(await attachedFacts(sampler, pid), { profiler: 'strace', complete: false });
+}
+
+/** The cwd of each process of the tree, and which process each thread belongs to (strace names threads by their own ids). */
+async function describeTree(interpreter: StraceInterpreter, tree: readonly number[]): Promise<void> {
+  for (const p of tree) {
+    const cwd = await readProcLink(`/proc/${p}/cwd`);
+    if (cwd) interpreter.setCwd(p, cwd);
+    for (const tid of await readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
+      if (/^\d+$/.test(tid) && Number(tid) !== p) interpreter.setThread(Number(tid), p);
+    }
+  }
+}
+
+/** Why strace did not attach: refused, the process ended meanwhile, or something else (its message says). */
+async function attachFailure(pid: number, message: string): Promise<ProfileError> {
+  const denied = /Operation not permitted|EPERM/.test(message);
+  if (!denied && !(await processExists(pid))) return new ProfileError('NO_SUCH_PROCESS', `Process ${pid} ended before strace could attach`, { details: { pid } });
+  return new ProfileError(denied ? 'PERMISSION_DENIED' : 'PROFILER_FAILED', `strace could not attach to pid ${pid}: ${message || 'no reason given'}`, { details: { pid, stderr: message } });
+}
+
+/** The attached program as the sampler first saw it (ids from /proc when the sample had none). */
+async function attachedFacts(sampler: ProcfsSampler, pid: number): Promise<ProgramFacts> {
   const root = sampler.root;
   const status = await readProcStatus(pid);
   const facts: ProgramFacts = {
@@ -706,5 +718,5 @@ async function straceAttach(
   };
   const start = root.start ?? startFactsOf(status);
   if (start) facts.start = start;
-  return collector.build(facts, { profiler: 'strace', complete: false });
+  return facts;
 }
