@@ -3,11 +3,15 @@
  *
  * @module
  */
-import { spawn } from 'node:child_process';
-import { Readable } from 'node:stream';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { errAsync, ResultAsync } from 'neverthrow';
 import { ApMigrateError, InvalidInputError, type InputIssue } from '../errors.js';
 import type { ExecOptions, ExecResult, Executor } from '../spec/executor.js';
+import { describeArgv } from '../transports/quote.js';
+import { armAbortAndTimeout, collectBounded } from '../transports/run-process.js';
+
+export { describeArgv } from '../transports/quote.js';
 
 const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 
@@ -29,12 +33,6 @@ export class ExecError extends ApMigrateError {
   ) {
     super(code, message, options);
   }
-}
-
-/** Render argv for messages (not for execution); never throws, whatever it is given. */
-export function describeArgv(argv: readonly string[]): string {
-  if (!Array.isArray(argv)) return typeof argv === 'string' ? JSON.stringify(argv) : String(argv);
-  return argv.map((a: unknown) => (typeof a === 'string' && /^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a) ?? String(a))).join(' ');
 }
 
 /** Problems with an argv array: a non-empty array of strings without NUL bytes, with a program name. */
@@ -82,78 +80,65 @@ function execOptionsIssues(options: unknown): InputIssue[] {
 }
 
 function runLocal(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
+  const [program, ...args] = argv;
+  if (!program) return Promise.reject(new ExecError('EXEC_FAILED', 'Empty argv'));
+  if (options.signal?.aborted) return Promise.reject(new ExecError('ABORTED', `Aborted before running ${describeArgv(argv)}`));
   return new Promise((resolve, reject) => {
-    const [program, ...args] = argv;
-    if (!program) {
-      reject(new ExecError('EXEC_FAILED', 'Empty argv'));
-      return;
-    }
-    if (options.signal?.aborted) {
-      reject(new ExecError('ABORTED', `Aborted before running ${describeArgv(argv)}`));
-      return;
-    }
     const child = spawn(program, args, {
       cwd: options.cwd,
       env: options.env ? { ...process.env, ...options.env } : process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    const max = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let outBytes = 0;
-    let errBytes = 0;
-    let failure: ExecError | undefined;
-    const fail = (e: ExecError) => {
-      failure ??= e;
-      child.kill('SIGKILL');
-    };
-    child.stdout.on('data', (chunk: Buffer) => {
-      outBytes += chunk.length;
-      if (outBytes > max) fail(new ExecError('OUTPUT_TOO_LARGE', `${describeArgv(argv)} printed more than ${max} bytes`));
-      else out.push(chunk);
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      errBytes += chunk.length;
-      if (errBytes <= max) err.push(chunk);
-    });
-    const timer =
-      options.timeoutMs !== undefined
-        ? setTimeout(
-            () => fail(new ExecError('EXEC_TIMEOUT', `${describeArgv(argv)} timed out after ${options.timeoutMs} ms`, { isRetryable: true })),
-            options.timeoutMs,
-          )
-        : undefined;
-    const onAbort = () => fail(new ExecError('ABORTED', `Aborted: ${describeArgv(argv)}`));
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    child.on('error', (cause) =>
-      fail(new ExecError('EXEC_FAILED', `Cannot run ${describeArgv(argv)}: ${cause.message}`, { cause })),
-    );
+    const watch = watchChild(child, argv, options);
     child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
-      if (failure) return reject(failure);
-      const result: ExecResult = {
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-      };
-      if (code !== 0 && !options.allowNonZeroExit) {
-        return reject(
-          new ExecError('EXEC_NONZERO', `${describeArgv(argv)} exited with ${code ?? signal}: ${result.stderr.trim().slice(0, 500)}`, {
-            details: { argv: [...argv], ...result },
-          }),
-        );
-      }
-      resolve(result);
+      watch.stopWatching();
+      if (watch.failure) return reject(watch.failure);
+      const outcome = judge(argv, options, { code, signal, stdout: watch.stdout().toString('utf8'), stderr: watch.stderr().toString('utf8') });
+      return ExecError.isInstance(outcome) ? reject(outcome) : resolve(outcome);
     });
-    // A command that does not read its stdin closes the pipe early: that is not our error.
-    child.stdin.on('error', () => {});
-    const stdin = options.stdin;
-    if (stdin === undefined) child.stdin.end();
-    else if (typeof stdin === 'string' || stdin instanceof Uint8Array) child.stdin.end(stdin);
-    else (stdin as Readable).pipe(child.stdin);
+    feedStdin(child.stdin, options.stdin);
   });
+}
+
+/** A running child being watched: the first failure wins, and kills it. */
+interface ChildWatch {
+  failure: ApMigrateError | undefined;
+  stdout: () => Buffer;
+  stderr: () => Buffer;
+  stopWatching: () => void;
+}
+
+/** Capture bounded output and arm abort, timeout and spawn failure. */
+function watchChild(child: ChildProcessWithoutNullStreams, argv: readonly string[], options: ExecOptions): ChildWatch {
+  const max = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  const shown = describeArgv(argv);
+  const watch: ChildWatch = { failure: undefined, stdout: () => Buffer.alloc(0), stderr: () => Buffer.alloc(0), stopWatching: () => undefined };
+  const fail = (e: ApMigrateError) => {
+    watch.failure ??= e;
+    child.kill('SIGKILL');
+  };
+  watch.stdout = collectBounded(child.stdout, max, () => fail(new ExecError('OUTPUT_TOO_LARGE', `${shown} printed more than ${max} bytes`)));
+  // stderr beyond the cap is dropped: it is only for messages.
+  watch.stderr = collectBounded(child.stderr, max, () => undefined);
+  watch.stopWatching = armAbortAndTimeout(options, shown, fail, (code, message) => new ExecError(code, message, code === 'EXEC_TIMEOUT' ? { isRetryable: true } : {}));
+  child.on('error', (cause) => fail(new ExecError('EXEC_FAILED', `Cannot run ${shown}: ${cause.message}`, { cause })));
+  return watch;
+}
+
+/** The result, or `EXEC_NONZERO` for a non-zero exit the caller did not allow. */
+function judge(argv: readonly string[], options: ExecOptions, result: ExecResult): ExecResult | ExecError {
+  if (result.code === 0 || options.allowNonZeroExit) return result;
+  return new ExecError('EXEC_NONZERO', `${describeArgv(argv)} exited with ${result.code ?? result.signal}: ${result.stderr.trim().slice(0, 500)}`, {
+    details: { argv: [...argv], ...result },
+  });
+}
+
+function feedStdin(target: Writable, stdin: ExecOptions['stdin']): void {
+  // A command that does not read its stdin closes the pipe early: that is not our error.
+  target.on('error', () => {});
+  if (stdin === undefined) target.end();
+  else if (typeof stdin === 'string' || stdin instanceof Uint8Array) target.end(stdin);
+  else (stdin as Readable).pipe(target);
 }
 
 /**

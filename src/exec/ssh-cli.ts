@@ -1,27 +1,21 @@
 /**
- * An {@link Executor} that runs commands on another host through the OpenSSH client:
- * `ssh -o BatchMode=yes [options] -- <host> <one quoted command line>`.
- *
- * ssh hands the one command line to the remote user's login shell, which may be csh or tcsh. The
- * line is built by the transports' `buildRemoteCommand`: argv quoted with {@link quoteForShell},
- * then run under an explicit `/bin/sh -c` through an encoding every login shell passes on
- * unchanged, so the remote program sees exactly the argv given.
- * BatchMode makes ssh fail instead of prompting for a password or a host key.
+ * An {@link Executor} that runs commands on another host through the OpenSSH client, one `ssh`
+ * process per command (no shared connection, no set-up step: for a few probes of a host, e.g.
+ * the FreeBSD profiler). The command line is the OpenSSH transport's
+ * (`src/transports/openssh-args.ts`): `ssh -o BatchMode=yes [options] -- <host> <one command line>`,
+ * that line built by `buildRemoteCommand`, argv quoted by `shellQuoteArgv` and run under an
+ * explicit `/bin/sh -c` through an encoding every login shell (csh and tcsh too) passes on
+ * unchanged, so the remote program sees exactly the argv given. This module only maps its
+ * options onto that command line and runs it with a local {@link Executor}.
  *
  * @module
  */
-import { err, errAsync, ok, type Result } from 'neverthrow';
+import { err, errAsync, type Result } from 'neverthrow';
 import { ApMigrateError } from '../errors.js';
 import type { ExecOptions, Executor } from '../spec/executor.js';
+import { openSshCommandArgv, openSshFlags } from '../transports/openssh-args.js';
+import { isTcpPort } from '../transports/ssh-options.js';
 import { createLocalExecutor } from './local.js';
-import { shellQuoteArgv } from '../transports/quote.js';
-import { buildRemoteCommand } from '../transports/remote-command.js';
-
-/**
- * Quote argv for a POSIX shell (`sh -c`): the transports' {@link shellQuoteArgv}, under the name
- * this module has always exported.
- */
-export const quoteForShell = shellQuoteArgv;
 
 /** Options for {@link createSshCliExecutor}. */
 export interface SshCliExecutorOptions {
@@ -31,7 +25,7 @@ export interface SshCliExecutorOptions {
   port?: number;
   /** Private key file (`-i`). */
   identityFile?: string;
-  /** A known_hosts file to trust (sets `UserKnownHostsFile` and `StrictHostKeyChecking=yes`). */
+  /** The known_hosts file to trust, alone (sets `UserKnownHostsFile`; the system-wide file is then ignored). */
   knownHostsFile?: string;
   /** More `-o Name=value` options, e.g. `{ ConnectTimeout: '10' }`. */
   sshOptions?: Record<string, string>;
@@ -43,34 +37,44 @@ export interface SshCliExecutorOptions {
 
 /** A host name, alias or `user@host`: no leading dash (it would be read as an option), no spaces. */
 const HOST_RE = /^[A-Za-z0-9_.%@:[\]-]+$/;
-const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const OPTION_NAME_RE = /^[A-Za-z]+$/;
+
+const invalid = (options: SshCliExecutorOptions, problem: string) =>
+  new ApMigrateError('INVALID_INPUT', `Cannot run over ssh: ${problem}`, { details: { host: options.host } });
 
 /**
  * The ssh argv that runs `argv` remotely with the given options (exported for tests);
  * `INVALID_INPUT` when the remote command cannot be built (NUL byte, bad env name, too long).
+ * Host keys are always checked strictly (`StrictHostKeyChecking=yes`, a secure default whatever
+ * the user's ssh_config says): with `knownHostsFile`, against that file only; without, against
+ * the user's and the system's known_hosts.
  */
 export function sshArgv(
   options: SshCliExecutorOptions,
   argv: readonly string[],
   exec: Pick<ExecOptions, 'cwd' | 'env'> = {},
 ): Result<string[], ApMigrateError> {
-  const ssh = [options.sshProgram ?? 'ssh', '-o', 'BatchMode=yes'];
-  if (options.port !== undefined) ssh.push('-p', String(options.port));
-  if (options.identityFile !== undefined) ssh.push('-i', options.identityFile, '-o', 'IdentitiesOnly=yes');
-  if (options.knownHostsFile !== undefined) ssh.push('-o', `UserKnownHostsFile=${options.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes');
-  for (const [name, value] of Object.entries(options.sshOptions ?? {})) ssh.push('-o', `${name}=${value}`);
-  const line = buildRemoteCommand(argv, { ...(exec.cwd !== undefined ? { cwd: exec.cwd } : {}), ...(exec.env ? { env: exec.env } : {}) });
-  if (line.isErr()) return err(new ApMigrateError('INVALID_INPUT', `Cannot run over ssh: ${line.error.message}`, { details: { host: options.host } }));
-  return ok([...ssh, '--', options.host, line.value]);
+  const flags = openSshFlags({
+    ...(options.port !== undefined ? { port: options.port } : {}),
+    ...(options.identityFile !== undefined ? { identityFile: options.identityFile } : {}),
+    ...(options.knownHostsFile !== undefined ? { knownHostsFile: options.knownHostsFile } : {}),
+    strictHostKeyChecking: true,
+    onlyThisKnownHostsFile: options.knownHostsFile !== undefined,
+    options: Object.entries(options.sshOptions ?? {}),
+  });
+  const remote = { ...(exec.cwd !== undefined ? { cwd: exec.cwd } : {}), ...(exec.env ? { env: exec.env } : {}) };
+  const ssh = openSshCommandArgv(options.sshProgram ?? 'ssh', flags, options.host, argv, remote);
+  return ssh.isErr() ? err(invalid(options, ssh.error.message)) : ssh;
 }
 
-/** Check the options before any ssh runs; returns a sentence naming the problem, or undefined. */
-function optionProblem(options: SshCliExecutorOptions, exec: ExecOptions): string | undefined {
+/**
+ * Check the options this module adds before any ssh runs; a sentence naming the problem, or
+ * undefined. (argv, cwd and env are checked where the remote command is built.)
+ */
+function optionProblem(options: SshCliExecutorOptions): string | undefined {
   if (!HOST_RE.test(options.host) || options.host.startsWith('-')) return `"${options.host}" is not a host name (letters, digits, . - _ @ : only, not starting with -)`;
-  if (options.port !== undefined && (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535)) return `port ${options.port} is not 1-65535`;
+  if (options.port !== undefined && !isTcpPort(options.port)) return `port ${options.port} is not 1-65535`;
   for (const name of Object.keys(options.sshOptions ?? {})) if (!OPTION_NAME_RE.test(name)) return `"${name}" is not an ssh option name`;
-  for (const name of Object.keys(exec.env ?? {})) if (!ENV_NAME_RE.test(name)) return `"${name}" is not an environment variable name`;
   return undefined;
 }
 
@@ -81,14 +85,12 @@ export function createSshCliExecutor(options: SshCliExecutorOptions): Executor {
   return {
     description: `ssh://${where}`,
     exec: (argv, execOptions = {}) => {
-      const problem = optionProblem(options, execOptions);
-      if (problem) return errAsync(new ApMigrateError('INVALID_INPUT', `Cannot run over ssh: ${problem}`, { details: { host: options.host } }));
-      if (argv.length === 0) return errAsync(new ApMigrateError('INVALID_INPUT', 'Cannot run an empty argv over ssh'));
-      const { cwd, env, ...rest } = execOptions;
+      const problem = optionProblem(options);
+      if (problem) return errAsync(invalid(options, problem));
       // cwd and env apply on the remote host (in the command line), never to the local ssh.
+      const { cwd, env, ...rest } = execOptions;
       const ssh = sshArgv(options, argv, { ...(cwd !== undefined ? { cwd } : {}), ...(env ? { env } : {}) });
-      if (ssh.isErr()) return errAsync(ssh.error);
-      return local.exec(ssh.value, rest);
+      return ssh.isErr() ? errAsync(ssh.error) : local.exec(ssh.value, rest);
     },
   };
 }

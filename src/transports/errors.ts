@@ -28,9 +28,19 @@ export class TransportError extends ApMigrateError {
   }
 }
 
+/**
+ * The message of an Error, else `String(value)`. Not `instanceof Error`: an error from another
+ * realm (a vm context, a worker's structured clone) would be missed. `Object.prototype.toString`
+ * reads the internal slot every real Error has, whichever realm or subclass made it.
+ */
+export function errorMessage(value: unknown): string {
+  const isError = Object.prototype.toString.call(value) === '[object Error]';
+  const message = isError ? (value as { message?: unknown }).message : undefined;
+  return typeof message === 'string' ? message : String(value);
+}
+
 /** Wrap anything thrown into a {@link TransportError}, keeping SDK errors as they are. */
 export function asTransportError(value: unknown, fallback: TransportErrorCode = 'EXEC_FAILED'): ApMigrateError {
   if (ApMigrateError.isInstance(value)) return value;
-  const message = value instanceof Error ? value.message : String(value);
-  return new TransportError(fallback, message, { cause: value });
+  return new TransportError(fallback, errorMessage(value), { cause: value });
 }

@@ -8,6 +8,10 @@
  * @module
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { errorMessage, TransportError } from './errors.js';
 
 /** One usable line of a known_hosts file. */
 export interface KnownHostEntry {
@@ -102,4 +106,35 @@ export function checkHostKey(entries: readonly KnownHostEntry[], host: string, p
   if (same) return { status: 'trusted', line: same.line };
   if (known.length === 0) return { status: 'unknown' };
   return { status: 'mismatch', knownFingerprints: known.map((e) => fingerprintSha256(e.key)), lines: known.map((e) => e.line) };
+}
+
+/**
+ * Read and parse known_hosts: `path`, or `~/.ssh/known_hosts` when none is given. A missing
+ * default file is empty (a fresh machine); a given file that cannot be read is
+ * `KNOWN_HOSTS_UNREADABLE`, never silently "no keys".
+ */
+export async function loadKnownHosts(path: string | undefined): Promise<KnownHostEntry[]> {
+  const file = path ?? join(homedir(), '.ssh', 'known_hosts');
+  try {
+    return parseKnownHosts(await readFile(file, 'utf8'));
+  } catch (cause) {
+    if (path === undefined && (cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new TransportError('KNOWN_HOSTS_UNREADABLE', `Cannot read known_hosts file ${file}: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/** `HOST_KEY_REVOKED`: the key `fingerprint` of `host:port` is on an `@revoked` line. */
+export function revokedHostKeyError(host: string, port: number, fingerprint: string, line: number): TransportError {
+  return new TransportError('HOST_KEY_REVOKED', `Host key of ${knownHostsName(host, port)} (${fingerprint}) is marked @revoked in known_hosts (line ${line})`, {
+    details: { host, port, fingerprint },
+  });
+}
+
+/** `HOST_KEY_MISMATCH`: none of the keys `presented` is the pinned `trustHostKeyFingerprint`. */
+export function pinnedHostKeyMismatch(host: string, port: number, pin: string, presented: readonly string[]): TransportError {
+  return new TransportError(
+    'HOST_KEY_MISMATCH',
+    `Host key of ${knownHostsName(host, port)} is not the pinned one: trustHostKeyFingerprint expects ${pin}, server presented ${presented.join(', ')}. Someone may be intercepting the connection, or the pin is out of date; refused`,
+    { details: { host, port, expected: [pin], presented: [...presented], ...(presented.length === 1 ? { fingerprint: presented[0] } : {}) } },
+  );
 }

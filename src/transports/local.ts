@@ -7,27 +7,23 @@
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, isAbsolute, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { errAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
-import type { ExecResult } from '../spec/executor.js';
 import type { ReadFileOptions, Transport, TransportExecOptions, UploadOptions, UploadResult } from '../spec/transport.js';
-import { asTransportError, TransportError } from './errors.js';
-import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
+import { asTransportError, errorMessage, TransportError } from './errors.js';
+import { describeArgv } from './quote.js';
+import { judgedExec, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
 import { DEFAULT_MAX_READ } from './remote-files.js';
 
 /** Options for {@link createLocalTransport}. */
 export interface LocalTransportOptions {
   /** Destination directory: default cwd of commands and base of relative paths (default: process cwd). */
   root?: string;
-}
-
-function describeArgv(argv: readonly string[]): string {
-  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
 }
 
 function spawnLocal(argv: readonly string[], cwd: string, env: Record<string, string> | undefined): RunningProcess {
@@ -62,109 +58,129 @@ function spawnLocal(argv: readonly string[], cwd: string, env: Record<string, st
   };
 }
 
-/** A {@link Transport} whose destination is this machine. Never fails to create. */
-export function createLocalTransport(options: LocalTransportOptions = {}): Transport {
-  const root = resolve(options.root ?? process.cwd());
-  const at = (path: string): string => (isAbsolute(path) ? path : resolve(root, path));
-  let closed = false;
-  const running = new Set<RunningProcess>();
-  const closedError = () => new TransportError('TRANSPORT_CLOSED', 'The local transport was closed');
+/** What one local transport holds; its methods are the module functions below. */
+interface LocalState {
+  /** Absolute destination directory. */
+  readonly root: string;
+  /** Commands running now: close kills them. */
+  readonly running: Set<RunningProcess>;
+  closed: boolean;
+}
 
-  const execRaw = async (argv: readonly string[], opts: TransportExecOptions): Promise<RawResult> => {
-    if (closed) throw closedError();
-    if (argv.length === 0 || !argv[0]) throw new TransportError('INVALID_INPUT', 'Empty argv: nothing to run');
-    const withNul = argv.findIndex((a) => a.includes('\0'));
-    if (withNul >= 0) throw new TransportError('INVALID_INPUT', `argv[${withNul}] contains a NUL byte, which no command can receive`);
-    if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${describeArgv(argv)}`);
-    const child = spawnLocal(argv, opts.cwd !== undefined ? at(opts.cwd) : root, opts.env);
-    running.add(child);
+/** `path` on this machine: absolute stays, relative is under the root. */
+function at(state: LocalState, path: string): string {
+  return isAbsolute(path) ? path : resolve(state.root, path);
+}
+
+const closedError = () => new TransportError('TRANSPORT_CLOSED', 'The local transport was closed');
+
+async function execRaw(state: LocalState, argv: readonly string[], opts: TransportExecOptions): Promise<RawResult> {
+  if (state.closed) throw closedError();
+  if (argv.length === 0 || !argv[0]) throw new TransportError('INVALID_INPUT', 'Empty argv: nothing to run');
+  const withNul = argv.findIndex((a) => a.includes('\0'));
+  if (withNul >= 0) throw new TransportError('INVALID_INPUT', `argv[${withNul}] contains a NUL byte, which no command can receive`);
+  if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${describeArgv(argv)}`);
+  const child = spawnLocal(argv, opts.cwd !== undefined ? at(state, opts.cwd) : state.root, opts.env);
+  state.running.add(child);
+  try {
+    return await runProcess(child, { ...opts, describe: describeArgv(argv) });
+  } finally {
+    state.running.delete(child);
+  }
+}
+
+/** The caller's signal and the timeout as one signal (undefined when there is neither). */
+function uploadSignal(opts: UploadOptions): AbortSignal | undefined {
+  const signals = [opts.signal, opts.timeoutMs !== undefined ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s): s is AbortSignal => s !== undefined);
+  return signals.length > 0 ? AbortSignal.any(signals) : undefined;
+}
+
+/** Write to a temp name beside the target, then rename: a reader never sees a half file. */
+function upload(state: LocalState, source: Readable, path: string, opts: UploadOptions = {}): ResultAsync<UploadResult, ApMigrateError> {
+  if (state.closed) return errAsync(closedError());
+  const target = at(state, path);
+  const temp = resolve(dirname(target), `.${basename(target)}.ap-migrate-part-${randomBytes(6).toString('hex')}`);
+  let bytes = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _e, callback) {
+      bytes += chunk.length;
+      opts.onProgress?.({ operation: 'upload', bytes });
+      callback(null, chunk);
+    },
+  });
+  const signal = uploadSignal(opts);
+  const work = async (): Promise<UploadResult> => {
     try {
-      return await runProcess(child, { ...opts, describe: describeArgv(argv) });
-    } finally {
-      running.delete(child);
+      await pipeline(source, counter, createWriteStream(temp, { mode: opts.mode ?? 0o600, flags: 'wx' }), signal ? { signal } : {});
+      await rename(temp, target);
+      return { remotePath: path, bytes };
+    } catch (cause) {
+      await rm(temp, { force: true });
+      if (opts.signal?.aborted) throw new TransportError('ABORTED', `Upload to ${target} aborted`, { cause });
+      if (signal?.aborted) throw new TransportError('EXEC_TIMEOUT', `Upload to ${target} timed out after ${opts.timeoutMs} ms`, { cause });
+      throw new TransportError('UPLOAD_FAILED', `Cannot write ${target}: ${errorMessage(cause)}`, { cause });
     }
   };
+  return ResultAsync.fromPromise(work(), (e) => asTransportError(e));
+}
 
-  const exec = (argv: readonly string[], opts: TransportExecOptions = {}): ResultAsync<ExecResult, ApMigrateError> =>
-    ResultAsync.fromPromise(
-      execRaw(argv, opts).then((raw) => {
-        const judged = judgeExit(raw, describeArgv(argv), argv, opts.allowNonZeroExit);
-        return { code: judged.code, signal: judged.signal, stdout: judged.stdout.toString('utf8'), stderr: judged.stderr.toString('utf8') };
-      }),
-      (e) => asTransportError(e),
-    );
+async function openForReading(target: string, path: string): Promise<FileHandle> {
+  try {
+    return await open(target, 'r');
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new TransportError('FILE_NOT_FOUND', `${target} does not exist`, { cause, details: { path } });
+    throw new TransportError('EXEC_FAILED', `Cannot read ${target}: ${errorMessage(cause)}`, { cause });
+  }
+}
 
-  const upload = (source: Readable, path: string, opts: UploadOptions = {}): ResultAsync<UploadResult, ApMigrateError> => {
-    if (closed) return errAsync(closedError());
-    const target = at(path);
-    const temp = resolve(dirname(target), `.${basename(target)}.ap-migrate-part-${randomBytes(6).toString('hex')}`);
-    let bytes = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _e, callback) {
-        bytes += chunk.length;
-        opts.onProgress?.({ operation: 'upload', bytes });
-        callback(null, chunk);
-      },
-    });
-    const signals = [opts.signal, opts.timeoutMs !== undefined ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter(
-      (s): s is AbortSignal => s !== undefined,
-    );
-    const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
-    const work = async (): Promise<UploadResult> => {
-      try {
-        await pipeline(source, counter, createWriteStream(temp, { mode: opts.mode ?? 0o600, flags: 'wx' }), signal ? { signal } : {});
-        await rename(temp, target);
-        return { remotePath: path, bytes };
-      } catch (cause) {
-        await rm(temp, { force: true });
-        if (opts.signal?.aborted) throw new TransportError('ABORTED', `Upload to ${target} aborted`, { cause });
-        if (signal?.aborted) throw new TransportError('EXEC_TIMEOUT', `Upload to ${target} timed out after ${opts.timeoutMs} ms`, { cause });
-        throw new TransportError('UPLOAD_FAILED', `Cannot write ${target}: ${(cause as Error).message}`, { cause });
-      }
-    };
-    return ResultAsync.fromPromise(work(), (e) => asTransportError(e));
+/** A regular file's bytes, at most `max`, read through a stream with a running count: the size may change while we read. */
+async function readBounded(handle: FileHandle, target: string, path: string, max: number, signal: AbortSignal | undefined): Promise<Buffer> {
+  const stat = await handle.stat();
+  if (!stat.isFile()) throw new TransportError('FILE_NOT_FOUND', `${target} is not a regular file`, { details: { path } });
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of createReadStream('', { fd: handle.fd, autoClose: false, ...(signal ? { signal } : {}) })) {
+    total += (chunk as Buffer).length;
+    if (total > max) throw new TransportError('FILE_TOO_LARGE', `${target} is larger than ${max} bytes`, { details: { path, maxBytes: max } });
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function readFile(state: LocalState, path: string, opts: ReadFileOptions = {}): ResultAsync<Buffer, ApMigrateError> {
+  if (state.closed) return errAsync(closedError());
+  const target = at(state, path);
+  const work = async (): Promise<Buffer> => {
+    if (opts.signal?.aborted) throw new TransportError('ABORTED', `Reading ${target} aborted`);
+    const handle = await openForReading(target, path);
+    try {
+      return await readBounded(handle, target, path, opts.maxBytes ?? DEFAULT_MAX_READ, opts.signal);
+    } catch (cause) {
+      if (opts.signal?.aborted) throw new TransportError('ABORTED', `Reading ${target} aborted`, { cause });
+      throw cause;
+    } finally {
+      await handle.close();
+    }
   };
+  return ResultAsync.fromPromise(work(), (e) => asTransportError(e));
+}
 
-  const readFile = (path: string, opts: ReadFileOptions = {}): ResultAsync<Buffer, ApMigrateError> => {
-    if (closed) return errAsync(closedError());
-    const target = at(path);
-    const max = opts.maxBytes ?? DEFAULT_MAX_READ;
-    const work = async (): Promise<Buffer> => {
-      if (opts.signal?.aborted) throw new TransportError('ABORTED', `Reading ${target} aborted`);
-      let handle;
-      try {
-        handle = await open(target, 'r');
-      } catch (cause) {
-        const code = (cause as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ENOTDIR') throw new TransportError('FILE_NOT_FOUND', `${target} does not exist`, { cause, details: { path } });
-        throw new TransportError('EXEC_FAILED', `Cannot read ${target}: ${(cause as Error).message}`, { cause });
-      }
-      try {
-        const stat = await handle.stat();
-        if (!stat.isFile()) throw new TransportError('FILE_NOT_FOUND', `${target} is not a regular file`, { details: { path } });
-        const chunks: Buffer[] = [];
-        let total = 0;
-        // Read through a stream with a running count: the size may change while we read.
-        for await (const chunk of createReadStream('', { fd: handle.fd, autoClose: false, ...(opts.signal ? { signal: opts.signal } : {}) })) {
-          total += (chunk as Buffer).length;
-          if (total > max) throw new TransportError('FILE_TOO_LARGE', `${target} is larger than ${max} bytes`, { details: { path, maxBytes: max } });
-          chunks.push(chunk as Buffer);
-        }
-        return Buffer.concat(chunks);
-      } catch (cause) {
-        if (opts.signal?.aborted) throw new TransportError('ABORTED', `Reading ${target} aborted`, { cause });
-        throw cause;
-      } finally {
-        await handle.close();
-      }
-    };
-    return ResultAsync.fromPromise(work(), (e) => asTransportError(e));
+function close(state: LocalState): ResultAsync<void, ApMigrateError> {
+  state.closed = true;
+  return ResultAsync.fromSafePromise(Promise.all([...state.running].map((p) => p.kill())).then(() => undefined));
+}
+
+/** A {@link Transport} whose destination is this machine. Never fails to create. */
+export function createLocalTransport(options: LocalTransportOptions = {}): Transport {
+  const state: LocalState = { root: resolve(options.root ?? process.cwd()), running: new Set(), closed: false };
+  return {
+    kind: 'local',
+    root: state.root,
+    description: `local:${state.root}`,
+    exec: (argv, opts = {}) => judgedExec((a, o) => execRaw(state, a, o), describeArgv(argv), argv, opts),
+    upload: (source, path, opts) => upload(state, source, path, opts),
+    readFile: (path, opts) => readFile(state, path, opts),
+    close: () => close(state),
   };
-
-  const close = (): ResultAsync<void, ApMigrateError> => {
-    closed = true;
-    return ResultAsync.fromSafePromise(Promise.all([...running].map((p) => p.kill())).then(() => undefined));
-  };
-
-  return { kind: 'local', root, description: `local:${root}`, exec, upload, readFile, close };
 }

@@ -6,19 +6,18 @@
  * @module
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { errAsync, ResultAsync } from 'neverthrow';
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
-import type { ExecResult } from '../spec/executor.js';
-import type { ReadFileOptions, Transport, TransportErrorCode, TransportExecOptions, UploadOptions, UploadResult } from '../spec/transport.js';
+import type { Transport, TransportErrorCode, TransportExecOptions } from '../spec/transport.js';
 import { asTransportError, TransportError } from './errors.js';
-import { checkHostKey, fingerprintSha256, knownHostsName, parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
-import { readFileViaExec, uploadViaExec } from './remote-files.js';
-import { buildRemoteCommand, RemoteRunDirectory, resolveRemotePath } from './remote-command.js';
-import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
+import { checkHostKey, fingerprintSha256, knownHostsName, loadKnownHosts, pinnedHostKeyMismatch, revokedHostKeyError } from './known-hosts.js';
+import { openSshArgv, openSshCommandArgv, openSshFlags, sshOptionValue } from './openssh-args.js';
+import { commandFileMethods } from './remote-files.js';
+import { RemoteRunDirectory, remoteCommandOptions } from './remote-command.js';
+import { describeCommand, judgedExec, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
 import { sshConnectionOptionsProblem, type SshConnectionOptions } from './ssh-options.js';
 
 /**
@@ -36,11 +35,6 @@ export interface OpenSshTransportOptions extends SshConnectionOptions {
   proxyCommand?: string;
   /** The ssh binary (default `ssh` on PATH). */
   sshPath?: string;
-}
-
-/** Quote a value for an ssh `-o Key=value` option. */
-function optionValue(value: string): string {
-  return /[\s"]/.test(value) ? `"${value.replace(/"/g, '\\"')}"` : value;
 }
 
 /** ssh's own messages on exit 255, mapped to our codes (order matters: most specific first). */
@@ -65,7 +59,9 @@ function sshFailure(stderr: string, where: string): TransportError | undefined {
   return undefined;
 }
 
-function run(file: string, args: string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Run a short ssh or ssh-keyscan invocation to its end; a failure to start counts as exit 255. */
+function run(argv: readonly string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  const [file = '', ...args] = argv;
   return new Promise((resolve) => {
     execFile(file, args, { timeout: timeoutMs, maxBuffer: 1024 * 1024 }, (error, stdout, stderr) => {
       const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : 255) : 0;
@@ -74,15 +70,13 @@ function run(file: string, args: string[], timeoutMs: number): Promise<{ code: n
   });
 }
 
-/** known_hosts entries, for `@revoked` lines; a missing default file is empty, an unreadable given one an error. */
-async function revocations(options: OpenSshTransportOptions): Promise<KnownHostEntry[]> {
-  const path = options.knownHostsPath ?? join(homedir(), '.ssh', 'known_hosts');
-  try {
-    return parseKnownHosts(await readFile(path, 'utf8')).filter((e) => e.marker === 'revoked');
-  } catch (cause) {
-    if (options.knownHostsPath === undefined && (cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new TransportError('KNOWN_HOSTS_UNREADABLE', `Cannot read known_hosts file ${path}: ${(cause as Error).message}`, { cause });
-  }
+/** The server's keys as `[type, base64]`, fetched with ssh-keyscan (no proxy, no known_hosts). */
+async function scanHostKeys(options: OpenSshTransportOptions, port: number): Promise<{ keys: Array<[string, string]>; stderr: string }> {
+  const timeout = Math.ceil((options.connectTimeoutMs ?? 20_000) / 1000);
+  const scan = await run(['ssh-keyscan', '-p', String(port), '-T', String(timeout), '--', options.host], (timeout + 5) * 1000);
+  const lines = scan.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
+  const fields = lines.map((l) => l.trim().split(/\s+/)).filter((f): f is [string, string, string] => f.length >= 3);
+  return { keys: fields.map(([, type, key]) => [type, key]), stderr: scan.stderr };
 }
 
 /**
@@ -92,30 +86,216 @@ async function revocations(options: OpenSshTransportOptions): Promise<KnownHostE
  */
 async function trustedKnownHosts(options: OpenSshTransportOptions, port: number, dir: string): Promise<{ path: string; keyType: string }> {
   const where = knownHostsName(options.host, port);
-  const revoked = await revocations(options);
-  const timeout = Math.ceil((options.connectTimeoutMs ?? 20_000) / 1000);
-  const scan = await run('ssh-keyscan', ['-p', String(port), '-T', String(timeout), '--', options.host], (timeout + 5) * 1000);
-  const lines = scan.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
-  const keys = lines.map((l) => l.trim().split(/\s+/)).filter((f): f is [string, string, string] => f.length >= 3);
-  const match = keys.find(([, , key]) => fingerprintSha256(Buffer.from(key, 'base64')) === options.trustHostKeyFingerprint);
+  const pin = options.trustHostKeyFingerprint ?? '';
+  const revoked = (await loadKnownHosts(options.knownHostsPath)).filter((e) => e.marker === 'revoked');
+  const { keys, stderr } = await scanHostKeys(options, port);
+  const fingerprints = keys.map(([, key]) => fingerprintSha256(Buffer.from(key, 'base64')));
+  const match = keys[fingerprints.indexOf(pin)];
   if (!match) {
-    if (keys.length === 0) throw new TransportError('CONNECT_FAILED', `Cannot fetch host keys of ${where}: ${scan.stderr.trim()}`, { isRetryable: true });
-    const seen = keys.map(([, , key]) => fingerprintSha256(Buffer.from(key, 'base64')));
-    throw new TransportError(
-      'HOST_KEY_MISMATCH',
-      `Host key of ${where} is not the pinned one: trustHostKeyFingerprint expects ${options.trustHostKeyFingerprint}, server presented ${seen.join(', ')}. Someone may be intercepting the connection, or the pin is out of date; refused`,
-      { details: { host: options.host, port, expected: [options.trustHostKeyFingerprint], presented: seen } },
-    );
+    if (keys.length === 0) throw new TransportError('CONNECT_FAILED', `Cannot fetch host keys of ${where}: ${stderr.trim()}`, { isRetryable: true });
+    throw pinnedHostKeyMismatch(options.host, port, pin, fingerprints);
   }
-  const verdict = checkHostKey(revoked, options.host, port, Buffer.from(match[2], 'base64'));
-  if (verdict.status === 'revoked') {
-    throw new TransportError('HOST_KEY_REVOKED', `Host key of ${where} (${options.trustHostKeyFingerprint}) is marked @revoked in known_hosts (line ${verdict.line})`, {
-      details: { host: options.host, port, fingerprint: options.trustHostKeyFingerprint },
-    });
-  }
+  const verdict = checkHostKey(revoked, options.host, port, Buffer.from(match[1], 'base64'));
+  if (verdict.status === 'revoked') throw revokedHostKeyError(options.host, port, pin, verdict.line);
   const path = join(dir, 'trusted_known_hosts');
-  await writeFile(path, `${where} ${match[1]} ${match[2]}\n`, { mode: 0o600 });
-  return { path, keyType: match[1] };
+  await writeFile(path, `${where} ${match[0]} ${match[1]}\n`, { mode: 0o600 });
+  return { path, keyType: match[0] };
+}
+
+/** Everything one OpenSSH transport holds; its methods are the module functions below. */
+interface OpenSshState {
+  readonly options: OpenSshTransportOptions;
+  readonly port: number;
+  readonly root: string;
+  /** `user@host` (or `user@[host]:port`), for messages. */
+  readonly where: string;
+  readonly description: string;
+  /** The ssh program. */
+  readonly ssh: string;
+  readonly runDir: RemoteRunDirectory;
+  /** Commands that record a remote PID, by PID file: abort and close kill them there. */
+  readonly running: Map<string, RunningProcess>;
+  /** ssh's flags before `--`; empty until set-up has settled the host key. */
+  flags: string[];
+  /** Private directory of the ControlMaster socket (and a pinned key's known_hosts); '' until made. */
+  controlDir: string;
+  closed: boolean;
+}
+
+/** The first problem with the options, or undefined. */
+function openSshOptionsProblem(options: OpenSshTransportOptions): ApMigrateError | undefined {
+  const problem = sshConnectionOptionsProblem(options);
+  if (problem) return problem;
+  if (options.host.startsWith('-') || options.username.startsWith('-')) return new TransportError('INVALID_INPUT', 'host and username must not start with "-"');
+  if (options.trustHostKeyFingerprint !== undefined && options.proxyCommand !== undefined) {
+    return new TransportError('INVALID_INPUT', 'trustHostKeyFingerprint cannot be combined with proxyCommand (ssh-keyscan cannot use a proxy)');
+  }
+  return undefined;
+}
+
+function newOpenSshState(options: OpenSshTransportOptions): OpenSshState {
+  const port = options.port ?? 22;
+  const root = options.root ?? '.';
+  const where = `${options.username}@${knownHostsName(options.host, port)}`;
+  return {
+    options,
+    port,
+    root,
+    where,
+    description: `ssh://${where}${root === '.' ? '' : root}`,
+    ssh: options.sshPath ?? 'ssh',
+    runDir: new RemoteRunDirectory(),
+    running: new Map(),
+    flags: [],
+    controlDir: '',
+    closed: false,
+  };
+}
+
+/**
+ * ssh's flags for every command of this transport. Host keys: always strict, and with a
+ * known_hosts file (given, or the pinned key's) only that file: the transport trusts what it
+ * was told to, never what a user's ssh_config or the system file add.
+ */
+function clientFlags(state: OpenSshState, pinned: { path: string; keyType: string } | undefined): string[] {
+  const { options } = state;
+  const knownHostsFile = pinned?.path ?? options.knownHostsPath;
+  // A pinned RSA key may be offered under any of its signature algorithms.
+  const hostKeyAlgorithms = pinned && (pinned.keyType === 'ssh-rsa' ? 'rsa-sha2-512,rsa-sha2-256,ssh-rsa' : pinned.keyType);
+  const sshOptions: Array<readonly [string, string]> = [
+    ...(hostKeyAlgorithms ? [['HostKeyAlgorithms', hostKeyAlgorithms] as const] : []),
+    ['ControlMaster', 'auto'],
+    ['ControlPath', sshOptionValue(join(state.controlDir, 'cm'))],
+    ['ControlPersist', String(options.controlPersistSeconds ?? 60)],
+    ['ConnectTimeout', String(Math.ceil((options.connectTimeoutMs ?? 20_000) / 1000))],
+    ['ServerAliveInterval', String(Math.max(1, Math.round((options.keepaliveIntervalMs ?? 5_000) / 1000)))],
+    ['ServerAliveCountMax', String(options.keepaliveCountMax ?? 3)],
+    ['LogLevel', 'ERROR'],
+    // Never let a user's config forward agents, X11 or ports over our connection.
+    ['ForwardAgent', 'no'],
+    ['ForwardX11', 'no'],
+    ['ClearAllForwardings', 'yes'],
+    ...(options.proxyCommand !== undefined ? [['ProxyCommand', options.proxyCommand] as const] : []),
+  ];
+  return openSshFlags({
+    port: state.port,
+    ...(options.identityFile !== undefined ? { identityFile: options.identityFile } : {}),
+    ...(knownHostsFile !== undefined ? { knownHostsFile } : {}),
+    strictHostKeyChecking: true,
+    onlyThisKnownHostsFile: true,
+    options: sshOptions,
+    extra: [...(options.ciphers ? ['-c', options.ciphers.join(',')] : []), '-l', options.username, '-T', '-e', 'none'],
+  });
+}
+
+/** Make the control directory, settle the host key, build the flags and open the shared connection. */
+async function setUp(state: OpenSshState): Promise<void> {
+  state.controlDir = await mkdtemp(join(tmpdir(), 'apm-ssh-'));
+  const pinned = state.options.trustHostKeyFingerprint !== undefined ? await trustedKnownHosts(state.options, state.port, state.controlDir) : undefined;
+  state.flags = clientFlags(state, pinned);
+  // Open the master now, without a session (-N): host key and authentication failures
+  // surface at creation, and no remote command runs for it.
+  await startMaster(state);
+}
+
+async function startMaster(state: OpenSshState): Promise<void> {
+  const { options, where } = state;
+  if (options.signal?.aborted) throw new TransportError('ABORTED', `Connecting to ${where} aborted`);
+  const connectMs = options.connectTimeoutMs ?? 20_000;
+  const master = run(openSshArgv(state.ssh, [...state.flags, '-o', 'ControlMaster=yes', '-f', '-N'], options.host), connectMs + 10_000);
+  const aborted = new Promise<never>((_, reject) =>
+    options.signal?.addEventListener('abort', () => reject(new TransportError('ABORTED', `Connecting to ${where} aborted`)), { once: true }),
+  );
+  const result = await Promise.race([master, aborted]);
+  if (result.code !== 0) {
+    throw sshFailure(result.stderr, where) ?? new TransportError('CONNECT_FAILED', `ssh to ${where} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
+  }
+}
+
+/** Ask the ControlMaster something (`-O check`, `-O exit`). */
+function controlMaster(state: OpenSshState, command: 'check' | 'exit'): ReturnType<typeof run> {
+  return run(openSshArgv(state.ssh, [...state.flags, '-O', command], state.options.host), 10_000);
+}
+
+/** Close the shared connection and remove its directory (each only if it was made). */
+async function stopMaster(state: OpenSshState): Promise<void> {
+  if (state.flags.length > 0) await controlMaster(state, 'exit');
+  if (state.controlDir) await rm(state.controlDir, { recursive: true, force: true });
+}
+
+/** Start one ssh client process; its stderr is kept (64 KiB) to tell ssh's failures from the command's. */
+function spawnSsh(state: OpenSshState, argv: readonly string[]): RunningProcess & { stderrText: () => string } {
+  const child = spawn(state.ssh, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderrText = '';
+  child.stderr.on('data', (d: Buffer) => {
+    if (stderrText.length < 65536) stderrText += d.toString('utf8');
+  });
+  const exited = new Promise<ProcessExit>((resolve, reject) => {
+    child.once('error', (cause) => reject(new TransportError('EXEC_FAILED', `Cannot run ${state.ssh}: ${cause.message}`, { cause })));
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  const kill = async (): Promise<void> => {
+    child.kill('SIGTERM');
+    // The ControlMaster holds our pipe ends (ssh passes them over the control socket), so
+    // "close" would wait for the remote command; destroying our ends settles it now.
+    child.stdin.destroy();
+    child.stdout.destroy();
+    child.stderr.destroy();
+    await exited.catch(() => undefined);
+  };
+  return { stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, exited, stderrText: () => stderrText, kill };
+}
+
+/** `process`, killed remotely first when it records a PID. */
+function killableRemotely(state: OpenSshState, process: RunningProcess, pidFile: string | undefined): RunningProcess {
+  const kill = async (): Promise<void> => {
+    // Remote first: closing the channel first would hand the command an EOF, and an
+    // upload script would then publish its partial file.
+    if (pidFile !== undefined) await run(openSshArgv(state.ssh, state.flags, state.options.host, state.runDir.killCommand(pidFile)), 10_000);
+    await process.kill();
+  };
+  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, exited: process.exited, kill };
+}
+
+/** Exit 255 is ssh's own failure or the command's: throw the typed error when it was ssh's. */
+async function explainExit255(state: OpenSshState, stderr: string, shown: string): Promise<void> {
+  const failure = sshFailure(stderr, state.where);
+  if (failure) throw failure;
+  // ssh says nothing at LogLevel=ERROR when the server goes away; a live master means
+  // the 255 came from the command itself.
+  const check = await controlMaster(state, 'check');
+  if (check.code !== 0) throw new TransportError('CONNECTION_LOST', `Connection to ${state.where} lost while running ${shown}`, { details: { stderr: stderr.slice(0, 4096) } });
+}
+
+/** Run a command; with `track`, its PID is recorded so abort and close can kill it remotely. */
+async function execRaw(state: OpenSshState, argv: readonly string[], opts: TransportExecOptions, track = true): Promise<RawResult> {
+  if (state.closed) throw new TransportError('TRANSPORT_CLOSED', `${state.description} was closed`);
+  const shown = describeCommand(state.description, argv);
+  if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${shown}`);
+  const pidFile = track ? state.runDir.pidFile() : undefined;
+  const sshArgv = openSshCommandArgv(state.ssh, state.flags, state.options.host, argv, remoteCommandOptions(state.root, opts, pidFile));
+  if (sshArgv.isErr()) throw sshArgv.error;
+  const child = spawnSsh(state, sshArgv.value);
+  const process = killableRemotely(state, child, pidFile);
+  if (pidFile !== undefined) state.running.set(pidFile, process);
+  try {
+    const raw = await runProcess(process, { ...opts, describe: shown });
+    if (raw.code === 255) await explainExit255(state, child.stderrText(), shown);
+    return raw;
+  } finally {
+    if (pidFile !== undefined) state.running.delete(pidFile);
+  }
+}
+
+/** Kill what still runs, then stop the shared connection. A second close does nothing. */
+function closeOpenSsh(state: OpenSshState): ResultAsync<void, ApMigrateError> {
+  if (state.closed) return okAsync(undefined);
+  const work = async (): Promise<void> => {
+    for (const process of [...state.running.values()]) await process.kill().catch(() => undefined);
+    state.closed = true;
+    await stopMaster(state);
+  };
+  return ResultAsync.fromSafePromise(work());
 }
 
 /**
@@ -123,181 +303,23 @@ async function trustedKnownHosts(options: OpenSshTransportOptions, port: number,
  * connection (host key and authentication are checked here, before any data is sent).
  */
 export function createOpenSshTransport(options: OpenSshTransportOptions): ResultAsync<Transport, ApMigrateError> {
-  const problem = sshConnectionOptionsProblem(options);
+  const problem = openSshOptionsProblem(options);
   if (problem) return errAsync(problem);
-  if (options.host.startsWith('-') || options.username.startsWith('-')) return errAsync(new TransportError('INVALID_INPUT', 'host and username must not start with "-"'));
-  if (options.trustHostKeyFingerprint !== undefined && options.proxyCommand !== undefined) {
-    return errAsync(new TransportError('INVALID_INPUT', 'trustHostKeyFingerprint cannot be combined with proxyCommand (ssh-keyscan cannot use a proxy)'));
-  }
-  const port = options.port ?? 22;
-  const root = options.root ?? '.';
-  const where = `${options.username}@${knownHostsName(options.host, port)}`;
-  const description = `ssh://${where}${root === '.' ? '' : root}`;
-  const ssh = options.sshPath ?? 'ssh';
-  const runDir = new RemoteRunDirectory();
-  const running = new Map<string, RunningProcess>();
-  let baseArgs: string[] = [];
-  let controlDir = '';
-  let closed = false;
-
-  const setUp = async (): Promise<void> => {
-    controlDir = await mkdtemp(join(tmpdir(), 'apm-ssh-'));
-    let knownHosts = options.knownHostsPath;
-    let hostKeyAlgorithms: string | undefined;
-    if (options.trustHostKeyFingerprint !== undefined) {
-      const trusted = await trustedKnownHosts(options, port, controlDir);
-      knownHosts = trusted.path;
-      hostKeyAlgorithms = trusted.keyType === 'ssh-rsa' ? 'rsa-sha2-512,rsa-sha2-256,ssh-rsa' : trusted.keyType;
-    }
-    const o = (kv: string) => ['-o', kv];
-    baseArgs = [
-      ...o('BatchMode=yes'),
-      ...o('StrictHostKeyChecking=yes'),
-      ...(knownHosts !== undefined ? [...o(`UserKnownHostsFile=${optionValue(knownHosts)}`), ...o('GlobalKnownHostsFile=/dev/null')] : []),
-      ...(hostKeyAlgorithms ? o(`HostKeyAlgorithms=${hostKeyAlgorithms}`) : []),
-      ...o('ControlMaster=auto'),
-      ...o(`ControlPath=${optionValue(join(controlDir, 'cm'))}`),
-      ...o(`ControlPersist=${options.controlPersistSeconds ?? 60}`),
-      ...o(`ConnectTimeout=${Math.ceil((options.connectTimeoutMs ?? 20_000) / 1000)}`),
-      ...o(`ServerAliveInterval=${Math.max(1, Math.round((options.keepaliveIntervalMs ?? 5_000) / 1000))}`),
-      ...o(`ServerAliveCountMax=${options.keepaliveCountMax ?? 3}`),
-      ...o('LogLevel=ERROR'),
-      // Never let a user's config forward agents, X11 or ports over our connection.
-      ...o('ForwardAgent=no'),
-      ...o('ForwardX11=no'),
-      ...o('ClearAllForwardings=yes'),
-      ...(options.proxyCommand !== undefined ? o(`ProxyCommand=${options.proxyCommand}`) : []),
-      ...(options.identityFile !== undefined ? ['-i', options.identityFile, ...o('IdentitiesOnly=yes')] : []),
-      ...(options.ciphers ? ['-c', options.ciphers.join(',')] : []),
-      '-p',
-      String(port),
-      '-l',
-      options.username,
-      '-T',
-      '-e',
-      'none',
-    ];
-    // Open the master now, without a session (-N): host key and authentication failures
-    // surface at creation, and no remote command runs for it.
-    await startMaster();
+  const state = newOpenSshState(options);
+  // Reads record no PID: a read killed by the connection's end leaves nothing half-done.
+  const files = commandFileMethods(state.root, (a, o) => execRaw(state, a, o), (a, o) => execRaw(state, a, o, false));
+  const transport: Transport = {
+    kind: 'openssh',
+    root: state.root,
+    description: state.description,
+    exec: (argv, opts = {}) => judgedExec((a, o) => execRaw(state, a, o), describeCommand(state.description, argv), argv, opts),
+    upload: files.upload,
+    readFile: files.readFile,
+    close: () => closeOpenSsh(state),
   };
-
-  const startMaster = async (): Promise<void> => {
-    if (options.signal?.aborted) throw new TransportError('ABORTED', `Connecting to ${where} aborted`);
-    const connectMs = options.connectTimeoutMs ?? 20_000;
-    const master = run(ssh, [...baseArgs, '-o', 'ControlMaster=yes', '-f', '-N', '--', options.host], connectMs + 10_000);
-    const aborted = new Promise<never>((_, reject) =>
-      options.signal?.addEventListener('abort', () => reject(new TransportError('ABORTED', `Connecting to ${where} aborted`)), { once: true }),
-    );
-    const result = await Promise.race([master, aborted]);
-    if (result.code !== 0) {
-      throw sshFailure(result.stderr, where) ?? new TransportError('CONNECT_FAILED', `ssh to ${where} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
-    }
-  };
-
-  const spawnSsh = (command: string): RunningProcess & { stderrText: () => string } => {
-    const child = spawn(ssh, [...baseArgs, '--', options.host, command], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stderrText = '';
-    child.stderr.on('data', (d: Buffer) => {
-      if (stderrText.length < 65536) stderrText += d.toString('utf8');
-    });
-    const exited = new Promise<ProcessExit>((resolve, reject) => {
-      child.once('error', (cause) => reject(new TransportError('EXEC_FAILED', `Cannot run ${ssh}: ${cause.message}`, { cause })));
-      child.once('close', (code, signal) => resolve({ code, signal }));
-    });
-    return {
-      stdin: child.stdin,
-      stdout: child.stdout,
-      stderr: child.stderr,
-      exited,
-      stderrText: () => stderrText,
-      kill: async () => {
-        child.kill('SIGTERM');
-        // The ControlMaster holds our pipe ends (ssh passes them over the control socket), so
-        // "close" would wait for the remote command; destroying our ends settles it now.
-        child.stdin.destroy();
-        child.stdout.destroy();
-        child.stderr.destroy();
-        await exited.catch(() => undefined);
-      },
-    };
-  };
-
-  /** Run a command; with `track`, its PID is recorded so abort and close can kill it remotely. */
-  async function execRaw(argv: readonly string[], opts: TransportExecOptions, track = true): Promise<RawResult> {
-    if (closed) throw new TransportError('TRANSPORT_CLOSED', `${description} was closed`);
-    const shown = `${description}: ${argv.join(' ').slice(0, 200)}`;
-    if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${shown}`);
-    const pidFile = track ? runDir.pidFile() : undefined;
-    const command = buildRemoteCommand(argv, {
-      ...(opts.cwd !== undefined ? { cwd: resolveRemotePath(root, opts.cwd) } : root !== '.' ? { cwd: root } : {}),
-      ...(opts.env ? { env: opts.env } : {}),
-      ...(pidFile !== undefined ? { pidFile } : {}),
-    });
-    if (command.isErr()) throw command.error;
-    const child = spawnSsh(command.value);
-    const process: RunningProcess = {
-      ...child,
-      kill: async () => {
-        // Remote first: closing the channel first would hand the command an EOF, and an
-        // upload script would then publish its partial file.
-        if (pidFile !== undefined) await killRemote(runDir.killCommand(pidFile));
-        await child.kill();
-      },
-    };
-    if (pidFile !== undefined) running.set(pidFile, process);
-    try {
-      const raw = await runProcess(process, { ...opts, describe: shown });
-      if (raw.code === 255) {
-        const failure = sshFailure(child.stderrText(), where);
-        if (failure) throw failure;
-        // ssh says nothing at LogLevel=ERROR when the server goes away; a live master means
-        // the 255 came from the command itself.
-        const check = await run(ssh, [...baseArgs, '-O', 'check', '--', options.host], 10_000);
-        if (check.code !== 0) throw new TransportError('CONNECTION_LOST', `Connection to ${where} lost while running ${shown}`, { details: { stderr: child.stderrText().slice(0, 4096) } });
-      }
-      return raw;
-    } finally {
-      if (pidFile !== undefined) running.delete(pidFile);
-    }
-  }
-
-  const killRemote = async (script: string): Promise<void> => {
-    await run(ssh, [...baseArgs, '--', options.host, script], 10_000);
-  };
-
-  const exec = (argv: readonly string[], opts: TransportExecOptions = {}): ResultAsync<ExecResult, ApMigrateError> =>
-    ResultAsync.fromPromise(
-      execRaw(argv, opts).then((raw) => {
-        const judged = judgeExit(raw, `${description}: ${argv.join(' ').slice(0, 200)}`, argv, opts.allowNonZeroExit);
-        return { code: judged.code, signal: judged.signal, stdout: judged.stdout.toString('utf8'), stderr: judged.stderr.toString('utf8') };
-      }),
-      (e) => asTransportError(e),
-    );
-
-  const upload = (source: Readable, path: string, opts: UploadOptions = {}): ResultAsync<UploadResult, ApMigrateError> =>
-    ResultAsync.fromPromise(uploadViaExec((a, o) => execRaw(a, o), source, resolveRemotePath(root, path), opts), (e) => asTransportError(e, 'UPLOAD_FAILED'));
-
-  const readFileRemote = (path: string, opts: ReadFileOptions = {}): ResultAsync<Buffer, ApMigrateError> =>
-    ResultAsync.fromPromise(readFileViaExec((a, o) => execRaw(a, o, false), resolveRemotePath(root, path), opts), (e) => asTransportError(e));
-
-  const close = (): ResultAsync<void, ApMigrateError> => {
-    if (closed) return ResultAsync.fromSafePromise(Promise.resolve());
-    const work = async (): Promise<void> => {
-      const pending = [...running.entries()];
-      for (const [, process] of pending) await process.kill().catch(() => undefined);
-      closed = true;
-      if (baseArgs.length > 0) await run(ssh, [...baseArgs, '-O', 'exit', '--', options.host], 10_000);
-      if (controlDir) await rm(controlDir, { recursive: true, force: true });
-    };
-    return ResultAsync.fromSafePromise(work());
-  };
-
-  const transport: Transport = { kind: 'openssh', root, description, exec, upload, readFile: readFileRemote, close };
-  const cleanUpAfterFailedSetUp = async (e: unknown): Promise<never> => {
-    if (baseArgs.length > 0) await run(ssh, [...baseArgs, '-O', 'exit', '--', options.host], 10_000);
-    if (controlDir) await rm(controlDir, { recursive: true, force: true });
+  const connected = setUp(state).catch(async (e: unknown) => {
+    await stopMaster(state);
     throw e;
-  };
-  return ResultAsync.fromPromise(setUp().catch(cleanUpAfterFailedSetUp), (e) => asTransportError(e, 'CONNECT_FAILED')).map(() => transport);
+  });
+  return ResultAsync.fromPromise(connected, (e) => asTransportError(e, 'CONNECT_FAILED')).map(() => transport);
 }

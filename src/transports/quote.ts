@@ -3,6 +3,7 @@
  * must become exactly one word there, whatever it holds. What reaches the remote *login* shell
  * (csh, tcsh, fish, ...) is not this text but the encoded wrapper of
  * {@link wrapForLoginShell} in remote-command.ts, which hands this text to `/bin/sh` unchanged.
+ * The one place argv is quoted: for a shell here, for messages in {@link describeArgv}.
  *
  * @module
  */
@@ -36,4 +37,13 @@ export function singleQuote(arg: string): string {
  */
 export function shellQuoteArgv(argv: readonly string[]): string {
   return argv.map((arg, i) => (i === 0 ? singleQuote(arg) : shellQuote(arg))).join(' ');
+}
+
+/**
+ * Render argv for messages, never for execution: plain words bare, anything else as a JSON
+ * string, so a blank or a newline in an argument stays visible. Never throws, whatever it is given.
+ */
+export function describeArgv(argv: readonly string[]): string {
+  if (!Array.isArray(argv)) return typeof argv === 'string' ? JSON.stringify(argv) : String(argv);
+  return argv.map((a: unknown) => (typeof a === 'string' && /^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a) ?? String(a))).join(' ');
 }

@@ -1,6 +1,6 @@
 /**
- * Building the one command string SSH sends, shared by the ssh2 and OpenSSH transports and the
- * ssh CLI executor.
+ * Building the one command string SSH sends, shared by the ssh2 and OpenSSH transports (and so
+ * by the ssh CLI executor, which builds its command line with the OpenSSH transport's).
  *
  * sshd hands that string to the user's *login shell* (`$SHELL -c STRING`), which may be csh or
  * tcsh (FreeBSD root before 14.0), fish, ... and those parse POSIX text differently (`!` history
@@ -113,6 +113,19 @@ export interface RemoteCommandOptions {
   env?: Record<string, string>;
   /** Record the command's PID here (see {@link RemoteRunDirectory}). */
   pidFile?: string;
+}
+
+/**
+ * Where a transport with destination directory `root` runs a command asked for with `cwd` and
+ * `env`: in `cwd` resolved against `root`, else in `root` itself (nothing for the login dir).
+ */
+export function remoteCommandOptions(root: string, exec: { cwd?: string; env?: Record<string, string> }, pidFile?: string): RemoteCommandOptions {
+  const cwd = exec.cwd !== undefined ? resolveRemotePath(root, exec.cwd) : root !== '.' ? root : undefined;
+  return {
+    ...(cwd !== undefined ? { cwd } : {}),
+    ...(exec.env ? { env: exec.env } : {}),
+    ...(pidFile !== undefined ? { pidFile } : {}),
+  };
 }
 
 /**

@@ -6,12 +6,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { ReadFileOptions, TransportExecOptions, UploadOptions, UploadResult } from '../spec/transport.js';
-import { TransportError } from './errors.js';
-import type { RawResult } from './run-process.js';
+import { ResultAsync } from 'neverthrow';
+import type { ApMigrateError } from '../errors.js';
+import type { ReadFileOptions, UploadOptions, UploadResult } from '../spec/transport.js';
+import { asTransportError, TransportError } from './errors.js';
+import { resolveRemotePath } from './remote-command.js';
+import type { RawExec, RawResult } from './run-process.js';
 
-/** Runs argv remotely and returns raw output, throwing typed errors (exit codes not judged). */
-export type RawExec = (argv: readonly string[], options: TransportExecOptions) => Promise<RawResult>;
+export type { RawExec } from './run-process.js';
 
 /** Default cap for {@link readFileViaExec}. */
 export const DEFAULT_MAX_READ = 16 * 1024 * 1024;
@@ -86,4 +88,23 @@ export async function readFileViaExec(exec: RawExec, path: string, options: Read
   }
   if (raw.stdout.length > max) throw new TransportError('FILE_TOO_LARGE', `${path} is larger than ${max} bytes`, { details: { path, maxBytes: max } });
   return raw.stdout;
+}
+
+/** `upload` and `readFile` of a command-only transport, as {@link Transport} methods. */
+export interface CommandFileMethods {
+  upload(source: Readable, path: string, options?: UploadOptions): ResultAsync<UploadResult, ApMigrateError>;
+  readFile(path: string, options?: ReadFileOptions): ResultAsync<Buffer, ApMigrateError>;
+}
+
+/**
+ * The `upload` and `readFile` methods of a transport that only runs commands, with relative
+ * paths resolved against `root`. `readExec` may differ from `uploadExec` (OpenSSH does not track
+ * a read's PID: a read never leaves a half-written file behind).
+ */
+export function commandFileMethods(root: string, uploadExec: RawExec, readExec: RawExec = uploadExec): CommandFileMethods {
+  return {
+    upload: (source, path, options = {}) =>
+      ResultAsync.fromPromise(uploadViaExec(uploadExec, source, resolveRemotePath(root, path), options), (e) => asTransportError(e, 'UPLOAD_FAILED')),
+    readFile: (path, options = {}) => ResultAsync.fromPromise(readFileViaExec(readExec, resolveRemotePath(root, path), options), (e) => asTransportError(e)),
+  };
 }

@@ -7,20 +7,26 @@
  * @module
  */
 import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import type { Duplex, Readable } from 'node:stream';
-import { errAsync, ResultAsync } from 'neverthrow';
+import type { Duplex } from 'node:stream';
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
 import type { ApMigrateError } from '../errors.js';
-import type { ExecResult } from '../spec/executor.js';
-import type { ReadFileOptions, Transport, TransportExecOptions, UploadOptions, UploadResult } from '../spec/transport.js';
-import { asTransportError, TransportError } from './errors.js';
-import { checkHostKey, entryMatches, fingerprintSha256, knownHostsName, parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
-import { readFileViaExec, uploadViaExec } from './remote-files.js';
-import { buildRemoteCommand, RemoteRunDirectory, resolveRemotePath } from './remote-command.js';
-import { judgeExit, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
+import type { Transport, TransportExecOptions } from '../spec/transport.js';
+import { asTransportError, errorMessage, TransportError } from './errors.js';
+import {
+  checkHostKey,
+  entryMatches,
+  fingerprintSha256,
+  knownHostsName,
+  loadKnownHosts,
+  pinnedHostKeyMismatch,
+  revokedHostKeyError,
+  type KnownHostEntry,
+} from './known-hosts.js';
+import { commandFileMethods } from './remote-files.js';
+import { buildRemoteCommand, RemoteRunDirectory, remoteCommandOptions } from './remote-command.js';
+import { describeCommand, judgedExec, runProcess, type ProcessExit, type RawExec, type RawResult, type RunningProcess } from './run-process.js';
 import { sshConnectionOptionsProblem, type SshConnectionOptions } from './ssh-options.js';
 
 /** Options for {@link createSshTransport}. */
@@ -60,51 +66,37 @@ interface Live {
  */
 function hostKeyPolicy(options: SshTransportOptions, entries: readonly KnownHostEntry[], port: number) {
   let refusal: TransportError | undefined;
+  const refuse = (error: TransportError): false => {
+    refusal = error;
+    return false;
+  };
   const verify = (key: Buffer): boolean => {
     const fingerprint = fingerprintSha256(key);
     const verdict = checkHostKey(entries, options.host, port, key);
     const where = knownHostsName(options.host, port);
     const details = { host: options.host, port, fingerprint };
     const pin = options.trustHostKeyFingerprint;
-    if (verdict.status === 'revoked') {
-      refusal = new TransportError('HOST_KEY_REVOKED', `Host key of ${where} (${fingerprint}) is marked @revoked in known_hosts (line ${verdict.line})`, { details });
-      return false;
-    }
-    if (pin !== undefined) {
-      if (fingerprint === pin) return true;
-      refusal = new TransportError(
-        'HOST_KEY_MISMATCH',
-        `Host key of ${where} is not the pinned one: trustHostKeyFingerprint expects ${pin}, server presented ${fingerprint}. Someone may be intercepting the connection, or the pin is out of date; refused`,
-        { details: { ...details, expected: [pin] } },
-      );
-      return false;
-    }
+    if (verdict.status === 'revoked') return refuse(revokedHostKeyError(options.host, port, fingerprint, verdict.line));
+    if (pin !== undefined) return fingerprint === pin || refuse(pinnedHostKeyMismatch(options.host, port, pin, [fingerprint]));
     if (verdict.status === 'trusted') return true;
     if (verdict.status === 'unknown') {
-      refusal = new TransportError(
-        'HOST_KEY_UNKNOWN',
-        `Host key of ${where} (${fingerprint}) is not in known_hosts; add it there or pass trustHostKeyFingerprint after checking it out of band`,
-        { details },
+      return refuse(
+        new TransportError(
+          'HOST_KEY_UNKNOWN',
+          `Host key of ${where} (${fingerprint}) is not in known_hosts; add it there or pass trustHostKeyFingerprint after checking it out of band`,
+          { details },
+        ),
       );
-    } else {
-      refusal = new TransportError(
+    }
+    return refuse(
+      new TransportError(
         'HOST_KEY_MISMATCH',
         `Host key of ${where} CHANGED: server presented ${fingerprint}, known_hosts expects ${verdict.knownFingerprints.join(' or ')} (lines ${verdict.lines.join(', ')}). Someone may be intercepting the connection; refused`,
         { details: { ...details, expected: verdict.knownFingerprints } },
-      );
-    }
-    return false;
+      ),
+    );
   };
   return { verify, refusal: () => refusal };
-}
-
-async function loadKnownHosts(path: string, required: boolean): Promise<KnownHostEntry[]> {
-  try {
-    return parseKnownHosts(await readFile(path, 'utf8'));
-  } catch (cause) {
-    if (!required && (cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new TransportError('KNOWN_HOSTS_UNREADABLE', `Cannot read known_hosts file ${path}: ${(cause as Error).message}`, { cause });
-  }
 }
 
 function connectError(error: Error & { level?: string; code?: string }, where: string): TransportError {
@@ -128,22 +120,31 @@ function hostKeyAlgorithmsFor(entries: readonly KnownHostEntry[], name: string):
   return HOST_KEY_ALGORITHMS.filter((a) => types.has(a) || (types.has('ssh-rsa') && a.startsWith('rsa-sha2-')));
 }
 
-/** Open one authenticated connection, verifying the host key first. */
-async function openConnection(options: SshTransportOptions, onLost: (live: Live, error: TransportError) => void): Promise<Live> {
-  const port = options.port ?? 22;
-  const where = `${options.username}@${knownHostsName(options.host, port)}`;
-  const knownHostsPath = options.knownHostsPath ?? join(homedir(), '.ssh', 'known_hosts');
-  const entries = await loadKnownHosts(knownHostsPath, options.knownHostsPath !== undefined);
-  const policy = hostKeyPolicy(options, entries, port);
+/** What {@link hostKeyPolicy} returns. */
+type HostKeyPolicy = ReturnType<typeof hostKeyPolicy>;
+
+/** The key or agent to authenticate with; `INVALID_INPUT` when there is neither. */
+async function credentials(options: SshTransportOptions, where: string): Promise<Pick<ConnectConfig, 'privateKey' | 'passphrase' | 'agent'>> {
   const privateKey = options.privateKey ?? (options.privateKeyPath ? await readFile(options.privateKeyPath) : undefined);
   const agent = options.agent ?? (privateKey === undefined ? process.env.SSH_AUTH_SOCK : undefined);
   if (privateKey === undefined && agent === undefined) {
     throw new TransportError('INVALID_INPUT', `No credentials for ${where}: give privateKey, privateKeyPath or an ssh-agent (SSH_AUTH_SOCK)`);
   }
+  return {
+    ...(privateKey !== undefined ? { privateKey } : {}),
+    ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}),
+    ...(agent !== undefined ? { agent } : {}),
+  };
+}
+
+/** ssh2's settings for one connection: where, how long, which key types first, who we are. */
+async function connectConfig(options: SshTransportOptions, entries: readonly KnownHostEntry[], policy: HostKeyPolicy, where: string): Promise<ConnectConfig> {
+  const port = options.port ?? 22;
+  const auth = await credentials(options, where);
   // Offer the key types known_hosts lists for this host first, like OpenSSH, so a host known
   // by its RSA key is not "changed" just because it also has an Ed25519 one.
   const knownAlgorithms = hostKeyAlgorithmsFor(entries, knownHostsName(options.host, port));
-  const config: ConnectConfig = {
+  return {
     host: options.host,
     port,
     username: options.username,
@@ -151,9 +152,7 @@ async function openConnection(options: SshTransportOptions, onLost: (live: Live,
     keepaliveInterval: options.keepaliveIntervalMs ?? 5_000,
     keepaliveCountMax: options.keepaliveCountMax ?? 3,
     hostVerifier: (key: Buffer) => policy.verify(key),
-    ...(privateKey !== undefined ? { privateKey } : {}),
-    ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}),
-    ...(agent !== undefined ? { agent } : {}),
+    ...auth,
     ...(options.connectVia ? { sock: (await options.connectVia()) as ConnectConfig['sock'] } : {}),
     algorithms: {
       ...(options.ciphers ? { cipher: options.ciphers as never } : {}),
@@ -162,6 +161,29 @@ async function openConnection(options: SshTransportOptions, onLost: (live: Live,
         : {}),
     },
   };
+}
+
+/** Open one authenticated connection, verifying the host key first. */
+async function openConnection(options: SshTransportOptions, onLost: (error: TransportError) => void): Promise<Live> {
+  const where = `${options.username}@${knownHostsName(options.host, options.port ?? 22)}`;
+  const entries = await loadKnownHosts(options.knownHostsPath);
+  const policy = hostKeyPolicy(options, entries, options.port ?? 22);
+  const config = await connectConfig(options, entries, policy, where);
+  return handshake(config, options.signal, where, policy, onLost);
+}
+
+/** Mark `live` lost once and tell the transport, which fails the commands it carried. */
+function markLost(live: Live, error: TransportError, onLost: (error: TransportError) => void): void {
+  if (live.lost) return;
+  live.lost = true;
+  onLost(error);
+}
+
+/**
+ * Connect and authenticate. Before "ready", an error or a close rejects (with the host key
+ * refusal when that was the reason); after it, either one means the connection was lost.
+ */
+function handshake(config: ConnectConfig, signal: AbortSignal | undefined, where: string, policy: HostKeyPolicy, onLost: (error: TransportError) => void): Promise<Live> {
   const client = new ssh2.Client();
   return new Promise<Live>((resolve, reject) => {
     let ready = false;
@@ -170,34 +192,24 @@ async function openConnection(options: SshTransportOptions, onLost: (live: Live,
       client.end();
       reject(new TransportError('ABORTED', `Connecting to ${where} aborted`));
     };
-    if (options.signal?.aborted) return onAbort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const failBeforeReady = (error: TransportError) => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(policy.refusal() ?? error);
+    };
     client.on('ready', () => {
       ready = true;
-      options.signal?.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
       resolve(live);
     });
     client.on('error', (error: Error & { level?: string; code?: string }) => {
-      if (!ready) {
-        options.signal?.removeEventListener('abort', onAbort);
-        reject(policy.refusal() ?? connectError(error, where));
-        return;
-      }
-      if (!live.lost) {
-        live.lost = true;
-        onLost(live, new TransportError('CONNECTION_LOST', `Connection to ${where} lost: ${error.message}`, { cause: error }));
-      }
+      if (!ready) return failBeforeReady(connectError(error, where));
+      markLost(live, new TransportError('CONNECTION_LOST', `Connection to ${where} lost: ${error.message}`, { cause: error }), onLost);
     });
     client.on('close', () => {
-      if (!ready) {
-        options.signal?.removeEventListener('abort', onAbort);
-        reject(policy.refusal() ?? new TransportError('CONNECT_FAILED', `Connection to ${where} closed during the handshake`, { isRetryable: true }));
-        return;
-      }
-      if (!live.lost) {
-        live.lost = true;
-        onLost(live, new TransportError('CONNECTION_LOST', `Connection to ${where} closed`));
-      }
+      if (!ready) return failBeforeReady(new TransportError('CONNECT_FAILED', `Connection to ${where} closed during the handshake`, { isRetryable: true }));
+      markLost(live, new TransportError('CONNECTION_LOST', `Connection to ${where} closed`), onLost);
     });
     client.connect(config);
   });
@@ -224,6 +236,160 @@ async function runHousekeeping(client: Ssh2Client, command: string): Promise<voi
   });
 }
 
+/** Everything one ssh2 transport holds; its methods are the module functions below. */
+interface Ssh2State {
+  readonly options: SshTransportOptions;
+  readonly root: string;
+  readonly description: string;
+  readonly runDir: RemoteRunDirectory;
+  /** PID files of the commands running now: close kills them remotely. */
+  readonly runningPidFiles: Set<string>;
+  /** Open channels, each with how to fail its command when the connection is lost. */
+  readonly inFlightChannels: Map<ClientChannel, (error: TransportError) => void>;
+  /** The connection, open or opening; replaced when lost or idle. */
+  current: Promise<Live> | undefined;
+  closed: boolean;
+  idleTimer: NodeJS.Timeout | undefined;
+  /** Operations under way; the idle timer runs only at 0. */
+  active: number;
+}
+
+function newSsh2State(options: SshTransportOptions): Ssh2State {
+  const root = options.root ?? '.';
+  return {
+    options,
+    root,
+    description: `ssh://${options.username}@${knownHostsName(options.host, options.port ?? 22)}${root === '.' ? '' : root}`,
+    runDir: new RemoteRunDirectory(),
+    runningPidFiles: new Set(),
+    inFlightChannels: new Map(),
+    current: undefined,
+    closed: false,
+    idleTimer: undefined,
+    active: 0,
+  };
+}
+
+/** The live connection, reopened when the last one was lost ("retry the call" is all a caller does). */
+async function connection(state: Ssh2State): Promise<Live> {
+  if (state.closed) throw new TransportError('TRANSPORT_CLOSED', `${state.description} was closed`);
+  if (state.current) {
+    const live = await state.current.catch(() => undefined);
+    if (live && !live.lost) return live;
+  }
+  // The creation signal aborts the first connect only, never a later reconnect.
+  state.current = openConnection({ ...state.options, signal: undefined as never }, (error) => failInFlight(state, error));
+  return state.current;
+}
+
+function failInFlight(state: Ssh2State, error: TransportError): void {
+  for (const fail of state.inFlightChannels.values()) fail(error);
+}
+
+/** Count operations; when none is left, end the connection after `idleTimeoutMs`. */
+function touch(state: Ssh2State, delta: number): void {
+  state.active += delta;
+  if (state.idleTimer) clearTimeout(state.idleTimer);
+  if (state.active === 0 && state.options.idleTimeoutMs !== undefined && !state.closed) {
+    state.idleTimer = setTimeout(() => {
+      void state.current?.then((live) => live.client.end()).catch(() => undefined);
+      state.current = undefined;
+    }, state.options.idleTimeoutMs);
+    state.idleTimer.unref();
+  }
+}
+
+async function killRemote(state: Ssh2State, pidFile: string): Promise<void> {
+  const live = state.current ? await state.current.catch(() => undefined) : undefined;
+  if (!live || live.lost) return;
+  try {
+    await runHousekeeping(live.client, state.runDir.killCommand(pidFile));
+  } catch {
+    /* the connection is going away: sshd ends the session's commands' input anyway */
+  }
+}
+
+async function startChannel(live: Live, command: string, shown: string): Promise<ClientChannel> {
+  try {
+    return await openChannel(live.client, command);
+  } catch (cause) {
+    if (live.lost) throw new TransportError('CONNECTION_LOST', `Connection lost before running ${shown}`, { cause });
+    throw new TransportError('EXEC_FAILED', `Cannot start ${shown}: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/** The command on `channel` as a {@link RunningProcess}: it ends with an exit status, or fails when the connection does. */
+function channelProcess(state: Ssh2State, channel: ClientChannel, pidFile: string, shown: string): RunningProcess {
+  const exited = new Promise<ProcessExit>((resolve, reject) => {
+    let exit: ProcessExit | undefined;
+    state.inFlightChannels.set(channel, reject);
+    channel.on('exit', (code: number | null, signal?: string) => {
+      exit = { code: typeof code === 'number' ? code : null, signal: signal ?? null };
+    });
+    channel.on('close', () => {
+      state.inFlightChannels.delete(channel);
+      if (exit) resolve(exit);
+      else reject(new TransportError('CONNECTION_LOST', `${shown}: the channel closed without an exit status (connection cut or server stopped)`));
+    });
+  });
+  const kill = async (): Promise<void> => {
+    try {
+      channel.signal('KILL');
+    } catch {
+      /* channel already gone */
+    }
+    await killRemote(state, pidFile);
+    channel.destroy();
+  };
+  return { stdin: channel, stdout: channel, stderr: channel.stderr, exited, kill };
+}
+
+async function execRaw(state: Ssh2State, argv: readonly string[], opts: TransportExecOptions): Promise<RawResult> {
+  const shown = describeCommand(state.description, argv);
+  if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${shown}`);
+  const pidFile = state.runDir.pidFile();
+  const command = buildRemoteCommand(argv, remoteCommandOptions(state.root, opts, pidFile));
+  if (command.isErr()) throw command.error;
+  touch(state, +1);
+  try {
+    const channel = await startChannel(await connection(state), command.value, shown);
+    state.runningPidFiles.add(pidFile);
+    try {
+      return await runProcess(channelProcess(state, channel, pidFile, shown), { ...opts, describe: shown });
+    } finally {
+      state.runningPidFiles.delete(pidFile);
+    }
+  } finally {
+    touch(state, -1);
+  }
+}
+
+/** Kill the commands still running (by PID, remotely), then end the connection (at most 2 s). */
+async function shutDown(state: Ssh2State): Promise<void> {
+  const live = state.current ? await state.current.catch(() => undefined) : undefined;
+  if (!live || live.lost) return;
+  if (state.runningPidFiles.size > 0) {
+    try {
+      await runHousekeeping(live.client, state.runDir.killAllCommand(state.runningPidFiles));
+    } catch {
+      /* best effort */
+    }
+  }
+  for (const channel of state.inFlightChannels.keys()) channel.destroy();
+  await new Promise<void>((resolve) => {
+    live.client.once('close', () => resolve());
+    live.client.end();
+    setTimeout(resolve, 2_000).unref();
+  });
+}
+
+function closeSsh2(state: Ssh2State): ResultAsync<void, ApMigrateError> {
+  if (state.closed) return okAsync(undefined);
+  state.closed = true;
+  if (state.idleTimer) clearTimeout(state.idleTimer);
+  return ResultAsync.fromSafePromise(shutDown(state));
+}
+
 /**
  * Connect to an SSH server and return a {@link Transport} for it. Fails with
  * `HOST_KEY_UNKNOWN` / `HOST_KEY_MISMATCH` before authenticating when the server is not the
@@ -232,154 +398,18 @@ async function runHousekeeping(client: Ssh2Client, command: string): Promise<voi
 export function createSshTransport(options: SshTransportOptions): ResultAsync<Transport, ApMigrateError> {
   const problem = sshConnectionOptionsProblem(options);
   if (problem) return errAsync(problem);
-  const port = options.port ?? 22;
-  const root = options.root ?? '.';
-  const description = `ssh://${options.username}@${knownHostsName(options.host, port)}${root === '.' ? '' : root}`;
-  const runDir = new RemoteRunDirectory();
-  const runningPidFiles = new Set<string>();
-  const inFlightChannels = new Map<ClientChannel, (error: TransportError) => void>();
-  let current: Promise<Live> | undefined;
-  let closed = false;
-  let idleTimer: NodeJS.Timeout | undefined;
-  let active = 0;
-
-  const onLost = (live: Live, error: TransportError): void => {
-    void live;
-    for (const fail of inFlightChannels.values()) fail(error);
+  const state = newSsh2State(options);
+  const raw: RawExec = (argv, opts) => execRaw(state, argv, opts);
+  const transport: Transport = {
+    kind: 'ssh2',
+    root: state.root,
+    description: state.description,
+    exec: (argv, opts = {}) => judgedExec(raw, describeCommand(state.description, argv), argv, opts),
+    ...commandFileMethods(state.root, raw),
+    close: () => closeSsh2(state),
   };
-
-  const connection = async (): Promise<Live> => {
-    if (closed) throw new TransportError('TRANSPORT_CLOSED', `${description} was closed`);
-    if (current) {
-      const live = await current.catch(() => undefined);
-      if (live && !live.lost) return live;
-    }
-    current = openConnection({ ...options, signal: undefined as never }, onLost);
-    return current;
-  };
-
-  const touch = (delta: number): void => {
-    active += delta;
-    if (idleTimer) clearTimeout(idleTimer);
-    if (active === 0 && options.idleTimeoutMs !== undefined && !closed) {
-      idleTimer = setTimeout(() => {
-        void current?.then((live) => live.client.end()).catch(() => undefined);
-        current = undefined;
-      }, options.idleTimeoutMs);
-      idleTimer.unref();
-    }
-  };
-
-  const killRemote = async (pidFile: string): Promise<void> => {
-    const live = current ? await current.catch(() => undefined) : undefined;
-    if (!live || live.lost) return;
-    try {
-      await runHousekeeping(live.client, runDir.killCommand(pidFile));
-    } catch {
-      /* the connection is going away: sshd ends the session's commands' input anyway */
-    }
-  };
-
-  const execRaw = async (argv: readonly string[], opts: TransportExecOptions): Promise<RawResult> => {
-    const shown = `${description}: ${argv.join(' ').slice(0, 200)}`;
-    if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${shown}`);
-    const pidFile = runDir.pidFile();
-    const command = buildRemoteCommand(argv, {
-      ...(opts.cwd !== undefined ? { cwd: resolveRemotePath(root, opts.cwd) } : root !== '.' ? { cwd: root } : {}),
-      ...(opts.env ? { env: opts.env } : {}),
-      pidFile,
-    });
-    if (command.isErr()) throw command.error;
-    touch(+1);
-    try {
-      const live = await connection();
-      let channel: ClientChannel;
-      try {
-        channel = await openChannel(live.client, command.value);
-      } catch (cause) {
-        if (live.lost) throw new TransportError('CONNECTION_LOST', `Connection lost before running ${shown}`, { cause });
-        throw new TransportError('EXEC_FAILED', `Cannot start ${shown}: ${(cause as Error).message}`, { cause });
-      }
-      runningPidFiles.add(pidFile);
-      const exited = new Promise<ProcessExit>((resolve, reject) => {
-        let exit: ProcessExit | undefined;
-        inFlightChannels.set(channel, reject);
-        channel.on('exit', (code: number | null, signal?: string) => {
-          exit = { code: typeof code === 'number' ? code : null, signal: signal ?? null };
-        });
-        channel.on('close', () => {
-          inFlightChannels.delete(channel);
-          if (exit) resolve(exit);
-          else reject(new TransportError('CONNECTION_LOST', `${shown}: the channel closed without an exit status (connection cut or server stopped)`));
-        });
-      });
-      const process: RunningProcess = {
-        stdin: channel,
-        stdout: channel,
-        stderr: channel.stderr,
-        exited,
-        kill: async () => {
-          try {
-            channel.signal('KILL');
-          } catch {
-            /* channel already gone */
-          }
-          await killRemote(pidFile);
-          channel.destroy();
-        },
-      };
-      try {
-        return await runProcess(process, { ...opts, describe: shown });
-      } finally {
-        runningPidFiles.delete(pidFile);
-      }
-    } finally {
-      touch(-1);
-    }
-  };
-
-  const exec = (argv: readonly string[], opts: TransportExecOptions = {}): ResultAsync<ExecResult, ApMigrateError> =>
-    ResultAsync.fromPromise(
-      execRaw(argv, opts).then((raw) => {
-        const judged = judgeExit(raw, `${description}: ${argv.join(' ').slice(0, 200)}`, argv, opts.allowNonZeroExit);
-        return { code: judged.code, signal: judged.signal, stdout: judged.stdout.toString('utf8'), stderr: judged.stderr.toString('utf8') };
-      }),
-      (e) => asTransportError(e),
-    );
-
-  const upload = (source: Readable, path: string, opts: UploadOptions = {}): ResultAsync<UploadResult, ApMigrateError> =>
-    ResultAsync.fromPromise(uploadViaExec(execRaw, source, resolveRemotePath(root, path), opts), (e) => asTransportError(e, 'UPLOAD_FAILED'));
-
-  const readFileRemote = (path: string, opts: ReadFileOptions = {}): ResultAsync<Buffer, ApMigrateError> =>
-    ResultAsync.fromPromise(readFileViaExec(execRaw, resolveRemotePath(root, path), opts), (e) => asTransportError(e));
-
-  const close = (): ResultAsync<void, ApMigrateError> => {
-    if (closed) return ResultAsync.fromSafePromise(Promise.resolve());
-    closed = true;
-    if (idleTimer) clearTimeout(idleTimer);
-    const work = async (): Promise<void> => {
-      const live = current ? await current.catch(() => undefined) : undefined;
-      if (!live || live.lost) return;
-      if (runningPidFiles.size > 0) {
-        try {
-          await runHousekeeping(live.client, runDir.killAllCommand(runningPidFiles));
-        } catch {
-          /* best effort */
-        }
-      }
-      for (const channel of inFlightChannels.keys()) channel.destroy();
-      await new Promise<void>((resolve) => {
-        live.client.once('close', () => resolve());
-        live.client.end();
-        setTimeout(resolve, 2_000).unref();
-      });
-    };
-    return ResultAsync.fromSafePromise(work());
-  };
-
-  const transport: Transport = { kind: 'ssh2', root, description, exec, upload, readFile: readFileRemote, close };
   // Connect now: host key and auth problems belong to creation, not to the first command.
-  if (options.signal?.aborted) return errAsync(new TransportError('ABORTED', `Connecting to ${description} aborted`));
-  current = openConnection(options, onLost);
-  return ResultAsync.fromPromise(current, (e) => asTransportError(e, 'CONNECT_FAILED')).map(() => transport);
+  if (options.signal?.aborted) return errAsync(new TransportError('ABORTED', `Connecting to ${state.description} aborted`));
+  state.current = openConnection(options, (error) => failInFlight(state, error));
+  return ResultAsync.fromPromise(state.current, (e) => asTransportError(e, 'CONNECT_FAILED')).map(() => transport);
 }

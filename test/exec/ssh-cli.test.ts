@@ -1,72 +1,19 @@
 /**
- * quoteForShell is checked against a real POSIX shell (/bin/sh): whatever argv goes in must come
- * back word for word. The ssh executor runs for real against a throwaway sshd on loopback.
+ * The ssh CLI executor: the argv it builds (the OpenSSH transport's command line), and for real
+ * against a throwaway sshd on loopback. Its quoting, shellQuoteArgv, is checked against real
+ * shells in test/transports/quote.test.ts.
  */
 import { execFileSync } from 'node:child_process';
-import fc from 'fast-check';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { okAsync } from 'neverthrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSshCliExecutor, quoteForShell, sshArgv } from '../../src/exec/ssh-cli.js';
+import { createSshCliExecutor, sshArgv } from '../../src/exec/ssh-cli.js';
 import { buildRemoteCommand } from '../../src/transports/remote-command.js';
 import type { ExecOptions, Executor } from '../../src/spec/executor.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
-
-/** What /bin/sh makes of the quoted line: each word printed NUL-terminated. */
-function throughShell(argv: readonly string[]): string[] {
-  const out = execFileSync('/bin/sh', ['-c', `printf '%s\\0' ${quoteForShell(argv)}`], { encoding: 'utf8' });
-  const words = out.split('\0');
-  words.pop();
-  return words;
-}
-
-describe('quoteForShell', () => {
-  const cases: Record<string, string[]> = {
-    spaces: ['a b', '  leading and trailing  ', 'tab\there'],
-    'single quotes': ["it's", "'", "''", "a'b'c"],
-    'double quotes and backslashes': ['say "hi"', '\\', 'back\\slash\\n', '"\\"'],
-    newlines: ['line1\nline2', '\n', 'end\n'],
-    'command substitution': ['$(id)', '`id`', '$HOME', '${PATH}', '$((1+1))'],
-    separators: [';', 'a;b', 'a && b', 'a | b', 'a > /tmp/x', '&', '#comment'],
-    unicode: ['héllo wörld', '日本語', '😀 emoji', 'ß'],
-    globs: ['*', '?', '[a-z]', '~', '~root'],
-    'empty and dashes': ['', '-n', '--', '-e'],
-  };
-  for (const [name, argv] of Object.entries(cases)) {
-    it(`round-trips ${name} through /bin/sh`, () => {
-      expect(throughShell(argv)).toEqual(argv);
-    });
-  }
-
-  it('always quotes the command word, leaves other plain words bare and quotes the rest', () => {
-    expect(quoteForShell(['procstat', '-f', '4242', '/usr/local/bin/x'])).toBe("'procstat' -f 4242 /usr/local/bin/x");
-    expect(quoteForShell(['a b'])).toBe("'a b'");
-    expect(quoteForShell(["it's"])).toBe("'it'\\''s'");
-    expect(quoteForShell([''])).toBe("''");
-    // `=` is quoted: a leading NAME=value word would otherwise be an assignment.
-    expect(quoteForShell(['env', 'X=1'])).toBe("'env' 'X=1'");
-  });
-
-  it('a command word that looks like an assignment or a reserved word is still run as a command', () => {
-    const run = (shell: string, argv: string[]) =>
-      execFileSync(shell, ['-c', `PATH=/nonexistent; ${quoteForShell(argv)} 2>/dev/null; echo "status=$?"`], { encoding: 'utf8' });
-    // Unquoted, `X=1` would be an assignment (status 0), `if` a syntax error.
-    for (const shell of ['/bin/sh', '/bin/bash']) {
-      for (const word of ['X=1', 'if', '{', '!', 'while']) expect(run(shell, [word])).toBe('status=127\n');
-    }
-  });
-
-  it('round-trips arbitrary argv (property, 100 runs)', () => {
-    // NUL cannot be in an argv word at all; everything else can.
-    const word = fc.string({ unit: 'grapheme', maxLength: 12 }).filter((s) => !s.includes('\0'));
-    fc.assert(
-      fc.property(fc.array(word, { minLength: 1, maxLength: 5 }), (argv) => {
-        expect(throughShell(argv)).toEqual(argv);
-      }),
-      { numRuns: 100 },
-    );
-  });
-});
 
 /** A local executor stand-in that records the ssh argv instead of running it. */
 function recorder(): Executor & { calls: string[][]; options: ExecOptions[] } {
@@ -95,7 +42,7 @@ describe('createSshCliExecutor (argv it builds)', () => {
     expect(local.calls).toEqual([
       [
         'ssh', '-o', 'BatchMode=yes', '-p', '2222', '-i', '/k/id', '-o', 'IdentitiesOnly=yes',
-        '-o', 'UserKnownHostsFile=/k/known', '-o', 'StrictHostKeyChecking=yes',
+        '-o', 'UserKnownHostsFile=/k/known', '-o', 'StrictHostKeyChecking=yes', '-o', 'GlobalKnownHostsFile=/dev/null',
         '--', 'admin@bsd1', line,
       ],
     ]);
@@ -121,9 +68,10 @@ describe('createSshCliExecutor (argv it builds)', () => {
     expect(local.calls).toEqual([]);
   });
 
-  it('sshArgv without options is the minimal batch-mode command', () => {
+  it('sshArgv without options is the minimal batch-mode command, host keys still checked strictly', () => {
     const line = buildRemoteCommand(['uname', '-srm'], {})._unsafeUnwrap();
-    expect(sshArgv({ host: 'bsd1' }, ['uname', '-srm'])._unsafeUnwrap()).toEqual(['ssh', '-o', 'BatchMode=yes', '--', 'bsd1', line]);
+    // Strict whatever the user's ssh_config says: an unknown or changed key is never accepted.
+    expect(sshArgv({ host: 'bsd1' }, ['uname', '-srm'])._unsafeUnwrap()).toEqual(['ssh', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '--', 'bsd1', line]);
     // What the remote /bin/sh runs, decoded back from the wrapper.
     const decoded = execFileSync('/bin/sh', ['-c', `printf %b "$1"`, 'sh', /printf %b "(.*)"\)"'$/.exec(line)![1]!], { encoding: 'utf8' });
     expect(decoded).toBe("exec 'uname' -srm");
@@ -166,6 +114,23 @@ describe.skipIf(skipUnless('root', 'tool:sshd', 'tool:ssh', 'tool:ssh-keygen'))(
     expect(e.message).toContain('oops');
     const r = (await ex.exec(['sh', '-c', 'exit 3'], { allowNonZeroExit: true }))._unsafeUnwrap();
     expect(r.code).toBe(3);
+  });
+
+  it('trusts a known_hosts file whose path has a blank (quoted as the OpenSSH transport quotes it)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'apm known hosts '));
+    try {
+      copyFileSync(sshd.knownHostsPath, join(dir, 'known hosts'));
+      const spaced = createSshCliExecutor({
+        host: `root@${sshd.host}`,
+        port: sshd.port,
+        identityFile: sshd.clientKeyPath,
+        knownHostsFile: join(dir, 'known hosts'),
+        sshOptions: { ConnectTimeout: '10' },
+      });
+      expect((await spaced.exec(['echo', 'ok']))._unsafeUnwrap().stdout).toBe('ok\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('an unknown host key fails instead of prompting (BatchMode, strict checking)', async () => {
