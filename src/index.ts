@@ -66,7 +66,7 @@ export {
   JAIL_HOST_FILES,
   FREEBSD_BASE_DIRS,
 } from './methods/freebsd-jail/deployer.js';
-export type { JailDeployerOptions, JailNetworkOption, JailBundleContents, FreeBsdBaseMeasurement } from './methods/freebsd-jail/deployer.js';
+export type { JailDeployerOptions, JailNetworkOption, JailBundleContents, FreeBsdBaseMeasurement, JailFacts, CheckedJailProfile } from './methods/freebsd-jail/deployer.js';
 export { renderJailConf, quoteJailConfString, execStartCommand, isValidJailName, DEFAULT_DEVFS_RULESET } from './methods/freebsd-jail/conf.js';
 export type { JailConfSpec, JailNetwork } from './methods/freebsd-jail/conf.js';
 export * from './esxi/index.js';

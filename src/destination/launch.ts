@@ -119,7 +119,7 @@ export function startDetached(context: DeployContext, activated: ActivatedDeploy
   return runScript(context.transport, 'mkdir -p "$1" && chmod 700 "$1"', [layout.runDir], signalOpt)
     .andThen(() => context.transport.upload(commandFile, programArgvPath(context), { ...signalOpt, mode: 0o600 }))
     .andThen(() => runScript(context.transport, START_SCRIPT, [logPath, pidPath, ...argv], signalOpt))
-    .mapErr((e) => new DeployError('START_FAILED', `Could not start the program at ${context.transport.description}: ${e.message}`, { cause: e }))
+    .mapErr((e) => (e.code === 'ABORTED' ? e : new DeployError('START_FAILED', `Could not start the program at ${context.transport.description}: ${e.message}`, { cause: e })))
     .andThen((r) => {
       const pid = Number(r.stdout.trim().split('\n').pop());
       return Number.isInteger(pid) && pid > 0 ? okAsync({ pid, logPath }) : errAsync(new DeployError('START_FAILED', `The launcher printed no pid: ${r.stdout.slice(0, 200)}`));

@@ -47,7 +47,7 @@ export function buildAndActivate(context: DeployContext, stagingDir: string, ext
   };
   return buildRootAtDestination(context, spec)
     .andThen(() => runScript(context.transport, MOVE_INTO_PLACE_SCRIPT, [stagingDir, layout.installDir], signalOpt))
-    .mapErr((e) => (e.code === 'UNSAFE_BUNDLE' || e.code === 'ACTIVATE_FAILED' ? e : new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e })))
+    .mapErr((e) => (e.code === 'UNSAFE_BUNDLE' || e.code === 'ACTIVATE_FAILED' || e.code === 'ABORTED' ? e : new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e })))
     .map(() => ({ installDir: layout.installDir, rootDir: layout.rootDir, undo: extraUndo }));
 }
 

@@ -35,7 +35,8 @@ export function preflightCommon(context: DeployContext, estimatedBytes: number, 
   const layout = layoutFor(transport, name);
   // Run from `/`: the root directory itself may not exist yet.
   return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...tools], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) })
-    .mapErr((e) => new DeployError('PREFLIGHT_FAILED', `Pre-flight check on ${transport.description} failed: ${e.message}`, { cause: e, isRetryable: e.isRetryable }))
+    // An abort stays an abort; anything else is this pre-flight's failure.
+    .mapErr((e) => (e.code === 'ABORTED' ? e : new DeployError('PREFLIGHT_FAILED', `Pre-flight check on ${transport.description} failed: ${e.message}`, { cause: e, isRetryable: e.isRetryable })))
     .andThen((result) => {
       const facts = new Map<string, string>();
       for (const line of result.stdout.split('\n')) {

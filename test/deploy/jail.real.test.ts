@@ -15,12 +15,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJailDeployer, jailPaths } from '../../src/deploy/jail.js';
-import { runScript } from '../../src/deploy/common.js';
+import { createJailDeployer, jailPaths, type JailFacts } from '../../src/methods/freebsd-jail/deployer.js';
+import { runScript } from '../../src/destination/run-script.js';
 import { detectFreeBsdHostFacts } from '../../src/platforms/freebsd-facts.js';
 import { planMigration } from '../../src/policy/plan.js';
 import { ResourceProfileSchema, type ResourceProfileInput } from '../../src/policy/profile.js';
-import type { DeployContext, StagedBundle } from '../../src/spec/deployer.js';
+import type { DeployContext, PreflightReport, StagedBundle } from '../../src/spec/deployer.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport, type OpenSshTransportOptions } from '../../src/transports/openssh.js';
 
@@ -67,8 +67,9 @@ describe.skipIf(!HOST)('jail deployer on a real FreeBSD host (opt-in)', () => {
     return { transport, profile, plan, name };
   }
 
-  async function stage(context: DeployContext, binaries: string[]): Promise<StagedBundle> {
-    const stagingDir = `${root}/.ap-migrate/staging-${context.name}`;
+  /** Stand in for `receive`: fill the staging directory pre-flight chose. */
+  async function stage(preflight: PreflightReport<JailFacts>, binaries: string[]): Promise<StagedBundle> {
+    const { stagingDir } = preflight;
     (await runScript(transport, STAGE_SCRIPT, [stagingDir, ...binaries]))._unsafeUnwrap();
     return { stagingDir, bytesReceived: 0, entriesVerified: 0 };
   }
@@ -79,13 +80,13 @@ describe.skipIf(!HOST)('jail deployer on a real FreeBSD host (opt-in)', () => {
   it('creates a files-only jail from the generated jail.conf, sees it run, and removes every trace', async () => {
     const context = await contextFor('apm-real-files', { ...base, executable: '/bin/sleep', argv: ['sleep', '300'] });
     const deployer = createJailDeployer();
-    (await deployer.preflight(context, 1024 * 1024))._unsafeUnwrap();
-    const activated = (await deployer.activate(context, await stage(context, ['/bin/sleep'])))._unsafeUnwrap();
+    const preflight = (await deployer.preflight(context, 1024 * 1024))._unsafeUnwrap();
+    const activated = (await deployer.activate(context, preflight, await stage(preflight, ['/bin/sleep'])))._unsafeUnwrap();
     const started = (await deployer.start(context, activated))._unsafeUnwrap();
     (await deployer.healthCheck(context, started))._unsafeUnwrap();
     const jls = (await transport.exec(['jls', '-j', context.name, 'path', 'ip4.addr']))._unsafeUnwrap();
     expect(jls.stdout).toContain(jailPaths(activated.installDir).rootDir);
-    (await deployer.rollback(context, { activated, started }))._unsafeUnwrap();
+    (await deployer.rollback(context, { preflight, activated, started }))._unsafeUnwrap();
     expect((await transport.exec(['jls', '-j', context.name, 'jid'], { allowNonZeroExit: true }))._unsafeUnwrap().code).not.toBe(0);
     expect((await transport.exec(['test', '-e', activated.installDir], { allowNonZeroExit: true }))._unsafeUnwrap().code).toBe(1);
   });
@@ -100,14 +101,14 @@ describe.skipIf(!HOST)('jail deployer on a real FreeBSD host (opt-in)', () => {
       sockets: [{ family: 'inet', protocol: 'tcp', localPort: 8080, listening: true }],
     });
     const deployer = createJailDeployer({ network: { mode: 'ip4', interface: iface, addresses: [addr] } });
-    (await deployer.preflight(context, 1024 * 1024))._unsafeUnwrap();
-    const activated = (await deployer.activate(context, await stage(context, ['/usr/bin/nc'])))._unsafeUnwrap();
+    const preflight = (await deployer.preflight(context, 1024 * 1024))._unsafeUnwrap();
+    const activated = (await deployer.activate(context, preflight, await stage(preflight, ['/usr/bin/nc'])))._unsafeUnwrap();
     try {
       const started = (await deployer.start(context, activated))._unsafeUnwrap();
       expect(started.endpoints).toEqual([`${addr.split('/')[0]}:8080`]);
       (await deployer.healthCheck(context, started))._unsafeUnwrap();
     } finally {
-      (await deployer.rollback(context, { activated }))._unsafeUnwrap();
+      (await deployer.rollback(context, { preflight, activated }))._unsafeUnwrap();
     }
   });
 

@@ -21,11 +21,13 @@ import { planMigration } from '../../src/policy/plan.js';
 import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput } from '../../src/policy/profile.js';
 import { PAPER_JAIL_BASE_BYTES } from '../../src/policy/methods.js';
 import type { ApMigrateError } from '../../src/errors.js';
-import type { ActivatedDeployment, DeployContext, Deployer, StagedBundle, StartedProgram } from '../../src/spec/deployer.js';
+import { DeployError } from '../../src/destination/deploy-error.js';
+import type { DeployContext, Deployer, DeploymentState, StartedProgram } from '../../src/spec/deployer.js';
 import {
   checkJailCapabilities,
   checkJailProfile,
   createJailDeployer,
+  JailCapabilityError,
   FREEBSD_BASE_DIRS,
   JAIL_ACTIVATE_SCRIPT,
   JAIL_MOVE_SCRIPT,
@@ -37,23 +39,14 @@ import {
   measureFreeBsdBase,
   parseDuSk,
   type JailDeployerOptions,
-} from '../../src/deploy/jail.js';
-import { execStartCommand, quoteJailConfString, renderJailConf, type JailConfSpec } from '../../src/deploy/jail-conf.js';
+} from '../../src/methods/freebsd-jail/deployer.js';
+import { execStartCommand, quoteJailConfString, renderJailConf, type JailConfSpec } from '../../src/methods/freebsd-jail/conf.js';
 import { createScriptedTransport, renderCalls, type ScriptedRule, type ScriptedTransport } from '../helpers/scripted-transport.js';
+import { createSimulatedFreeBsdHost, fixture, freebsdHost, JAIL_FIXTURES } from '../fixtures/jail/freebsd-host.js';
 
-const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
-const JAIL_FIXTURES = join(FIXTURES, 'jail');
 const UPDATE = process.env.UPDATE_GOLDEN === '1';
 // The receiver is never run by the scripted host; a fixed stand-in keeps its remote name stable.
 process.env.AP_MIGRATE_RECEIVER = join(JAIL_FIXTURES, 'receiver-stand-in.cjs');
-
-/** A recorded tool output without the comment lines that say where it came from. */
-function fixture(dir: 'freebsd' | 'jail', name: string): string {
-  return readFileSync(join(FIXTURES, dir, name), 'utf8')
-    .split('\n')
-    .filter((l) => !l.startsWith('#'))
-    .join('\n');
-}
 
 /** Compare with a golden file (or write it under UPDATE_GOLDEN=1). */
 function expectGolden(name: string, actual: string): void {
@@ -101,55 +94,6 @@ const SYSV_PROFILE: ResourceProfileInput = {
   ],
 };
 
-type Release = '13.2' | '10.3' | '9.2';
-
-const TOOL_DIRS: Record<string, string> = { node: '/usr/local/bin', jail: '/usr/sbin', jls: '/usr/sbin', jexec: '/usr/sbin', ifconfig: '/sbin', mount: '/sbin', umount: '/sbin', ldd: '/usr/bin' };
-
-/** A FreeBSD host of `release` as its tools would answer, written from their documented output. */
-function freebsdHost(release: Release, extra: ScriptedRule[] = []): ScriptedRule[] {
-  const modern = release === '13.2';
-  const unknownOid = (oid: string) => ({ code: 1, stderr: fixture('freebsd', 'sysctl-unknown-oid.stderr.txt').replace('security.jail.param.sysvshm', oid) });
-  return [
-    ...extra,
-    {
-      match: (argv) => argv[0] === 'sh' && (argv[2] ?? '').includes('free_kb='),
-      reply: (argv) => ({
-        stdout: [
-          'os=FreeBSD',
-          `release=${fixture('freebsd', `uname-r-${release}.txt`).trim()}`,
-          'arch=amd64',
-          'free_kb=20971520',
-          'exists=0',
-          ...argv.slice(5).map((tool) => `tool.${tool}=${TOOL_DIRS[tool] ?? '/usr/bin'}/${tool}`),
-          '',
-        ].join('\n'),
-      }),
-    },
-    { match: ['uname', '-r'], reply: { stdout: fixture('freebsd', `uname-r-${release}.txt`) } },
-    ...(['sysvshm', 'sysvsem', 'sysvmsg'] as const).map((p): ScriptedRule => {
-      const oid = `security.jail.param.${p}`;
-      return { match: ['sysctl', '-n', oid], reply: modern ? { stdout: fixture('freebsd', 'sysctl-param-present.txt') } : unknownOid(oid) };
-    }),
-    { match: ['sysctl', '-n', 'kern.features.vimage'], reply: modern ? { stdout: fixture('freebsd', 'sysctl-vimage-present.txt') } : unknownOid('kern.features.vimage') },
-    { match: ['sh', '-c', JAIL_PREFLIGHT_SCRIPT], reply: { stdout: 'jail_exists=0\nuser=www\nuser_uid=1001\n' } },
-    { match: (argv) => argv[0] === 'sh' && (argv[2] ?? '').includes('echo present'), reply: { stdout: 'present\n' } },
-    {
-      match: (argv) => argv[0] === 'node' && argv[2] === 'unpack',
-      reply: (_argv, stdin) => ({ stdout: `${JSON.stringify({ ok: true, report: { bytesRead: Buffer.byteLength(stdin ?? ''), entries: 6, verified: true } })}\n` }),
-    },
-    { match: ['sh', '-c', JAIL_ACTIVATE_SCRIPT], reply: {} },
-    { match: ['sh', '-c', JAIL_MOVE_SCRIPT], reply: {} },
-    { match: ['ifconfig', 'epair', 'create'], reply: { stdout: 'epair0a\n' } },
-    { match: ['ifconfig', 'epair0a'], reply: {} },
-    { match: (argv) => argv[0] === 'env' && argv.includes('jail'), reply: { stdout: 'apserver: created\n' } },
-    { match: ['jls', '-j', 'apserver', 'jid'], reply: { stdout: '7\n' } },
-    { match: ['pgrep', '-j', '7'], reply: { stdout: '4242\n' } },
-    { match: ['sockstat', '-4', '-6', '-l', '-j', '7'], reply: { stdout: fixture('jail', 'sockstat-l-j.txt') } },
-    { match: ['tail', '-c', '2000'], reply: { stdout: 'apserver: cannot open /var/db/apserver/notes.db: Permission denied\n' } },
-    { match: ['sh', '-c', JAIL_ROLLBACK_SCRIPT], reply: {} },
-  ];
-}
-
 function profileOf(input: ResourceProfileInput): ResourceProfile {
   return ResourceProfileSchema.parse(input);
 }
@@ -166,18 +110,19 @@ function contextFor(input: ResourceProfileInput, transport: ScriptedTransport): 
 }
 
 /** Drive a deployer through migrate()'s phases and roll back on failure, as migrate() does. */
-async function deploy(deployer: Deployer, context: DeployContext): Promise<{ error?: ApMigrateError; started?: StartedProgram; rolledBack: boolean }> {
-  const state: { staged?: StagedBundle; activated?: ActivatedDeployment; started?: StartedProgram } = {};
+async function deploy<Facts>(deployer: Deployer<Readable, Facts>, context: DeployContext): Promise<{ error?: ApMigrateError; started?: StartedProgram; rolledBack: boolean; state: DeploymentState<Facts> }> {
+  const state: DeploymentState<Facts> = {};
   const pre = await deployer.preflight(context, 4 * 1024 * 1024);
-  if (pre.isErr()) return { error: pre.error, rolledBack: false };
+  if (pre.isErr()) return { error: pre.error, rolledBack: false, state };
+  state.preflight = pre.value;
   const fail = async (error: ApMigrateError) => {
     (await deployer.rollback(context, state))._unsafeUnwrap();
-    return { error, rolledBack: true };
+    return { error, rolledBack: true, state };
   };
-  const staged = await deployer.receive(context, Readable.from([Buffer.alloc(10_240, 7)]));
+  const staged = await deployer.receive(context, pre.value, Readable.from([Buffer.alloc(10_240, 7)]));
   if (staged.isErr()) return fail(staged.error);
   state.staged = staged.value;
-  const activated = await deployer.activate(context, staged.value);
+  const activated = await deployer.activate(context, pre.value, staged.value);
   if (activated.isErr()) return fail(activated.error);
   delete state.staged;
   state.activated = activated.value;
@@ -186,7 +131,7 @@ async function deploy(deployer: Deployer, context: DeployContext): Promise<{ err
   state.started = started.value;
   const healthy = await deployer.healthCheck(context, started.value);
   if (healthy.isErr()) return fail(healthy.error);
-  return { started: started.value, rolledBack: false };
+  return { started: started.value, rolledBack: false, state };
 }
 
 const normalise = (text: string) => text.replace(/staging-apserver-[0-9a-f]{12}/g, 'staging-apserver-RANDOM');
@@ -433,7 +378,8 @@ describe('the rollback script on this machine\'s /bin/sh, with stand-ins for jls
     mkdirSync(bin);
     const log = join(base, 'tools.log');
     const script = (body: string) => `#!/bin/sh\n${body}\n`;
-    writeFileSync(join(bin, 'jls'), script('exit 1'), { mode: 0o755 });
+    // jls finds a jail only when JLS_PATH is set, and prints it as the jail's path.
+    writeFileSync(join(bin, 'jls'), script(`echo "jls $*" >>${log}; [ -n "$JLS_PATH" ] || exit 1; echo "$JLS_PATH"`), { mode: 0o755 });
     writeFileSync(join(bin, 'jail'), script(`echo "jail $*" >>${log}`), { mode: 0o755 });
     writeFileSync(join(bin, 'mount'), script('[ "$1" = -p ] && cat "$MOUNTS_FILE"'), { mode: 0o755 });
     writeFileSync(join(bin, 'umount'), script(`echo "umount $*" >>${log}; : >"$MOUNTS_FILE"`), { mode: 0o755 });
@@ -441,14 +387,14 @@ describe('the rollback script on this machine\'s /bin/sh, with stand-ins for jls
     return bin;
   }
 
-  function rollback(dir: string, mounts: string) {
+  function rollback(dir: string, mounts: string, jail: { conf?: string; jlsPath?: string } = {}) {
     const log = join(base, 'tools.log');
     rmSync(log, { force: true });
     const table = join(base, 'mounts.txt');
     writeFileSync(table, mounts);
-    const r = spawnSync('sh', ['-c', JAIL_ROLLBACK_SCRIPT, 'ap-migrate', 'apserver', '', dir], {
+    const r = spawnSync('sh', ['-c', JAIL_ROLLBACK_SCRIPT, 'ap-migrate', 'apserver', jail.conf ?? '', dir], {
       encoding: 'utf8',
-      env: { PATH: `${tools()}:/usr/bin:/bin`, MOUNTS_FILE: table },
+      env: { PATH: `${tools()}:/usr/bin:/bin`, MOUNTS_FILE: table, JLS_PATH: jail.jlsPath ?? '' },
     });
     return { status: r.status, stderr: r.stderr, log: existsSync(log) ? readFileSync(log, 'utf8') : '' };
   }
@@ -472,6 +418,31 @@ describe('the rollback script on this machine\'s /bin/sh, with stand-ins for jls
     expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('host data');
   });
 
+  it('removes only its own jail: one rooted next to its config, and none before activation', () => {
+    const install = join(base, 'own-jail');
+    mkdirSync(join(install, 'run'), { recursive: true });
+    const conf = join(install, 'run', 'jail.conf');
+    writeFileSync(conf, '');
+    const ours = rollback(install, '', { conf, jlsPath: join(install, 'root') });
+    expect(ours.status, ours.stderr).toBe(0);
+    expect(ours.log).toContain(`jail -f ${conf} -r apserver\n`);
+    // A jail of the same name rooted elsewhere is someone else's.
+    mkdirSync(join(install, 'run'), { recursive: true });
+    writeFileSync(conf, '');
+    const theirs = rollback(install, '', { conf, jlsPath: '/usr/jails/apserver' });
+    expect(theirs.status, theirs.stderr).toBe(0);
+    expect(theirs.log).toContain('jls -j apserver path');
+    expect(theirs.log).not.toMatch(/^jail /m);
+    expect(existsSync(install)).toBe(false);
+    // Before activation there is no config and no jail of ours: jls is not even asked.
+    const staging = join(base, 'staging-only');
+    mkdirSync(staging);
+    const early = rollback(staging, '', { jlsPath: join(staging, 'root') });
+    expect(early.status, early.stderr).toBe(0);
+    expect(early.log).not.toMatch(/^(jls|jail) /m);
+    expect(existsSync(staging)).toBe(false);
+  });
+
   it('umounts only the exact mount point the mount table lists, and never removes a tree with a mount left under it', () => {
     const { dir } = bundleWithDevLink('mounted');
     const devfs = rollback(dir, `devfs\t${dir}/root/dev\tdevfs\trw\t0 0\n`);
@@ -483,6 +454,82 @@ describe('the rollback script on this machine\'s /bin/sh, with stand-ins for jls
     expect(existsSync(other)).toBe(true);
     expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('host data');
     expect(lstatSync(join(other, 'root', 'dev')).isSymbolicLink()).toBe(true);
+  });
+});
+
+describe('jail deployer: no state of its own between migrations', () => {
+  /** Calls made since `from`, rendered. */
+  const callsSince = (transport: ScriptedTransport, from: number) => renderCalls(transport.calls.slice(from), SCRIPT_NAMES);
+  const confOn = (transport: ScriptedTransport) => uploadedConf(transport);
+
+  it('two same-name migrations on one instance, phases interleaved: each gets its own facts and epair, and each rollback touches only its own', async () => {
+    const deployer = createJailDeployer({ ...FAST, network: { mode: 'vnet', addresses: { host: '10.231.9.1/30', program: '10.231.9.2/30' } } });
+    // Two destinations whose users and epair units differ, so a mix-up shows in the commands.
+    const hostA = createSimulatedFreeBsdHost({ root: ROOT, description: 'ssh://root@a.test:22', user: { name: 'www', uid: 1001 }, firstEpair: 0, firstJid: 7, listening: [8080] });
+    const hostB = createSimulatedFreeBsdHost({ root: ROOT, description: 'ssh://root@b.test:22', user: { name: 'apserver', uid: 1001 }, firstEpair: 3, firstJid: 12, listening: [8080] });
+    const a = contextFor(NETWORK_PROFILE, hostA.transport);
+    const b = contextFor(NETWORK_PROFILE, hostB.transport);
+    expect(a.name).toBe(b.name);
+    const preA = (await deployer.preflight(a, 1))._unsafeUnwrap();
+    const preB = (await deployer.preflight(b, 1))._unsafeUnwrap();
+    expect([preA.facts.jailUser, preB.facts.jailUser]).toEqual(['www', 'apserver']);
+    expect(preA.stagingDir).not.toBe(preB.stagingDir);
+    const stagedA = (await deployer.receive(a, preA, Readable.from([Buffer.alloc(100, 1)])))._unsafeUnwrap();
+    const stagedB = (await deployer.receive(b, preB, Readable.from([Buffer.alloc(200, 2)])))._unsafeUnwrap();
+    expect([stagedA.stagingDir, stagedB.stagingDir]).toEqual([preA.stagingDir, preB.stagingDir]);
+    // B activates first: A's later activation must not take B's facts or epair.
+    const activatedB = (await deployer.activate(b, preB, stagedB))._unsafeUnwrap();
+    const activatedA = (await deployer.activate(a, preA, stagedA))._unsafeUnwrap();
+    expect(activatedA.undo).toEqual([['ifconfig', 'epair0a', 'destroy']]);
+    expect(activatedB.undo).toEqual([['ifconfig', 'epair3a', 'destroy']]);
+    expect(confOn(hostA.transport)).toContain('exec.jail_user = "www";');
+    expect(confOn(hostA.transport)).toContain('vnet.interface = "epair0b";');
+    expect(confOn(hostB.transport)).toContain('exec.jail_user = "apserver";');
+    expect(confOn(hostB.transport)).toContain('vnet.interface = "epair3b";');
+    const startedA = (await deployer.start(a, activatedA))._unsafeUnwrap();
+
+    // A is rolled back while B is half-way: nothing reaches B, and A's rollback names only A's things.
+    const [fromA, fromB] = [hostA.transport.calls.length, hostB.transport.calls.length];
+    (await deployer.rollback(a, { preflight: preA, activated: activatedA, started: startedA }))._unsafeUnwrap();
+    expect(hostB.transport.calls.length).toBe(fromB);
+    expect(callsSince(hostA.transport, fromA)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver\nifconfig epair0a destroy\n`);
+    expect(hostA.state.jails.size + hostA.state.epairs.size).toBe(0);
+    expect([...hostA.state.dirs]).toEqual([`${ROOT}/.ap-migrate`]);
+
+    // B carries on as if A had never been.
+    const startedB = (await deployer.start(b, activatedB))._unsafeUnwrap();
+    expect(startedB).toEqual({ pid: 4235 + 12, logPath: `${ROOT}/apserver/run/console.log`, endpoints: ['10.231.9.2:8080'] });
+    (await deployer.healthCheck(b, startedB))._unsafeUnwrap();
+    const fromB2 = hostB.transport.calls.length;
+    (await deployer.rollback(b, { preflight: preB, activated: activatedB, started: startedB }))._unsafeUnwrap();
+    expect(callsSince(hostB.transport, fromB2)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver\nifconfig epair3a destroy\n`);
+    expect(hostB.state.jails.size + hostB.state.epairs.size).toBe(0);
+    expect([...hostB.state.dirs]).toEqual([`${ROOT}/.ap-migrate`]);
+    expect([hostA.transport.unmatched, hostB.transport.unmatched]).toEqual([[], []]);
+  });
+
+  it('a rollback before activation removes only that migration\'s staging directory', async () => {
+    const host = createSimulatedFreeBsdHost({ root: ROOT });
+    const deployer = createJailDeployer(FAST);
+    const context = contextFor(BASE_PROFILE, host.transport);
+    const first = (await deployer.preflight(context, 1))._unsafeUnwrap();
+    const second = (await deployer.preflight(context, 1))._unsafeUnwrap();
+    (await deployer.receive(context, first, Readable.from(['one'])))._unsafeUnwrap();
+    (await deployer.receive(context, second, Readable.from(['two'])))._unsafeUnwrap();
+    const from = host.transport.calls.length;
+    (await deployer.rollback(context, { preflight: first }))._unsafeUnwrap();
+    expect(callsSince(host.transport, from)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver '' ${first.stagingDir}\n`);
+    expect([...host.state.dirs].sort()).toEqual([`${ROOT}/.ap-migrate`, second.stagingDir]);
+  });
+
+  it('JailCapabilityError is recognised across copies of the package by its own marker', () => {
+    const error = checkJailCapabilities(['file', 'posix-mq'], { release: '14.0-RELEASE', major: 14, minor: 0, sysvIpcJailParams: true, vnet: true }, { mode: 'none' }, 'h');
+    expect(JailCapabilityError.isInstance(error)).toBe(true);
+    expect(DeployError.isInstance(error)).toBe(true);
+    // Another copy's instance: only the Symbol.for markers say what it is.
+    const foreign = Object.create(Object.create(Error.prototype, { [Symbol.for('ap-migrate.error.JailCapabilityError')]: { value: true } }));
+    expect(JailCapabilityError.isInstance(foreign)).toBe(true);
+    expect(JailCapabilityError.isInstance(new DeployError('CAPABILITY_MISSING', 'not a jail one'))).toBe(false);
   });
 });
 
@@ -565,10 +612,10 @@ describe('jail deployer: pre-flight refusals', () => {
     const transport = createScriptedTransport({ root: ROOT, rules: freebsdHost('13.2') });
     const context = contextFor(BASE_PROFILE, transport);
     const deployer = createJailDeployer(FAST);
-    (await deployer.preflight(context, 1))._unsafeUnwrap();
+    const pre = (await deployer.preflight(context, 1))._unsafeUnwrap();
     const before = transport.calls.length;
-    const staged = { stagingDir: `${ROOT}/.ap-migrate/staging-apserver-x`, bytesReceived: 1, entriesVerified: 1 };
-    const error = (await deployer.activate({ ...context, profile: { ...context.profile, cwd: '/../../etc' } }, staged))._unsafeUnwrapErr();
+    const staged = { stagingDir: pre.stagingDir, bytesReceived: 1, entriesVerified: 1 };
+    const error = (await deployer.activate({ ...context, profile: { ...context.profile, cwd: '/../../etc' } }, pre, staged))._unsafeUnwrapErr();
     expect(error.code).toBe('UNSAFE_PROFILE');
     expect(transport.calls.slice(before)).toEqual([]);
   });

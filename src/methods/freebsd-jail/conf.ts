@@ -11,9 +11,9 @@
  * @module
  */
 import { err, ok, type Result } from 'neverthrow';
-import { InvalidInputError, type InputIssue } from '../errors.js';
-import { envProblems, normalizeAbsolutePath } from '../policy/safe-input.js';
-import { shellQuote } from '../transports/quote.js';
+import { InvalidInputError, type InputIssue } from '../../errors.js';
+import { envProblems, normalizeAbsolutePath } from '../../policy/safe-input.js';
+import { shellQuote } from '../../transports/quote.js';
 
 /** devfs ruleset 4 is `devfsrules_jail` in FreeBSD's default `/etc/defaults/devfs.rules`. */
 export const DEFAULT_DEVFS_RULESET = 4;

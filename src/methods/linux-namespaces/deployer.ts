@@ -52,17 +52,20 @@ export function namespaceNames(name: string): { netns: string; hostVeth: string 
   return { netns: `apm-${name}`, hostVeth: `apm${short}` };
 }
 
+// Undoes, on failure, only what this run created: when the namespace or the veth name is already
+// taken (a same-name migration got there first), that one's are never touched.
 const NETWORK_SCRIPT = `
-set -e
 ns="$1"; hv="$2"; hostaddr="$3"; progaddr="$4"
-ip netns add "$ns"
-ip link add "$hv" type veth peer name eth0 netns "$ns"
-ip addr add "$hostaddr" dev "$hv"
-ip link set "$hv" up
-ip -n "$ns" addr add "$progaddr" dev eth0
-ip -n "$ns" link set eth0 up
-ip -n "$ns" link set lo up
-ip -n "$ns" route add default via "\${hostaddr%/*}"
+ip netns add "$ns" || exit 10
+ip link add "$hv" type veth peer name eth0 netns "$ns" || { ip netns del "$ns"; exit 11; }
+if ! { ip addr add "$hostaddr" dev "$hv" &&
+  ip link set "$hv" up &&
+  ip -n "$ns" addr add "$progaddr" dev eth0 &&
+  ip -n "$ns" link set eth0 up &&
+  ip -n "$ns" link set lo up &&
+  ip -n "$ns" route add default via "\${hostaddr%/*}"; }; then
+  ip link del "$hv"; ip netns del "$ns"; exit 12
+fi
 `;
 
 // Is the name or the /30 taken at the destination? A second interface with an address in the
@@ -119,11 +122,7 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
       ];
       // Network first: if it fails, nothing was moved into place and rollback removes staging.
       return runScript(context.transport, NETWORK_SCRIPT, [netns, hostVeth, addrs.host, addrs.program], context.signal ? { signal: context.signal } : {})
-        .orElse((e) =>
-          runScript(context.transport, 'ip netns del "$1" 2>/dev/null; ip link del "$2" 2>/dev/null; exit 0', [netns, hostVeth]).andThen(() =>
-            errAsync(new DeployError('ACTIVATE_FAILED', `Could not create the network namespace: ${e.message}`, { cause: e })),
-          ),
-        )
+        .mapErr((e) => (e.code === 'ABORTED' ? e : new DeployError('ACTIVATE_FAILED', `Could not create the network namespace: ${e.message}`, { cause: e })))
         .andThen(() =>
           buildAndActivate(context, staged.stagingDir, undo).orElse((e) =>
             runScript(context.transport, 'ip netns del "$1" 2>/dev/null; ip link del "$2" 2>/dev/null; exit 0', [netns, hostVeth]).andThen(() => errAsync(e)),
