@@ -104,6 +104,10 @@ async function packCommand(): Promise<Reply> {
 async function measureTreesCommand(): Promise<Reply> {
   const request = await readRequest('measure-trees');
   if (isReply(request)) return request;
+  const trees = request.trees;
+  if (!Array.isArray(trees) || !trees.every((t) => typeof t === 'string' && t.startsWith('/'))) {
+    return { ok: false, error: { code: 'INVALID_INPUT', message: 'measure-trees: trees must be an array of absolute paths' } };
+  }
   const measured = await measureTrees(request.trees as string[]);
   if (measured.isErr()) return { ok: false, error: { code: measured.error.code, message: measured.error.message } };
   return { ok: true, report: { bytes: measured.value.bytes } };
@@ -142,7 +146,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stdout.write(`${JSON.stringify({ ok: false, error: { code: 'RECEIVER_CRASHED', message: String(error) } })}\n`);
+    // pack's stdout is the bundle: its reply always goes to stderr.
+    const out = process.argv[2] === 'pack' ? process.stderr : process.stdout;
+    out.write(`${JSON.stringify({ ok: false, error: { code: 'RECEIVER_CRASHED', message: String(error) } })}\n`);
     process.exitCode = 1;
   },
 );

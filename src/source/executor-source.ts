@@ -62,8 +62,8 @@ function streamingOf(executor: Executor): Source['stream'] | undefined {
 
 /** A source reached through `executor` (default: this machine). */
 export function createExecutorSource(given?: Executor): Source {
-  // The local executor reads this machine, so its files can be packed in-process.
-  const isLocal = given === undefined || given.description === 'local';
+  // The local executor reads this machine, and so does a local transport (`local:DIR`).
+  const isLocal = given === undefined || given.description === 'local' || (given as Partial<Transport>).kind === 'local';
   const executor = given ?? createLocalExecutor();
   const signal = (sig: string, pids: readonly number[]): ResultAsync<void, ApMigrateError> =>
     pids.length ? executor.exec(['kill', `-${sig}`, ...pids.map(String)], { allowNonZeroExit: true }).map(() => undefined) : okAsync(undefined);

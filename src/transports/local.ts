@@ -12,13 +12,15 @@ import { dirname, basename, isAbsolute, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { errAsync, ResultAsync } from 'neverthrow';
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ReadFileOptions, Transport, TransportExecOptions, UploadOptions, UploadResult } from '../spec/transport.js';
 import { asTransportError, errorMessage, TransportError } from './errors.js';
 import { describeArgv } from './quote.js';
 import { judgedExec, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
 import { DEFAULT_MAX_READ } from './remote-files.js';
+import { streamProcess } from './stream-command.js';
+import type { StreamedCommand, StreamOptions } from '../spec/source.js';
 
 /** Options for {@link createLocalTransport}. */
 export interface LocalTransportOptions {
@@ -74,12 +76,17 @@ function at(state: LocalState, path: string): string {
 
 const closedError = () => new TransportError('TRANSPORT_CLOSED', 'The local transport was closed');
 
-async function execRaw(state: LocalState, argv: readonly string[], opts: TransportExecOptions): Promise<RawResult> {
+/** Refuse what no command can be run with: closed transport, empty argv, NUL bytes, an abort. */
+function checkRunnable(state: LocalState, argv: readonly string[], signal: AbortSignal | undefined): void {
   if (state.closed) throw closedError();
   if (argv.length === 0 || !argv[0]) throw new TransportError('INVALID_INPUT', 'Empty argv: nothing to run');
   const withNul = argv.findIndex((a) => a.includes('\0'));
   if (withNul >= 0) throw new TransportError('INVALID_INPUT', `argv[${withNul}] contains a NUL byte, which no command can receive`);
-  if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${describeArgv(argv)}`);
+  if (signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${describeArgv(argv)}`);
+}
+
+async function execRaw(state: LocalState, argv: readonly string[], opts: TransportExecOptions): Promise<RawResult> {
+  checkRunnable(state, argv, opts.signal);
   const child = spawnLocal(argv, opts.cwd !== undefined ? at(state, opts.cwd) : state.root, opts.env);
   state.running.add(child);
   try {
@@ -87,6 +94,18 @@ async function execRaw(state: LocalState, argv: readonly string[], opts: Transpo
   } finally {
     state.running.delete(child);
   }
+}
+
+/** A command whose stdout the caller reads as a stream (see {@link streamProcess}). */
+function streamLocal(state: LocalState, argv: readonly string[], opts: StreamOptions): ResultAsync<StreamedCommand, ApMigrateError> {
+  try {
+    checkRunnable(state, argv, opts.signal);
+  } catch (error) {
+    return errAsync(asTransportError(error));
+  }
+  const child = spawnLocal(argv, state.root, undefined);
+  state.running.add(child);
+  return okAsync(streamProcess(child, opts, { describe: describeArgv(argv), argv, onEnd: () => state.running.delete(child) }));
 }
 
 /** The caller's signal and the timeout as one signal (undefined when there is neither). */
@@ -181,6 +200,7 @@ export function createLocalTransport(options: LocalTransportOptions = {}): Trans
     exec: (argv, opts = {}) => judgedExec((a, o) => execRaw(state, a, o), describeArgv(argv), argv, opts),
     upload: (source, path, opts) => upload(state, source, path, opts),
     readFile: (path, opts) => readFile(state, path, opts),
+    stream: (argv, opts = {}) => streamLocal(state, argv, opts),
     close: () => close(state),
   };
 }

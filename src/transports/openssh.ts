@@ -19,6 +19,8 @@ import { commandFileMethods } from './remote-files.js';
 import { RemoteRunDirectory, remoteCommandOptions } from './remote-command.js';
 import { describeCommand, judgedExec, runProcess, type ProcessExit, type RawResult, type RunningProcess } from './run-process.js';
 import { sshConnectionOptionsProblem, type SshConnectionOptions } from './ssh-options.js';
+import { streamProcess } from './stream-command.js';
+import type { StreamedCommand, StreamOptions } from '../spec/source.js';
 
 /**
  * Options for {@link createOpenSshTransport}. `trustHostKeyFingerprint` works by fetching the
@@ -287,6 +289,29 @@ async function execRaw(state: OpenSshState, argv: readonly string[], opts: Trans
   }
 }
 
+/**
+ * Start a command whose stdout the caller reads as a stream: the same command line, host-key
+ * rules and PID file as {@link execRaw}, so abort and close kill it remotely.
+ */
+async function streamRaw(state: OpenSshState, argv: readonly string[], opts: StreamOptions): Promise<StreamedCommand> {
+  if (state.closed) throw new TransportError('TRANSPORT_CLOSED', `${state.description} was closed`);
+  const shown = describeCommand(state.description, argv);
+  if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${shown}`);
+  const pidFile = state.runDir.pidFile();
+  const sshArgv = openSshCommandArgv(state.ssh, state.flags, state.options.host, argv, remoteCommandOptions(state.root, {}, pidFile));
+  if (sshArgv.isErr()) throw sshArgv.error;
+  const child = spawnSsh(state, sshArgv.value);
+  const process = killableRemotely(state, child, pidFile);
+  state.running.set(pidFile, process);
+  return streamProcess(process, opts, {
+    describe: shown,
+    argv,
+    // ssh's own failures (exit 255) say so on stderr, as for exec.
+    explain: async (exit) => (exit.code === 255 ? explainExit255(state, child.stderrText(), shown) : undefined),
+    onEnd: () => state.running.delete(pidFile),
+  });
+}
+
 /** Kill what still runs, then stop the shared connection. A second close does nothing. */
 function closeOpenSsh(state: OpenSshState): ResultAsync<void, ApMigrateError> {
   if (state.closed) return okAsync(undefined);
@@ -315,6 +340,7 @@ export function createOpenSshTransport(options: OpenSshTransportOptions): Result
     exec: (argv, opts = {}) => judgedExec((a, o) => execRaw(state, a, o), describeCommand(state.description, argv), argv, opts),
     upload: files.upload,
     readFile: files.readFile,
+    stream: (argv, opts = {}) => ResultAsync.fromPromise(streamRaw(state, argv, opts), (e) => asTransportError(e)),
     close: () => closeOpenSsh(state),
   };
   const connected = setUp(state).catch(async (e: unknown) => {

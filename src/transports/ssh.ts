@@ -28,6 +28,8 @@ import { commandFileMethods } from './remote-files.js';
 import { buildRemoteCommand, RemoteRunDirectory, remoteCommandOptions } from './remote-command.js';
 import { describeCommand, judgedExec, runProcess, type ProcessExit, type RawExec, type RawResult, type RunningProcess } from './run-process.js';
 import { sshConnectionOptionsProblem, type SshConnectionOptions } from './ssh-options.js';
+import { streamProcess } from './stream-command.js';
+import type { StreamedCommand, StreamOptions } from '../spec/source.js';
 
 /** Options for {@link createSshTransport}. */
 export interface SshTransportOptions extends SshConnectionOptions {
@@ -364,6 +366,32 @@ async function execRaw(state: Ssh2State, argv: readonly string[], opts: Transpor
   }
 }
 
+/** Start a command whose stdout the caller reads as a stream: the same command line and PID file as {@link execRaw}. */
+async function streamRaw(state: Ssh2State, argv: readonly string[], opts: StreamOptions): Promise<StreamedCommand> {
+  const shown = describeCommand(state.description, argv);
+  if (opts.signal?.aborted) throw new TransportError('ABORTED', `Aborted before running ${shown}`);
+  const pidFile = state.runDir.pidFile();
+  const command = buildRemoteCommand(argv, remoteCommandOptions(state.root, {}, pidFile));
+  if (command.isErr()) throw command.error;
+  touch(state, +1);
+  let channel: ClientChannel;
+  try {
+    channel = await startChannel(await connection(state), command.value, shown);
+  } catch (error) {
+    touch(state, -1);
+    throw error;
+  }
+  state.runningPidFiles.add(pidFile);
+  return streamProcess(channelProcess(state, channel, pidFile, shown), opts, {
+    describe: shown,
+    argv,
+    onEnd: () => {
+      state.runningPidFiles.delete(pidFile);
+      touch(state, -1);
+    },
+  });
+}
+
 /** Kill the commands still running (by PID, remotely), then end the connection (at most 2 s). */
 async function shutDown(state: Ssh2State): Promise<void> {
   const live = state.current ? await state.current.catch(() => undefined) : undefined;
@@ -406,6 +434,7 @@ export function createSshTransport(options: SshTransportOptions): ResultAsync<Tr
     description: state.description,
     exec: (argv, opts = {}) => judgedExec(raw, describeCommand(state.description, argv), argv, opts),
     ...commandFileMethods(state.root, raw),
+    stream: (argv, opts = {}) => ResultAsync.fromPromise(streamRaw(state, argv, opts), (e) => asTransportError(e)),
     close: () => closeSsh2(state),
   };
   // Connect now: host key and auth problems belong to creation, not to the first command.

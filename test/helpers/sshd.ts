@@ -41,6 +41,11 @@ export interface StartSshdOptions {
   port?: number;
   /** Prefix for the sshd command, e.g. `['ip', 'netns', 'exec', 'ns']`. */
   wrap?: string[];
+  /**
+   * Prefix that runs the listening probe (`ss`) where sshd listens (default `wrap`). Give it when
+   * `wrap` does more than enter a network namespace (a new PID or mount namespace, a set-up script).
+   */
+  probeWrap?: string[];
 }
 
 /** A TCP port nobody listens on right now. */
@@ -76,6 +81,26 @@ function childPids(pid: number): number[] {
   } catch {
     return [];
   }
+}
+
+/** The command line of `pid` (NULs as spaces), '' when it is gone. */
+function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** The first of `pid` and its descendants (breadth first) whose command line contains `needle`. */
+function findDescendant(pid: number, needle: string): number | undefined {
+  const queue = [pid];
+  for (let i = 0; i < queue.length && i < 1000; i++) {
+    const p = queue[i]!;
+    if (cmdlineOf(p).includes(needle)) return p;
+    queue.push(...childPids(p));
+  }
+  return undefined;
 }
 
 async function waitForBanner(host: string, port: number, child: ChildProcess, wrap: string[], deadlineMs = 10_000): Promise<void> {
@@ -147,7 +172,7 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<TestSsh
   const argv = [...wrap, '/usr/sbin/sshd', '-D', '-f', configPath, '-E', logPath];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' });
   try {
-    await waitForBanner(host, port, child, wrap);
+    await waitForBanner(host, port, child, options.probeWrap ?? wrap);
   } catch (e) {
     child.kill('SIGKILL');
     const log = existsSync(logPath) ? readFileSync(logPath, 'utf8') : '';
@@ -155,11 +180,16 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<TestSsh
     throw new Error(`${(e as Error).message}\n${log}`);
   }
   const listenerPid = (): number | undefined => {
+    // The pid file holds sshd's pid in *its* PID namespace (1 in a namespace of its own): trust
+    // it only when that pid here really is this sshd, else look for it under the child we started.
+    let recorded: number | undefined;
     try {
-      return Number(readFileSync(join(dir, 'sshd.pid'), 'utf8').trim()) || undefined;
+      recorded = Number(readFileSync(join(dir, 'sshd.pid'), 'utf8').trim()) || undefined;
     } catch {
-      return child.pid;
+      recorded = undefined;
     }
+    if (recorded !== undefined && recorded > 1 && cmdlineOf(recorded).includes(configPath)) return recorded;
+    return child.pid === undefined ? undefined : (findDescendant(child.pid, configPath) ?? child.pid);
   };
   return {
     host,
