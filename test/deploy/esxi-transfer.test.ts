@@ -14,7 +14,7 @@ import { MethodNotSupportedError } from '../../src/esxi/errors.js';
 import { findVmByName, listVms } from '../../src/esxi/inventory.js';
 import { destroyEntity, powerOffVm } from '../../src/esxi/operations.js';
 import { getProperties } from '../../src/esxi/properties.js';
-import { moveHostingVm, settleSourceVm, type HostingVm } from '../../src/deploy/esxi-vm.js';
+import { moveHostingVm, settleSourceVm, type HostingVm } from '../../src/methods/esxi-vm/hosting-vm.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { diskStream, remoteSha as remoteShaOf } from '../helpers/datastore-bytes.js';
 import { skipUnless } from '../helpers/requirements.js';
