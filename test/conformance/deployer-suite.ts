@@ -79,10 +79,24 @@ export interface DeployerConformanceFactory<Payload, Facts> {
   /** Whether the program really runs at the destination (a real host): its pid is then checked there. */
   canRunForReal: boolean;
   /**
-   * Names are unique per machine there (network namespaces): two destinations made by this factory
-   * cannot hold one name at once, so the same-name test runs its two migrations one after the other.
+   * Names are unique per machine there (network namespaces), or every destination made by this
+   * factory is one and the same host (a deployer that fixes its own destination, like esxi-vm): two
+   * destinations cannot hold one name at once, so the same-name test runs its two migrations one
+   * after the other.
    */
   namesAreMachineWide?: boolean;
+  /**
+   * Where `receive` writes, when that is not a directory of a file system (a VM's directory on a
+   * datastore): what `PreflightReport.stagingDir` looks like (default: an absolute path), and
+   * whether it is fixed by the name alone, so that two migrations of one name, one after the other,
+   * stage in the same place (default: every pre-flight chooses a place of its own).
+   */
+  staging?: { pattern: RegExp; fixedByName?: boolean };
+  /**
+   * The phase that takes the name at the destination (default `activate`). A VM method's `receive`
+   * registers the copy under its name, so of two same-name migrations the loser fails in `receive`.
+   */
+  takesNameIn?: 'activate' | 'receive';
   /**
    * For a deployer that reaches its destination itself: make the `step`-th destination operation
    * of the next `phase` fail. Without it, the suite's transport proxy fails that command.
@@ -218,7 +232,7 @@ export function deployerConformance<Payload, Facts>(factory: DeployerConformance
       const r = round(factory.makeDeployer(), 'dry');
       const before = await destination.snapshot(r.context.name);
       const report = await r.preflight();
-      expect(report.stagingDir, 'PreflightReport.stagingDir').toMatch(/^\/./);
+      expect(report.stagingDir, 'PreflightReport.stagingDir').toMatch(factory.staging?.pattern ?? /^\/./);
       expect(report.stagingDir).not.toBe(report.installDir);
       expect(proxy.calls.filter((c) => c.op === 'upload')).toEqual([]);
       expect(await destination.snapshot(r.context.name)).toBe(before);
@@ -323,17 +337,20 @@ export function deployerConformance<Payload, Facts>(factory: DeployerConformance
       await expectRolledBackTwice(r);
     });
 
-    test('same-name-race', 'two same-name migrations racing for one destination: the loser fails by activation, and its rollback leaves the winner running', async () => {
+    const namePhase = factory.takesNameIn ?? 'activate';
+    const losesBy = namePhase === 'receive' ? 'receiving' : 'activation';
+    test('same-name-race', `two same-name migrations racing for one destination: the loser fails by ${losesBy}, and its rollback leaves the winner running`, async () => {
       const deployer = factory.makeDeployer();
       const { round } = await open();
       const winner = round(deployer, 'race');
       const loser = round(deployer, 'race', winner.context.name);
-      // Both pass pre-flight and receive before either takes the name.
-      await winner.through('receive');
-      await loser.through('receive');
+      // Both pass the phases before the one that takes the name before either takes it.
+      await winner.through(previousPhase(namePhase));
+      await loser.through(previousPhase(namePhase));
       await winner.through('start');
-      const lost = await loser.phase('activate');
-      expect(lost.isErr(), 'the second activation of one name at one destination must fail').toBe(true);
+      const lost = namePhase === 'receive' ? await loser.tryReceive() : await loser.phase('activate');
+      expect(lost.isErr(), `the second ${losesBy === 'receiving' ? 'receive' : 'activation'} of one name at one destination must fail`).toBe(true);
+      if (lost.isErr()) expect(ApMigrateError.isInstance(lost.error), lost.error.message).toBe(true);
       const rolledBack = await loser.deployer.rollback(loser.context, loser.state);
       expect(rolledBack.isOk(), rolledBack.isErr() ? rolledBack.error.message : '').toBe(true);
       await winner.through('health');
@@ -351,7 +368,7 @@ export function deployerConformance<Payload, Facts>(factory: DeployerConformance
         await expectRolledBackTwice(first);
         const again = a.round(deployer, 'twin', first.context.name);
         await again.through('health');
-        expect(again.state.preflight!.stagingDir).not.toBe(first.state.preflight!.stagingDir);
+        if (!factory.staging?.fixedByName) expect(again.state.preflight!.stagingDir).not.toBe(first.state.preflight!.stagingDir);
         await expectRolledBackTwice(again);
         return;
       }
@@ -403,17 +420,24 @@ class Round<Payload, Facts> {
   }
 
   async preflight(): Promise<PreflightReport<Facts>> {
-    const report = (await this.deployer.preflight(this.context, this.estimatedBytes))._unsafeUnwrap();
+    const result = await this.deployer.preflight(this.context, this.estimatedBytes);
+    if (result.isErr()) throw new Error(`pre-flight of "${this.context.name}" failed: [${result.error.code}] ${result.error.message}`, { cause: result.error });
+    const report = result.value;
     this.state.preflight = report;
     this.ran.add('preflight');
     return report;
   }
 
   async receive() {
-    const staged = (await this.deployer.receive(this.context, this.state.preflight!, (await this.payloads()).whole()))._unsafeUnwrap();
-    this.state.staged = staged;
+    return (await this.tryReceive())._unsafeUnwrap();
+  }
+
+  /** Receive the whole payload, which may fail; what it staged is recorded. */
+  async tryReceive() {
+    const received = await this.deployer.receive(this.context, this.state.preflight!, (await this.payloads()).whole());
+    if (received.isOk()) this.state.staged = received.value;
     this.ran.add('receive');
-    return staged;
+    return received;
   }
 
   /** Run one phase after pre-flight and receive, recording what it made. */

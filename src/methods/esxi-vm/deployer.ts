@@ -12,7 +12,7 @@ import type { ApMigrateError } from '../../errors.js';
 import { DeployError } from '../../destination/deploy-error.js';
 import type { Deployer, DeploymentState, PreflightReport, StagedBundle } from '../../spec/deployer.js';
 import type { PackEstimate, Packager, PackRequest, PackSummary } from '../../spec/packager.js';
-import { preflightVmCopy, undoVmCopy, VimClient } from '../../esxi/index.js';
+import { AlreadyExistsError, preflightVmCopy, undoVmCopy, VimClient } from '../../esxi/index.js';
 import {
   checkHostingVm,
   closeSessions,
@@ -70,17 +70,22 @@ function createVmPackager(vm: HostingVm): Packager<VmPayload> {
  * there with safe names, the destination datastore exists, the name and directory are free. (The
  * export/import checks its own at the destination when it imports.)
  */
-function checkCopyPossible(vm: HostingVm, source: VimClient, destination: VimClient, signal: AbortSignal | undefined): ResultAsync<void, ApMigrateError> {
-  if ((vm.transfer ?? 'datastore-copy') !== 'datastore-copy') return okAsync(undefined);
+function checkCopyPossible(vm: HostingVm, source: VimClient, destination: VimClient, signal: AbortSignal | undefined): ResultAsync<string, ApMigrateError> {
+  if ((vm.transfer ?? 'datastore-copy') !== 'datastore-copy') return okAsync('');
   return preflightVmCopy(source, destination, vm.name, {
     ...(vm.quiesce ? { quiesce: vm.quiesce } : {}),
     ...(vm.destinationDatastore ? { destinationDatastore: vm.destinationDatastore } : {}),
     ...(vm.destinationName ? { destinationName: vm.destinationName } : {}),
     ...(signal ? { signal } : {}),
   })
-    .map(() => undefined)
-    .mapErr((e): ApMigrateError => e);
+    .map((checked) => checked.destinationVmx)
+    .mapErr((e): ApMigrateError =>
+      // The same verdict as every method's: the name is taken at the destination.
+      AlreadyExistsError.isInstance(e) ? new DeployError('DESTINATION_EXISTS', `${vm.destinationName ?? vm.name} already exists at ${vm.destination.url}: ${e.message}`, { cause: e }) : e,
+    );
 }
+
+const logoutQuietly = (client: VimClient) => ResultAsync.fromSafePromise(client.logout().then(() => undefined, () => undefined));
 
 /** Pre-flight: the settings work together, and both hosts accept a login. Changes nothing. */
 function preflightVm(vm: HostingVm, estimatedBytes: number, signal: AbortSignal | undefined): ResultAsync<PreflightReport<EsxiVmFacts>, ApMigrateError> {
@@ -89,14 +94,20 @@ function preflightVm(vm: HostingVm, estimatedBytes: number, signal: AbortSignal 
   const connect = (endpoint: HostingVm['source']) => VimClient.connect(endpoint, signal ? { signal } : {}).mapErr((e): ApMigrateError => e);
   return connect(vm.source).andThen((source) =>
     connect(vm.destination)
-      .andThen((destination) => checkCopyPossible(vm, source, destination, signal).map(() => destination))
-      .orElse((e) => ResultAsync.fromSafePromise(source.logout().then(() => undefined, () => undefined)).andThen(() => errAsync<VimClient, ApMigrateError>(e)))
-      .map((destination): PreflightReport<EsxiVmFacts> => ({
+      .andThen((destination) =>
+        checkCopyPossible(vm, source, destination, signal)
+          .map((vmx) => ({ destination, vmx }))
+          // A refused pre-flight logs out of what it opened: both sessions.
+          .orElse((e) => logoutQuietly(destination).andThen(() => errAsync<{ destination: VimClient; vmx: string }, ApMigrateError>(e))),
+      )
+      .orElse((e) => logoutQuietly(source).andThen(() => errAsync<{ destination: VimClient; vmx: string }, ApMigrateError>(e)))
+      .map(({ destination, vmx }): PreflightReport<EsxiVmFacts> => ({
         platform: { os: 'esxi', release: '', arch: '' },
         freeBytes: 0,
         tools: {},
         installDir: `${vm.destinationName ?? vm.name} at ${vm.destination.url}`,
-        stagingDir: '',
+        // The copy's .vmx, where the datastore copy will write (the export/import's is known once imported).
+        stagingDir: vmx,
         facts: { sessions: { source, destination, sizeBytes: estimatedBytes } },
       })),
   );
@@ -122,7 +133,8 @@ function rollbackVm(state: DeploymentState<EsxiVmFacts>): ResultAsync<void, ApMi
   if (!facts || !moved) return okAsync(undefined);
   // Powers the copy off, destroys it, removes its directory, and powers the source on if the move powered it off.
   return undoVmCopy(facts.sessions.source, facts.sessions.destination, moved)
-    .map(() => undefined)
+    // Undone: a second rollback has nothing left to remove.
+    .map(() => void delete facts.moved)
     .mapErr((e) => new DeployError('ROLLBACK_FAILED', `Could not remove the copy ${moved.destinationVmx}: ${e.message}`, { cause: e, details: { rollback: e.details.rollback } }));
 }
 
