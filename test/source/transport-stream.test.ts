@@ -12,7 +12,8 @@ import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 const MiB = 1024 * 1024;
-const TOTAL = 50 * MiB;
+// Three times the peak bound below: a stream buffered whole could never stay under it.
+const TOTAL = 200 * MiB;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -50,7 +51,7 @@ describe.skipIf(skipUnless('root', 'tool:/usr/sbin/sshd', 'tool:ssh', 'tool:head
         opened.push(transport);
       });
 
-      it('streams 50 MiB with bounded memory; a stalled reader holds the command back', { timeout: 60_000 }, async () => {
+      it('streams 200 MiB with bounded memory; a stalled reader holds the command back', { timeout: 60_000 }, async () => {
         expect(typeof transport.stream).toBe('function');
         global.gc?.();
         const before = process.memoryUsage.rss();
@@ -69,7 +70,8 @@ describe.skipIf(skipUnless('root', 'tool:/usr/sbin/sshd', 'tool:ssh', 'tool:head
         expect(bytes).toBe(TOTAL);
         console.log(`${name}: ${bytes} bytes, RSS growth stalled ${(whileStalled / MiB).toFixed(1)} MiB, peak ${(peak / MiB).toFixed(1)} MiB`);
         expect(whileStalled).toBeLessThan(16 * MiB);
-        expect(peak).toBeLessThan(25 * MiB);
+        // Garbage chunks wait for the collector, so the peak is not the buffer size; it stays a fraction of the stream.
+        expect(peak).toBeLessThan(64 * MiB);
       });
 
       it('feeds stdin, captures stderr, and reports a non-zero exit as EXEC_NONZERO with its stderr', async () => {
