@@ -8,33 +8,13 @@
  * in dist/ at the same time cannot disturb it.
  */
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { build, type Options } from 'tsup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import config from '../../tsup.config.js';
+import { buildPackage } from '../helpers/build-package.js';
 
-const repo = fileURLToPath(new URL('../..', import.meta.url));
 let root = '';
-
-/** Build `ap-migrate` (ESM and CJS, both entries) into `<root>/node_modules/ap-migrate`. */
-async function buildPackage(prefix: string): Promise<string> {
-  await mkdir(join(repo, '.tmp'), { recursive: true });
-  const dir = await mkdtemp(join(repo, '.tmp', prefix));
-  const pkg = join(dir, 'node_modules', 'ap-migrate');
-  const library = (config as Options[]).filter((o) => typeof o.entry === 'object' && o.entry !== null && 'policy' in o.entry);
-  expect(library.map((o) => o.format).flat().sort()).toEqual(['cjs', 'esm']);
-  for (const options of library) {
-    await build({ ...options, config: false, outDir: join(pkg, 'dist'), dts: false, clean: false, sourcemap: false, silent: true });
-  }
-  await copyFile(join(repo, 'package.json'), join(pkg, 'package.json'));
-  // Its own package scope: under the repository's package.json, `import 'ap-migrate'` would resolve
-  // to the repository itself (a package may import its own name) and load the shared dist/.
-  await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'probe', private: true, type: 'module' }));
-  return dir;
-}
 
 /** Runs in a child Node: errors made by one copy, checked by the other. Prints JSON. */
 const PROBE = String.raw`

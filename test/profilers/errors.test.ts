@@ -6,35 +6,16 @@
  * and probed in a child Node that loads both builds.
  */
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { build, type Options } from 'tsup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import config from '../../tsup.config.js';
+import { buildPackage } from '../helpers/build-package.js';
 import { ApMigrateError } from '../../src/errors.js';
 import { ProfileError } from '../../src/profilers/common.js';
 import { FreeBsdParseError } from '../../src/profilers/freebsd-parsers.js';
 
-const repo = fileURLToPath(new URL('../..', import.meta.url));
 let root = '';
-
-/** Build `ap-migrate` (ESM and CJS, both entries) into `<root>/node_modules/ap-migrate`. */
-async function buildPackage(prefix: string): Promise<string> {
-  await mkdir(join(repo, '.tmp'), { recursive: true });
-  const dir = await mkdtemp(join(repo, '.tmp', prefix));
-  const pkg = join(dir, 'node_modules', 'ap-migrate');
-  const library = (config as Options[]).filter((o) => typeof o.entry === 'object' && o.entry !== null && 'policy' in o.entry);
-  expect(library.map((o) => o.format).flat().sort()).toEqual(['cjs', 'esm']);
-  for (const options of library) {
-    await build({ ...options, config: false, outDir: join(pkg, 'dist'), dts: false, clean: false, sourcemap: false, silent: true });
-  }
-  await copyFile(join(repo, 'package.json'), join(pkg, 'package.json'));
-  // Its own package scope, so that `import 'ap-migrate'` resolves to this copy, not the repository.
-  await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'probe', private: true, type: 'module' }));
-  return dir;
-}
 
 /** Runs in a child Node: errors made (or returned) by one copy, checked by the other. Prints JSON. */
 const PROBE = String.raw`
