@@ -16,27 +16,11 @@ import { defaultVethAddresses } from '../../src/methods/linux-namespaces/deploye
 import { createStraceProfiler } from '../../src/profilers/strace.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
-import { demoBinary } from '../helpers/demo-programs.js';
+import { demoBinary, ECHO_CLIENT } from '../helpers/demo-programs.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
 import { startNotesd, type NotesdSource } from '../helpers/notesd.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { freePort, startSshd, type TestSshd } from '../helpers/sshd.js';
-
-// A TCP client run *at the destination host* (inside its network namespace, through SSH):
-// read the greeting, send one line, print what came back.
-const ECHO_CLIENT = `
-const [host, port, line] = process.argv.slice(1);
-const socket = require('node:net').connect({ host, port: Number(port) });
-let data = '';
-const timer = setTimeout(() => { console.error('no answer: ' + JSON.stringify(data)); process.exit(2); }, 5000);
-socket.on('data', (chunk) => {
-  data += chunk;
-  const lines = data.split('\\n').length;
-  if (lines === 2) socket.write(line + '\\n');
-  if (lines >= 3) { clearTimeout(timer); process.stdout.write(data); socket.end(); }
-});
-socket.on('error', (e) => { console.error(e.message); process.exit(1); });
-`;
 
 // At the destination: the host's IPC namespace and its segments, then those seen inside the
 // program's own IPC namespace (a process of the launcher's session whose ipc ns differs).

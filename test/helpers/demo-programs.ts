@@ -15,3 +15,22 @@ export function demoBinary(name: 'notesd' | 'echod' | 'ipcpair'): string {
   }
   return binary;
 }
+
+/**
+ * A TCP client for echod, run with `node -e` *at the destination host* (inside its network
+ * namespace, through SSH): read the greeting, send one line, print what came back.
+ */
+export const ECHO_CLIENT = `
+const [host, port, line] = process.argv.slice(1);
+const socket = require('node:net').connect({ host, port: Number(port) });
+let data = '';
+const timer = setTimeout(() => { console.error('no answer: ' + JSON.stringify(data)); process.exit(2); }, 5000);
+socket.on('data', (chunk) => {
+  data += chunk;
+  const lines = data.split('\\n').length;
+  if (lines === 2) socket.write(line + '\\n');
+  if (lines >= 3) { clearTimeout(timer); process.stdout.write(data); socket.end(); }
+});
+socket.on('error', (e) => { console.error(e.message); process.exit(1); });
+`;
+

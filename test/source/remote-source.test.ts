@@ -20,25 +20,10 @@ import type { PackRequest } from '../../src/spec/packager.js';
 import type { Source } from '../../src/spec/source.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
-import { demoBinary } from '../helpers/demo-programs.js';
+import { demoBinary, ECHO_CLIENT } from '../helpers/demo-programs.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
-
-// At the destination host: read the greeting, send one line, print what came back.
-const ECHO_CLIENT = `
-const [host, port, line] = process.argv.slice(1);
-const socket = require('node:net').connect({ host, port: Number(port) });
-let data = '';
-const timer = setTimeout(() => { console.error('no answer: ' + JSON.stringify(data)); process.exit(2); }, 5000);
-socket.on('data', (chunk) => {
-  data += chunk;
-  const lines = data.split('\\n').length;
-  if (lines === 2) socket.write(line + '\\n');
-  if (lines >= 3) { clearTimeout(timer); process.stdout.write(data); socket.end(); }
-});
-socket.on('error', (e) => { console.error(e.message); process.exit(1); });
-`;
 
 // Runs in the source host's fresh mount namespace before sshd: the program's files on a tmpfs
 // that exists nowhere else. Then sshd (the rest of argv) replaces it, as PID 1 of the namespace.
