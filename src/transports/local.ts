@@ -6,7 +6,7 @@
  * @module
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, isAbsolute, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -153,19 +153,27 @@ async function openForReading(target: string, path: string): Promise<FileHandle>
   }
 }
 
-/** A regular file's bytes, at most `max`, read through a stream with a running count: the size may change while we read. */
+/**
+ * A regular file's bytes, at most `max`, read in a loop with a running count: the size may change while we read.
+ * Plain `handle.read` calls rather than a stream over the fd, so no read is still pending when the handle closes.
+ */
 async function readBounded(handle: FileHandle, target: string, path: string, max: number, signal: AbortSignal | undefined): Promise<Buffer> {
   const stat = await handle.stat();
   if (!stat.isFile()) throw new TransportError('FILE_NOT_FOUND', `${target} is not a regular file`, { details: { path } });
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of createReadStream('', { fd: handle.fd, autoClose: false, ...(signal ? { signal } : {}) })) {
-    total += (chunk as Buffer).length;
+  for (;;) {
+    if (signal?.aborted) throw new TransportError('ABORTED', `Reading ${target} aborted`);
+    const chunk = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+    const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+    if (bytesRead === 0) return Buffer.concat(chunks, total);
+    total += bytesRead;
     if (total > max) throw new TransportError('FILE_TOO_LARGE', `${target} is larger than ${max} bytes`, { details: { path, maxBytes: max } });
-    chunks.push(chunk as Buffer);
+    chunks.push(chunk.subarray(0, bytesRead));
   }
-  return Buffer.concat(chunks);
 }
+
+const READ_CHUNK_BYTES = 64 * 1024;
 
 function readFile(state: LocalState, path: string, opts: ReadFileOptions = {}): ResultAsync<Buffer, ApMigrateError> {
   if (state.closed) return errAsync(closedError());
@@ -179,7 +187,8 @@ function readFile(state: LocalState, path: string, opts: ReadFileOptions = {}): 
       if (opts.signal?.aborted) throw new TransportError('ABORTED', `Reading ${target} aborted`, { cause });
       throw cause;
     } finally {
-      await handle.close();
+      // A failed close must not replace the error that explains the read.
+      await handle.close().catch(() => undefined);
     }
   };
   return ResultAsync.fromPromise(work(), (e) => asTransportError(e));
