@@ -27,6 +27,8 @@ export const BUNDLE_ERROR_CODES = [
   'BUNDLE_TRUNCATED',
   /** A tar header is damaged (bad checksum, unknown format). */
   'BUNDLE_CORRUPT',
+  /** A seeded entry's data is not at the destination (or not what the entry says): see seeds.ts. */
+  'BUNDLE_SEED_MISSING',
   /** The staging directory exists and is not empty. */
   'BUNDLE_STAGING_NOT_EMPTY',
   /** The destination file system is full (or over quota). */

@@ -38,6 +38,8 @@ import {
   type SkipReason,
 } from './select.js';
 import { isPseudoPath } from '../policy/paths.js';
+import { addSeeded, HeldFilesSchema, noSeeded, SEED_PAX, type HeldFiles, type SeededTotals } from './seeds.js';
+import { hashHandle } from './seed-store.js';
 
 /** Options of {@link createBundleStream} and {@link packBundle}. */
 export interface PackOptions extends BundleSelectionOptions {
@@ -55,6 +57,11 @@ export interface PackOptions extends BundleSelectionOptions {
   onProgress?: (progress: PackProgress) => void;
   /** Bytes per read from a large file (default 1 MiB). */
   readChunkBytes?: number;
+  /**
+   * What the destination already holds (its inventory, see `seeds.ts`): a regular file of the
+   * same path, size and SHA-256 travels as a seeded entry, without its data.
+   */
+  held?: HeldFiles;
   /**
    * Bytes the `extraTrees` will add, as measured by {@link measureTrees}; only used for the estimate
    * written into `bundle.json` and the report (default 0).
@@ -82,8 +89,10 @@ export interface PackReport {
   entryCount: number;
   /** Entries by type and profile files left out by reason. */
   counts: BundleCounts;
-  /** Data bytes of regular files. */
+  /** Data bytes of regular files (seeded ones included: the manifest describes the tree, not the wire). */
   dataBytes: number;
+  /** Files that travelled as seeded entries (their data was already at the destination). */
+  seeded: SeededTotals;
   warnings: string[];
 }
 
@@ -124,6 +133,7 @@ function packOptionsIssues(options: unknown): InputIssue[] {
   if (o.extraTreeBytes !== undefined && !(Number.isSafeInteger(o.extraTreeBytes) && (o.extraTreeBytes as number) >= 0)) {
     issues.push({ path: 'extraTreeBytes', message: 'must be a non-negative integer' });
   }
+  if (o.held !== undefined && !HeldFilesSchema.safeParse(o.held).success) issues.push({ path: 'held', message: 'must map absolute paths to { size, sha256, from }' });
   if (o.extraTrees !== undefined) {
     if (!Array.isArray(o.extraTrees)) {
       issues.push({ path: 'extraTrees', message: 'must be an array of absolute paths' });
@@ -222,6 +232,7 @@ class Packer {
   private readonly typeCounts: Record<string, number> = {};
   private readonly skipped = emptySkipCounts();
   private readonly warnings: string[] = [];
+  private readonly seeded = noSeeded();
   private readonly createdAt = new Date();
   private readonly estimate: BundleEstimate;
   private dataBytes = 0;
@@ -274,6 +285,7 @@ class Packer {
         entryCount: this.entryCount,
         counts: this.counts(),
         dataBytes: this.dataBytes,
+        seeded: this.seeded,
         warnings: this.warnings,
       }),
     );
@@ -618,8 +630,39 @@ class Packer {
         return;
       }
       if (stats.nlink > 1) this.inodes.set(inode, path);
+      if (await this.writeSeededIfHeld(path, stats, fields, base)) return;
       if (stats.size > SMALL_FILE_BYTES || !this.writeSmallFile(path, stats, fields, base)) await this.writeLargeFile(path, stats, fields, base);
     }
+  }
+
+  /**
+   * When the destination holds this path with the same size and SHA-256, write a seeded entry:
+   * the header and its claim, no data. The file is hashed here first (read once more only when
+   * it differs, by the normal path).
+   */
+  private async writeSeededIfHeld(path: string, stats: Stats, fields: TarHeaderFields, base: EntryBase): Promise<boolean> {
+    const held = this.options.held?.[path];
+    if (!held || held.size !== stats.size) return false;
+    let handle: FileHandle;
+    try {
+      handle = await open(this.sourcePath(path), this.openFlags());
+    } catch (e) {
+      throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `opening ${path}`);
+    }
+    try {
+      this.checkOpened(path, stats, await handle.stat());
+      const local = await hashHandle(handle);
+      if (local.sha256 !== held.sha256 || local.size !== held.size) return false;
+    } finally {
+      await handle.close();
+    }
+    const pax = { ...(fields.pax ?? {}), [SEED_PAX.from]: held.from, [SEED_PAX.sha256]: held.sha256, [SEED_PAX.size]: String(held.size) };
+    this.output.write(encodeTarHeader({ ...fields, type: 'file', size: 0, pax }));
+    this.dataBytes += held.size;
+    this.record({ path, type: 'file', size: held.size, ...base, sha256: held.sha256 });
+    addSeeded(this.seeded, held.from, held.size);
+    await this.output.room();
+    return true;
   }
 
   private writeBuffer(name: string, data: Buffer): void {

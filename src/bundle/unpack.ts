@@ -21,7 +21,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writevSync } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, realpath, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, realpath, rename, rm, symlink, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -41,6 +41,8 @@ import {
 } from './manifest.js';
 import { splitMemberName, symlinkResolvesInside, symlinkTargetStaysInside } from './paths.js';
 import { WriteBehind } from './write-behind.js';
+import { addSeeded, journalPathOf, noSeeded, SEED_IDS, SEED_PAX, type Journal, type SeedId, type SeededTotals } from './seeds.js';
+import { copyHashed, loadJournal, openInTree, openOnHost, type JournalIndex } from './seed-store.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -64,6 +66,18 @@ export interface UnpackOptions {
   signal?: AbortSignal;
   /** Called about every MiB with the bytes read and entries written so far. */
   onProgress?: (progress: { bytes: number; entries: number }) => void;
+  /**
+   * Where seeded entries may take their data from (see `seeds.ts`): trees this receiver unpacked
+   * earlier (`staged`, `resume`, each with its journal) and the host roots whose world-readable
+   * files may be copied in (`hostRoots`). A seeded entry naming a seed not given here is refused.
+   */
+  seeds?: { staged?: string; resume?: string; hostRoots?: readonly string[] };
+  /**
+   * On a failure a retry may get past (the stream was cut: `BUNDLE_TRUNCATED`), keep the files
+   * verified so far at this path with their journal, instead of removing them, for the next
+   * attempt's `seeds.resume`. Whatever was there before is replaced.
+   */
+  keepPartialAt?: string;
 }
 
 /** What a successful unpack produced. */
@@ -86,6 +100,8 @@ export interface UnpackReport {
   strippedSetuid: string[];
   /** True when every entry matched the manifest's type, size and SHA-256. */
   verified: boolean;
+  /** Files taken from a seed at the destination instead of the stream. */
+  seeded: SeededTotals;
 }
 
 const DEFAULT_MAX_METADATA = 64 * 1024 * 1024;
@@ -204,6 +220,8 @@ class Unpacker {
   private readonly counts: Partial<Record<BundleEntryType, number>> = {};
   private readonly strippedSetuid: string[] = [];
   private readonly preserveOwners: boolean;
+  private readonly seeded = noSeeded();
+  private readonly journals = new Map<'staged' | 'resume', JournalIndex>();
   private dataBytes = 0;
   private bytesRead = 0;
   private entryIndex = 0;
@@ -214,6 +232,8 @@ class Unpacker {
   private finishing: Promise<void> | undefined;
   private finishingFailed = false;
   private finishingError: unknown;
+  /** The path whose tail is (or last was) finishing. */
+  private finishingPath: string | undefined;
   /** The input emitted `end`: every byte it will ever send has been read. */
   private inputEnded = false;
   /** The first error the tar extractor was destroyed with. */
@@ -234,6 +254,7 @@ class Unpacker {
     const onAbort = () => extract.destroy(new BundleError('ABORTED', 'Unpacking was aborted by the caller'));
     try {
       await this.prepareStaging();
+      await this.loadSeedJournals();
       if (this.options.signal?.aborted) throw new BundleError('ABORTED', 'Unpacking was aborted by the caller');
       this.options.signal?.addEventListener('abort', onAbort, { once: true });
       this.connectInput(extract);
@@ -244,6 +265,7 @@ class Unpacker {
       await this.awaitFinishing();
       this.checkNotEmpty();
       await this.finish();
+      await this.writeJournal(journalPathOf(this.root));
       return this.report();
     } catch (e) {
       throw await this.abandon(extract, e);
@@ -264,9 +286,12 @@ class Unpacker {
     });
     // A stream destroyed without an error (a producer that gave up) never ends the extractor: it
     // would wait forever. It ended before the archive did.
+    const closedEarly = () => extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
     this.input.once('close', () => {
-      if (!this.inputEnded) extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
+      if (!this.inputEnded) closedEarly();
     });
+    // Closed before we got here (while staging was prepared): its 'close' has already gone by.
+    if (this.input.destroyed && !this.input.readableEnded) queueMicrotask(closedEarly);
     extract.on('error', (e: unknown) => {
       this.extractError ??= e;
     });
@@ -295,6 +320,7 @@ class Unpacker {
       bytesRead: this.bytesRead,
       strippedSetuid: this.strippedSetuid,
       verified: this.isBundle,
+      seeded: this.seeded,
     };
   }
 
@@ -308,6 +334,9 @@ class Unpacker {
     // finished one by one.
     await this.finishing;
     const error = this.classify(this.finishingFailed ? this.finishingError : e);
+    if (this.options.keepPartialAt !== undefined && error.code === 'BUNDLE_TRUNCATED' && this.createdStaging) {
+      if (await this.keepPartial(this.options.keepPartialAt)) return error;
+    }
     await this.removeStaging();
     return error;
   }
@@ -403,6 +432,7 @@ class Unpacker {
     switch (type) {
       case 'file':
       case 'contiguous-file':
+        if (header.pax?.[SEED_PAX.from] !== undefined) return this.writeSeeded(header, entry, components, path, this.allowedMode(header.name, mode));
         return this.writeFile(header, entry, components, path, this.allowedMode(header.name, mode));
       case 'directory':
         return this.makeDirectory(header, entry, components, mode);
@@ -562,6 +592,7 @@ class Unpacker {
         await handle.close();
       }
     };
+    this.finishingPath = path;
     this.finishing = finishTail().then(
       () => {
         this.finishing = undefined;
@@ -574,6 +605,127 @@ class Unpacker {
     );
     this.dataBytes += size;
     this.count('file', path, { type: 'file', size, sha256: hash.digest('hex') });
+  }
+
+  /** Journals of the tree seeds, read once before the first entry. */
+  private async loadSeedJournals(): Promise<void> {
+    for (const id of ['staged', 'resume'] as const) {
+      const dir = this.options.seeds?.[id];
+      if (dir !== undefined) this.journals.set(id, await loadJournal(dir));
+    }
+  }
+
+  /** The seed a seeded entry names, checked against what this unpack was offered. */
+  private seedClaim(header: DecodedHeader): { from: SeedId; sha256: string; size: number } {
+    const pax = header.pax ?? {};
+    const from = pax[SEED_PAX.from] ?? '';
+    const sha256 = pax[SEED_PAX.sha256] ?? '';
+    const size = Number(pax[SEED_PAX.size]);
+    if (!this.isBundle) throw this.unsafe(header.name, 'it is a seeded entry outside an ap-migrate bundle');
+    if (!(SEED_IDS as readonly string[]).includes(from)) throw this.unsafe(header.name, `it names an unknown seed "${from}"`);
+    if (header.size !== 0 || !/^[0-9a-f]{64}$/.test(sha256) || !Number.isSafeInteger(size) || size < 0) throw this.unsafe(header.name, 'its seed records are malformed');
+    const seed = from as SeedId;
+    const offered = seed === 'host' ? this.options.seeds?.hostRoots !== undefined : this.options.seeds?.[seed] !== undefined;
+    if (!offered) throw this.unsafe(header.name, `it names the seed "${seed}", which this destination did not offer`);
+    return { from: seed, sha256, size };
+  }
+
+  private seedMissing(path: string, from: SeedId, why: string): BundleError {
+    return new BundleError('BUNDLE_SEED_MISSING', `${path} was to be taken from the destination's ${from} copy, but ${why}`, { details: { path, seed: from } });
+  }
+
+  /** A seeded entry: its data from the seed it names (a link into a tree of ours, or a verified copy of a host file). */
+  private async writeSeeded(header: DecodedHeader, entry: EntryStream, components: string[], path: string, mode: number): Promise<void> {
+    await this.drain(entry);
+    const claim = this.seedClaim(header);
+    await this.awaitFinishing();
+    const full = join(this.root, ...components);
+    if (claim.from === 'host') await this.copyHostSeed(header.name, components, full, path, claim);
+    else await this.linkTreeSeed(header.name, components, full, path, claim as { from: 'staged' | 'resume'; sha256: string; size: number });
+    if (this.preserveOwners) {
+      const { uid, gid } = this.ownerOf(header);
+      await lchown(full, uid, gid);
+    }
+    // After chown, which may clear setuid bits.
+    await chmod(full, mode);
+    await utimes(full, header.mtime, header.mtime);
+    addSeeded(this.seeded, claim.from, claim.size);
+    this.count('file', path, { type: 'file', size: claim.size, sha256: claim.sha256 });
+  }
+
+  /** From a tree this receiver verified earlier: its journal must list the same content; linked (same file system) or copied. */
+  private async linkTreeSeed(name: string, components: string[], full: string, path: string, claim: { from: 'staged' | 'resume'; sha256: string; size: number }): Promise<void> {
+    const dir = this.options.seeds?.[claim.from] as string;
+    const known = this.journals.get(claim.from)?.get(path);
+    if (!known || known.sha256 !== claim.sha256 || known.size !== claim.size) throw this.seedMissing(path, claim.from, 'its journal does not list that content');
+    const handle = await openInTree(dir, path);
+    if (!handle) throw this.seedMissing(path, claim.from, 'it is not there');
+    try {
+      if ((await handle.stat()).size !== claim.size) throw this.seedMissing(path, claim.from, 'its size changed');
+      await this.prepareTarget(name, components, false);
+      try {
+        // The seed tree is private to this receiver (0700, root's): a hard link shares verified data at no cost.
+        await link(join(dir, ...components), full);
+      } catch (e) {
+        if (errnoOf(e) !== 'EXDEV') throw e;
+        await this.copySeedData(name, components, full, path, handle, claim);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** From the host: a world-readable system file, copied and hashed on the way. */
+  private async copyHostSeed(name: string, components: string[], full: string, path: string, claim: { from: SeedId; sha256: string; size: number }): Promise<void> {
+    const handle = await openOnHost(path, this.options.seeds?.hostRoots ?? []);
+    if (!handle) throw this.seedMissing(path, 'host', 'the host has no world-readable regular file there under the allowed roots');
+    try {
+      await this.copySeedData(name, components, full, path, handle, claim);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async copySeedData(name: string, components: string[], full: string, path: string, from: FileHandle, claim: { from: SeedId; sha256: string; size: number }): Promise<void> {
+    const out = await this.createFile(name, components, full, (file, flags) => open(file, flags, 0o600));
+    let copied: { sha256: string; size: number };
+    try {
+      copied = await copyHashed(from, out);
+    } finally {
+      await out.close();
+    }
+    if (copied.sha256 !== claim.sha256 || copied.size !== claim.size) throw this.seedMissing(path, claim.from, 'its content differs from what the bundle names');
+  }
+
+  /** The verified regular files extracted so far (a large file whose tail failed is not one). */
+  private journal(): Journal {
+    const files: Journal['files'] = [];
+    for (const [path, e] of this.extracted) {
+      if (e.type !== 'file' || e.sha256 === undefined) continue;
+      if (this.finishingFailed && path === this.finishingPath) continue;
+      files.push([path, e.size, e.sha256]);
+    }
+    return { kind: 'ap-migrate-journal', version: 1, files };
+  }
+
+  private async writeJournal(at: string): Promise<void> {
+    await writeFile(at, JSON.stringify(this.journal()), { mode: 0o600 }).catch((e: unknown) => {
+      throw toBundleError(e, 'BUNDLE_IO', `writing the journal ${at}`);
+    });
+  }
+
+  /** Move what was verified to `at` with its journal, for the next attempt; false when that failed (staging is then removed). */
+  private async keepPartial(at: string): Promise<boolean> {
+    try {
+      const journal = this.journal();
+      await rm(at, { recursive: true, force: true });
+      await mkdir(dirname(at), { recursive: true, mode: 0o700 });
+      await rename(this.root, at);
+      await writeFile(journalPathOf(at), JSON.stringify(journal), { mode: 0o600 });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Wait for the tail of the previous large file; throw its error. */
