@@ -26,6 +26,8 @@ import {
   preflightPhase,
   settleSourcePhase,
   transferPhase,
+  canPreCopy,
+  type Round,
   undoAfterFailure,
   type ChosenMethod,
 } from './migrate/deploy-phases.js';
@@ -80,17 +82,23 @@ function deploy(run: Run, base: Omit<ReportParts, 'estimate'>): ResultAsync<Migr
     const preflight = yield* preflightPhase(run, chosen, estimate);
     yield* notAborted(run);
     if (run.options.dryRun) return ok(buildReport(run, { ...base, estimate }));
+    // pre-copy: everything once while the source runs; after the freeze only what changed since.
+    const preCopied = run.cutover === 'pre-copy' && canPreCopy(chosen);
+    if (preCopied) yield* transferPhase(run, chosen, preflight, estimate, 'full').orElse((error) => undoAfterFailure(run, chosen, NOT_FROZEN, error));
     const frozen = yield* freezeSource(run, chosen, sourcePid);
-    const sent = yield* cutOver(run, chosen, preflight, estimate).orElse((error) => undoAfterFailure(run, chosen, frozen, error));
+    const sent = yield* cutOver(run, chosen, preflight, estimate, preCopied ? 'delta' : 'full').orElse((error) => undoAfterFailure(run, chosen, frozen, error));
     const healthyAt = performance.now();
     const sourceOutcome = yield* settleSourcePhase(run, chosen, sourcePid, frozen);
     return ok(buildReport(run, { ...base, estimate, sent, frozen, healthyAt, ...(sourceOutcome ? { sourceOutcome } : {}) }));
   });
 }
 
+/** No process frozen (yet): what a failure before the freeze thaws. */
+const NOT_FROZEN = { pids: [], at: 0 };
+
 /** Everything that is rolled back on failure: transfer, activate, start, health. */
-function cutOver(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate): ResultAsync<PackSummary, ApMigrateError> {
-  return transferPhase(run, chosen, preflight, estimate).andThen((sent) => deployPhases(run, chosen, preflight).map(() => sent));
+function cutOver(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round): ResultAsync<PackSummary, ApMigrateError> {
+  return transferPhase(run, chosen, preflight, estimate, round).andThen((sent) => deployPhases(run, chosen, preflight).map(() => sent));
 }
 
 /** Let the deployer release what its pre-flight opened (sessions) once `result` settles, whatever it is. */

@@ -47,6 +47,7 @@ export function packOptionsFor(request: PackRequest, selection: BundleSelectionO
     ...selection,
     extraTreeBytes: estimate.measuredTreeBytes,
     plan: request.plan,
+    ...(request.held ? { held: request.held } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
   };
 }
@@ -70,7 +71,7 @@ export function createBundlePackager(select: SelectBundle): Packager<Readable> {
       const { stream, report } = bundle.value;
       return okAsync({
         payload: stream,
-        done: report.map((r) => ({ totalBytes: r.totalBytes, manifestBytes: r.manifestBytes })).mapErr((e): ApMigrateError => e),
+        done: report.map((r) => ({ totalBytes: r.totalBytes, manifestBytes: r.manifestBytes, seededBytes: r.seeded.bytes })).mapErr((e): ApMigrateError => e),
       });
     },
   };

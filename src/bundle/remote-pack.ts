@@ -56,7 +56,7 @@ export const packRemotely = {
             const stderr = typeof e.details.stderr === 'string' ? e.details.stderr : '';
             return stderr ? parseReply<never>(stderr, 'packing') : errAsync(e);
           })
-          .andThen((exit) => parseReply<{ totalBytes: number; manifestBytes: number }>(exit.stderr, 'packing')),
+          .andThen((exit) => parseReply<{ totalBytes: number; manifestBytes: number; seededBytes?: number }>(exit.stderr, 'packing')),
       }));
   },
 };

@@ -15,21 +15,12 @@
  * @module
  */
 import { z } from 'zod';
+import type { HeldFiles, SeedId } from '../spec/packager.js';
+
+export type { HeldFile, HeldFiles, SeedId } from '../spec/packager.js';
 
 /** Where a seeded entry's data comes from at the destination. */
-export const SEED_IDS = ['staged', 'resume', 'host'] as const;
-/** One seed id. */
-export type SeedId = (typeof SEED_IDS)[number];
-
-/** What the destination holds at one path. */
-export interface HeldFile {
-  size: number;
-  sha256: string;
-  from: SeedId;
-}
-
-/** Path → what the destination holds there. A plain object: it crosses to a remote packer as JSON. */
-export type HeldFiles = Record<string, HeldFile>;
+export const SEED_IDS = ['staged', 'resume', 'host'] as const satisfies readonly SeedId[];
 
 /** PAX records of a seeded entry. */
 export const SEED_PAX = { from: 'APMIGRATE.seed', sha256: 'APMIGRATE.sha256', size: 'APMIGRATE.size' } as const;
@@ -68,7 +59,7 @@ export const InventoryRequestSchema = z.object({
 export type InventoryRequest = z.infer<typeof InventoryRequestSchema>;
 
 /** The destination's answer, validated by the side that asked (it came over a wire). */
-export const HeldFilesSchema = z.record(absolute, z.object({ size, sha256: sha256Hex, from: z.enum(SEED_IDS) }));
+export const HeldFilesSchema: z.ZodType<HeldFiles> = z.record(absolute, z.object({ size, sha256: sha256Hex, from: z.enum(SEED_IDS) }));
 
 /** Bytes and files a set of seeded entries saved, by seed. */
 export interface SeededTotals {

@@ -34,11 +34,14 @@ const COMMAND_USAGE = {
   profile: `  ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)`,
   migrate: `  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
                      [--name NAME] [--method ID] [--profiler ebpf|strace|procfs] [--duration SECONDS]
-                     [--dry-run] [--json] [--stop-source] [--allow-root] [--cutover copy|stop-and-copy]
-                     [--include PATH]... [--exclude PATH]... [--no-capture]
+                     [--dry-run] [--json] [--stop-source] [--allow-root] [--cutover copy|stop-and-copy|pre-copy]
+                     [--include PATH]... [--exclude PATH]... [--no-capture] [--no-dedup] [--attempts N]
                      [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]
     --cutover MODE    copy (default: copy while it runs, keep it running) or stop-and-copy (freeze it, copy,
                       start and check the copy, then stop the source; thawed on any failure; the downtime is printed)
+                      or pre-copy (copy while it runs, then freeze it and send only what changed: shortest downtime)
+    --no-dedup        send every file, even those the destination host already has (same path and SHA-256)
+    --attempts N      try a cut transfer up to N times, resuming from what the destination verified (default 1)
     --allow-root      start the program even though its profile says uid or gid 0 (it runs as root on the destination)
     --include PATH    also carry this absolute path from the source (a directory travels whole); repeatable
     --exclude PATH    leave this absolute path (a directory: everything under it) out of the capture; repeatable
@@ -258,6 +261,8 @@ const MIGRATE_FLAGS = {
   include: { type: 'string', multiple: true },
   exclude: { type: 'string', multiple: true },
   'no-capture': { type: 'boolean', default: false },
+  'no-dedup': { type: 'boolean', default: false },
+  attempts: { type: 'string' },
 } as const;
 
 type MigrateFlags = NonNullable<ReturnType<typeof parseMigrateFlags>>['values'];
@@ -310,12 +315,18 @@ function printMigrationReport(r: MigrationReport): void {
   const reasons = Object.entries(summarizeReasons(r.profile)).filter(([, v]) => v.files > 0);
   if (reasons.length) console.log(`carried, by reason: ${reasons.map(([k, v]) => `${k} ${v.files} files ${formatBytes(v.bytes)}`).join(', ')}`);
   console.log(`cutover: ${r.cutover.mode}${r.cutover.downtimeMs !== undefined ? `, downtime ${r.cutover.downtimeMs.toFixed(0)} ms` : ''}; total ${r.totalMs.toFixed(0)} ms`);
+  for (const round of r.rounds) {
+    const tries = round.attempts > 1 ? `, ${round.attempts} attempts (${round.bytesSentBefore} bytes before the last)` : '';
+    console.log(`round ${round.round}: ${round.bytesSent} bytes sent, ${round.seededBytes} bytes the destination already had${tries}`);
+  }
 }
 
 /** The options of `migrate()` the flags say, apart from target, destination and profiler. */
 function migrateOptionsFromFlags(values: MigrateFlags): Omit<MigrateOptions, 'target' | 'destination' | 'profiler'> {
   const cutover = values.cutover ?? 'copy';
-  if (cutover !== 'copy' && cutover !== 'stop-and-copy') throw new UsageError(`--cutover must be copy or stop-and-copy, got "${cutover}"`);
+  if (cutover !== 'copy' && cutover !== 'stop-and-copy' && cutover !== 'pre-copy') throw new UsageError(`--cutover must be copy, stop-and-copy or pre-copy, got "${cutover}"`);
+  const attempts = values.attempts === undefined ? undefined : Number(values.attempts);
+  if (attempts !== undefined && !(Number.isInteger(attempts) && attempts >= 1 && attempts <= 20)) throw new UsageError(`--attempts must be a whole number from 1 to 20, got "${values.attempts}"`);
   const capture = captureFromFlags(values);
   const sourcePolicy: SourcePolicy = values['stop-source'] ? 'stop' : 'keep-running';
   return {
@@ -326,6 +337,8 @@ function migrateOptionsFromFlags(values: MigrateFlags): Omit<MigrateOptions, 'ta
     dryRun: values['dry-run'],
     ...(values['allow-root'] ? { allowRoot: true } : {}),
     ...(capture !== undefined ? { capture } : {}),
+    ...(values['no-dedup'] ? { dedup: false } : {}),
+    ...(attempts !== undefined ? { transferAttempts: attempts } : {}),
     sourcePolicy,
   };
 }

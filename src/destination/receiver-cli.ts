@@ -4,7 +4,11 @@
  * deployer uploads, so the destination needs only `node`, not the SDK.
  *
  *   node receiver.cjs unpack STAGING_DIR [--allow-devices] [--setuid=reject|strip|allow]
- *     unpack a bundle from stdin with every safety check and hash verification of `unpackBundle`;
+ *          [--seed-staged=DIR] [--seed-resume=DIR] [--seed-host-root=DIR ...] [--keep-partial=DIR]
+ *     unpack a bundle from stdin with every safety check and hash verification of `unpackBundle`,
+ *     taking seeded entries from the seeds named here (never from anything the bundle names);
+ *   node receiver.cjs inventory   < {"staged"?:DIR,"resume"?:DIR,"host"?:{"roots":[...],"paths":[...]}}
+ *     what the destination already holds for those seeds (see `bundle/seeds.ts`);
  *   node receiver.cjs build-root
  *     build the program's root from the JSON spec on stdin (see `root-builder.ts`), never
  *     following a link out of the root.
@@ -21,24 +25,41 @@
 import { pipeline } from 'node:stream/promises';
 import { createBundleStream, type PackOptions } from '../bundle/pack.js';
 import { measureTrees } from '../bundle/measure.js';
-import { unpackBundle } from '../bundle/unpack.js';
+import { unpackBundle, type UnpackOptions } from '../bundle/unpack.js';
+import { InventoryRequestSchema } from '../bundle/seeds.js';
+import { takeInventory } from '../bundle/seed-store.js';
 import { createProcfsProfiler } from '../profilers/procfs.js';
 import { buildRoot, type RootBuildSpec } from './root-builder.js';
 
 type Reply = { ok: true; report: unknown } | { ok: false; error: { code: string; message: string; isRetryable?: boolean } };
+
+/** Values of `--name=VALUE` flags, in order. */
+const flagValues = (flags: string[], name: string): string[] => flags.filter((f) => f.startsWith(`--${name}=`)).map((f) => f.slice(name.length + 3));
+
+/** The seeds and partial-keeping of an unpack, from its flags (absolute paths only). */
+function seedOptions(flags: string[]): Pick<UnpackOptions, 'seeds' | 'keepPartialAt'> {
+  const abs = (values: string[]) => values.filter((v) => v.startsWith('/'));
+  const [staged] = abs(flagValues(flags, 'seed-staged'));
+  const [resume] = abs(flagValues(flags, 'seed-resume'));
+  const hostRoots = abs(flagValues(flags, 'seed-host-root'));
+  const [keepPartialAt] = abs(flagValues(flags, 'keep-partial'));
+  const seeds = { ...(staged ? { staged } : {}), ...(resume ? { resume } : {}), ...(hostRoots.length ? { hostRoots } : {}) };
+  return { ...(Object.keys(seeds).length ? { seeds } : {}), ...(keepPartialAt ? { keepPartialAt } : {}) };
+}
 
 async function unpack(staging: string, flags: string[]): Promise<Reply> {
   const setuidFlag = flags.find((f) => f.startsWith('--setuid='))?.slice('--setuid='.length);
   const result = await unpackBundle(process.stdin, staging, {
     allowDevices: flags.includes('--allow-devices'),
     ...(setuidFlag ? { setuid: setuidFlag as 'reject' | 'strip' | 'allow' } : {}),
+    ...seedOptions(flags),
   });
   if (result.isErr()) {
     const { code, message, isRetryable } = result.error;
     return { ok: false, error: { code, message, isRetryable } };
   }
   const r = result.value;
-  return { ok: true, report: { stagingDir: r.stagingDir, bytesRead: r.bytesRead, dataBytes: r.dataBytes, verified: r.verified, entries: r.manifest?.entries.length ?? 0 } };
+  return { ok: true, report: { stagingDir: r.stagingDir, bytesRead: r.bytesRead, dataBytes: r.dataBytes, verified: r.verified, entries: r.manifest?.entries.length ?? 0, seeded: r.seeded } };
 }
 
 async function readStdin(): Promise<string> {
@@ -97,7 +118,7 @@ async function packCommand(): Promise<Reply> {
   const [report, pipeError] = await Promise.all([bundle.value.report, piped]);
   if (report.isErr()) return { ok: false, error: { code: report.error.code, message: report.error.message, isRetryable: report.error.isRetryable } };
   if (pipeError !== undefined) return { ok: false, error: { code: 'BUNDLE_IO', message: `writing the bundle: ${String(pipeError)}` } };
-  return { ok: true, report: { totalBytes: report.value.totalBytes, manifestBytes: report.value.manifestBytes } };
+  return { ok: true, report: { totalBytes: report.value.totalBytes, manifestBytes: report.value.manifestBytes, seededBytes: report.value.seeded.bytes } };
 }
 
 /** Measure whole trees on the source, as the packer will send them. */
@@ -111,6 +132,15 @@ async function measureTreesCommand(): Promise<Reply> {
   const measured = await measureTrees(request.trees as string[]);
   if (measured.isErr()) return { ok: false, error: { code: measured.error.code, message: measured.error.message } };
   return { ok: true, report: { bytes: measured.value.bytes } };
+}
+
+/** What the destination already holds for the seeds the deployer names. */
+async function inventoryCommand(): Promise<Reply> {
+  const request = await readRequest('inventory');
+  if (isReply(request)) return request;
+  const parsed = InventoryRequestSchema.safeParse(request);
+  if (!parsed.success) return { ok: false, error: { code: 'INVALID_INPUT', message: `inventory: ${parsed.error.issues[0]?.message ?? 'invalid request'}` } };
+  return { ok: true, report: await takeInventory(parsed.data) };
 }
 
 /** Profile a running program on the source by pid with the procfs profiler (no tracer needed there). */
@@ -134,9 +164,10 @@ async function main(argv: string[]): Promise<number> {
   let reply: Reply;
   if (command === 'unpack' && staging) reply = await unpack(staging, flags);
   else if (command === 'build-root' && staging === undefined) reply = await buildRootCommand();
+  else if (command === 'inventory' && staging === undefined) reply = await inventoryCommand();
   else if (command === 'measure-trees' && staging === undefined) reply = await measureTreesCommand();
   else if (command === 'profile-pid' && staging === undefined) reply = await profilePidCommand();
-  else reply = { ok: false, error: { code: 'INVALID_INPUT', message: 'usage: receiver unpack STAGING_DIR [flags] | build-root | pack | measure-trees | profile-pid (requests as JSON on stdin)' } };
+  else reply = { ok: false, error: { code: 'INVALID_INPUT', message: 'usage: receiver unpack STAGING_DIR [flags] | inventory | build-root | pack | measure-trees | profile-pid (requests as JSON on stdin)' } };
   process.stdout.write(`${JSON.stringify(reply)}\n`);
   return reply.ok ? 0 : reply.error.code === 'INVALID_INPUT' ? 2 : 1;
 }

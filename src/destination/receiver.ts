@@ -9,10 +9,12 @@ import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
-import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ExecResult } from '../spec/executor.js';
-import type { DeployContext, StagedBundle } from '../spec/deployer.js';
+import type { DeployContext, InventoryQuery, ReceiveOptions, StagedBundle } from '../spec/deployer.js';
+import type { HeldFiles } from '../spec/packager.js';
+import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema } from '../bundle/seeds.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
 import type { RootBuildReport, RootBuildSpec } from './root-builder.js';
@@ -44,21 +46,73 @@ function receiverMissing(): DeployError {
   return new DeployError('RECEIVER_MISSING', 'dist/receiver.cjs not found: run `npm run build` (or set AP_MIGRATE_RECEIVER)');
 }
 
+/** Upload the receiver once per content hash (its name says which); from `/`, so the work directory may be new. */
+function ensureReceiver(context: DeployContext, signalOpt: { signal?: AbortSignal }): ResultAsync<string, ApMigrateError> {
+  const receiver = receiverFor(context);
+  if (!receiver) return errAsync(receiverMissing());
+  const { transport } = context;
+  const { workDir } = layoutFor(transport, context.name);
+  return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [workDir, receiver.remotePath], { cwd: '/', ...signalOpt })
+    .andThen((r) => (r.stdout.trim() === 'present' ? okAsync(undefined) : transport.upload(createReadStream(receiver.localPath), receiver.remotePath, { ...signalOpt, mode: 0o600 }).map(() => undefined)))
+    .map(() => receiver.remotePath);
+}
+
+/** Where the seeds of one migration live at the destination: its staged tree, the next round's, the files kept from a cut attempt. */
+export function seedPaths(context: DeployContext, stagingDir: string): { root: string; next: string; resume: string } {
+  const { workDir } = layoutFor(context.transport, context.name);
+  return { root: posix.join(stagingDir, 'root'), next: posix.join(stagingDir, 'root.next'), resume: posix.join(workDir, `resume-${context.name}`) };
+}
+
+/** The receiver's unpack flags for one round: where it writes, which seeds it may take from, where a cut attempt's files are kept. */
+function unpackArgs(context: DeployContext, stagingDir: string, options: ReceiveWithReceiverOptions): { target: string; flags: string[] } {
+  const paths = seedPaths(context, stagingDir);
+  const delta = options.round === 'delta';
+  const flags = [
+    ...(options.allowDevices ? ['--allow-devices'] : []),
+    ...(options.setuid ? [`--setuid=${options.setuid}`] : []),
+    `--seed-resume=${paths.resume}`,
+    `--keep-partial=${paths.resume}`,
+    ...(delta ? [`--seed-staged=${paths.root}`] : []),
+    ...(options.hostSeeds ? DEFAULT_HOST_SEED_ROOTS.map((r) => `--seed-host-root=${r}`) : []),
+  ];
+  return { target: delta ? paths.next : paths.root, flags };
+}
+
+// Before a later attempt: the receiver of the cut one may still be keeping what it verified
+// (moving it to the resume store); let it finish (killed after 10 s), then clear what is left at
+// the target. Matched as the rollback matches it: by its "unpack <target>" argument, escaped.
+const CLEAR_TARGET_SCRIPT = `
+target="$1"
+pat=$(printf '%s' "$target" | sed 's/[][\\.*^$+?(){}|]/\\\\&/g')
+i=0; while [ "$i" -lt 100 ] && pgrep -f -- "unpack '?$pat" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+pkill -KILL -f -- "unpack '?$pat" 2>/dev/null || true
+rm -rf -- "$target" "$target.journal.json"
+`;
+// After a verified round: the resume store served its purpose; a delta round replaces the tree it was seeded from.
+const SETTLE_ROUND_SCRIPT = `
+resume="$1"; root="$2"; next="$3"
+rm -rf -- "$resume" "$resume.journal.json"
+if [ -n "$next" ]; then
+  rm -rf -- "$root" "$root.journal.json"
+  mv -- "$next" "$root" && mv -- "$next.journal.json" "$root.journal.json"
+fi
+`;
+
+/** Options of {@link receiveWithReceiver}. */
+export interface ReceiveWithReceiverOptions extends ReceiveOptions {
+  allowDevices?: boolean;
+  setuid?: 'reject' | 'strip' | 'allow';
+  onBytes?: (bytes: number) => void;
+}
+
 /** Upload the receiver (once per content hash) and run it with the bundle on its stdin. */
 export function receiveWithReceiver(
   context: DeployContext,
   preflight: { stagingDir: string },
   bundle: Readable,
-  options: { allowDevices?: boolean; setuid?: 'reject' | 'strip' | 'allow'; onBytes?: (bytes: number) => void } = {},
+  options: ReceiveWithReceiverOptions = {},
 ): ResultAsync<StagedBundle, ApMigrateError> {
   const { transport } = context;
-  const receiver = receiverFor(context);
-  if (!receiver) {
-    bundle.destroy();
-    return errAsync(receiverMissing());
-  }
-  const { localPath: receiverPath, remotePath: remoteReceiver } = receiver;
-  const layout = layoutFor(transport, context.name);
   const { stagingDir } = preflight;
   const signalOpt = context.signal ? { signal: context.signal } : {};
   let bytes = 0;
@@ -67,24 +121,58 @@ export function receiveWithReceiver(
     options.onBytes?.(bytes);
   });
   bundle.pause();
-  const flags = [...(options.allowDevices ? ['--allow-devices'] : []), ...(options.setuid ? [`--setuid=${options.setuid}`] : [])];
-  // From `/`: this creates the root directory when it does not exist yet.
-  return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [layout.workDir, remoteReceiver], { cwd: '/', ...signalOpt })
-    .andThen((r) => (r.stdout.trim() === 'present' ? okAsync(undefined) : transport.upload(createReadStream(receiverPath), remoteReceiver, { ...signalOpt, mode: 0o600 }).map(() => undefined)))
-    .andThen(() => transport.exec(['node', remoteReceiver, 'unpack', posix.join(stagingDir, 'root'), ...flags], { ...signalOpt, stdin: bundle, allowNonZeroExit: true }))
+  const { target, flags } = unpackArgs(context, stagingDir, options);
+  const paths = seedPaths(context, stagingDir);
+  return ensureReceiver(context, signalOpt)
+    .andThen((remoteReceiver) =>
+      ((options.attempt ?? 1) > 1 ? runScript(transport, CLEAR_TARGET_SCRIPT, [target], { cwd: '/', ...signalOpt }).map(() => remoteReceiver) : okAsync(remoteReceiver)),
+    )
+    .andThen((remoteReceiver) => transport.exec(['node', remoteReceiver, 'unpack', target, ...flags], { ...signalOpt, stdin: bundle, allowNonZeroExit: true }))
     .mapErr((e) => {
       bundle.destroy();
       return e;
     })
+    .andThen((result) => stagedFromReply(transport.description, result, stagingDir, bytes))
+    .andThen((staged) =>
+      runScript(transport, SETTLE_ROUND_SCRIPT, [paths.resume, paths.root, options.round === 'delta' ? paths.next : ''], { cwd: '/', ...signalOpt }).map(() => staged),
+    );
+}
+
+/** The staged bundle the receiver's reply describes, or the typed error it reports. */
+function stagedFromReply(where: string, result: ExecResult, stagingDir: string, bytes: number): ResultAsync<StagedBundle, ApMigrateError> {
+  const reply = parseReceiverReply<{ bytesRead: number; entries: number; verified: boolean; seeded?: { bytes?: number } }>(result);
+  if (!reply.ok) {
+    const code = reply.error.code;
+    const message = code === 'RECEIVE_FAILED' ? `The receiver at ${where} failed: ${reply.error.message}` : `The destination rejected the bundle: ${reply.error.message}`;
+    // A cut stream is worth another attempt: what was verified is kept for it.
+    const isRetryable = (reply.error.isRetryable ?? false) || code === 'BUNDLE_TRUNCATED';
+    return errAsync(new DeployError(code, message, { isRetryable }));
+  }
+  if (!reply.report.verified) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination could not verify the bundle against its manifest'));
+  const seededBytes = typeof reply.report.seeded?.bytes === 'number' ? reply.report.seeded.bytes : 0;
+  return okAsync({ stagingDir, bytesReceived: reply.report.bytesRead || bytes, entriesVerified: reply.report.entries, seededBytes });
+}
+
+/** What the destination holds for a round: the files a cut attempt kept, the tree the first round staged, the host's own files. */
+export function inventoryWithReceiver(context: DeployContext, preflight: { stagingDir: string }, query: InventoryQuery): ResultAsync<HeldFiles, ApMigrateError> {
+  const signalOpt = context.signal ? { signal: context.signal } : {};
+  const paths = seedPaths(context, preflight.stagingDir);
+  const request = {
+    resume: paths.resume,
+    ...(query.round === 'delta' ? { staged: paths.root } : {}),
+    ...(query.hostPaths?.length ? { host: { roots: [...DEFAULT_HOST_SEED_ROOTS], paths: [...query.hostPaths] } } : {}),
+  };
+  const clear: ResultAsync<unknown, ApMigrateError> =
+    (query.attempt ?? 1) > 1 ? runScript(context.transport, CLEAR_TARGET_SCRIPT, [query.round === 'delta' ? paths.next : paths.root], { cwd: '/', ...signalOpt }) : okAsync(undefined);
+  return clear
+    .andThen(() => ensureReceiver(context, signalOpt))
+    .andThen((remoteReceiver) => context.transport.exec(['node', remoteReceiver, 'inventory'], { ...signalOpt, stdin: Readable.from([JSON.stringify(request)]), allowNonZeroExit: true }))
     .andThen((result) => {
-      const reply = parseReceiverReply<{ bytesRead: number; entries: number; verified: boolean }>(result);
-      if (!reply.ok) {
-        const code = reply.error.code;
-        const message = code === 'RECEIVE_FAILED' ? `The receiver at ${transport.description} failed: ${reply.error.message}` : `The destination rejected the bundle: ${reply.error.message}`;
-        return errAsync(new DeployError(code, message, { isRetryable: reply.error.isRetryable ?? false }));
-      }
-      if (!reply.report.verified) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination could not verify the bundle against its manifest'));
-      return okAsync<StagedBundle, ApMigrateError>({ stagingDir, bytesReceived: reply.report.bytesRead || bytes, entriesVerified: reply.report.entries });
+      const reply = parseReceiverReply<unknown>(result);
+      if (!reply.ok) return errAsync(new DeployError('RECEIVE_FAILED', `The destination could not say what it holds: ${reply.error.message}`));
+      const held = HeldFilesSchema.safeParse(reply.report);
+      if (!held.success) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination answered its inventory with something that is not one'));
+      return okAsync(held.data);
     });
 }
 

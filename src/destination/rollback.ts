@@ -9,7 +9,7 @@ import { okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { DeployContext, DeploymentState } from '../spec/deployer.js';
 import { DeployError } from './deploy-error.js';
-import { layoutFor } from './layout.js';
+import { isSafeName, layoutFor } from './layout.js';
 import { runScript } from './run-script.js';
 
 /** The staging directory of a migration: the verified one, or the one pre-flight chose (a failed receive was writing it). */
@@ -54,7 +54,9 @@ export function rollbackCommon(
 ): ResultAsync<void, ApMigrateError> {
   const layout = layoutFor(context.transport, context.name);
   const staging = stagingDirOf(state);
-  const dirs = [staging, state.activated ? state.activated.installDir : undefined].filter((d): d is string => !!d);
+  // The files a cut attempt kept for the next one go too: a rollback is a final failure.
+  const resume = isSafeName(context.name) ? posix.join(layout.workDir, `resume-${context.name}`) : undefined;
+  const dirs = [staging, state.activated ? state.activated.installDir : undefined, resume, resume && `${resume}.journal.json`].filter((d): d is string => !!d);
   const pidfile = posix.join(layout.runDir, 'launcher.pid');
   // Rollback must run even after an abort, so it never takes the caller's signal.
   const undo = (state.activated?.undo ?? []).reduce<ResultAsync<unknown, ApMigrateError>>(

@@ -35,10 +35,13 @@ export function checkMigrateOptions(options: unknown): InvalidInputError | undef
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') return invalid('onProgress', 'must be a function');
   if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') return invalid('dryRun', 'must be true or false');
   if (o.sourcePolicy !== undefined && o.sourcePolicy !== 'keep-running' && o.sourcePolicy !== 'stop') return invalid('sourcePolicy', 'must be keep-running or stop');
-  if (o.cutover !== undefined && o.cutover !== 'copy' && o.cutover !== 'stop-and-copy') return invalid('cutover', 'must be copy or stop-and-copy');
-  if (o.cutover === 'stop-and-copy' && 'profile' in o.target && o.target.pid === undefined) {
-    return invalid('cutover', 'stop-and-copy needs the source program: give target.pid (or profile it by pid or command)');
+  if (o.cutover !== undefined && o.cutover !== 'copy' && o.cutover !== 'stop-and-copy' && o.cutover !== 'pre-copy') return invalid('cutover', 'must be copy, stop-and-copy or pre-copy');
+  if ((o.cutover === 'stop-and-copy' || o.cutover === 'pre-copy') && 'profile' in o.target && o.target.pid === undefined) {
+    return invalid('cutover', `${o.cutover} needs the source program: give target.pid (or profile it by pid or command)`);
   }
+  if (o.dedup !== undefined && typeof o.dedup !== 'boolean') return invalid('dedup', 'must be true or false');
+  const attempts = o.transferAttempts;
+  if (attempts !== undefined && !(Number.isInteger(attempts) && (attempts as number) >= 1 && (attempts as number) <= 20)) return invalid('transferAttempts', 'must be a whole number from 1 to 20');
   if (o.source !== undefined && !(isObject(o.source) && typeof o.source.freeze === 'function' && isObject(o.source.executor))) return invalid('source', 'must be a Source (see createExecutorSource)');
   return undefined;
 }

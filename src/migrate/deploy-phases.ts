@@ -10,7 +10,7 @@ import { ApMigrateError, InvalidInputError, MigrationError } from '../errors.js'
 import type { MigrationPlan } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
-import type { PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
+import type { HeldFiles, PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
 import { noTransport } from './no-transport.js';
 import { abortedError, emit, guarded, notAborted, signalOption, timed, type Run } from './run.js';
 
@@ -71,7 +71,7 @@ export interface Frozen {
 /** stop-and-copy: freeze the source's process tree now; from here a failure thaws it (it never noticed). */
 export function freezeSource(run: Run, chosen: ChosenMethod, sourcePid: number | undefined): ResultAsync<Frozen, ApMigrateError> {
   // A method that quiesces the source itself (a VM powered off) is never frozen from outside.
-  if (run.cutover !== 'stop-and-copy' || sourcePid === undefined || chosen.deployer.settleSource) return okAsync({ pids: [], at: 0 });
+  if (run.cutover === 'copy' || sourcePid === undefined || chosen.deployer.settleSource) return okAsync({ pids: [], at: 0 });
   return guarded('Freezing the source', () => run.source.freeze(sourcePid)).map((pids) => ({ pids, at: performance.now() }));
 }
 
@@ -98,21 +98,79 @@ function destroyPayload(payload: unknown): void {
   if (stream && typeof stream.destroy === 'function' && !stream.destroyed) stream.destroy();
 }
 
-/** Phase `transfer`: the packer's payload streamed into the deployer, verified there. */
-export function transferPhase(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate): ResultAsync<PackSummary, ApMigrateError> {
+/** The paths the destination host itself may already have (dedup): the program's regular files. */
+function hostPathsOf(run: Run, profile: ResourceProfile): string[] | undefined {
+  if (run.options.dedup === false) return undefined;
+  return [profile.executable, ...profile.files.filter((f) => f.kind === 'regular' && !f.created).map((f) => f.path)];
+}
+
+/**
+ * What the destination already holds for this round (a method without an inventory holds
+ * nothing). An inventory that fails costs only bytes: everything is sent, as without one.
+ */
+function heldAtDestination(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, round: Round, attempt: number): ResultAsync<HeldFiles | undefined, ApMigrateError> {
+  const { deployer, context } = chosen;
+  if (!deployer.inventory) return okAsync(undefined);
+  const hostPaths = hostPathsOf(run, context.profile);
+  const query = { round, attempt, ...(hostPaths ? { hostPaths } : {}) };
+  return guarded('Asking the destination what it holds', () => deployer.inventory!(context, preflight, query))
+    .map((held): HeldFiles | undefined => held)
+    .orElse(() => {
+      const aborted = abortedError(run);
+      return aborted ? errAsync(aborted) : okAsync(undefined);
+    });
+}
+
+/** A transfer round: `full` fills staging, `delta` (pre-copy's second) sends what changed since the first. */
+export type Round = 'full' | 'delta';
+
+/** One attempt of a round: the packer's payload streamed into the deployer, verified there. */
+function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: { bytes: number }): ResultAsync<PackSummary, ApMigrateError> {
   const { deployer, context, request } = chosen;
-  return timed(run, 'transfer', () =>
-    deployer.packager.pack(request, estimate).andThen((packed) => {
-      const onBytes = (bytes: number) => emit(run, { phase: 'transfer', bytesSent: bytes, bytesTotal: estimate.bytes });
+  const receiveOptions = { round, attempt, hostSeeds: run.options.dedup !== false };
+  return heldAtDestination(run, chosen, preflight, round, attempt).andThen((held) =>
+    deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
+      const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';
+      const onBytes = (bytes: number) => {
+        sent.bytes = bytes;
+        emit(run, { phase, bytesSent: bytes, bytesTotal: estimate.bytes });
+      };
       // A receive that failed (or threw) without reading the payload to its end: stop the packer, so
       // its `done` settles (a remote packer stops too) instead of waiting for a reader forever.
-      const received = guarded('Receiving', () => deployer.receive(context, preflight, packed.payload, onBytes)).mapErr((error) => {
+      const received = guarded('Receiving', () => deployer.receive(context, preflight, packed.payload, onBytes, receiveOptions)).mapErr((error) => {
         destroyPayload(packed.payload);
         return error;
       });
       return ResultAsync.fromSafePromise(Promise.all([received, packed.done])).andThen(([staged, done]) => transferOutcome(run, staged, done));
     }),
   );
+}
+
+/** A round, attempted again (resuming) while it fails with a retryable error and attempts remain. */
+function transferRound(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt = 1, sentBefore = 0): ResultAsync<PackSummary, ApMigrateError> {
+  const sentThisAttempt = { bytes: 0 };
+  return transferOnce(run, chosen, preflight, estimate, round, attempt, sentThisAttempt)
+    .map((sent) => {
+      run.rounds.push({ round, bytesSent: sent.totalBytes, seededBytes: run.deployment.staged?.seededBytes ?? sent.seededBytes ?? 0, bytesSentBefore: sentBefore, attempts: attempt });
+      return sent;
+    })
+    .orElse((error) => {
+      const attempts = run.options.transferAttempts ?? 1;
+      if (!error.isRetryable || attempt >= attempts || abortedError(run)) return errAsync(error);
+      emit(run, { phase: 'transfer', message: `attempt ${attempt} of ${attempts} failed (${error.code}): resuming from what the destination verified` });
+      return transferRound(run, chosen, preflight, estimate, round, attempt + 1, sentBefore + sentThisAttempt.bytes);
+    });
+}
+
+/** Phase `transfer` (and `precopy`, the first round of a pre-copy): a round, verified at the destination. */
+export function transferPhase(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round = 'full'): ResultAsync<PackSummary, ApMigrateError> {
+  const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';
+  return timed(run, phase, () => transferRound(run, chosen, preflight, estimate, round));
+}
+
+/** A method can pre-copy when its destination can say what it holds and it does not quiesce the source itself. */
+export function canPreCopy(chosen: ChosenMethod): boolean {
+  return chosen.deployer.inventory !== undefined && chosen.deployer.settleSource === undefined;
 }
 
 /** Phases `activate`, `start` and `health`, each refused when the caller aborted before it. */
@@ -144,7 +202,7 @@ export function settleSourcePhase(run: Run, chosen: ChosenMethod, sourcePid: num
   const policy = run.options.sourcePolicy ?? 'keep-running';
   return timed(run, 'source', () => {
     if (chosen.deployer.settleSource) return chosen.deployer.settleSource(chosen.context, run.deployment, policy);
-    if ((policy === 'stop' || run.cutover === 'stop-and-copy') && sourcePid !== undefined) return run.source.stop(sourcePid).map(() => 'stopped' as const);
+    if ((policy === 'stop' || run.cutover !== 'copy') && sourcePid !== undefined) return run.source.stop(sourcePid).map(() => 'stopped' as const);
     return okAsync(undefined);
   }).mapErr((error) => sourceNotSettled(run, error, frozen));
 }

@@ -41,7 +41,8 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
     dryRun: !!run.options.dryRun,
     estimatedBytes: candidate.estimate.totalBytes,
     bundleEstimatedBytes: parts.estimate.bytes,
-    bytesSent: parts.sent?.totalBytes ?? 0,
+    // Every round and every cut attempt: what really crossed the wire.
+    bytesSent: run.rounds.length ? run.rounds.reduce((sum, r) => sum + r.bytesSent + r.bytesSentBefore, 0) : (parts.sent?.totalBytes ?? 0),
     manifestBytes: parts.sent?.manifestBytes ?? 0,
     phases: run.phases,
     ...(started && activated ? { destination: { installDir: activated.installDir, pid: started.pid, endpoints: started.endpoints, logPath: started.logPath } } : {}),
@@ -53,6 +54,7 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
       ...(frozen?.pids.length ? { frozenProcesses: frozen.pids.length } : {}),
       ...(frozen?.pids.length && parts.healthyAt !== undefined ? { downtimeMs: parts.healthyAt - frozen.at } : {}),
     },
+    rounds: run.rounds,
     totalMs: performance.now() - run.startedAt,
   };
 }

@@ -9,7 +9,7 @@ import { err, errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, MigrationError } from '../errors.js';
 import type { DeploymentState } from '../spec/deployer.js';
 import type { Source } from '../spec/source.js';
-import type { Cutover, MigrateOptions, MigrationPhase, MigrationProgress, PhaseTiming } from './types.js';
+import type { Cutover, MigrateOptions, MigrationPhase, MigrationProgress, PhaseTiming, TransferRound } from './types.js';
 
 /** One migration in progress. */
 export interface Run {
@@ -24,11 +24,13 @@ export interface Run {
   preflightCalled?: boolean;
   /** A program launched to be profiled: it keeps running, and is the source from then on. */
   launchedPid?: number;
+  /** The transfer rounds done so far. */
+  readonly rounds: TransferRound[];
 }
 
 /** A new run of `options`. */
 export function startRun(options: MigrateOptions, source: Source): Run {
-  return { options, source, cutover: options.cutover ?? 'copy', startedAt: performance.now(), phases: [], deployment: {} };
+  return { options, source, cutover: options.cutover ?? 'copy', startedAt: performance.now(), phases: [], deployment: {}, rounds: [] };
 }
 
 /** Tell the caller about progress (never lets a throwing callback break the migration). */

@@ -16,9 +16,10 @@ export type { SourcePolicy };
 
 /**
  * The phases of a migration, in order. `capture` runs when the capture is on; `measure` when a
- * registered method measures something before planning (the hosting VM's size).
+ * registered method measures something before planning (the hosting VM's size); `precopy` (the
+ * first round, while the source runs) with the `pre-copy` cutover.
  */
-export const MIGRATION_PHASES = ['profile', 'capture', 'measure', 'plan', 'preflight', 'transfer', 'activate', 'start', 'health', 'source'] as const;
+export const MIGRATION_PHASES = ['profile', 'capture', 'measure', 'plan', 'preflight', 'precopy', 'transfer', 'activate', 'start', 'health', 'source'] as const;
 /** One phase of a migration. */
 export type MigrationPhase = (typeof MIGRATION_PHASES)[number];
 
@@ -34,7 +35,7 @@ export interface MigrationProgress {
 }
 
 /** How the source hands over to the destination (see {@link MigrateOptions.cutover}). */
-export type Cutover = 'copy' | 'stop-and-copy';
+export type Cutover = 'copy' | 'stop-and-copy' | 'pre-copy';
 
 
 /** Options of {@link migrate}. */
@@ -83,9 +84,22 @@ export interface MigrateOptions {
   /**
    * How the source hands over: `copy` (default) copies while it runs and leaves it running;
    * `stop-and-copy` freezes its process tree, copies, starts and checks the destination, then
-   * stops the source (on any failure it is thawed and never noticed). Needs a source pid.
+   * stops the source (on any failure it is thawed and never noticed); `pre-copy` copies everything
+   * while it runs, then freezes it and sends only what changed since (new, changed and deleted
+   * files), so the downtime is the second, small round. Both need a source pid.
    */
   cutover?: Cutover;
+  /**
+   * Let the destination take files it already has instead of receiving them: world-readable
+   * system files at the same path with the same SHA-256 (default true). See docs/transfer.md.
+   */
+  dedup?: boolean;
+  /**
+   * Attempts of each transfer round (default 1). A round cut short (a dropped connection) is tried
+   * again up to this many times, resuming: the destination keeps what it verified and the retry
+   * sends only the rest. After the last failed attempt everything is rolled back.
+   */
+  transferAttempts?: number;
   /**
    * Let the default chroot and namespaces deployers start a program whose profile says uid or gid
    * 0. Root in a chroot or these namespaces is root on the destination host, so this is off by
@@ -94,6 +108,18 @@ export interface MigrateOptions {
   allowRoot?: boolean;
   /** Default `keep-running`: the source is left alone. `stop` sends it SIGTERM after the destination is healthy. */
   sourcePolicy?: SourcePolicy;
+}
+
+/** One transfer round of a migration. */
+export interface TransferRound {
+  round: 'full' | 'delta';
+  /** Bytes of the payload on the wire in the attempt that succeeded. */
+  bytesSent: number;
+  /** Bytes of files the destination took from what it held (dedup, resume, the first round). */
+  seededBytes: number;
+  /** Bytes sent by attempts that were cut short before it. */
+  bytesSentBefore: number;
+  attempts: number;
 }
 
 /** Time spent in one phase. */
@@ -122,8 +148,10 @@ export interface MigrationReport {
   /** For `esxi-vm`: the registered copy and its power state. */
   vm?: VmMoveSummary;
   source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
-  /** The hand-over: its mode, and for `stop-and-copy` the downtime (freeze to destination healthy). */
+  /** The hand-over: its mode, and for `stop-and-copy` and `pre-copy` the downtime (freeze to destination healthy). */
   cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number };
+  /** Each transfer round (two for `pre-copy`): bytes on the wire, bytes the destination already had, attempts. */
+  rounds: TransferRound[];
   /** Wall time of the whole migration. */
   totalMs: number;
 }

@@ -14,7 +14,7 @@ import type { ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { MigrationPlan } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
-import type { Packager } from './packager.js';
+import type { HeldFiles, Packager } from './packager.js';
 import type { SourcePolicy } from './source.js';
 import type { Transport } from './transport.js';
 
@@ -52,6 +52,30 @@ export interface StagedBundle {
   bytesReceived: number;
   /** Entries the manifest listed and the destination verified. */
   entriesVerified: number;
+  /** Bytes of files the destination took from what it already had (seeded entries), not from the wire. */
+  seededBytes?: number;
+}
+
+/**
+ * One transfer round, as `migrate()` asks for it. `full` (default) fills staging; `delta` is the
+ * second round of a pre-copy: seeded from what the first round staged, it replaces that once
+ * verified. Later attempts of a round resume from what the earlier ones kept.
+ */
+export interface ReceiveOptions {
+  round?: 'full' | 'delta';
+  /** 1 for the first attempt of this round. */
+  attempt?: number;
+  /** Let the destination take world-readable system files it already has (dedup). */
+  hostSeeds?: boolean;
+}
+
+/** What `migrate()` asks a destination before packing a round: which files it already holds. */
+export interface InventoryQuery {
+  round: 'full' | 'delta';
+  /** 1 for the first attempt of this round; later ones first let the cut attempt's receiver finish keeping its files. */
+  attempt?: number;
+  /** Paths to look for on the destination host itself (dedup); none: the host is not asked. */
+  hostPaths?: readonly string[];
 }
 
 /** The program's environment, built and moved into place, not yet started. */
@@ -121,7 +145,12 @@ export interface Deployer<Payload = Readable, Facts = unknown> {
   /** Check the destination can take the program: platform, tools, free space, no name collision. Changes nothing. */
   preflight(context: DeployContext, estimatedBytes: number): ResultAsync<PreflightReport<Facts>, ApMigrateError>;
   /** Receive the payload into `preflight.stagingDir` and verify it. */
-  receive(context: DeployContext, preflight: PreflightReport<Facts>, payload: Payload, onBytes?: (bytes: number) => void): ResultAsync<StagedBundle, ApMigrateError>;
+  receive(context: DeployContext, preflight: PreflightReport<Facts>, payload: Payload, onBytes?: (bytes: number) => void, options?: ReceiveOptions): ResultAsync<StagedBundle, ApMigrateError>;
+  /**
+   * What the destination already holds for a round (see `bundle/seeds.ts`): the packer sends those
+   * files as seeded entries. A method without it receives everything, and has no pre-copy.
+   */
+  inventory?(context: DeployContext, preflight: PreflightReport<Facts>, query: InventoryQuery): ResultAsync<HeldFiles, ApMigrateError>;
   /** Build the environment and move it into place atomically. */
   activate(context: DeployContext, preflight: PreflightReport<Facts>, staged: StagedBundle): ResultAsync<ActivatedDeployment, ApMigrateError>;
   /** Start the program inside its environment. */

@@ -12,6 +12,19 @@ import type { MigrationPlan, PlanOptions } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import type { Source } from './source.js';
 
+/** Where the destination would take a file it already holds from (see `bundle/seeds.ts`). */
+export type SeedId = 'staged' | 'resume' | 'host';
+
+/** What the destination holds at one path. */
+export interface HeldFile {
+  size: number;
+  sha256: string;
+  from: SeedId;
+}
+
+/** Path → what the destination holds there. A plain object: it crosses to a remote packer as JSON. */
+export type HeldFiles = Record<string, HeldFile>;
+
 /** What a packager works from: the program, where it runs, and (after planning) the plan. */
 export interface PackRequest {
   profile: ResourceProfile;
@@ -19,6 +32,8 @@ export interface PackRequest {
   plan: MigrationPlan;
   /** The host the program runs on: files are read there. */
   source: Source;
+  /** What the destination already holds: a packer may send those files as claims, without data. */
+  held?: HeldFiles;
   signal?: AbortSignal;
 }
 
@@ -39,6 +54,8 @@ export interface PackSummary {
   totalBytes: number;
   /** Of `totalBytes`, the bytes of the manifest (0 when the payload has none). */
   manifestBytes: number;
+  /** Bytes of files sent as claims on what the destination held (not in `totalBytes`). */
+  seededBytes?: number;
 }
 
 /**

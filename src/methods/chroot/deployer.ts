@@ -18,6 +18,7 @@ import {
   startDetached,
   supervisedLaunchArgv,
 } from '../../destination/index.js';
+import { inventoryWithReceiver } from '../../destination/receiver.js';
 import type { ProfileSafetyOptions } from '../../destination/profile-safety.js';
 
 /** Options of {@link createChrootDeployer}. */
@@ -49,12 +50,14 @@ export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deplo
     // The destination supplies its own shared libraries (paper, section 3.2).
     packager: createBundlePackager(() => ({ includeSharedLibraries: false })),
     preflight: (context, estimatedBytes) => preflightLinux(context, estimatedBytes, CHROOT_TOOLS, options),
-    receive: (context, preflight, bundle, onBytes) =>
+    receive: (context, preflight, bundle, onBytes, round) =>
       receiveWithReceiver(context, preflight, bundle, {
+        ...round,
         ...(options.allowDevices ? { allowDevices: true } : {}),
         ...(options.setuid ? { setuid: options.setuid } : {}),
         ...(onBytes ? { onBytes } : {}),
       }),
+    inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query),
     activate: (context, _preflight, staged) => buildAndActivate(context, staged.stagingDir),
     start: (context, activated) =>
       startDetached(context, activated, chrootLaunchArgv(context, activated.rootDir)).map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') })),

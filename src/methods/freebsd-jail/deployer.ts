@@ -21,7 +21,7 @@
 import type { Readable } from 'node:stream';
 import { createBundlePackager } from '../../bundle/packager.js';
 import type { Deployer } from '../../spec/deployer.js';
-import { receiveWithReceiver } from '../../destination/receiver.js';
+import { inventoryWithReceiver, receiveWithReceiver } from '../../destination/receiver.js';
 import { activateJail } from './activate.js';
 import { jailBundleSelection } from './bundle-contents.js';
 import { healthCheckJail } from './health.js';
@@ -63,8 +63,9 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer<
     method: 'freebsd-jail',
     packager: createBundlePackager((profile) => jailBundleSelection(profile, settings.thick)),
     preflight: (context, estimatedBytes) => preflightJail(settings, context, estimatedBytes),
-    receive: (context, preflight, bundle, onBytes) =>
-      receiveWithReceiver(context, preflight, bundle, { ...receiveOptions, ...(onBytes ? { onBytes } : {}) }).mapErr(abortWins(context)),
+    receive: (context, preflight, bundle, onBytes, round) =>
+      receiveWithReceiver(context, preflight, bundle, { ...round, ...receiveOptions, ...(onBytes ? { onBytes } : {}) }).mapErr(abortWins(context)),
+    inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query).mapErr(abortWins(context)),
     activate: (context, preflight, staged) => activateJail(settings, context, preflight, staged),
     start: (context, activated) => startJail(settings, context, activated),
     healthCheck: (context, started) => healthCheckJail(settings, context, started),

@@ -29,6 +29,7 @@ import {
   supervisedLaunchArgv,
   type VethAddresses,
 } from '../../destination/index.js';
+import { inventoryWithReceiver } from '../../destination/receiver.js';
 import type { ProfileSafetyOptions } from '../../destination/profile-safety.js';
 
 export { defaultVethAddresses, type VethAddresses };
@@ -111,8 +112,9 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
     packager: createBundlePackager(() => ({ includeSharedLibraries: true })),
     preflight: (context, estimatedBytes) =>
       preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => checkNetworkFree(context, addressesOf(context.name), report)),
-    receive: (context, preflight, bundle, onBytes) =>
-      receiveWithReceiver(context, preflight, bundle, { ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
+    receive: (context, preflight, bundle, onBytes, round) =>
+      receiveWithReceiver(context, preflight, bundle, { ...round, ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
+    inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query),
     activate: (context, _preflight, staged) => {
       const { netns, hostVeth } = namespaceNames(context.name);
       const addrs = addressesOf(context.name);
