@@ -12,6 +12,7 @@ import { benchStrace } from './profilers-strace.js';
 import { benchTransport } from './transport.js';
 import { printRatios } from './report.js';
 import { benchUnpack } from './unpack.js';
+import { benchBwlimit, benchWan } from './wan.js';
 
 const benches: Record<string, () => Promise<void>> = {
   planner: async () => {
@@ -28,6 +29,9 @@ const benches: Record<string, () => Promise<void>> = {
   esxi: async () => printRatios(await benchEsxiCopy()),
   'jail-bundles': async () => printRatios(await benchJailBundles()),
   migrate: async () => printRatios(await benchMigrate()),
+  // Prints its own table of wall times as it goes (minutes at BENCH_WAN_MIB=2048).
+  wan: async () => void (await benchWan()),
+  bwlimit: async () => printRatios(await benchBwlimit()),
 };
 
 console.log(`load average: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')} (ratios are noisy above ~1 per core)`);

@@ -6,8 +6,9 @@
  *   3. profile the service with the best profiler here (eBPF, else strace), plan, and migrate it
  *      over SSH with the lightest method (chroot), verifying every byte at the destination,
  *   4. talk to the migrated copy through the SSH transport, and print the report;
- *   5. move a real Debian daemon, PostgreSQL 15, attached by pid, with the stop-and-copy cutover,
- *      print what travelled by reason and the downtime, and read its data back at the destination.
+ *   5. move a real Debian daemon, PostgreSQL 15, attached by pid, with the pre-copy cutover (a row
+ *      is written during the first round), print what travelled by reason and round and the
+ *      downtime, and read both rows back at the destination.
  *
  * Everything it creates is removed at the end; the source service is stopped last.
  *
@@ -137,11 +138,12 @@ async function main(): Promise<number> {
 
 /**
  * 5. A real Debian daemon: PostgreSQL 15 started as Debian starts it (`pg_ctlcluster`), attached by
- * pid, moved to the same destination host with `stop-and-copy` (frozen, copied, started, checked,
- * then stopped at the source), and asked for the row written before the move.
+ * pid, moved to the same destination host with `pre-copy` (copied while it runs, then frozen and
+ * only what changed sent, started, checked, then stopped at the source), and asked for the rows
+ * written before the move and during its first round.
  */
 async function movePostgres(transport: Transport, cleanups: Array<() => unknown>): Promise<void> {
-  step('5. a real daemon: PostgreSQL 15 (pg_ctlcluster), attached by pid, cutover stop-and-copy');
+  step('5. a real daemon: PostgreSQL 15 (pg_ctlcluster), attached by pid, cutover pre-copy');
   const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }).trim();
   const wasRunning = spawnSync('pgrep', ['-f', 'bin/postgres -D']).status === 0;
   if (!wasRunning) sh('pg_ctlcluster 15 main start');
@@ -150,14 +152,22 @@ async function movePostgres(transport: Transport, cleanups: Array<() => unknown>
   const psql = (host: string, sql: string) => sh(`su postgres -c "psql -h '${host}' -tAc \\"${sql}\\""`);
   psql('/var/run/postgresql', "create table if not exists demo_rows(x text); insert into demo_rows values ('written before the move')");
   const pid = Number(spawnSync('pgrep', ['-o', '-f', 'bin/postgres -D'], { encoding: 'utf8' }).stdout.trim());
+  let wroteDuring = false;
   const result = await migrate({
     target: { pid },
     profiler: createProcfsProfiler(),
     profileDurationMs: 1000,
     destination: transport,
     name: 'postgres',
-    cutover: 'stop-and-copy',
-    onProgress: (p) => p.bytesSent === undefined && console.log(`   ${p.phase}`),
+    cutover: 'pre-copy',
+    onProgress: (p) => {
+      if (p.bytesSent === undefined) console.log(`   ${p.phase}`);
+      else if (p.phase === 'precopy' && !wroteDuring) {
+        // The source keeps working while the first round runs: this row must travel in the second.
+        wroteDuring = true;
+        psql('/var/run/postgresql', "insert into demo_rows values ('written during the pre-copy')");
+      }
+    },
   });
   if (result.isErr()) throw result.error;
   const r = result.value;
@@ -172,10 +182,11 @@ async function movePostgres(transport: Transport, cleanups: Array<() => unknown>
   );
   console.log(`method ${r.method} (uid ${r.profile.uid}: no root needed), sent ${formatBytes(r.bytesSent)}`);
   for (const [reason, v] of Object.entries(summarizeReasons(r.profile))) if (v.files) console.log(`   ${reason.padEnd(14)} ${String(v.files).padStart(6)} files ${formatBytes(v.bytes).padStart(10)}`);
-  console.log(`downtime ${r.cutover.downtimeMs!.toFixed(0)} ms (${r.cutover.frozenProcesses} processes frozen) of ${r.totalMs.toFixed(0)} ms in all; source ${r.source.action}`);
+  for (const round of r.rounds) console.log(`   round ${round.round.padEnd(5)} sent ${formatBytes(round.bytesSent).padStart(10)}, already at the destination ${formatBytes(round.seededBytes).padStart(10)}`);
+  console.log(`downtime ${r.cutover.downtimeMs!.toFixed(0)} ms (${r.cutover.frozenProcesses} processes frozen, ${r.cutover.freezer ?? 'sigstop'}) of ${r.totalMs.toFixed(0)} ms in all; source ${r.source.action}`);
   // The destination host shares this machine's file system: the server's socket, resolved inside its root.
   const socket = resolveInRoot(join(r.destination!.installDir, 'root'), '/var/run/postgresql', { followLast: true });
-  console.log(`psql at the destination: ${psql(socket, 'select x from demo_rows')}`);
+  console.log(`psql at the destination: ${psql(socket, 'select x from demo_rows').split('\n').join(' | ')}`);
 }
 
 main().then(

@@ -9,8 +9,23 @@ export { DeployError, type DeployErrorCode } from './deploy-error.js';
 export { runScript } from './run-script.js';
 export { isSafeName, layoutFor, newStagingDir, type DestinationLayout } from './layout.js';
 export { preflightCommon, preflightLinux } from './preflight.js';
-export { buildRootAtDestination, locateReceiver, receiveWithReceiver } from './receiver.js';
-export { HOST_TOOL_ENV, launchArgv, programArgvFile, programArgvPath, programCommand, programEnv, REAPER_SCRIPT, startDetached, supervisedLaunchArgv } from './launch.js';
+export { buildRootAtDestination, inventoryWithReceiver, locateReceiver, receiveWithReceiver, seedPaths } from './receiver.js';
+export {
+  HOST_TOOL_ENV,
+  launchArgv,
+  launchTools,
+  privilegeDropArgv,
+  programArgvFile,
+  programArgvPath,
+  programCommand,
+  programEnv,
+  REAPER_SCRIPT,
+  START_FACTS_SCRIPT,
+  startDetached,
+  startFactsArgv,
+  supervisedLaunchArgv,
+} from './launch.js';
+export { checkProfileForDeploy, checkStartFacts, type ProfileSafetyOptions } from './profile-safety.js';
 export { healthCheckCommon } from './health.js';
 export { rollbackCommon, stagingDirOf } from './rollback.js';
 export { accountLines, buildAndActivate, checkMethod, endpointsOf } from './linux-root.js';

@@ -1,6 +1,7 @@
 /**
- * Starting the program at the destination: its argv and environment as the source had them, under
- * a reaper that follows a daemon's forks, after the privilege drop into its root.
+ * Starting the program at the destination: its argv and environment, supplementary groups, umask
+ * and resource limits as the source had them, under a reaper that follows a daemon's forks, after
+ * the privilege drop into its root.
  *
  * @module
  */
@@ -10,7 +11,9 @@ import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ActivatedDeployment, DeployContext } from '../spec/deployer.js';
 import { DeployError } from './deploy-error.js';
+import type { Rlimit } from '../policy/profile.js';
 import { layoutFor } from './layout.js';
+import { checkStartFacts } from './profile-safety.js';
 import { WRAPPER_PATH } from './root-builder.js';
 import { runScript } from './run-script.js';
 
@@ -60,8 +63,9 @@ done
 /**
  * The launcher: new pid and mount namespaces (plus `extraNamespaces`) whose init is the reaper.
  * The reaper reads the rest of the command from {@link programArgvPath} (NUL-separated, 0600,
- * outside the root): `unshare --root --wd --setgid --setuid` into the program's root, then the
- * exec wrapper with the program's environment. So the program's environment (which may hold
+ * outside the root): the umask and limits ({@link startFactsArgv}), `setpriv --regid --groups`
+ * and `unshare --root --wd --setuid` into the program's root ({@link privilegeDropArgv}), then
+ * the exec wrapper with the program's environment. So the program's environment (which may hold
  * secrets) is in no long-lived process's argv, where any local user could read it with `ps`;
  * host tools run with {@link HOST_TOOL_ENV}, nothing of the profile in their environment.
  */
@@ -82,11 +86,84 @@ export function programArgvPath(context: DeployContext): string {
   return posix.join(layoutFor(context.transport, context.name).runDir, 'program.argv');
 }
 
+/**
+ * Sets the program's umask and resource limits in a host `sh` (root, outside the root directory,
+ * before the privilege drop), then execs the rest of the command: both are inherited across exec
+ * and setuid. `$1` is the umask in octal, or `-` to keep it; then `NAME SOFT HARD` triples up to
+ * `--`. A hard limit above the destination's own (this shell's) is lowered to it, with a line in
+ * the program's log: the profile comes from the source and never grants more than the destination
+ * gives its own root session; a soft limit is at most the hard one.
+ */
+export const START_FACTS_SCRIPT = `
+[ "$1" = - ] || umask "$1" || exit 126
+shift
+while [ "$#" -ge 3 ] && [ "$1" != -- ]; do
+  name=$1; soft=$2; hard=$3; shift 3
+  max=$(prlimit --pid "$$" "--$name" --output=HARD --noheadings) || exit 126
+  max=\${max##* }
+  if [ "$max" != unlimited ]; then
+    if [ "$hard" = unlimited ] || [ "$hard" -gt "$max" ]; then
+      echo "ap-migrate: the $name hard limit $hard is above the destination's $max: lowered to it" >&2
+      hard=$max
+    fi
+    if [ "$soft" = unlimited ] || [ "$soft" -gt "$hard" ]; then soft=$hard; fi
+  fi
+  prlimit --pid "$$" "--$name=$soft:$hard" || exit 126
+done
+[ "$1" = -- ] || exit 126
+shift
+exec "$@"
+`;
+
+/** The umask as `umask` takes it: four octal digits. */
+function octalUmask(umask: number): string {
+  return umask.toString(8).padStart(4, '0');
+}
+
+/** Host tools the launcher needs besides the deployers' own list: `prlimit` only for a profile with limits. */
+export function launchTools(context: DeployContext): string[] {
+  const limits = context.profile.start?.rlimits;
+  return ['setpriv', 'sh', ...(limits && Object.keys(limits).length > 0 ? ['prlimit'] : [])];
+}
+
+/** `sh -c START_FACTS_SCRIPT ...` for a profile with a umask or limits; nothing otherwise. */
+export function startFactsArgv(context: DeployContext): string[] {
+  const { umask, rlimits } = context.profile.start ?? {};
+  const limits = Object.entries(rlimits ?? {}).filter((e): e is [string, Rlimit] => e[1] !== undefined);
+  if (umask === undefined && limits.length === 0) return [];
+  const triples = limits.flatMap(([name, l]) => [name, String(l.soft), String(l.hard)]);
+  return ['sh', '-c', START_FACTS_SCRIPT, 'apm-start', umask === undefined ? '-' : octalUmask(umask), ...triples, '--'];
+}
+
+/**
+ * The privilege drop, in two host tools that need nothing inside the root: `setpriv` sets the
+ * real, effective and saved gid and the supplementary groups while still uid 0 (util-linux
+ * `unshare --setgid` would clear the groups), then `unshare` chroots, enters the cwd and sets the
+ * uid, which (from uid 0 to another) clears every capability. Root (uid 0) keeps its own, as before.
+ */
+export function privilegeDropArgv(context: DeployContext, rootDir: string): string[] {
+  const { uid, gid, cwd, start } = context.profile;
+  const groups = [...new Set(start?.groups ?? [])];
+  const groupsOption = groups.length > 0 ? `--groups=${groups.join(',')}` : '--clear-groups';
+  return ['setpriv', `--regid=${gid}`, groupsOption, '--', 'unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setuid', String(uid), '--'];
+}
+
 /** The command the reaper runs, as the NUL-separated contents of {@link programArgvPath}. */
 export function programArgvFile(context: DeployContext, rootDir: string): string {
-  const { uid, gid, cwd } = context.profile;
-  const argv = ['unshare', `--root=${rootDir}`, `--wd=${cwd}`, '--setgid', String(gid), '--setuid', String(uid), '--', ...programCommand(context)];
+  const argv = [...startFactsArgv(context), ...privilegeDropArgv(context, rootDir), ...programCommand(context)];
   return argv.map((a) => `${a}\0`).join('');
+}
+
+/** The longest single argument Linux passes to a program (MAX_ARG_STRLEN): `setpriv --groups=` is one. */
+const MAX_ARG_BYTES = 128 * 1024;
+
+/** The start facts checked again (numbers only, bounded) before any reaches a command. */
+function checkedStartFacts(context: DeployContext): DeployError | undefined {
+  const checked = checkStartFacts(context.profile.start);
+  if (checked.isErr()) return checked.error;
+  const groups = privilegeDropArgv(context, '/')[2]!;
+  if (Buffer.byteLength(groups) >= MAX_ARG_BYTES) return new DeployError('START_FAILED', `The program's ${context.profile.start?.groups?.length} supplementary groups do not fit in one argument of setpriv (${MAX_ARG_BYTES} bytes)`);
+  return undefined;
 }
 
 /**
@@ -115,6 +192,8 @@ export function startDetached(context: DeployContext, activated: ActivatedDeploy
   const logPath = posix.join(layout.runDir, 'program.log');
   const pidPath = posix.join(layout.runDir, 'launcher.pid');
   const signalOpt = context.signal ? { signal: context.signal } : {};
+  const unsafe = checkedStartFacts(context);
+  if (unsafe) return errAsync(unsafe);
   const commandFile = Readable.from([Buffer.from(programArgvFile(context, activated.rootDir))]);
   return runScript(context.transport, 'mkdir -p "$1" && chmod 700 "$1"', [layout.runDir], signalOpt)
     .andThen(() => context.transport.upload(commandFile, programArgvPath(context), { ...signalOpt, mode: 0o600 }))

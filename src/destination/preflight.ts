@@ -8,6 +8,7 @@ import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { DeployContext, PreflightReport } from '../spec/deployer.js';
 import { DeployError } from './deploy-error.js';
+import { launchTools } from './launch.js';
 import { isSafeName, layoutFor, newStagingDir } from './layout.js';
 import { checkProfileForDeploy, type ProfileSafetyOptions } from './profile-safety.js';
 import { runScript } from './run-script.js';
@@ -80,9 +81,12 @@ export function preflightCommon(context: DeployContext, estimatedBytes: number, 
     });
 }
 
-/** Pre-flight of the Linux deployers: the profile's own check first, then the destination's. */
+/**
+ * Pre-flight of the Linux deployers: the profile's own check first, then the destination's, with
+ * the launcher's tools (`setpriv`, and `prlimit` for a profile with limits) added to `tools`.
+ */
 export function preflightLinux(context: DeployContext, estimatedBytes: number, tools: readonly string[], safety: ProfileSafetyOptions): ResultAsync<PreflightReport<undefined>, ApMigrateError> {
   const checked = checkProfileForDeploy(context.profile, safety);
   if (checked.isErr()) return errAsync(checked.error);
-  return preflightCommon(context, estimatedBytes, tools);
+  return preflightCommon(context, estimatedBytes, [...new Set([...tools, ...launchTools(context)])]);
 }

@@ -7,7 +7,7 @@
  * @module
  */
 import { err, ok, type Result } from 'neverthrow';
-import type { ResourceProfile } from '../policy/profile.js';
+import { MAX_GROUPS, RLIMIT_NAMES, softWithinHard, type ResourceProfile } from '../policy/profile.js';
 import { envProblems, normalizeAbsolutePath } from '../policy/safe-input.js';
 import { DeployError } from './deploy-error.js';
 
@@ -48,6 +48,8 @@ export function checkProfileForDeploy(profile: ResourceProfile, options: Profile
     const problem = envProblems(profile.env)[0];
     if (problem) return unsafe(problem.name ? `env.${problem.name}` : 'env', problem.reason);
   }
+  const start = checkStartFacts(profile.start);
+  if (start.isErr()) return start;
   for (const field of ['uid', 'gid'] as const) {
     const id = profile[field];
     if (!Number.isSafeInteger(id) || id < 0 || id > 0xfffffffe) return unsafe(field, 'must be an id between 0 and 4294967294');
@@ -56,4 +58,49 @@ export function checkProfileForDeploy(profile: ResourceProfile, options: Profile
     }
   }
   return ok(undefined);
+}
+
+/** True for a uid or gid the kernel takes: an integer from 0 to 2^32 - 2. */
+function isUnixId(value: unknown): boolean {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= 0xfffffffe;
+}
+
+/** True for a limit value: `unlimited` or a non-negative integer JSON carries exactly. */
+function isLimitValue(value: unknown): value is number | 'unlimited' {
+  return value === 'unlimited' || (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0);
+}
+
+const RLIMIT_NAME_SET: ReadonlySet<string> = new Set(RLIMIT_NAMES);
+
+/** The resource limits of the start facts: known names only, each `{ soft, hard }` with soft at most hard. */
+function checkRlimits(rlimits: unknown): Result<void, DeployError> {
+  if (typeof rlimits !== 'object' || rlimits === null || Array.isArray(rlimits)) return unsafe('start.rlimits', 'must be an object of limits by name');
+  for (const [name, limit] of Object.entries(rlimits)) {
+    // A name reaches `prlimit --NAME=` at the destination: only the known ones, and never echoed whole.
+    if (!RLIMIT_NAME_SET.has(name)) return unsafe('start.rlimits', `names an unknown resource limit ${JSON.stringify(name.slice(0, 32))}${name.length > 32 ? '...' : ''}`);
+    const { soft, hard } = (typeof limit === 'object' && limit !== null ? limit : {}) as { soft?: unknown; hard?: unknown };
+    if (!isLimitValue(soft) || !isLimitValue(hard)) return unsafe(`start.rlimits.${name}`, 'must be { soft, hard }, each "unlimited" or a non-negative integer');
+    if (!softWithinHard(soft, hard)) return unsafe(`start.rlimits.${name}`, 'has a soft limit above its hard limit');
+  }
+  return ok(undefined);
+}
+
+/**
+ * The start facts that reach host-side commands at the destination (`setpriv --groups`, the
+ * umask, `prlimit`): numbers only, bounded, and known limit names, checked again here whatever
+ * validated the profile before. Also called by the launcher itself, a public entry point too.
+ */
+export function checkStartFacts(start: ResourceProfile['start'] | undefined): Result<void, DeployError> {
+  if (start === undefined) return ok(undefined);
+  if (typeof start !== 'object' || start === null) return unsafe('start', 'must be an object');
+  const { groups, umask, rlimits } = start as Record<string, unknown>;
+  if (groups !== undefined) {
+    if (!Array.isArray(groups) || groups.length > MAX_GROUPS) return unsafe('start.groups', `must be a list of at most ${MAX_GROUPS} group ids`);
+    const bad = groups.findIndex((g) => !isUnixId(g));
+    if (bad >= 0) return unsafe(`start.groups.${bad}`, 'must be a group id between 0 and 4294967294');
+  }
+  if (umask !== undefined && !(typeof umask === 'number' && Number.isInteger(umask) && umask >= 0 && umask <= 0o777)) {
+    return unsafe('start.umask', 'must be an integer from 0 to 0o777');
+  }
+  return rlimits === undefined ? ok(undefined) : checkRlimits(rlimits);
 }

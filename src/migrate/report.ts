@@ -6,6 +6,7 @@
 import type { MigrationPlan } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import type { SourceOutcome } from '../spec/deployer.js';
+import type { FrozenPids } from '../spec/source.js';
 import type { PackEstimate, PackSummary } from '../spec/packager.js';
 import type { ChosenMethod, Frozen } from './deploy-phases.js';
 import type { Run } from './run.js';
@@ -52,6 +53,7 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
     cutover: {
       mode: selfQuiesced ? 'copy' : run.cutover,
       ...(frozen?.pids.length ? { frozenProcesses: frozen.pids.length } : {}),
+      ...((frozen?.pids as FrozenPids | undefined)?.freezer ? { freezer: (frozen!.pids as FrozenPids).freezer } : {}),
       ...(frozen?.pids.length && parts.healthyAt !== undefined ? { downtimeMs: parts.healthyAt - frozen.at } : {}),
     },
     rounds: run.rounds,

@@ -7,7 +7,7 @@ import type { MigrationPlan, PlanOptions } from '../policy/plan.js';
 import type { ResourceProfile, ResourceProfileInput } from '../policy/profile.js';
 import type { Deployer, VmMoveSummary } from '../spec/deployer.js';
 import type { ProfileTarget, Profiler } from '../spec/profiler.js';
-import type { Source, SourcePolicy } from '../spec/source.js';
+import type { FreezerKind, Source, SourcePolicy } from '../spec/source.js';
 import type { Transport } from '../spec/transport.js';
 import type { CaptureOptions } from '../capture/index.js';
 import type { HostingVm } from '../methods/esxi-vm/hosting-vm.js';
@@ -149,7 +149,7 @@ export interface MigrationReport {
   vm?: VmMoveSummary;
   source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
   /** The hand-over: its mode, and for `stop-and-copy` and `pre-copy` the downtime (freeze to destination healthy). */
-  cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number };
+  cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number; freezer?: FreezerKind };
   /** Each transfer round (two for `pre-copy`): bytes on the wire, bytes the destination already had, attempts. */
   rounds: TransferRound[];
   /** Wall time of the whole migration. */

@@ -152,14 +152,46 @@ export const GroupEntrySchema = z.object({ name: accountName, gid: unixId, membe
 /** One /etc/group entry. */
 export type GroupEntry = z.infer<typeof GroupEntrySchema>;
 
+/**
+ * Resource limits by their `prlimit` name (`RLIMIT_NOFILE` is `nofile`). Profilers record
+ * {@link CAPTURED_RLIMITS}; a hand-written profile may name any of these.
+ */
+export const RLIMIT_NAMES = ['as', 'core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'] as const;
+/** A resource limit's name, as `prlimit` spells it. */
+export type RlimitName = (typeof RLIMIT_NAMES)[number];
+/** The limits profilers record: the ones that change how a service behaves when they differ. */
+export const CAPTURED_RLIMITS = ['nofile', 'nproc', 'core', 'memlock', 'stack'] as const satisfies readonly RlimitName[];
+/** Most supplementary groups a Linux process can have (NGROUPS_MAX). */
+export const MAX_GROUPS = 65536;
+
+/** One limit value: `unlimited` (RLIM_INFINITY) or a count that JSON carries exactly. */
+const rlimitValue = z.union([z.literal('unlimited'), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)]);
+/** True when soft limit `soft` is at most `hard` (`unlimited` is the largest). */
+export function softWithinHard(soft: number | 'unlimited', hard: number | 'unlimited'): boolean {
+  return hard === 'unlimited' || (soft !== 'unlimited' && soft <= hard);
+}
+/** A soft and a hard limit; the kernel refuses a soft limit above the hard one. */
+export const RlimitSchema = z
+  .object({ soft: rlimitValue, hard: rlimitValue })
+  .refine((l) => softWithinHard(l.soft, l.hard), { message: 'the soft limit must not be above the hard limit' });
+/** A soft and a hard limit. */
+export type Rlimit = z.infer<typeof RlimitSchema>;
+
 /** Start facts a faithful restart needs besides argv, cwd, env and uid/gid. */
 export const StartFactsSchema = z.object({
   /** The path the program was started by when it differs from `executable` (a symlink it decides its role from). */
   invokedAs: absolutePath.optional(),
-  /** Supplementary group ids. */
-  groups: z.array(unixId).optional(),
+  /** Supplementary group ids (at most {@link MAX_GROUPS}). */
+  groups: z.array(unixId).max(MAX_GROUPS).optional(),
   /** The file-mode creation mask. */
   umask: z.number().int().min(0).max(0o777).optional(),
+  /** Resource limits, soft and hard, by name (only known names; see {@link RLIMIT_NAMES}). */
+  rlimits: z
+    .partialRecord(z.enum(RLIMIT_NAMES), RlimitSchema, {
+      // zod names every unknown key in its message; a hostile one may be megabytes long.
+      error: (issue) => (issue.code === 'invalid_type' ? undefined : `unknown resource limit name (known: ${RLIMIT_NAMES.join(', ')})`),
+    })
+    .optional(),
   /** True when the program's title replaced its argv (argv[0] with spaces): its arguments are unknown. */
   argvRewritten: z.boolean().optional(),
 });
@@ -212,7 +244,7 @@ export const ResourceProfileSchema = z.object({
   groups: z.array(GroupEntrySchema).default([]),
   /** Paths the program looked for and did not find (failed open/stat): recorded, never packed. */
   probes: z.array(absolutePath).default([]),
-  /** How the program was started, beyond argv: the path it was invoked by, supplementary groups, umask. */
+  /** How the program was started, beyond argv: the path it was invoked by, supplementary groups, umask, resource limits. */
   start: StartFactsSchema.optional(),
   completeness: CompletenessSchema.default({ complete: true, notes: [] }),
   /** Which profiler produced this, and when. */

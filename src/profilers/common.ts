@@ -14,6 +14,7 @@ import { err, ok, type Result } from 'neverthrow';
 import { ApMigrateError, type ApMigrateErrorOptions, InvalidInputError, toError } from '../errors.js';
 import { isPseudoPath } from '../policy/paths.js';
 import {
+  CAPTURED_RLIMITS,
   type FileReason,
   type FileUse,
   type IpcUse,
@@ -21,6 +22,8 @@ import {
   type ProcessInfo,
   type ResourceProfile,
   ResourceProfileSchema,
+  type RlimitName,
+  softWithinHard,
   type SocketUse,
   type StartFacts,
 } from '../policy/profile.js';
@@ -239,18 +242,81 @@ export function idsOf(status: ProcStatus | undefined): { uid?: number; gid?: num
   return { ...(Number.isInteger(status.uid) && status.uid >= 0 ? { uid: status.uid } : {}), ...(Number.isInteger(status.gid) && status.gid >= 0 ? { gid: status.gid } : {}) };
 }
 
-/** Supplementary groups and umask of a status, as the profile's start facts. */
-export function startFactsOf(status: ProcStatus | undefined): StartFacts | undefined {
-  if (!status) return undefined;
-  return { groups: [...new Set(status.groups)].sort((a, b) => a - b), ...(status.umask !== undefined ? { umask: status.umask } : {}) };
+/** The rows of /proc/<pid>/limits, by the `prlimit` name of each limit. */
+const PROC_LIMIT_ROWS: Readonly<Record<string, RlimitName>> = {
+  'Max cpu time': 'cpu',
+  'Max file size': 'fsize',
+  'Max data size': 'data',
+  'Max stack size': 'stack',
+  'Max core file size': 'core',
+  'Max resident set': 'rss',
+  'Max processes': 'nproc',
+  'Max open files': 'nofile',
+  'Max locked memory': 'memlock',
+  'Max address space': 'as',
+  'Max file locks': 'locks',
+  'Max pending signals': 'sigpending',
+  'Max msgqueue size': 'msgqueue',
+  'Max nice priority': 'nice',
+  'Max realtime priority': 'rtprio',
+  'Max realtime timeout': 'rttime',
+};
+
+/** Resource limits by name, as the profile's start facts hold them. */
+export type Rlimits = NonNullable<StartFacts['rlimits']>;
+
+/** One limit value of /proc/<pid>/limits; undefined when JSON could not carry it exactly. */
+function limitValue(text: string | undefined): number | 'unlimited' | undefined {
+  if (text === 'unlimited') return 'unlimited';
+  if (text === undefined || !/^\d{1,16}$/.test(text)) return undefined;
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 /**
- * Start facts of a program we launch: it inherits our supplementary groups and umask (the
- * launcher, strace and the eBPF wrapper change neither), so our own /proc/self/status says them.
+ * Parse the text of /proc/<pid>/limits: the limits named in `wanted` (default
+ * {@link CAPTURED_RLIMITS}) whose soft and hard values it shows. Columns are fixed-width
+ * (`%-25s %-20s %-20s`), so a row is cut at column 26.
+ */
+export function parseProcLimits(text: string, wanted: readonly RlimitName[] = CAPTURED_RLIMITS): Rlimits {
+  const limits: Rlimits = {};
+  for (const line of text.split('\n')) {
+    const name = PROC_LIMIT_ROWS[line.slice(0, 25).trim()];
+    if (!name || !wanted.includes(name)) continue;
+    const [soft, hard] = line.slice(25).trim().split(/\s+/).map(limitValue);
+    if (soft !== undefined && hard !== undefined && softWithinHard(soft, hard)) limits[name] = { soft, hard };
+  }
+  return limits;
+}
+
+/** Read the limits of a process; undefined when it is gone or its limits are unreadable. */
+export async function readProcLimits(pid: number): Promise<Rlimits | undefined> {
+  const text = await readFile(`/proc/${pid}/limits`, 'utf8').catch(() => undefined);
+  return text === undefined ? undefined : parseProcLimits(text);
+}
+
+/** Supplementary groups, umask and resource limits of a process, as the profile's start facts. */
+export function startFactsOf(status: ProcStatus | undefined, limits?: Rlimits): StartFacts | undefined {
+  if (!status) return undefined;
+  return {
+    groups: [...new Set(status.groups)].sort((a, b) => a - b),
+    ...(status.umask !== undefined ? { umask: status.umask } : {}),
+    ...(limits && Object.keys(limits).length > 0 ? { rlimits: limits } : {}),
+  };
+}
+
+/** The start facts of process `pid` now, from /proc/<pid>/status and /proc/<pid>/limits. */
+export async function readStartFacts(pid: number): Promise<StartFacts | undefined> {
+  const [status, limits] = await Promise.all([readProcStatus(pid), readProcLimits(pid)]);
+  return startFactsOf(status, limits);
+}
+
+/**
+ * Start facts of a program we launch: it inherits our supplementary groups, umask and resource
+ * limits (the launcher, strace and the eBPF wrapper change none of them), so our own /proc/self says them.
  */
 export async function launchedStartFacts(): Promise<StartFacts | undefined> {
-  return startFactsOf(await readProcStatus(process.pid));
+  return readStartFacts(process.pid);
 }
 
 /**

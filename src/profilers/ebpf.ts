@@ -31,6 +31,7 @@ import {
   ProfileError,
   type ProgramFacts,
   type ProgramOutput,
+  readProcLimits,
   readProcStatus,
   resolveCommand,
   checkProfileCall,
@@ -586,7 +587,7 @@ async function watchLaunched(
   return ok(why);
 }
 
-/** The launched program: its first exec, run as us (with our groups and umask). */
+/** The launched program: its first exec, run as us (with our groups, umask and limits). */
 async function launchedFacts(target: LaunchTarget, cwd: string, config: EbpfProfilerOptions, tracker: EbpfEventTracker): Promise<ProgramFacts> {
   const program: ProgramFacts = {
     executable: tracker.rootExecutable ?? (await resolveCommand(target.command[0]!, cwd)) ?? target.command[0]!,
@@ -628,6 +629,7 @@ async function runAttach(pid: number, options: ProfileOptions, config: EbpfProfi
   const collector = new ProfileCollector();
   const tracker = new EbpfEventTracker(collector, pid, liveProcReader);
   const rootStatus = await readProcStatus(pid);
+  const rootLimits = await readProcLimits(pid);
   for (const p of tree) tracker.seed(p, (await readProcStatus(p))?.ppid);
   const sink: EventSink = { tracker };
   const run = startTracing(host, config, tree, sink);
@@ -658,7 +660,7 @@ async function runAttach(pid: number, options: ProfileOptions, config: EbpfProfi
       gid: root.gid ?? status?.gid ?? 0,
       ...(root.env ? { env: root.env } : {}),
     };
-    const start = root.start ?? startFactsOf(rootStatus);
+    const start = root.start ?? startFactsOf(rootStatus, rootLimits);
     if (start) program.start = start;
     return await collector.build(program, { profiler: PROFILER_NAME, complete: false });
   } finally {

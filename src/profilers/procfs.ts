@@ -29,6 +29,7 @@ import {
   readCmdline,
   readEnviron,
   readProcLink,
+  readProcLimits,
   readProcStatus,
   resolveCommand,
   checkProfileCall,
@@ -159,7 +160,7 @@ export interface RootFacts {
   uid?: number;
   gid?: number;
   env?: Record<string, string>;
-  /** Supplementary groups and umask when first seen. */
+  /** Supplementary groups, umask and resource limits when first seen. */
   start?: StartFacts;
 }
 
@@ -227,7 +228,7 @@ export class ProcfsSampler {
     if (executable) this.collector.addFile(executable, 'exec', { reason: 'mapped' });
     if (pid === this.rootPid && this.root.executable === undefined) {
       Object.assign(this.root, { executable, argv, cwd, uid: status.uid, gid: status.gid });
-      const start = startFactsOf(status);
+      const start = startFactsOf(status, await readProcLimits(pid));
       if (start) this.root.start = start;
       if (this.options.captureEnv) this.root.env = await readEnviron(pid);
     }
@@ -464,7 +465,7 @@ async function sampledFacts(sampler: ProcfsSampler, launched: SampledTarget['lau
     gid: root.gid ?? status?.gid ?? process.getgid?.() ?? 0,
     ...(root.env ? { env: root.env } : {}),
   };
-  // A launched program starts with our groups and umask; an attached one had them when first seen.
+  // A launched program starts with our groups, umask and limits; an attached one had them when first seen.
   const start = launched ? await launchedStartFacts() : root.start;
   if (start) facts.start = start;
   return facts;

@@ -34,6 +34,7 @@ import {
   type ProgramFacts,
   type ProgramOutput,
   readProcLink,
+  readProcLimits,
   readProcStatus,
   resolveCommand,
   resolvePath,
@@ -604,7 +605,7 @@ async function straceLaunch(
     gid: process.getgid?.() ?? 0,
     ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
   };
-  // strace starts the program with our groups and umask.
+  // strace starts the program with our groups, umask and limits.
   const start = await launchedStartFacts();
   if (start) facts.start = start;
   const complete = why === 'ended' && parser.unparsed.length === 0;
@@ -707,7 +708,7 @@ async function attachFailure(pid: number, message: string): Promise<ProfileError
 /** The attached program as the sampler first saw it (ids from /proc when the sample had none). */
 async function attachedFacts(sampler: ProcfsSampler, pid: number): Promise<ProgramFacts> {
   const root = sampler.root;
-  const status = await readProcStatus(pid);
+  const [status, limits] = await Promise.all([readProcStatus(pid), readProcLimits(pid)]);
   const facts: ProgramFacts = {
     executable: root.executable ?? '/',
     argv: root.argv ?? ['?'],
@@ -716,7 +717,7 @@ async function attachedFacts(sampler: ProcfsSampler, pid: number): Promise<Progr
     gid: root.gid ?? status?.gid ?? 0,
     ...(root.env ? { env: root.env } : {}),
   };
-  const start = root.start ?? startFactsOf(status);
+  const start = root.start ?? startFactsOf(status, limits);
   if (start) facts.start = start;
   return facts;
 }

@@ -25,6 +25,20 @@ export interface StreamedCommand {
   exit: ResultAsync<{ stderr: string }, ApMigrateError>;
 }
 
+/**
+ * How a {@link Source} froze a program: its own cgroup by the cgroup v2 freezer
+ * (`cgroup.freeze`) or the v1 `freezer` controller (`freezer.state`), or `SIGSTOP` to every
+ * process of its tree.
+ */
+export type FreezerKind = 'cgroup-v2' | 'cgroup-v1' | 'sigstop';
+
+/**
+ * What {@link Source.freeze} returns: the pids frozen, still an array (callers that take
+ * `number[]` keep working), with `freezer` saying how, where the source tells (a non-enumerable
+ * property: JSON and spreads keep the pids only).
+ */
+export type FrozenPids = number[] & { readonly freezer?: FreezerKind };
+
 /** What to do with the source program once the destination runs and is healthy. */
 export type SourcePolicy = 'keep-running' | 'stop';
 
@@ -44,9 +58,12 @@ export interface Source {
   stream?(argv: readonly string[], options?: StreamOptions): ResultAsync<StreamedCommand, ApMigrateError>;
   /** The pids of `pid`'s process tree (itself first, then its descendants) as they are now. */
   processTree(pid: number): ResultAsync<number[], ApMigrateError>;
-  /** Stop the whole tree (it keeps its state; no file changes while frozen). Returns the pids frozen. */
-  freeze(pid: number): ResultAsync<number[], ApMigrateError>;
-  /** Let frozen processes run again. */
+  /**
+   * Stop the whole tree (it keeps its state; no file changes while frozen). Returns the pids
+   * frozen (and, from `createExecutorSource`, `freezer`: how).
+   */
+  freeze(pid: number): ResultAsync<FrozenPids, ApMigrateError>;
+  /** Let frozen processes run again (the pids `freeze` returned: a cgroup it froze is thawed as a whole). */
   thaw(pids: readonly number[]): ResultAsync<void, ApMigrateError>;
   /** Terminate the tree: SIGTERM (and SIGCONT, so a frozen process sees it), SIGKILL after `graceMs`. */
   stop(pid: number, graceMs?: number): ResultAsync<void, ApMigrateError>;

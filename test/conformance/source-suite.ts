@@ -75,6 +75,8 @@ export function sourceConformance(name: string, open: () => Promise<SourceUnderT
     const frozen = (await under.source.freeze(root))._unsafeUnwrap();
     expect(frozen).toContain(root);
     expect(frozen.length).toBe(2);
+    // Started beside the executor's own processes, it has no cgroup of its own: SIGSTOP, as state T says.
+    if (frozen.freezer !== undefined) expect(frozen.freezer).toBe('sigstop');
     started.push(...frozen);
     for (const pid of frozen) expect(await stateThere(under.source, pid)).toBe('T');
     (await under.source.thaw(frozen))._unsafeUnwrap();

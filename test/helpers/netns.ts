@@ -19,6 +19,10 @@ export interface NetnsPair {
   destination: string;
   sourceAddress: string;
   destinationAddress: string;
+  /** The veth end inside the source namespace (for shaping it with `tc`). */
+  sourceDevice: string;
+  /** The veth end inside the destination namespace. */
+  destinationDevice: string;
   /** Prefix that runs a command inside a namespace: `['ip', 'netns', 'exec', ns]`. */
   wrap(ns: string): string[];
   /** Take the link down (packets are dropped silently, like a pulled cable). */
@@ -47,14 +51,26 @@ function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
+/** Options for {@link createNetnsPair}. */
+export interface NetnsPairOptions {
+  /**
+   * Start of every namespace and veth name (default `apm`): namespaces `<prefix>-src-<id>`, veths
+   * `<prefix>s<id>`. Lets a caller tell its own leftovers from everyone else's. At most 8 characters
+   * (a veth name has 15).
+   */
+  namePrefix?: string;
+}
+
 /** Create the two hosts. Call `teardown()` in afterAll. */
-export function createNetnsPair(): NetnsPair {
+export function createNetnsPair(options: NetnsPairOptions = {}): NetnsPair {
+  const prefix = options.namePrefix ?? 'apm';
+  if (!/^[a-z][a-z0-9]{0,7}$/.test(prefix)) throw new Error(`namePrefix must be 1-8 lowercase letters or digits: ${prefix}`);
   const id = randomBytes(3).toString('hex');
   const subnet = 1 + (randomBytes(1)[0]! % 250);
-  const source = `apm-src-${id}`;
-  const destination = `apm-dst-${id}`;
-  const sourceVeth = `apms${id}`;
-  const destinationVeth = `apmd${id}`;
+  const source = `${prefix}-src-${id}`;
+  const destination = `${prefix}-dst-${id}`;
+  const sourceVeth = `${prefix}s${id}`;
+  const destinationVeth = `${prefix}d${id}`;
   const sourceAddress = `10.213.${subnet}.1`;
   const destinationAddress = `10.213.${subnet}.2`;
   const dir = mkdtempSync(join(tmpdir(), 'apm-netns-'));
@@ -95,6 +111,8 @@ export function createNetnsPair(): NetnsPair {
     destination,
     sourceAddress,
     destinationAddress,
+    sourceDevice: sourceVeth,
+    destinationDevice: destinationVeth,
     wrap,
     cutLink: () => ip('-n', source, 'link', 'set', sourceVeth, 'down'),
     restoreLink: () => ip('-n', source, 'link', 'set', sourceVeth, 'up'),

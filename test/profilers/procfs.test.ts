@@ -1,9 +1,9 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseProcStatus } from '../../src/profilers/common.js';
+import { parseProcLimits, parseProcStatus } from '../../src/profilers/common.js';
 import { createProcfsProfiler, decodeProcNetAddress, parseInetTable, parseSysvTable, parseUnixTable } from '../../src/profilers/procfs.js';
 import { fixtureBinary } from '../helpers/fixtures.js';
 import { runProfilerConformance } from '../conformance/profiler-suite.js';
@@ -22,6 +22,32 @@ describe('/proc/<pid>/status', () => {
     const none = parseProcStatus('Name:\tx\nGroups:\t\nNSpid:\t7\nUid:\t0\t0\t0\t0\n');
     expect(none.groups).toEqual([]);
     expect(none.umask).toBeUndefined();
+  });
+});
+
+describe('/proc/<pid>/limits', () => {
+  const text = [
+    'Limit                     Soft Limit           Hard Limit           Units     ',
+    'Max cpu time              unlimited            unlimited            seconds   ',
+    'Max stack size            8388608              unlimited            bytes     ',
+    'Max core file size        0                    unlimited            bytes     ',
+    'Max processes             31204                31204                processes ',
+    'Max open files            1024                 524288               files     ',
+    'Max locked memory         18446744073709551614 18446744073709551614 bytes     ',
+    'Max realtime timeout      unlimited            unlimited            us        ',
+    '',
+  ].join('\n');
+
+  it('reads the limits that matter, soft and hard, by their prlimit names', () => {
+    expect(parseProcLimits(text)).toEqual({
+      stack: { soft: 8388608, hard: 'unlimited' },
+      core: { soft: 0, hard: 'unlimited' },
+      nproc: { soft: 31204, hard: 31204 },
+      nofile: { soft: 1024, hard: 524288 },
+      // memlock: a value JSON cannot carry exactly is left out, never rounded.
+    });
+    expect(parseProcLimits(text, ['cpu', 'rttime'])).toEqual({ cpu: { soft: 'unlimited', hard: 'unlimited' }, rttime: { soft: 'unlimited', hard: 'unlimited' } });
+    expect(parseProcLimits('garbage\nMax open files 12 x\n')).toEqual({});
   });
 });
 
@@ -90,7 +116,7 @@ describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk',
     expect(result.value.ipc).toEqual([]);
   });
 
-  it('says why each file is there (held open, mapped) and records the ids, groups and umask of what it attached to', async () => {
+  it('says why each file is there (held open, mapped) and records the ids, groups, umask and limits of what it attached to', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ap-migrate-procfs-ids-'));
     writeFileSync(path.join(dir, 'input.txt'), 'in\n');
     chmodSync(dir, 0o777);
@@ -107,7 +133,10 @@ describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk',
       expect(profile.files.find((f) => /\/libc\.so/.test(f.path))?.reasons).toEqual(['mapped']);
       for (const f of profile.files) expect(f.reasons?.length, f.path).toBeGreaterThan(0);
       expect(profile.processes.find((p) => p.pid === child.pid)).toMatchObject({ uid: 65534, gid: 65534 });
-      expect(profile.start).toEqual({ groups: [100, 65534], umask: 0o027 });
+      expect(profile.start).toMatchObject({ groups: [100, 65534], umask: 0o027 });
+      // Its resource limits, as /proc/<pid>/limits shows them (it inherited ours).
+      expect(profile.start?.rlimits).toEqual(parseProcLimits(readFileSync(`/proc/${child.pid}/limits`, 'utf8')));
+      expect(Object.keys(profile.start?.rlimits ?? {}).sort()).toEqual(['core', 'memlock', 'nofile', 'nproc', 'stack']);
     } finally {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,6 @@
+/**
+ * Transfer helpers shared by every way of moving bytes (the bandwidth cap of throttle.ts).
+ *
+ * @module
+ */
+export { checkBandwidthLimit, createThrottle, MIN_BANDWIDTH_LIMIT, throttleSchema, type ThrottleOptions } from './throttle.js';
