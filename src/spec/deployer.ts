@@ -67,6 +67,8 @@ export interface ReceiveOptions {
   attempt?: number;
   /** Let the destination take world-readable system files it already has (dedup). */
   hostSeeds?: boolean;
+  /** Send at most this many bytes per second (a link shared with other traffic). */
+  bandwidthLimit?: number;
 }
 
 /** What `migrate()` asks a destination before packing a round: which files it already holds. */

@@ -168,6 +168,24 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('pre-copy and de
     expect(leftovers(dst)).toEqual([]);
   }, 180_000);
 
+  it('bandwidthLimit: the transfer never goes faster than the cap (a slower machine only makes it slower)', async () => {
+    const other = startNotesd('bwlimit');
+    try {
+      const limit = 4 * 1024 * 1024;
+      const profile = { ...other.profile, files: [...(other.profile.files ?? []), ...randomFiles(join(other.dataDir, 'blobs'), 2, 12 * 1024 * 1024)] };
+      const result = await migrate({ allowRoot: true, target: { profile, pid: other.process.pid! }, destination: createLocalTransport({ root: dst }), name: 'notesd-bwlimit', bandwidthLimit: limit });
+      if (result.isErr()) throw result.error;
+      reports.push(result.value);
+      const transferMs = result.value.phases.find((p) => p.phase === 'transfer')!.ms;
+      // A ratio to the cap, not a time: bytes over the phase's own duration.
+      expect(result.value.bytesSent / (transferMs / 1000) / limit).toBeLessThan(1.05);
+      expect(await talkToNotesd(join(dst, 'notesd-bwlimit', 'root'), other.dataDir, 'capped', 2)).toContain('notes=2');
+    } finally {
+      other.stop();
+      rmSync(other.base, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('dedup off: the host file travels as data', async () => {
     const other = startNotesd('nodedup');
     try {
