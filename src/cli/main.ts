@@ -35,7 +35,7 @@ const COMMAND_USAGE = {
   migrate: `  ap-migrate migrate --to ssh://user@host[:port]/path|/local/path (--pid N | --profile FILE [--pid N] | -- COMMAND...)
                      [--name NAME] [--method ID] [--profiler ebpf|strace|procfs] [--duration SECONDS]
                      [--dry-run] [--json] [--stop-source] [--allow-root] [--cutover copy|stop-and-copy|pre-copy]
-                     [--include PATH]... [--exclude PATH]... [--no-capture] [--no-dedup] [--attempts N] [--bwlimit BYTES/S]
+                     [--include PATH]... [--exclude PATH]... [--no-capture] [--no-dedup] [--attempts N] [--bwlimit BYTES/S] [--compress auto|zstd|gzip|none]
                      [--identity KEY] [--known-hosts FILE] [--trust-host-key SHA256:...] [--ssh-client auto|openssh|ssh2]
     --cutover MODE    copy (default: copy while it runs, keep it running) or stop-and-copy (freeze it, copy,
                       start and check the copy, then stop the source; thawed on any failure; the downtime is printed)
@@ -43,6 +43,7 @@ const COMMAND_USAGE = {
     --no-dedup        send every file, even those the destination host already has (same path and SHA-256)
     --attempts N      try a cut transfer up to N times, resuming from what the destination verified (default 1)
     --bwlimit RATE    send at most RATE bytes per second (a K, M or G suffix multiplies by 1024s)
+    --compress CODEC  compress on the wire: none (default), zstd, gzip, or auto (what both ends have; none on a fast link)
     --allow-root      start the program even though its profile says uid or gid 0 (it runs as root on the destination)
     --include PATH    also carry this absolute path from the source (a directory travels whole); repeatable
     --exclude PATH    leave this absolute path (a directory: everything under it) out of the capture; repeatable
@@ -265,6 +266,7 @@ const MIGRATE_FLAGS = {
   'no-dedup': { type: 'boolean', default: false },
   attempts: { type: 'string' },
   bwlimit: { type: 'string' },
+  compress: { type: 'string' },
 } as const;
 
 type MigrateFlags = NonNullable<ReturnType<typeof parseMigrateFlags>>['values'];
@@ -323,6 +325,12 @@ function printMigrationReport(r: MigrationReport): void {
   }
 }
 
+/** `--compress`: one of the codecs, or auto. */
+function compressionFlag(text: string): 'auto' | 'zstd' | 'gzip' | 'none' {
+  if (text === 'auto' || text === 'zstd' || text === 'gzip' || text === 'none') return text;
+  throw new UsageError(`--compress must be auto, zstd, gzip or none, got "${text}"`);
+}
+
 /** `--bwlimit`: bytes per second, with an optional K, M or G (powers of 1024). */
 function bytesPerSecond(text: string): number {
   const match = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(text.trim());
@@ -350,6 +358,7 @@ function migrateOptionsFromFlags(values: MigrateFlags): Omit<MigrateOptions, 'ta
     ...(values['no-dedup'] ? { dedup: false } : {}),
     ...(attempts !== undefined ? { transferAttempts: attempts } : {}),
     ...(values.bwlimit !== undefined ? { bandwidthLimit: bytesPerSecond(values.bwlimit) } : {}),
+    ...(values.compress !== undefined ? { compression: compressionFlag(values.compress) } : {}),
     sourcePolicy,
   };
 }

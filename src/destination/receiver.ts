@@ -16,6 +16,7 @@ import type { DeployContext, InventoryQuery, ReceiveOptions, StagedBundle } from
 import type { HeldFiles } from '../spec/packager.js';
 import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema } from '../bundle/seeds.js';
 import { createThrottle } from '../transfer/throttle.js';
+import { compressStream, decompressingArgv, decompressorFailure, type WireCodec } from '../transfer/compression.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
 import type { RootBuildReport, RootBuildSpec } from './root-builder.js';
@@ -82,7 +83,7 @@ function unpackArgs(context: DeployContext, stagingDir: string, options: Receive
 // Before a later attempt: the receiver of the cut one may still be keeping what it verified
 // (moving it to the resume store); let it finish (killed after 10 s), then clear what is left at
 // the target. Matched as the rollback matches it: by its "unpack <target>" argument, escaped.
-const CLEAR_TARGET_SCRIPT = `
+export const CLEAR_TARGET_SCRIPT = `
 target="$1"
 pat=$(printf '%s' "$target" | sed 's/[][\\.*^$+?(){}|]/\\\\&/g')
 i=0; while [ "$i" -lt 100 ] && pgrep -f -- "unpack '?$pat" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
@@ -90,7 +91,7 @@ pkill -KILL -f -- "unpack '?$pat" 2>/dev/null || true
 rm -rf -- "$target" "$target.journal.json"
 `;
 // After a verified round: the resume store served its purpose; a delta round replaces the tree it was seeded from.
-const SETTLE_ROUND_SCRIPT = `
+export const SETTLE_ROUND_SCRIPT = `
 resume="$1"; root="$2"; next="$3"
 rm -rf -- "$resume" "$resume.journal.json"
 if [ -n "$next" ]; then
@@ -128,21 +129,35 @@ export function receiveWithReceiver(
     .andThen((remoteReceiver) =>
       ((options.attempt ?? 1) > 1 ? runScript(transport, CLEAR_TARGET_SCRIPT, [target], { cwd: '/', ...signalOpt }).map(() => remoteReceiver) : okAsync(remoteReceiver)),
     )
-    .andThen((remoteReceiver) => transport.exec(['node', remoteReceiver, 'unpack', target, ...flags], { ...signalOpt, stdin: onTheWire(bundle, options), allowNonZeroExit: true }))
+    .andThen((remoteReceiver) =>
+      transport.exec(decompressingArgv(codecOf(options), ['node', remoteReceiver, 'unpack', target, ...flags]), { ...signalOpt, stdin: onTheWire(bundle, options), allowNonZeroExit: true }),
+    )
     .mapErr((e) => {
       bundle.destroy();
       return e;
     })
-    .andThen((result) => stagedFromReply(transport.description, result, stagingDir, bytes))
+    .andThen((result) => {
+      // A decompressor that failed explains a receiver that then saw a cut stream.
+      const decompressor = decompressorFailure(codecOf(options), result, transport.description);
+      return decompressor ? errAsync(decompressor) : stagedFromReply(transport.description, result, stagingDir, bytes);
+    })
     .andThen((staged) =>
       runScript(transport, SETTLE_ROUND_SCRIPT, [paths.resume, paths.root, options.round === 'delta' ? paths.next : ''], { cwd: '/', ...signalOpt }).map(() => staged),
     );
 }
 
-/** The bundle as it goes on the wire: at most `bandwidthLimit` bytes per second. */
+const codecOf = (options: ReceiveWithReceiverOptions): WireCodec => options.compression?.codec ?? 'none';
+
+/** The bundle as it goes on the wire: compressed, then at most `bandwidthLimit` bytes per second (of wire bytes). */
 function onTheWire(bundle: Readable, options: ReceiveWithReceiverOptions): Readable {
-  if (options.bandwidthLimit === undefined) return bundle;
-  const throttle = createThrottle(options.bandwidthLimit);
+  const level = options.compression?.level;
+  const compressed = codecOf(options) === 'none' ? bundle : compressStream(bundle, codecOf(options), level !== undefined ? { level } : {});
+  if (options.bandwidthLimit === undefined) return compressed;
+  return throttled(compressed, options.bandwidthLimit);
+}
+
+function throttled(bundle: Readable, limit: number): Readable {
+  const throttle = createThrottle(limit);
   // A failing throttle (never expected) fails the bundle too, so the packer stops.
   bundle.on('error', (e) => throttle.destroy(e));
   throttle.on('error', (e) => bundle.destroy(e));

@@ -42,6 +42,7 @@ export function checkMigrateOptions(options: unknown): InvalidInputError | undef
   }
   if (o.dedup !== undefined && typeof o.dedup !== 'boolean') return invalid('dedup', 'must be true or false');
   const attempts = o.transferAttempts;
+  if (o.compression !== undefined && !['auto', 'zstd', 'gzip', 'none'].includes(o.compression as string)) return invalid('compression', 'must be auto, zstd, gzip or none');
   if (o.bandwidthLimit !== undefined) {
     const limit = checkBandwidthLimit(o.bandwidthLimit);
     if (limit.isErr()) return invalid('bandwidthLimit', 'must be a number of bytes per second, at least 1024');

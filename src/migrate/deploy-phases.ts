@@ -12,6 +12,7 @@ import type { ResourceProfile } from '../policy/profile.js';
 import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles, PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
 import { noTransport } from './no-transport.js';
+import { chooseCodec, LINK_SAMPLE_BYTES, localCompressors, measureLinkThroughput, probeCodecs } from '../transfer/compression.js';
 import { abortedError, emit, guarded, notAborted, signalOption, timed, type Run } from './run.js';
 
 /** The chosen method's deployer and what all its phases know. */
@@ -60,6 +61,27 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
     .map((report) => (run.deployment.preflight = report))
     // A pre-flight cut short by the caller's abort may say so in its own words: it is an abort.
     .mapErr((error) => abortedError(run) ?? error);
+}
+
+/**
+ * The wire codec, after pre-flight (file-based methods only): what both ends have, and for `auto`
+ * none when the measured link is faster than the compressor. Part of the preflight phase's time.
+ */
+export function chooseCompression(run: Run, chosen: ChosenMethod): ResultAsync<void, ApMigrateError> {
+  const requested = run.options.compression ?? 'none';
+  if (requested === 'none' || !chosen.deployer.inventory) return okAsync(undefined);
+  const transport = chosen.context.transport;
+  const exec = (argv: string[]) => transport.exec(argv, signalOption(run));
+  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, signalOption(run)).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
+  return ResultAsync.combine([localCompressors(), probeCodecs(exec), link] as const)
+    .andThen(([sourceHas, destinationHas, linkBytesPerSecond]) => {
+      const choice = chooseCodec({ requested, sourceHas, destinationHas, ...(linkBytesPerSecond !== undefined ? { linkBytesPerSecond } : {}) });
+      return choice.isOk() ? okAsync(choice.value) : errAsync(choice.error);
+    })
+    .map((choice) => {
+      run.compression = choice;
+      emit(run, { phase: 'preflight', message: `compression: ${choice.codec} (${choice.reason})` });
+    });
 }
 
 /** The source's process tree, stopped (stop-and-copy), with the moment it stopped. */
@@ -127,7 +149,13 @@ export type Round = 'full' | 'delta';
 /** One attempt of a round: the packer's payload streamed into the deployer, verified there. */
 function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: { bytes: number }): ResultAsync<PackSummary, ApMigrateError> {
   const { deployer, context, request } = chosen;
-  const receiveOptions = { round, attempt, hostSeeds: run.options.dedup !== false, ...(run.options.bandwidthLimit !== undefined ? { bandwidthLimit: run.options.bandwidthLimit } : {}) };
+  const receiveOptions = {
+    round,
+    attempt,
+    hostSeeds: run.options.dedup !== false,
+    ...(run.options.bandwidthLimit !== undefined ? { bandwidthLimit: run.options.bandwidthLimit } : {}),
+    ...(run.compression && run.compression.codec !== 'none' ? { compression: run.compression } : {}),
+  };
   return heldAtDestination(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
       const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';

@@ -26,6 +26,8 @@ export interface Run {
   launchedPid?: number;
   /** The transfer rounds done so far. */
   readonly rounds: TransferRound[];
+  /** The wire codec chosen after pre-flight. */
+  compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number; reason: string };
 }
 
 /** A new run of `options`. */

@@ -100,6 +100,13 @@ export interface MigrateOptions {
    * sends only the rest. After the last failed attempt everything is rolled back.
    */
   transferAttempts?: number;
+  /**
+   * Compress the bundle on the wire (file-based methods): `none` (default), `zstd`, `gzip`, or
+   * `auto`: the best codec both ends have, or none when the link (measured with 8 MiB after
+   * pre-flight) is faster than the compressor. An explicit codec one end lacks is `TOOL_MISSING`.
+   * See docs/compression.md.
+   */
+  compression?: 'auto' | 'zstd' | 'gzip' | 'none';
   /** Send at most this many bytes per second (default: as fast as the link goes). Held within 5% over 30 s (`npm run bench -- bwlimit`). */
   bandwidthLimit?: number;
   /**
@@ -154,6 +161,8 @@ export interface MigrationReport {
   cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number; freezer?: FreezerKind };
   /** Each transfer round (two for `pre-copy`): bytes on the wire, bytes the destination already had, attempts. */
   rounds: TransferRound[];
+  /** The codec the bundle travelled with, and why it was chosen. */
+  compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number; reason: string };
   /** Wall time of the whole migration. */
   totalMs: number;
 }

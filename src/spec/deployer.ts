@@ -69,6 +69,8 @@ export interface ReceiveOptions {
   hostSeeds?: boolean;
   /** Send at most this many bytes per second (a link shared with other traffic). */
   bandwidthLimit?: number;
+  /** Compress the payload on the wire with this codec (chosen by `migrate()` from what both ends have). */
+  compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number };
 }
 
 /** What `migrate()` asks a destination before packing a round: which files it already holds. */

@@ -275,7 +275,9 @@ const jailProgram = once(() => {
 /** The rollback's exact commands for `state`: the script with name, config and directory, then activation's undo steps. */
 function expectedJailRollback(context: DeployContext, state: DeploymentState<JailFacts>): DestinationCall[] {
   const install = state.activated?.installDir;
-  const args = install ? [context.name, jailPaths(install).conf, install] : [context.name, '', state.staged?.stagingDir ?? state.preflight!.stagingDir];
+  const resume = `${JAIL_ROOT}/.ap-migrate/resume-${context.name}`;
+  const kept = [resume, `${resume}.journal.json`];
+  const args = install ? [context.name, jailPaths(install).conf, install, ...kept] : [context.name, '', state.staged?.stagingDir ?? state.preflight!.stagingDir, ...kept];
   return [{ op: 'exec', argv: ['sh', '-c', JAIL_ROLLBACK_SCRIPT, 'ap-migrate', ...args] }, ...(state.activated?.undo ?? []).map((argv): DestinationCall => ({ op: 'exec', argv }))];
 }
 

@@ -64,6 +64,8 @@ const SCRIPT_NAMES = {
 };
 
 const ROOT = '/var/ap-migrate';
+/** What every rollback also removes: the files a cut transfer kept for a retry, and their journal. */
+const KEPT = `${ROOT}/.ap-migrate/resume-apserver ${ROOT}/.ap-migrate/resume-apserver.journal.json`;
 
 const BASE_PROFILE: ResourceProfileInput = {
   executable: '/usr/local/bin/apserver',
@@ -205,7 +207,7 @@ describe('jail deployer: golden command sequences', () => {
     const before = transport.calls.length;
     (await deployer.rollback(context, { activated: { installDir: `${ROOT}/apserver`, rootDir: `${ROOT}/apserver/root`, undo: [['ifconfig', 'epair0a', 'destroy']] } }))._unsafeUnwrap();
     expect(renderCalls(transport.calls.slice(before), SCRIPT_NAMES)).toBe(
-      `sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver\nifconfig epair0a destroy\n`,
+      `sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver ${KEPT}\nifconfig epair0a destroy\n`,
     );
   });
 
@@ -218,7 +220,7 @@ describe('jail deployer: golden command sequences', () => {
     expect(result.error?.message).toContain('Permission denied');
     expect(result.rolledBack).toBe(true);
     const commands = normalise(renderCalls(transport.calls, SCRIPT_NAMES));
-    expect(commands.trimEnd().split('\n').pop()).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver`);
+    expect(commands.trimEnd().split('\n').pop()).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver ${KEPT}`);
     expectGolden('failed-start.commands.txt', commands);
   });
 
@@ -492,7 +494,7 @@ describe('jail deployer: no state of its own between migrations', () => {
     const [fromA, fromB] = [hostA.transport.calls.length, hostB.transport.calls.length];
     (await deployer.rollback(a, { preflight: preA, activated: activatedA, started: startedA }))._unsafeUnwrap();
     expect(hostB.transport.calls.length).toBe(fromB);
-    expect(callsSince(hostA.transport, fromA)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver\nifconfig epair0a destroy\n`);
+    expect(callsSince(hostA.transport, fromA)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver ${KEPT}\nifconfig epair0a destroy\n`);
     expect(hostA.state.jails.size + hostA.state.epairs.size).toBe(0);
     expect([...hostA.state.dirs]).toEqual([`${ROOT}/.ap-migrate`]);
 
@@ -502,7 +504,7 @@ describe('jail deployer: no state of its own between migrations', () => {
     (await deployer.healthCheck(b, startedB))._unsafeUnwrap();
     const fromB2 = hostB.transport.calls.length;
     (await deployer.rollback(b, { preflight: preB, activated: activatedB, started: startedB }))._unsafeUnwrap();
-    expect(callsSince(hostB.transport, fromB2)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver\nifconfig epair3a destroy\n`);
+    expect(callsSince(hostB.transport, fromB2)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver ${ROOT}/apserver/run/jail.conf ${ROOT}/apserver ${KEPT}\nifconfig epair3a destroy\n`);
     expect(hostB.state.jails.size + hostB.state.epairs.size).toBe(0);
     expect([...hostB.state.dirs]).toEqual([`${ROOT}/.ap-migrate`]);
     expect([hostA.transport.unmatched, hostB.transport.unmatched]).toEqual([[], []]);
@@ -518,7 +520,7 @@ describe('jail deployer: no state of its own between migrations', () => {
     (await deployer.receive(context, second, Readable.from(['two'])))._unsafeUnwrap();
     const from = host.transport.calls.length;
     (await deployer.rollback(context, { preflight: first }))._unsafeUnwrap();
-    expect(callsSince(host.transport, from)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver '' ${first.stagingDir}\n`);
+    expect(callsSince(host.transport, from)).toBe(`sh -c <JAIL_ROLLBACK_SCRIPT> ap-migrate apserver '' ${first.stagingDir} ${KEPT}\n`);
     expect([...host.state.dirs].sort()).toEqual([`${ROOT}/.ap-migrate`, second.stagingDir]);
   });
 

@@ -186,6 +186,30 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('pre-copy and de
     }
   }, 120_000);
 
+  it('compression: zstd on the wire when asked and the data arrives whole; auto says what it chose and why', async () => {
+    const other = startNotesd('compress');
+    try {
+      const text = join(other.dataDir, 'text.log');
+      writeFileSync(text, 'a line of a log file that compresses well, number 12345\n'.repeat(200_000));
+      const profile = { ...other.profile, files: [...(other.profile.files ?? []), { path: text, kind: 'regular' as const, access: ['read' as const], size: statSync(text).size }] };
+      const zstd = await migrate({ allowRoot: true, target: { profile, pid: other.process.pid! }, destination: createLocalTransport({ root: dst }), name: 'notesd-zstd', compression: 'zstd' });
+      if (zstd.isErr()) throw zstd.error;
+      reports.push(zstd.value);
+      expect(zstd.value.compression?.codec).toBe('zstd');
+      // bytesSent counts the bundle before compression; what was verified is the whole file.
+      expect(statSync(join(dst, 'notesd-zstd', 'root', text)).size).toBe(statSync(text).size);
+      const auto = await migrate({ allowRoot: true, target: { profile, pid: other.process.pid! }, destination: createLocalTransport({ root: dst }), name: 'notesd-auto', compression: 'auto' });
+      if (auto.isErr()) throw auto.error;
+      reports.push(auto.value);
+      expect(['zstd', 'gzip', 'none']).toContain(auto.value.compression?.codec);
+      expect(auto.value.compression?.reason.length).toBeGreaterThan(0);
+      expect(await talkToNotesd(join(dst, 'notesd-zstd', 'root'), other.dataDir, 'compressed', 2)).toContain('notes=2');
+    } finally {
+      other.stop();
+      rmSync(other.base, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('dedup off: the host file travels as data', async () => {
     const other = startNotesd('nodedup');
     try {

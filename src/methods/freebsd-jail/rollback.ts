@@ -10,20 +10,23 @@ import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../../errors.js';
 import type { DeployContext, DeploymentState } from '../../spec/deployer.js';
 import { DeployError } from '../../destination/deploy-error.js';
-import { layoutFor } from '../../destination/layout.js';
+import { isSafeName, layoutFor } from '../../destination/layout.js';
 import { stagingDirOf } from '../../destination/rollback.js';
 import { runScript } from '../../destination/run-script.js';
 import { jailPaths } from './layout.js';
 import { runEach, type JailSettings } from './options.js';
 import type { JailFacts } from './preflight.js';
 import { JAIL_ROLLBACK_SCRIPT } from './scripts.js';
+import { seedPaths } from '../../destination/receiver.js';
 
 /** The rollback script's arguments for `state`: name, config (empty before activation), the directory to remove. */
 export function jailRollbackArgs(context: DeployContext, state: DeploymentState<JailFacts>): string[] {
   const conf = state.activated ? jailPaths(state.activated.installDir).conf : '';
   // Once activated, staging was renamed to the install directory: only that one is left to remove.
   const dirs = [state.activated ? state.activated.installDir : stagingDirOf(state)].filter((d): d is string => !!d);
-  return [context.name, conf, ...dirs];
+  // The files a cut attempt kept for the next one go too: a rollback is a final failure.
+  const resume = isSafeName(context.name) ? [seedPaths(context, '/').resume] : [];
+  return [context.name, conf, ...dirs, ...resume.flatMap((r) => [r, `${r}.journal.json`])];
 }
 
 /** Rollback of the `freebsd-jail` method. */
