@@ -25,7 +25,7 @@ import { createOpenSshTransport } from '../src/transports/openssh.js';
 import type { Transport } from '../src/spec/transport.js';
 import { startNotesd, type NotesdSource } from '../test/helpers/notesd.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
-import { runWhenCalledDirectly } from './report.js';
+import { quote, runWhenCalledDirectly, timeShell } from './report.js';
 
 /** One benchmark line: `ratio` is ours over the reference (higher is better). */
 export interface MigrateBenchLine {
@@ -38,23 +38,7 @@ const MiB = 1024 * 1024;
 /** The issue's goal for peak RSS while migrating a 2 GiB tree. */
 const RSS_GOAL_BYTES = 200 * 1000 * 1000;
 
-function quote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
-/** Run a shell pipeline; resolves with elapsed seconds. */
-function timeShell(script: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`${script} exited ${code}: ${stderr}`));
-      else resolve(Number(process.hrtime.bigint() - started) / 1e9);
-    });
-  });
-}
 
 /**
  * `files` files of `totalMiB` in all under `dir`, written 1 MiB at a time (never a whole file in

@@ -20,7 +20,7 @@ import type { Transport } from '../src/spec/transport.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import { createSshTransport } from '../src/transports/ssh.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
-import { runWhenCalledDirectly } from './report.js';
+import { quote, runWhenCalledDirectly, timeShell } from './report.js';
 
 /** One benchmark line: ratio = our throughput / OpenSSH's (goal >= 0.9). */
 export interface BenchLine {
@@ -39,19 +39,6 @@ function fastest(values: number[]): number {
   return Math.min(...values);
 }
 
-/** Run a shell pipeline; resolves with elapsed seconds. */
-function timeShell(script: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`${script} exited ${code}: ${stderr}`));
-      else resolve(Number(process.hrtime.bigint() - started) / 1e9);
-    });
-  });
-}
 
 /**
  * `bytes` zeros made in-process, the way the packer hands a bundle to a transport (a Readable in
@@ -82,9 +69,6 @@ async function timeTransport(connect: () => Promise<Transport>, source: string[]
   return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
-function quote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /** A tree of `totalMiB` in files of 1-4 MiB (random content: no help from sparse files). */
 function makeTree(totalMiB: number): string {

@@ -35,7 +35,7 @@ import { createThrottle } from '../src/transfer/index.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
 import { createWanLink, measureRtt, measureThroughput, type WanLink } from '../test/helpers/wan.js';
-import { printRatios, type RatioLine } from './report.js';
+import { printRatios, quote, timeShell, type RatioLine } from './report.js';
 
 const MiB = 1024 * 1024;
 
@@ -219,23 +219,7 @@ async function closeLink(link: WanBenchLink): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Contenders
 
-function quote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
-/** Run a shell pipeline; resolves with elapsed seconds. */
-function timeShell(script: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`${script} exited ${code}: ${stderr}`));
-      else resolve(Number(process.hrtime.bigint() - started) / 1e9);
-    });
-  });
-}
 
 /**
  * The ap-migrate hook: time the SDK moving `tree` into `destination` over `link`. The main
