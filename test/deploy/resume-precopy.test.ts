@@ -99,6 +99,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:/usr/sbin/s
     report = result.value;
     expect(cut).toBeDefined();
     const [round] = report.rounds;
+    console.log(`resume: cut at ${cut!.at} of ${cut!.total} bytes; first attempt sent ${round?.bytesSentBefore}, the retry ${round?.bytesSent} (${((100 * (round?.bytesSent ?? 0)) / cut!.total).toFixed(1)}%), seeded ${round?.seededBytes}`);
     expect(round?.attempts).toBe(2);
     // Counted, not timed: the first attempt sent about half, the retry at most 55% of the whole.
     expect(round!.bytesSentBefore).toBeGreaterThanOrEqual(cut!.at);
@@ -154,6 +155,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('pre-copy and de
     expect(report.phases.map((p) => p.phase)).toContain('precopy');
     expect(report.rounds.map((r) => r.round)).toEqual(['full', 'delta']);
     const [first, second] = report.rounds as [MigrationReport['rounds'][number], MigrationReport['rounds'][number]];
+    console.log(`pre-copy: round 1 sent ${first.bytesSent} (seeded ${first.seededBytes}), round 2 sent ${second.bytesSent} (seeded ${second.seededBytes}); downtime ${report.cutover.downtimeMs?.toFixed(0)} ms of ${report.totalMs.toFixed(0)} ms (${report.cutover.freezer})`);
     expect(second.bytesSent).toBeLessThan(first.bytesSent / 20);
     expect(second.seededBytes).toBeGreaterThanOrEqual(64 * 1024 * 1024);
     // The host file was the destination's own already (dedup), in the first round.
