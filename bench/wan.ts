@@ -9,7 +9,7 @@
  * - `rsync -a` over ssh into an empty directory;
  * - `rsync -a` onto a directory that already holds the same tree, mtimes included (the
  *   "destination already has the same OS" case: packaged files carry the package's mtimes);
- * - the ap-migrate hook ({@link timeApMigrate}), for the SDK's own transfer.
+ * - `migrate()` itself ({@link timeApMigrate}): a real program with the tree as its data root.
  *
  * Links: 100 Mbit/s + 20 ms RTT and 1 Gbit/s + 2 ms. Trees: a PostgreSQL-like service (a copy of
  * /usr/lib/postgresql/15 plus a generated ~40 MB data directory; the live cluster is not read) and
@@ -31,7 +31,10 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
+import { createChrootDeployer, migrate } from '../src/index.js';
 import { createThrottle } from '../src/transfer/index.js';
+import { startNotesd } from '../test/helpers/notesd.js';
+import buildReceiver from '../test/global-setup.js';
 import { createOpenSshTransport } from '../src/transports/openssh.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
 import { createWanLink, measureRtt, measureThroughput, type WanLink } from '../test/helpers/wan.js';
@@ -222,13 +225,14 @@ async function closeLink(link: WanBenchLink): Promise<void> {
 
 
 /**
- * The ap-migrate hook: time the SDK moving `tree` into `destination` over `link`. The main
- * engineer wires the SDK's migrate call in here; until then it is `tar -c | ssh tar -x` through
- * the SDK's OpenSSH transport (same bytes as the reference, so the ratio shows the transport's
- * own overhead). Return undefined to print "(not wired)".
+ * The SDK's own migration over `link`: notesd (a small real program) with `tree` as a data root
+ * that travels whole, moved by `migrate()` with the chroot method through the OpenSSH transport,
+ * `compression: 'auto'` (negotiated and measured on this link), every file verified at the
+ * destination, the program started and health-checked there; then rolled back. Wall time of the
+ * whole `migrate()` call.
  */
 export async function timeApMigrate(link: WanBenchLink, tree: BenchTree, destination: string): Promise<number | undefined> {
-  const started = process.hrtime.bigint();
+  mkdirSync(destination, { recursive: true });
   const transport = (
     await createOpenSshTransport({
       host: link.sshd.host,
@@ -237,16 +241,28 @@ export async function timeApMigrate(link: WanBenchLink, tree: BenchTree, destina
       identityFile: link.sshd.clientKeyPath,
       knownHostsPath: link.sshd.knownHostsPath,
       proxyCommand: link.wan.pair.proxyCommand,
+      root: destination,
     })
   )._unsafeUnwrap();
+  const source = startNotesd('wan');
   try {
-    const tar = spawn('tar', ['-cf', '-', '-C', tree.path, '.'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const result = await transport.exec(['sh', '-c', 'mkdir -p "$1" && exec tar -xf - -C "$1"', 'sh', destination], { stdin: tar.stdout });
+    const profile = { ...source.profile, trees: [{ path: tree.path, reason: 'data-root' as const, bytes: tree.bytes, files: tree.files }] };
+    const started = process.hrtime.bigint();
+    const result = await migrate({ allowRoot: true, target: { profile, pid: source.process.pid! }, destination: transport, name: 'wanbench', compression: 'auto' });
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     if (result.isErr()) throw result.error;
+    const r = result.value;
+    console.log(`    ap-migrate: ${r.bytesSent} bytes, compression ${r.compression?.codec ?? 'none'} (${r.compression?.reason ?? ''})`);
+    await createChrootDeployer().rollback(
+      { transport, profile: r.profile, plan: r.plan, name: r.name },
+      { activated: { installDir: r.destination!.installDir, rootDir: join(r.destination!.installDir, 'root'), undo: [] }, started: { pid: r.destination!.pid, logPath: '', endpoints: [] } },
+    );
+    return seconds;
   } finally {
+    source.stop();
+    rmSync(source.base, { recursive: true, force: true });
     await transport.close();
   }
-  return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
 /** One way of moving a tree: resolves with seconds, or undefined when it did not run. */
@@ -255,6 +271,8 @@ interface Contender {
   /** Fill `destination` before the clock starts (the "already there" case). */
   prepare?: (tree: BenchTree, destination: string) => void;
   run: (link: WanBenchLink, tree: BenchTree, destination: string) => Promise<number | undefined>;
+  /** It checks what arrived itself (and removes it): the bench's file count is skipped. */
+  verifiesItself?: boolean;
 }
 
 const REFERENCE = 'tar | ssh';
@@ -278,7 +296,8 @@ const CONTENDERS: Contender[] = [
     prepare: (t, d) => execFileSync('cp', ['-a', t.path, d]),
     run: (l, t, d) => timeShell(`rsync -a -e ${quote(`ssh -F ${l.sshConfig}`)} ${quote(t.path + '/')} wan:${quote(d + '/')}`),
   },
-  { name: 'ap-migrate (hook)', run: timeApMigrate },
+  // migrate() checks every file's SHA-256 at the destination itself, and rolls back after timing.
+  { name: 'ap-migrate migrate()', run: timeApMigrate, verifiesItself: true },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -304,7 +323,7 @@ async function timeTree(link: WanBenchLink, tree: BenchTree, sink: string): Prom
     const destination = join(sink, `t${i}`);
     c.prepare?.(tree, destination);
     const seconds = await c.run(link, tree, destination);
-    if (seconds !== undefined) {
+    if (seconds !== undefined && !c.verifiesItself) {
       const got = measure(destination);
       if (got.files !== tree.files || got.bytes !== tree.bytes) throw new Error(`${c.name} left ${got.files} files / ${got.bytes} B of ${tree.files} / ${tree.bytes}`);
     }
@@ -325,6 +344,8 @@ function printRow(r: WanRow): void {
 
 /** Run every contender on both links and both trees. */
 export async function benchWan(): Promise<WanRow[]> {
+  // The receiver migrate() uploads, built as `npm run build` builds it.
+  await buildReceiver();
   const mib = Number(process.env.BENCH_WAN_MIB ?? 256);
   const dir = mkdtempSync(join(tmpdir(), 'apmw-bench-'));
   const rows: WanRow[] = [];

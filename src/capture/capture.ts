@@ -86,6 +86,18 @@ function checkOptions(options: CaptureOptions): InvalidInputError | undefined {
   return undefined;
 }
 
+/**
+ * Files under /etc that describe the whole host, not the program: its accounts, names and
+ * mounts. A program reads them (to drop to its user, to resolve a name), but the paths and words
+ * in them are every other service's (home directories, data directories, account names), so
+ * they are never scanned as the program's config. They still travel when the profile lists them.
+ */
+const HOST_DATABASES = new Set([
+  '/etc/passwd', '/etc/group', '/etc/shadow', '/etc/gshadow', '/etc/subuid', '/etc/subgid',
+  '/etc/hosts', '/etc/services', '/etc/protocols', '/etc/networks', '/etc/nsswitch.conf', '/etc/host.conf',
+  '/etc/fstab', '/etc/mtab', '/etc/ld.so.cache', '/etc/localtime', '/etc/login.defs', '/etc/shells',
+]);
+
 /** The profile being extended: files by path, trees, and what config said. */
 class CaptureState {
   private readonly files = new Map<string, FileUse>();
@@ -165,7 +177,7 @@ class CaptureState {
     const fromArgv = this.profile.argv.slice(1).flatMap((a) => absolutePathsIn(a));
     // Config the program read, and its package's own config (a daemon attached to long after start-up holds none open).
     const readConfigs = [...this.files.values()]
-      .filter((f) => f.kind === 'regular' && f.path.startsWith('/etc/') && !f.sharedLibrary && (f.access.includes('read') || f.reasons?.includes('package')))
+      .filter((f) => f.kind === 'regular' && f.path.startsWith('/etc/') && !f.sharedLibrary && !HOST_DATABASES.has(f.path) && (f.access.includes('read') || f.reasons?.includes('package')))
       .map((f) => f.path);
     const seenConfigs = new Set<string>();
     const max = this.options.maxConfigFiles ?? 64;
