@@ -26,7 +26,7 @@ import { afterEach, describe, expect, it, type TestContext } from 'vitest';
 import { ApMigrateError } from '../../src/errors.js';
 import type { MigrationPlan } from '../../src/policy/plan.js';
 import type { ResourceProfile } from '../../src/policy/profile.js';
-import type { DeployContext, Deployer, DeploymentState, PreflightReport } from '../../src/spec/deployer.js';
+import type { DeployContext, Deployer, DeploymentState, PreflightReport, ReceiveOptions } from '../../src/spec/deployer.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { noTransport } from '../../src/migrate/no-transport.js';
 import { TransportError } from '../../src/transports/errors.js';
@@ -124,7 +124,9 @@ export type ConformanceTestId =
   | 'abort-before-preflight'
   | 'abort-while-receiving'
   | 'same-name-race'
-  | 'no-state-between-migrations';
+  | 'no-state-between-migrations'
+  | 'delta-round'
+  | 'resumed-after-cut';
 
 /** The transport proxy: records every call and fails the `failAt`-th one from when it was armed. */
 interface ProxiedTransport extends Transport {
@@ -358,6 +360,41 @@ export function deployerConformance<Payload, Facts>(factory: DeployerConformance
       await expectRolledBackTwice(winner);
     });
 
+    test('delta-round', 'a second round seeded from the first replaces the staged tree; the inventory answers; rollback leaves nothing (twice)', async (ctx) => {
+      if (!factory.makeDeployer().inventory) return ctx.skip();
+      const { round } = await open();
+      const r = round(factory.makeDeployer(), 'delta');
+      const report = await r.preflight();
+      (await r.tryReceive())._unsafeUnwrap();
+      const held = (await r.deployer.inventory!(r.context, report, { round: 'delta' }))._unsafeUnwrap();
+      for (const [path, file] of Object.entries(held)) {
+        expect(path.startsWith('/'), path).toBe(true);
+        expect(['staged', 'resume', 'host']).toContain(file.from);
+      }
+      const second = (await r.tryReceive({ round: 'delta' }))._unsafeUnwrap();
+      expect(second.stagingDir).toBe(report.stagingDir);
+      await r.through('health');
+      await r.destination.expectRunning(r.context, r.state);
+      await expectRolledBackTwice(r);
+    });
+
+    test('resumed-after-cut', 'a cut payload fails retryably; the next attempt receives it whole; rollback removes what the cut one kept (twice)', async (ctx) => {
+      if (!factory.makeDeployer().inventory) return ctx.skip();
+      const { round } = await open();
+      const r = round(factory.makeDeployer(), 'resume');
+      const report = await r.preflight();
+      const payloads = await r.payloads();
+      if (!payloads.truncated) return ctx.skip();
+      const cut = await r.deployer.receive(r.context, report, payloads.truncated(), undefined, { attempt: 1 });
+      expect(cut.isErr(), 'receiving a cut payload must fail').toBe(true);
+      expect(cut._unsafeUnwrapErr().isRetryable, 'a cut stream is worth another attempt').toBe(true);
+      (await r.deployer.inventory!(r.context, report, { round: 'full', attempt: 2 }))._unsafeUnwrap();
+      (await r.tryReceive({ attempt: 2 }))._unsafeUnwrap();
+      await r.through('health');
+      await r.destination.expectRunning(r.context, r.state);
+      await expectRolledBackTwice(r);
+    });
+
     test('no-state-between-migrations', 'keeps no state between migrations: the same name twice on one instance, each rollback touching only its own', async () => {
       const deployer = factory.makeDeployer();
       const a = await open();
@@ -432,9 +469,9 @@ class Round<Payload, Facts> {
     return (await this.tryReceive())._unsafeUnwrap();
   }
 
-  /** Receive the whole payload, which may fail; what it staged is recorded. */
-  async tryReceive() {
-    const received = await this.deployer.receive(this.context, this.state.preflight!, (await this.payloads()).whole());
+  /** Receive the whole payload as one round of `options`, which may fail; what it staged is recorded. */
+  async tryReceive(options?: ReceiveOptions) {
+    const received = await this.deployer.receive(this.context, this.state.preflight!, (await this.payloads()).whole(), undefined, options);
     if (received.isOk()) this.state.staged = received.value;
     this.ran.add('receive');
     return received;

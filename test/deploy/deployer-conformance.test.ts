@@ -181,8 +181,8 @@ function localDestination(options: { namespaces: boolean }): DestinationUnderTes
     expectNothingBehind: async (context, state) => {
       expect(existsSync(join(root, context.name)), `${join(root, context.name)} is left`).toBe(false);
       const work = join(root, '.ap-migrate');
-      const staging = existsSync(work) ? readdirSync(work).filter((n) => n.startsWith(`staging-${context.name}-`)) : [];
-      expect(staging, 'staging directories left').toEqual([]);
+      const staging = existsSync(work) ? readdirSync(work).filter((n) => n.startsWith(`staging-${context.name}-`) || n.startsWith(`resume-${context.name}`)) : [];
+      expect(staging, 'staging directories or kept files left').toEqual([]);
       if (state.started) expect(alive(state.started.pid), `pid ${state.started.pid} still runs`).toBe(false);
       expect(processesUnder(join(root, context.name)), 'processes left').toEqual([]);
       expect(machineWide(context.name), 'namespaces or links left').toEqual([]);
