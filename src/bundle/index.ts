@@ -25,5 +25,5 @@ export { measureTrees, type MeasureTreesOptions, type TreeMeasurement } from './
 export { selectProfilePaths, type BundleSelectionOptions, type Selection, type SelectedPath, type SkipReason } from './select.js';
 export { createBundleStream, packBundle, type BundleStream, type PackOptions, type PackProgress, type PackReport } from './pack.js';
 export { unpackBundle, type UnpackOptions, type UnpackReport } from './unpack.js';
-export { DEFAULT_HOST_SEED_ROOTS, journalPathOf, SEED_IDS, SEED_PAX, type HeldFile, type HeldFiles, type InventoryRequest, type SeedId, type SeededTotals } from './seeds.js';
+export { DEFAULT_HOST_SEED_ROOTS, InventoryRequestSchema, journalPathOf, SEED_IDS, SEED_PAX, type HeldFile, type HeldFiles, type InventoryRequest, type SeedId, type SeededTotals } from './seeds.js';
 export { takeInventory } from './seed-store.js';

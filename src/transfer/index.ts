@@ -5,6 +5,10 @@
  */
 export { checkBandwidthLimit, createThrottle, MIN_BANDWIDTH_LIMIT, throttleSchema, type ThrottleOptions } from './throttle.js';
 export {
+  DECOMPRESSOR_FAILED_LINE,
+  DEFAULT_COMPRESSOR_BYTES_PER_SECOND,
+  DEFAULT_LEVEL,
+  DECOMPRESSOR_FAILED_STATUS,
   chooseCodec,
   compressStream,
   decompressingArgv,
@@ -13,6 +17,9 @@ export {
   measureLinkThroughput,
   probeCodecs,
   type CodecChoice,
+  type CodecChoiceInput,
+  type CommandRunner,
+  type CompressOptions,
   type CompressionRequest,
   type HostCodecs,
   type WireCodec,
