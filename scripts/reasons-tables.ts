@@ -8,8 +8,8 @@
  * Run as root: `npx tsx scripts/reasons-tables.ts [--duration-ms N]`. Daemons that were not
  * running are started for the run and stopped again; running ones are only watched.
  */
+import { sourcePid } from '../test/helpers/processes.js';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readlinkSync } from 'node:fs';
 import {
   captureProgram,
   createEbpfProfiler,
@@ -34,32 +34,7 @@ function sh(cmd: string): string {
   return r.stdout.trim();
 }
 
-/** Start time of a process in clock ticks since boot (Infinity when it is gone). */
-function startTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return Number.POSITIVE_INFINITY;
-  }
-}
 
-/** The oldest process of this host's root (not a migrated copy in a root of its own) matching `pattern`, 0 if none. */
-function sourcePid(pattern: string): number {
-  const found = spawnSync('pgrep', ['-f', pattern], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number)
-    .filter((p) => {
-      try {
-        return readlinkSync(`/proc/${p}/root`) === '/';
-      } catch {
-        return false;
-      }
-    })
-    .sort((a, b) => startTicks(a) - startTicks(b));
-  return found[0] ?? 0;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

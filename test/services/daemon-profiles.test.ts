@@ -32,8 +32,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -53,6 +52,8 @@ import {
 } from '../../src/index.js';
 import { resolveInRoot } from '../../src/destination/root-builder.js';
 import { createLocalTransport } from '../../src/transports/local.js';
+import { processesIn, sourcePid } from '../helpers/processes.js';
+import { freePort } from '../helpers/sshd.js';
 import { skipUnless } from '../helpers/requirements.js';
 
 const PROFILERS: Record<'ebpf' | 'strace' | 'procfs', () => Profiler> = {
@@ -88,47 +89,9 @@ function hogEventLoop(): () => void {
     on = false;
   };
 }
-/** Start time of a process in clock ticks since boot (Infinity when it is gone). */
-function startTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return Number.POSITIVE_INFINITY;
-  }
-}
-const rootOf = (pid: number): string => {
-  try {
-    return readlinkSync(`/proc/${pid}/root`);
-  } catch {
-    return '';
-  }
-};
-/** Processes matching `pattern` whose root is `root`, oldest first. */
-function processesIn(root: string, pattern: string): number[] {
-  return spawnSync('pgrep', ['-f', pattern], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number)
-    .filter((p) => rootOf(p) === root)
-    .sort((a, b) => startTicks(a) - startTicks(b));
-}
-/** The oldest process of this host (root `/`, not a migrated copy) matching `pattern`, 0 if none. */
-const sourcePid = (pattern: string): number => processesIn('/', pattern)[0] ?? 0;
 async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise<void> {
   for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (check()) return;
   throw new Error(`timed out waiting for ${what}`);
-}
-/** A TCP port nobody listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 const pgOnline = () => /\bonline\b/.test(sh('pg_lsclusters -h 15 main'));
 /** psql as postgres over a unix socket; its exit code, output and errors. */

@@ -32,6 +32,7 @@ import { resolveInRoot } from '../../src/destination/root-builder.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
+import { processesIn, sourcePid } from '../helpers/processes.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
@@ -41,32 +42,6 @@ const sh = (cmd: string): string => {
   if (r.status !== 0) throw new Error(`${cmd} exited ${r.status}: ${r.stderr}${r.stdout}`);
   return r.stdout.trim();
 };
-/** Pids whose command line matches, oldest first (pgrep, run without a shell, never matches itself). */
-const pids = (pattern: string): number[] =>
-  spawnSync('pgrep', ['-f', pattern], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number)
-    .sort((a, b) => startTicks(a) - startTicks(b));
-/** Start time of a process in clock ticks since boot (Infinity when it is gone). */
-function startTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return Number.POSITIVE_INFINITY;
-  }
-}
-/** The root directory a process sees ('' when it is gone). */
-const rootOf = (pid: number): string => {
-  try {
-    return readlinkSync(`/proc/${pid}/root`);
-  } catch {
-    return '';
-  }
-};
-/** The oldest source-side (root `/`) process matching `pattern`, 0 if none. */
-const sourcePid = (pattern: string): number => pids(pattern).find((p) => rootOf(p) === '/') ?? 0;
 const pgOnline = () => /\bonline\b/.test(sh('pg_lsclusters -h 15 main'));
 const PG_MASTER = '^/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main';
 const NGINX_MASTER = '^nginx: master process';
@@ -173,7 +148,7 @@ describe.skipIf(
   /** Processes of the copy: those whose root is the migrated root (the host sees into its PID namespace). */
   function copyProcesses(r: MigrationReport, pattern: string): number[] {
     const root = join(r.destination!.installDir, 'root');
-    return pids(pattern).filter((p) => rootOf(p) === root);
+    return processesIn(root, pattern);
   }
 
   it('the destination host is reached only under its pinned host key', async () => {
