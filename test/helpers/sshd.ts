@@ -150,6 +150,11 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<TestSsh
   const knownHostsPath = join(dir, 'known_hosts');
   writeFileSync(knownHostsPath, `${port === 22 ? host : `[${host}]:${port}`} ${hostPublicKey}\n`);
   const logPath = join(dir, 'sshd.log');
+  // Sessions get an empty HOME of their own: a server's root account has no interactive shell
+  // set-up, but this machine's root ~/.bashrc (which bash sources for every ssh command) spends
+  // ~1 s on a language-version manager's init, which would add ~1 s to every remote command.
+  const sessionHome = join(dir, 'home');
+  mkdirSync(sessionHome, { mode: 0o700 });
   const config = [
     `Port ${port}`,
     `ListenAddress ${host}`,
@@ -166,6 +171,7 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<TestSsh
     'MaxSessions 64',
     'MaxStartups 64',
     'Subsystem sftp internal-sftp',
+    `SetEnv HOME=${sessionHome}`,
   ].join('\n');
   const configPath = join(dir, 'sshd_config');
   writeFileSync(configPath, config + '\n');
