@@ -249,7 +249,6 @@ deployerConformance<VmPayload, EsxiVmFacts>({
   takesNameIn: 'receive',
   // Known gap: the copy is named by the HostingVm (destinationName ?? name), not by the context, so
   // the context's name is never checked; vSphere names from the VM are checked by the esxi layer.
-  expectedFailures: { 'malformed-name': 'the esxi-vm deployer names the copy from its HostingVm, not from DeployContext.name' },
   // Not applicable, by the suite's own means: a VM payload cannot be cut short (no `truncated`),
   // and activate, start and health make no call at the destination (the move in receive registers,
   // powers on and verifies the copy), so there is no step of theirs to break (no `breakStep`).

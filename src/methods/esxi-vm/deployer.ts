@@ -10,6 +10,7 @@
 import { errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import type { ApMigrateError } from '../../errors.js';
 import { DeployError } from '../../destination/deploy-error.js';
+import { isSafeName } from '../../destination/layout.js';
 import type { Deployer, DeploymentState, PreflightReport, StagedBundle } from '../../spec/deployer.js';
 import type { PackEstimate, Packager, PackRequest, PackSummary } from '../../spec/packager.js';
 import { AlreadyExistsError, preflightVmCopy, undoVmCopy, VimClient } from '../../esxi/index.js';
@@ -144,8 +145,13 @@ export function createEsxiVmDeployer(vm: HostingVm): Deployer<VmPayload, EsxiVmF
     method: 'esxi-vm',
     packager: createVmPackager(vm),
     destination: 'own',
-    defaultName: () => vm.destinationName ?? vm.name,
-    preflight: (context, estimatedBytes) => preflightVm(vm, estimatedBytes, context.signal),
+    // The migration's name follows every method's rule; the copy keeps the VM's own name, which
+    // vSphere allows to hold spaces, so the default name is that name made safe.
+    defaultName: () => (vm.destinationName ?? vm.name).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 63) || 'vm',
+    preflight: (context, estimatedBytes) =>
+      isSafeName(context.name)
+        ? preflightVm(vm, estimatedBytes, context.signal)
+        : errAsync(new DeployError('PREFLIGHT_FAILED', `Invalid migration name "${context.name}": use letters, digits, dot, dash, underscore (max 63)`)),
     receive: (context, preflight, payload, onBytes) => receiveVm(payload, preflight, context.signal, onBytes),
     // The move registered the copy and powered it on; activation and start have nothing left to do.
     activate: (_context, preflight, staged) => okAsync({ installDir: preflight.facts.moved?.destinationVmx ?? staged.stagingDir, rootDir: '', undo: [] }),
