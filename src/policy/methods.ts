@@ -118,7 +118,11 @@ export const CHROOT: IsolationMethod = IsolationMethodSchema.parse({
   needs: 'root at the destination and the shared libraries the program links against',
 });
 
-/** FreeBSD jail: files + network; from 11.0, SysV IPC too when the jail gets `sysv*=new`. */
+/**
+ * FreeBSD jail: files + network; from 11.0, SysV IPC too when the jail gets `sysv*=new`; from
+ * 12.0, POSIX shared memory too (its names are prefixed with the jail's path by the kernel).
+ * The sources behind each row are in docs/decisions/0016-jail-posix-shm.md.
+ */
 export const FREEBSD_JAIL: IsolationMethod = IsolationMethodSchema.parse({
   id: 'freebsd-jail',
   name: 'FreeBSD jail',
@@ -126,16 +130,31 @@ export const FREEBSD_JAIL: IsolationMethod = IsolationMethodSchema.parse({
   capabilities: [
     {
       os: 'freebsd',
+      minRelease: '12.0',
+      isolates: ['file', 'network', 'sysv-shm', 'sysv-sem', 'sysv-msg', 'posix-shm'],
+      requires: ['jail param sysvshm=new', 'jail param sysvsem=new', 'jail param sysvmsg=new'],
+      note:
+        'SysV IPC per jail with sysvshm/sysvsem/sysvmsg=new; POSIX shm per jail with no parameter: kern_shm_open() in ' +
+        'sys/kern/uipc_shm.c prefixes each name with the jail\'s path (read in releng/12.0, 12.1, main). ' +
+        'POSIX mq (per prison root in uipc_mqueue.c from 12.0) is not listed yet: decision 0016',
+    },
+    {
+      os: 'freebsd',
       minRelease: '11.0',
+      belowRelease: '12.0',
       isolates: ['file', 'network', 'sysv-shm', 'sysv-sem', 'sysv-msg'],
       requires: ['jail param sysvshm=new', 'jail param sysvsem=new', 'jail param sysvmsg=new'],
-      note: 'FreeBSD 11.0 added per-jail SysV IPC namespaces (sysvshm/sysvsem/sysvmsg=new); POSIX mq and shm stay shared',
+      note:
+        'FreeBSD 11.0 added per-jail SysV IPC namespaces (sysvshm/sysvsem/sysvmsg=new); POSIX shm and mq are counted as shared: ' +
+        'no 11.x uipc_shm.c was read (10.4 lacks the jail prefix, 12.0 has it), decision 0016',
     },
     {
       os: 'freebsd',
       belowRelease: '11.0',
       isolates: ['file', 'network'],
-      note: 'before 11.0 every jail shares the host SysV IPC keys (paper, Table 1: FreeBSD 9.2)',
+      note:
+        'before 11.0 every jail shares the host SysV IPC keys (paper, Table 1: FreeBSD 9.2); POSIX shm and mq names are ' +
+        'global too (9.3 and 10.4 uipc_shm.c, 10.4 uipc_mqueue.c)',
     },
   ],
   transfers: [
@@ -150,7 +169,7 @@ export const FREEBSD_JAIL: IsolationMethod = IsolationMethodSchema.parse({
       omitWhenDestinationProvides: 'freebsd-base-userland',
     },
   ],
-  needs: 'a FreeBSD host with jail(8); for SysV IPC, 11.0 or later',
+  needs: 'a FreeBSD host with jail(8); for SysV IPC, 11.0 or later; for POSIX shared memory, 12.0 or later',
 });
 
 /** Linux namespaces (mount, net, ipc, pid, uts): files, network, SysV IPC, POSIX mq and shm. */

@@ -175,6 +175,12 @@ export class ProcfsSampler {
   readonly root: RootFacts = {};
   private readonly listeningPorts = new Set<string>();
   private readonly extraRoots = new Set<number>();
+  /**
+   * SysV segments the tree has attached, by shmid, with the key they were created with (from the
+   * `/SYSV<key>` mappings). /proc/sysvipc/shm names only a segment's creator and its last
+   * attach/detach pid, neither of which need be in the tree, and shows key 0 once it is removed.
+   */
+  private readonly attachedShm = new Map<number, number>();
 
   constructor(
     readonly rootPid: number,
@@ -240,12 +246,16 @@ export class ProcfsSampler {
   private async sampleMaps(pid: number): Promise<void> {
     const maps = await readFile(`/proc/${pid}/maps`, 'utf8').catch(() => '');
     for (const line of maps.split('\n')) {
-      const match = /^\S+\s+(\S{4})\s+\S+\s+\S+\s+\d+\s+(\/.*)$/.exec(line);
+      const match = /^\S+\s+(\S{4})\s+\S+\s+\S+\s+(\d+)\s+(\/.*)$/.exec(line);
       if (!match) continue;
-      const [, perms = '', rawPath = ''] = match;
+      const [, perms = '', inode = '', rawPath = ''] = match;
       const sysv = /^\/SYSV([0-9a-f]{8}) \(deleted\)$/.exec(rawPath);
       if (sysv) {
-        this.collector.addIpc({ kind: 'sysv-shm', key: Number.parseInt(sysv[1]!, 16) | 0 });
+        // The mapping's inode is the segment's shmid; its name carries the key it was created with.
+        const key = Number.parseInt(sysv[1]!, 16) | 0;
+        const id = Number(inode);
+        if (Number.isSafeInteger(id)) this.attachedShm.set(id, key);
+        this.collector.addIpc({ kind: 'sysv-shm', key, ...(Number.isSafeInteger(id) ? { id } : {}) });
         continue;
       }
       const p = rawPath.replace(/ \(deleted\)$/, '');
@@ -310,14 +320,25 @@ export class ProcfsSampler {
     }
   }
 
-  /** SysV objects whose creator or last user is in the tree. */
+  /**
+   * SysV objects whose creator or last user is in the tree, and segments the tree has attached
+   * (whoever created them, and whoever touched them last).
+   */
   private async sampleSysv(): Promise<void> {
     for (const kind of ['shm', 'sem', 'msg'] as const) {
       const text = await readFile(`/proc/sysvipc/${kind}`, 'utf8').catch(() => '');
       for (const entry of parseSysvTable(text, `sysv-${kind}`)) {
-        const pids = kind === 'sem' ? await semaphorePids(entry.id) : entry.pids;
-        if (!pids.some((p) => this.seenPids.has(p))) continue;
-        this.collector.addIpc({ kind: entry.kind, key: entry.key, id: entry.id, ...(entry.size !== undefined ? { size: entry.size } : {}) });
+        const mappedKey = kind === 'shm' ? this.attachedShm.get(entry.id) : undefined;
+        // Not the segment the tree mapped if the id was reused by another key since.
+        const attachedKey = mappedKey !== undefined && (entry.key === mappedKey || entry.key === 0) ? mappedKey : undefined;
+        if (attachedKey === undefined) {
+          const pids = kind === 'sem' ? await semaphorePids(entry.id) : entry.pids;
+          if (!pids.some((p) => this.seenPids.has(p))) continue;
+        }
+        // A removed segment still attached shows key 0 (IPC_PRIVATE) here; the key it was created
+        // with, from its mapping, is the one the program used.
+        const key = attachedKey ?? entry.key;
+        this.collector.addIpc({ kind: entry.kind, key, id: entry.id, ...(entry.size !== undefined ? { size: entry.size } : {}) });
       }
     }
   }

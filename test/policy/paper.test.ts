@@ -18,7 +18,8 @@ const TABLE_1 = {
   'esxi-vm': { file: true, network: true, ipc: true },
 } as const;
 
-const IPC_KINDS = ['sysv-shm', 'sysv-sem', 'sysv-msg'] as const;
+// IPC here is every IPC kind: SysV and POSIX (on 9.2 a jail shares both with the host).
+const IPC_KINDS = ['sysv-shm', 'sysv-sem', 'sysv-msg', 'posix-mq', 'posix-shm'] as const;
 
 function allowedMethods(profile: ResourceProfileInput): string[] {
   const plan = planMigration(profile)._unsafeUnwrap();

@@ -49,7 +49,8 @@ describe('planMigration', () => {
     expect(blocker.severity).toBe('blocker');
     expect(blocker.message).toContain('uses SysV shared memory (key 0x00001234)');
     expect(blocker.message).toContain('FreeBSD 9.2-RELEASE');
-    expect(blocker.fix).toContain('freebsd-jail 11.0+ with jail param sysvshm=new');
+    // The first jail row that isolates SysV IPC names the range (11.x does too: see the 11.x test below).
+    expect(blocker.fix).toContain('freebsd-jail 12.0+ with jail param sysvshm=new');
     expect(blocker.fix).toContain('esxi-vm');
     const jail = plan.candidates.find((c) => c.method === 'freebsd-jail')!;
     expect(jail.concerns.map((c) => c.id)).toContain('not-isolated:sysv-sem');
@@ -66,6 +67,61 @@ describe('planMigration', () => {
   it('a FreeBSD 10.x jail does not isolate SysV IPC', () => {
     const plan = planMigration(withSysvIpc(FREEBSD_10))._unsafeUnwrap();
     expect(plan.chosen).toBe('esxi-vm');
+  });
+
+  describe('POSIX IPC in a FreeBSD jail (docs/decisions/0016-jail-posix-shm.md)', () => {
+    const onFreeBsd = (release: string, ipc: object[]) =>
+      ResourceProfileSchema.parse({ ...withNetwork({ os: 'freebsd', release, arch: 'amd64' }), ipc });
+    const shm = [{ kind: 'posix-shm', name: '/PostgreSQL.1804289383', size: 1 << 20 }];
+    const jailOf = (plan: ReturnType<typeof planMigration>) => plan._unsafeUnwrap().candidates.find((c) => c.method === 'freebsd-jail')!;
+    const blockerIds = (plan: ReturnType<typeof planMigration>) => jailOf(plan).concerns.filter((c) => c.severity === 'blocker').map((c) => c.id);
+
+    for (const release of ['12.0-RELEASE', '13.2-RELEASE', '14.1-RELEASE-p5']) {
+      it(`FreeBSD ${release}: a jail isolates POSIX shared memory (names prefixed with the jail's path), no jail parameter needed for it`, () => {
+        const plan = planMigration(onFreeBsd(release, shm), { destination: { platform: { os: 'freebsd', release, arch: 'amd64' } } });
+        expect(plan._unsafeUnwrap().kinds).toEqual(['file', 'network', 'posix-shm']);
+        expect(blockerIds(plan)).toEqual([]);
+        expect(plan._unsafeUnwrap().chosen).toBe('freebsd-jail');
+        expect(jailOf(plan).capability!.minRelease).toBe('12.0');
+      });
+    }
+
+    for (const release of ['9.2-RELEASE', '10.4-RELEASE', '11.4-RELEASE-p3']) {
+      it(`FreeBSD ${release}: POSIX shared memory is not counted as isolated, the plan is esxi-vm and the fix names 12.0+`, () => {
+        const plan = planMigration(onFreeBsd(release, shm), { destination: { platform: { os: 'freebsd', release, arch: 'amd64' } } });
+        expect(plan._unsafeUnwrap().chosen).toBe('esxi-vm');
+        expect(blockerIds(plan)).toEqual(['not-isolated:posix-shm']);
+        const blocker = jailOf(plan).concerns.find((c) => c.id === 'not-isolated:posix-shm')!;
+        expect(blocker.fix).toContain('freebsd-jail 12.0+');
+      });
+    }
+
+    it('SysV IPC still needs only 11.0 (the 11.x row), with the jail parameters', () => {
+      const plan = planMigration(withSysvIpc(FREEBSD_11))._unsafeUnwrap();
+      const jail = plan.candidates.find((c) => c.method === 'freebsd-jail')!;
+      expect(jail.capability).toMatchObject({ minRelease: '11.0', belowRelease: '12.0' });
+      expect(jail.allowed).toBe(true);
+    });
+
+    it('POSIX message queues stay not isolated in the data, even on 14.x (held back, see decision 0016)', () => {
+      const release = '14.1-RELEASE';
+      const plan = planMigration(onFreeBsd(release, [{ kind: 'posix-mq', name: '/q' }]), { destination: { platform: { os: 'freebsd', release, arch: 'amd64' } } });
+      expect(blockerIds(plan)).toEqual(['not-isolated:posix-mq']);
+      expect(plan._unsafeUnwrap().chosen).toBe('esxi-vm');
+    });
+
+    it('the jail rows do not overlap: every release has exactly one row', async () => {
+      const { FREEBSD_JAIL, parseRelease, compareReleases } = await import('../../src/policy/methods.js');
+      for (const release of ['4.0', '9.2', '10.4', '11.0', '11.4', '12.0', '12.4', '13.2', '14.1', '15.0']) {
+        const v = parseRelease(release)!;
+        const matching = FREEBSD_JAIL.capabilities.filter(
+          (r) =>
+            (r.minRelease === undefined || compareReleases(v, parseRelease(r.minRelease)!) >= 0) &&
+            (r.belowRelease === undefined || compareReleases(v, parseRelease(r.belowRelease)!) < 0),
+        );
+        expect(matching, release).toHaveLength(1);
+      }
+    });
   });
 
   it('on Linux, namespaces beat a VM for a program using SysV IPC', () => {

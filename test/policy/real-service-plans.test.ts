@@ -12,11 +12,11 @@
  * - a FreeBSD 9.2 destination, whose jail has no IPC isolation: esxi-vm. As profiled (a Linux
  *   program) the jail is refused as another OS; with the same resource use on a FreeBSD 9.2 host,
  *   for its SysV segment, and the jail deployer's pre-flight refuses it before anything is sent;
- * - a FreeBSD 13.x destination: freebsd-jail with `sysvshm = "new"` in the jail.conf the jail
- *   deployer writes (against a scripted FreeBSD 13.2 host, as test/deploy/jail.test.ts does), for
- *   the same server started with `dynamic_shared_memory_type = sysv` (SysV only). With the POSIX
- *   segments of the default configuration the planner refuses the jail: `it.fails`, see the bug
- *   named there.
+ * - a FreeBSD 13.x destination: freebsd-jail, both as profiled (its POSIX segments: a jail from
+ *   12.0 has its own shm_open() names, docs/decisions/0016-jail-posix-shm.md) and for the same
+ *   server started with `dynamic_shared_memory_type = sysv` (SysV only), with `sysvshm = "new"`
+ *   in the jail.conf the jail deployer writes (against a scripted FreeBSD 13.2 host, as
+ *   test/deploy/jail.test.ts does).
  *
  * There is no FreeBSD host here: "on a FreeBSD host" means the real profile with its platform set
  * to that FreeBSD release (the resources a FreeBSD build of PostgreSQL would use are the same
@@ -38,6 +38,7 @@ process.env.AP_MIGRATE_RECEIVER = join(JAIL_FIXTURES, 'receiver-stand-in.cjs');
 
 const LINUX = { os: 'linux', release: '6.1.0-18-amd64', arch: 'x86_64' };
 const FREEBSD_92 = { os: 'freebsd', release: '9.2-RELEASE', arch: 'amd64' };
+const FREEBSD_114 = { os: 'freebsd', release: '11.4-RELEASE', arch: 'amd64' };
 const FREEBSD_132 = { os: 'freebsd', release: '13.2-RELEASE', arch: 'amd64' };
 const PG_MASTER = '^/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main';
 
@@ -153,7 +154,9 @@ describe.skipIf(skipUnless('root', 'tool:pg_ctlcluster', 'tool:psql', 'tool:runu
     expect(jail.isolates).toEqual(['file', 'network']);
     expect(blockers(onBsd, 'freebsd-jail')).toContain('not-isolated:sysv-shm');
     expect(blockers(onBsd, 'freebsd-jail')).not.toContain('os-mismatch');
-    expect(jail.concerns.find((c) => c.id === 'not-isolated:sysv-shm')!.fix).toContain('freebsd-jail 11.0+ with jail param sysvshm=new');
+    expect(jail.concerns.find((c) => c.id === 'not-isolated:sysv-shm')!.fix).toContain('freebsd-jail 12.0+ with jail param sysvshm=new');
+    // POSIX shm on 9.2 is shared between jails too (shm_open names are global there).
+    expect(blockers(onBsd, 'freebsd-jail')).toContain('not-isolated:posix-shm');
     expect(blockers(onBsd, 'chroot')).toContain('not-isolated:sysv-shm');
     // The jail deployer at a FreeBSD 9.2 host (scripted, answers written from the tools' manuals).
     const transport = createScriptedTransport({ root: '/var/ap-migrate', rules: freebsdHost('9.2') });
@@ -164,18 +167,30 @@ describe.skipIf(skipUnless('root', 'tool:pg_ctlcluster', 'tool:psql', 'tool:runu
     expect(transport.calls.filter((c) => c.op === 'upload' || (c.op === 'exec' && c.argv.includes('unpack')))).toEqual([]);
   });
 
-  // BUG (src/policy/methods.ts, FREEBSD_JAIL, the 11.0+ capability row: "POSIX mq and shm stay
-  // shared"): a FreeBSD jail does separate POSIX shared memory. kern_shm_open() in FreeBSD's
-  // sys/kern/uipc_shm.c prefixes the name with the jail's root path ("Construct a full pathname
-  // for jailed callers"), so a jail with its own root (as the jail deployer makes) gets its own
-  // shm_open() namespace. The row leaves `posix-shm` out of `isolates`, so PostgreSQL with its
-  // default dynamic_shared_memory_type = posix (FreeBSD's default too) gets a not-isolated:posix-shm
-  // blocker on FreeBSD 13 and is sent as a whole VM instead of a jail.
-  it.fails('FreeBSD 13.2 destination, PostgreSQL as profiled (POSIX dynamic segments): freebsd-jail (BUG: the capability row says jails do not isolate POSIX shm)', () => {
-    const onBsd = plan(onPlatform(profile, FREEBSD_132), FREEBSD_132);
-    expect(onBsd.kinds).toContain('posix-shm');
-    expect(blockers(onBsd, 'freebsd-jail')).toEqual([]);
-    expect(onBsd.chosen).toBe('freebsd-jail');
+  // Was a declared bug (it.fails): the jail's capability row said "POSIX mq and shm stay shared".
+  // FreeBSD's kern_shm_open() (sys/kern/uipc_shm.c, releng/12.0 and later) prefixes every name
+  // with the jail's path ("Construct a full pathname for jailed callers"), so a jail with its own
+  // root, as the jail deployer makes, has its own shm_open() names. The 12.0+ row now lists
+  // posix-shm (docs/decisions/0016-jail-posix-shm.md: the sources, and what was not verified).
+  it('FreeBSD 13.2 destination, PostgreSQL as profiled (POSIX dynamic segments): freebsd-jail, and the jail pre-flight accepts it', async () => {
+    const onBsd = onPlatform(profile, FREEBSD_132);
+    const p = plan(onBsd, FREEBSD_132);
+    console.log(formatPlan(p));
+    expect(p.kinds).toContain('posix-shm');
+    expect(blockers(p, 'freebsd-jail')).toEqual([]);
+    expect(p.chosen).toBe('freebsd-jail');
+    expect(candidate(p, 'freebsd-jail').isolates).toContain('posix-shm');
+    expect(candidate(p, 'freebsd-jail').capability!.minRelease).toBe('12.0');
+    // The same profile on 11.4: POSIX shm there is not counted as isolated (no 11.x source read).
+    const on114 = plan(onPlatform(profile, FREEBSD_114), FREEBSD_114);
+    expect(on114.chosen).toBe('esxi-vm');
+    expect(blockers(on114, 'freebsd-jail')).toEqual(['not-isolated:posix-shm']);
+    // The jail deployer at a scripted FreeBSD 13.2 host: pre-flight checks the same rows.
+    const transport = createScriptedTransport({ root: '/var/ap-migrate', rules: freebsdHost('13.2') });
+    const context: DeployContext = { transport, profile: onBsd, plan: p, name: 'postgres' };
+    const pre = await createJailDeployer({ network: { mode: 'ip4', interface: 'em0', addresses: ['192.0.2.10/32'] } }).preflight(context, 64 * 1024 * 1024);
+    if (pre.isErr()) throw pre.error;
+    expect(pre.value.facts?.sysvIpc).toBe(true); // its SysV interlock header still needs sysvshm = "new"
   });
 
   it('FreeBSD 13.2 destination, the Linux profile as it is: the jail is refused as another OS', () => {
@@ -189,20 +204,21 @@ describe.skipIf(skipUnless('root', 'tool:pg_ctlcluster', 'tool:psql', 'tool:runu
     expect(show('dynamic_shared_memory_type')).toBe('sysv');
     sysvProfile = await profilePostgres();
     const attached = sysvSegmentsOf(sysvProfile.processes.map((p) => p.pid));
-    // Now every segment is SysV: the interlock header and the dynamic ones, as /proc says. (The
-    // procfs profiler names each by key; one whose creator has exited and whose last user is a
-    // finished backend gets no id or size from it: /proc/sysvipc rows are matched by cpid/lpid.)
+    // Now every segment is SysV: the interlock header and the dynamic ones, as /proc says. Each
+    // with its key, id and size, also one whose creator has exited and whose last user is a
+    // finished backend (the profiler ties it to the server by the mapping's inode, the shmid).
     expect(attached.length).toBeGreaterThanOrEqual(2);
     expect(sysvProfile.ipc.filter((i) => i.kind === 'posix-shm')).toEqual([]);
-    const keys = (list: Array<{ key?: number }>) => list.map((i) => i.key).sort((a, b) => a! - b!);
-    expect(keys(sysvProfile.ipc.filter((i) => i.kind === 'sysv-shm'))).toEqual(keys(attached));
+    const segmentsOf = (list: Array<{ key?: number; id?: number; size?: number }>) =>
+      list.map((i) => ({ key: i.key, id: i.id, size: i.size })).sort((a, b) => a.id! - b.id!);
+    expect(segmentsOf(sysvProfile.ipc.filter((i) => i.kind === 'sysv-shm'))).toEqual(segmentsOf(attached));
 
     const onBsd = onPlatform(sysvProfile, FREEBSD_132);
     const p = plan(onBsd, FREEBSD_132);
     console.log(formatPlan(p));
     expect(p.kinds).toEqual(['file', 'network', 'sysv-shm']);
     expect(p.chosen).toBe('freebsd-jail');
-    expect(candidate(p, 'freebsd-jail').capability!.minRelease).toBe('11.0');
+    expect(candidate(p, 'freebsd-jail').capability!.minRelease).toBe('12.0');
     expect(candidate(p, 'freebsd-jail').concerns.find((c) => c.id === 'requires-host-config')!.message).toContain('jail param sysvshm=new');
 
     // The jail deployer against a FreeBSD 13.2 host (scripted): pre-flight, bundle, activation.
