@@ -2,7 +2,7 @@
  * The `ap-migrate` command line.
  *
  *   ap-migrate profile [--profiler ebpf|strace|procfs] [--duration SECONDS] [--json] (--pid N | -- COMMAND...)
- *   ap-migrate plan PROFILE.json [--to-os freebsd --to-release 11.4-RELEASE --to-arch amd64] [--method M]... [--json]
+ *   ap-migrate plan PROFILE.json [--to-os freebsd --to-release 11.4-RELEASE --to-arch amd64] [--method M]... [--compress zstd|gzip [--ratio R|CLASS=R]...] [--json]
  *   ap-migrate migrate --to URL (--pid N | --profile FILE [--pid N] | -- COMMAND...) [--dry-run] [--method M] [--json]
  *                      [--allow-root] [--include PATH]... [--exclude PATH]... [--no-capture]
  *   ap-migrate detect
@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApMigrateError, InvalidInputError } from '../errors.js';
 import { parseArgs } from 'node:util';
-import { formatPlan, planMigration } from '../policy/index.js';
+import { CONTENT_CLASSES, formatPlan, planMigration, type CompressionOption } from '../policy/index.js';
 import { formatBytes } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import { detectProfilers } from '../profilers/detect.js';
@@ -50,7 +50,11 @@ const COMMAND_USAGE = {
     --no-capture      carry only what the profile lists, no package/config/data-root/account capture (the default for --profile without --include/--exclude)`,
   detect: `  ap-migrate detect`,
   plan: `  ap-migrate plan PROFILE.json [--json] [--method ID]... [--forbid ID]...
-                  [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...`,
+                  [--to-os OS --to-release RELEASE --to-arch ARCH] [--size KEY=BYTES]...
+                  [--compress zstd|gzip [--level N] [--ratio R | --ratio CLASS=R]...]
+    --compress CODEC  rank the methods by their estimates after compression with CODEC (both numbers are printed)
+    --ratio R         a measured output/input ratio of the program's data (every class but compressed), or
+                      CLASS=R for one class: text, machine-code, compressed, other (default: measured figures, decision 0203)`,
 } as const;
 type CommandName = keyof typeof COMMAND_USAGE;
 
@@ -137,6 +141,9 @@ async function planCommand(args: string[]): Promise<number> {
       'to-release': { type: 'string' },
       'to-arch': { type: 'string' },
       size: { type: 'string', multiple: true },
+      compress: { type: 'string' },
+      level: { type: 'string' },
+      ratio: { type: 'string', multiple: true },
     },
   });
   if (!parsed) return 0;
@@ -160,11 +167,13 @@ async function planCommand(args: string[]): Promise<number> {
     values['to-os'] || values['to-release'] || values['to-arch']
       ? { os: values['to-os'] ?? '', release: values['to-release'] ?? '', arch: values['to-arch'] ?? '' }
       : undefined;
+  const compression = planCompressionFlags(values.compress, values.level, values.ratio);
   const result = planMigration(text, {
     ...(values.method ? { allowedMethods: values.method } : {}),
     forbiddenMethods: values.forbid ?? [],
     destination: { ...(toPlatform ? { platform: toPlatform } : {}), provides: [] },
     sizes,
+    ...(compression ? { compression } : {}),
   });
   if (result.isErr()) {
     printError(result.error, values.json);
@@ -308,11 +317,46 @@ async function migrateTarget(values: MigrateFlags, command: string[]): Promise<M
   }
 }
 
+/** `plan --compress CODEC [--level N] [--ratio R | --ratio CLASS=R]...`: the plan's compression option (values are checked by the planner). */
+function planCompressionFlags(codec: string | undefined, level: string | undefined, ratios: string[] | undefined): CompressionOption | undefined {
+  if (codec === undefined) {
+    if (level !== undefined || ratios?.length) throw new UsageError('--level and --ratio need --compress zstd|gzip', 'plan');
+    return undefined;
+  }
+  if (codec === 'none') return undefined;
+  if (codec !== 'zstd' && codec !== 'gzip') throw new UsageError(`--compress must be zstd, gzip or none, got "${codec}"`, 'plan');
+  const number = (text: string, flag: string): number => {
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(text)) throw new UsageError(`${flag} takes a number, got "${text}"`, 'plan');
+    return Number(text);
+  };
+  let ratio: CompressionOption['ratio'];
+  for (const text of ratios ?? []) {
+    const eq = text.indexOf('=');
+    if (eq < 0) {
+      if (ratio !== undefined) throw new UsageError('--ratio R (every class) cannot be combined with other --ratio flags', 'plan');
+      ratio = number(text, '--ratio');
+      continue;
+    }
+    if (typeof ratio === 'number') throw new UsageError('--ratio R (every class) cannot be combined with other --ratio flags', 'plan');
+    const cls = text.slice(0, eq);
+    if (!(CONTENT_CLASSES as readonly string[]).includes(cls)) throw new UsageError(`--ratio CLASS=R: CLASS is one of ${CONTENT_CLASSES.join(', ')}, got "${cls}"`, 'plan');
+    ratio = { ...ratio, [cls]: number(text.slice(eq + 1), '--ratio') };
+  }
+  return { codec, ...(level !== undefined ? { level: number(level, '--level') } : {}), ...(ratio !== undefined ? { ratio } : {}) };
+}
+
 /** The migration's outcome for people. */
 function printMigrationReport(r: MigrationReport): void {
   console.log(formatPlan(r.plan));
   console.log(`\n${r.dryRun ? 'dry run: nothing sent' : `migrated ${r.name} with ${r.method}`}`);
   console.log(`estimated ${formatBytes(r.estimatedBytes)} (bundle ${formatBytes(r.bundleEstimatedBytes)}), sent ${formatBytes(r.bytesSent)} incl. manifest ${formatBytes(r.manifestBytes)}`);
+  const compressed = r.compression !== undefined && r.compression.codec !== 'none';
+  if (compressed) {
+    const estimate = r.estimatedWireBytes !== undefined ? `estimated ${formatBytes(r.estimatedWireBytes)} on the wire` : '';
+    const level = r.compression!.level !== undefined ? ` level ${r.compression!.level}` : '';
+    const sent = r.dryRun ? '' : `${estimate ? ', ' : ''}${formatBytes(r.wireBytes)} on the wire for ${formatBytes(r.bytesSent)} of bundle${r.bytesSent > 0 ? ` (ratio ${(r.wireBytes / r.bytesSent).toFixed(3)})` : ''}`;
+    console.log(`compression ${r.compression!.codec}${level}: ${estimate}${sent}`);
+  }
   for (const p of r.phases) console.log(`  ${p.phase.padEnd(10)} ${p.ms.toFixed(0).padStart(7)} ms`);
   if (r.destination) console.log(`destination: ${r.destination.installDir} pid ${r.destination.pid} ${r.destination.endpoints.join(' ')}`);
   console.log(`source: ${r.source.action}${r.source.pid ? ` (pid ${r.source.pid})` : ''}`);
@@ -320,8 +364,9 @@ function printMigrationReport(r: MigrationReport): void {
   if (reasons.length) console.log(`carried, by reason: ${reasons.map(([k, v]) => `${k} ${v.files} files ${formatBytes(v.bytes)}`).join(', ')}`);
   console.log(`cutover: ${r.cutover.mode}${r.cutover.downtimeMs !== undefined ? `, downtime ${r.cutover.downtimeMs.toFixed(0)} ms` : ''}; total ${r.totalMs.toFixed(0)} ms`);
   for (const round of r.rounds) {
-    const tries = round.attempts > 1 ? `, ${round.attempts} attempts (${round.bytesSentBefore} bytes before the last)` : '';
-    console.log(`round ${round.round}: ${round.bytesSent} bytes sent, ${round.seededBytes} bytes the destination already had${tries}`);
+    const tries = round.attempts > 1 ? `, ${round.attempts} attempts (${round.bytesSentBefore} bytes before the last${compressed ? `, ${round.wireBytesBefore} on the wire` : ''})` : '';
+    const wire = compressed ? ` (${round.wireBytes} on the wire)` : '';
+    console.log(`round ${round.round}: ${round.bytesSent} bytes sent${wire}, ${round.seededBytes} bytes the destination already had${tries}`);
   }
 }
 

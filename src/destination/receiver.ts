@@ -17,6 +17,7 @@ import type { HeldFiles } from '../spec/packager.js';
 import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema } from '../bundle/seeds.js';
 import { createThrottle } from '../transfer/throttle.js';
 import { compressStream, decompressingArgv, decompressorFailure, type WireCodec } from '../transfer/compression.js';
+import { countWireBytes, type WireCountOptions } from '../transfer/wire.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
 import type { RootBuildReport, RootBuildSpec } from './root-builder.js';
@@ -101,9 +102,10 @@ fi
 `;
 
 /** Options of {@link receiveWithReceiver}. */
-export interface ReceiveWithReceiverOptions extends ReceiveOptions {
+export interface ReceiveWithReceiverOptions extends ReceiveOptions, WireCountOptions {
   allowDevices?: boolean;
   setuid?: 'reject' | 'strip' | 'allow';
+  /** Called with the bundle's bytes read so far (before compression). */
   onBytes?: (bytes: number) => void;
 }
 
@@ -148,12 +150,15 @@ export function receiveWithReceiver(
 
 const codecOf = (options: ReceiveWithReceiverOptions): WireCodec => options.compression?.codec ?? 'none';
 
-/** The bundle as it goes on the wire: compressed, then at most `bandwidthLimit` bytes per second (of wire bytes). */
+/**
+ * The bundle as it goes on the wire: compressed, then at most `bandwidthLimit` bytes per second
+ * (of wire bytes), then counted (`onWireBytes`): what the transport is given to send.
+ */
 function onTheWire(bundle: Readable, options: ReceiveWithReceiverOptions): Readable {
   const level = options.compression?.level;
   const compressed = codecOf(options) === 'none' ? bundle : compressStream(bundle, codecOf(options), level !== undefined ? { level } : {});
-  if (options.bandwidthLimit === undefined) return compressed;
-  return throttled(compressed, options.bandwidthLimit);
+  const wire = options.bandwidthLimit === undefined ? compressed : throttled(compressed, options.bandwidthLimit);
+  return options.onWireBytes ? countWireBytes(wire, options.onWireBytes) : wire;
 }
 
 function throttled(bundle: Readable, limit: number): Readable {

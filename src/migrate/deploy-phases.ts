@@ -7,12 +7,13 @@
  */
 import { err, errAsync, ok, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, InvalidInputError, MigrationError } from '../errors.js';
-import type { MigrationPlan } from '../policy/plan.js';
+import { planMigration, type MigrationPlan } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
 import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles, PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
 import { noTransport } from './no-transport.js';
-import { chooseCodec, LINK_SAMPLE_BYTES, localCompressors, measureLinkThroughput, probeCodecs } from '../transfer/compression.js';
+import { chooseCodec, LINK_SAMPLE_BYTES, localCompressors, measureLinkThroughput, probeCodecs, type CodecChoice } from '../transfer/compression.js';
+import type { ReceiveOptions } from '../spec/deployer.js';
 import { abortedError, emit, guarded, notAborted, signalOption, timed, type Run } from './run.js';
 
 /** The chosen method's deployer and what all its phases know. */
@@ -71,8 +72,9 @@ export function chooseCompression(run: Run, chosen: ChosenMethod): ResultAsync<v
   const requested = run.options.compression ?? 'none';
   if (requested === 'none' || !chosen.deployer.inventory) return okAsync(undefined);
   const transport = chosen.context.transport;
-  const exec = (argv: string[]) => transport.exec(argv, signalOption(run));
-  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, signalOption(run)).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
+  // From `/`: the destination's root may not exist yet (pre-flight does not create it).
+  const exec = (argv: string[]) => transport.exec(argv, { cwd: '/', ...signalOption(run) });
+  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', ...signalOption(run) }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
   return ResultAsync.combine([localCompressors(), probeCodecs(exec), link] as const)
     .andThen(([sourceHas, destinationHas, linkBytesPerSecond]) => {
       const choice = chooseCodec({ requested, sourceHas, destinationHas, ...(linkBytesPerSecond !== undefined ? { linkBytesPerSecond } : {}) });
@@ -80,8 +82,30 @@ export function chooseCompression(run: Run, chosen: ChosenMethod): ResultAsync<v
     })
     .map((choice) => {
       run.compression = choice;
+      const wire = estimatedWireBytes(run, chosen, choice);
+      if (wire !== undefined) run.estimatedWireBytes = wire;
       emit(run, { phase: 'preflight', message: `compression: ${choice.codec} (${choice.reason})` });
     });
+}
+
+/**
+ * The chosen method's estimate after compression with `choice`: the plan's own when it assumed
+ * that codec and level (an explicit `zstd` or `gzip`), else (`auto`, negotiated after pre-flight)
+ * the same plan made again with it. Only reported: the method is not chosen again (decision 0204).
+ */
+function estimatedWireBytes(run: Run, chosen: ChosenMethod, choice: CodecChoice): number | undefined {
+  if (choice.codec === 'none') return undefined;
+  const plan = chosen.context.plan;
+  const planned = plan.candidates.find((c) => c.method === plan.chosen);
+  if (plan.compression?.codec === choice.codec && plan.compression.level === (choice.level ?? plan.compression.level) && planned?.estimate.wireBytes !== undefined) {
+    return planned.estimate.wireBytes;
+  }
+  const ratio = run.options.planOptions?.compression?.ratio;
+  const again = planMigration(chosen.context.profile, {
+    ...run.planOptions,
+    compression: { codec: choice.codec, ...(choice.level !== undefined ? { level: choice.level } : {}), ...(ratio !== undefined ? { ratio } : {}) },
+  });
+  return again.isOk() ? again.value.candidates.find((c) => c.method === plan.chosen)?.estimate.wireBytes : undefined;
 }
 
 /** The source's process tree, stopped (stop-and-copy), with the moment it stopped. */
@@ -146,15 +170,22 @@ function heldAtDestination(run: Run, chosen: ChosenMethod, preflight: PreflightR
 /** A transfer round: `full` fills staging, `delta` (pre-copy's second) sends what changed since the first. */
 export type Round = 'full' | 'delta';
 
+/** What one attempt has sent so far: the bundle's bytes (as the destination counts them) and, when the deployer counts them, the bytes given to the transport. */
+interface SentSoFar {
+  bytes: number;
+  wireBytes?: number;
+}
+
 /** One attempt of a round: the packer's payload streamed into the deployer, verified there. */
-function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: { bytes: number }): ResultAsync<PackSummary, ApMigrateError> {
+function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: SentSoFar): ResultAsync<PackSummary, ApMigrateError> {
   const { deployer, context, request } = chosen;
-  const receiveOptions = {
+  const receiveOptions: ReceiveOptions = {
     round,
     attempt,
     hostSeeds: run.options.dedup !== false,
     ...(run.options.bandwidthLimit !== undefined ? { bandwidthLimit: run.options.bandwidthLimit } : {}),
     ...(run.compression && run.compression.codec !== 'none' ? { compression: run.compression } : {}),
+    onWireBytes: (bytes: number) => void (sent.wireBytes = bytes),
   };
   return heldAtDestination(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
@@ -175,18 +206,36 @@ function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport
 }
 
 /** A round, attempted again (resuming) while it fails with a retryable error and attempts remain. */
-function transferRound(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt = 1, sentBefore = 0): ResultAsync<PackSummary, ApMigrateError> {
-  const sentThisAttempt = { bytes: 0 };
+function transferRound(
+  run: Run,
+  chosen: ChosenMethod,
+  preflight: PreflightReport<unknown>,
+  estimate: PackEstimate,
+  round: Round,
+  attempt = 1,
+  before: { bytes: number; wireBytes: number } = { bytes: 0, wireBytes: 0 },
+): ResultAsync<PackSummary, ApMigrateError> {
+  const sentThisAttempt: SentSoFar = { bytes: 0 };
   return transferOnce(run, chosen, preflight, estimate, round, attempt, sentThisAttempt)
     .map((sent) => {
-      run.rounds.push({ round, bytesSent: sent.totalBytes, seededBytes: run.deployment.staged?.seededBytes ?? sent.seededBytes ?? 0, bytesSentBefore: sentBefore, attempts: attempt });
+      run.rounds.push({
+        round,
+        bytesSent: sent.totalBytes,
+        // A deployer that does not count what it gives its transport sends the payload as it is.
+        wireBytes: sentThisAttempt.wireBytes ?? sent.totalBytes,
+        seededBytes: run.deployment.staged?.seededBytes ?? sent.seededBytes ?? 0,
+        bytesSentBefore: before.bytes,
+        wireBytesBefore: before.wireBytes,
+        attempts: attempt,
+      });
       return sent;
     })
     .orElse((error) => {
       const attempts = run.options.transferAttempts ?? 1;
       if (!error.isRetryable || attempt >= attempts || abortedError(run)) return errAsync(error);
       emit(run, { phase: 'transfer', message: `attempt ${attempt} of ${attempts} failed (${error.code}): resuming from what the destination verified` });
-      return transferRound(run, chosen, preflight, estimate, round, attempt + 1, sentBefore + sentThisAttempt.bytes);
+      const next = { bytes: before.bytes + sentThisAttempt.bytes, wireBytes: before.wireBytes + (sentThisAttempt.wireBytes ?? sentThisAttempt.bytes) };
+      return transferRound(run, chosen, preflight, estimate, round, attempt + 1, next);
     });
 }
 

@@ -42,8 +42,11 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
     dryRun: !!run.options.dryRun,
     estimatedBytes: candidate.estimate.totalBytes,
     bundleEstimatedBytes: parts.estimate.bytes,
-    // Every round and every cut attempt: what really crossed the wire.
+    // Every round and every cut attempt: the bundle's bytes, before compression.
     bytesSent: run.rounds.length ? run.rounds.reduce((sum, r) => sum + r.bytesSent + r.bytesSentBefore, 0) : (parts.sent?.totalBytes ?? 0),
+    // The same after compression and the bandwidth cap: what the transport was given.
+    wireBytes: run.rounds.length ? run.rounds.reduce((sum, r) => sum + r.wireBytes + r.wireBytesBefore, 0) : (parts.sent?.totalBytes ?? 0),
+    ...(run.estimatedWireBytes !== undefined ? { estimatedWireBytes: run.estimatedWireBytes } : {}),
     manifestBytes: parts.sent?.manifestBytes ?? 0,
     phases: run.phases,
     ...(started && activated ? { destination: { installDir: activated.installDir, pid: started.pid, endpoints: started.endpoints, logPath: started.logPath } } : {}),

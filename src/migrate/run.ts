@@ -7,6 +7,7 @@
  */
 import { err, errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, MigrationError } from '../errors.js';
+import type { PlanOptions } from '../policy/plan.js';
 import type { DeploymentState } from '../spec/deployer.js';
 import type { Source } from '../spec/source.js';
 import type { Cutover, MigrateOptions, MigrationPhase, MigrationProgress, PhaseTiming, TransferRound } from './types.js';
@@ -28,6 +29,10 @@ export interface Run {
   readonly rounds: TransferRound[];
   /** The wire codec chosen after pre-flight. */
   compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number; reason: string };
+  /** The options the plan was made with (for the estimate after compression once `auto` has chosen). */
+  planOptions?: PlanOptions;
+  /** The chosen method's estimate after compression with the codec used (a compressed bundle only). */
+  estimatedWireBytes?: number;
 }
 
 /** A new run of `options`. */

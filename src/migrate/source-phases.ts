@@ -71,16 +71,34 @@ export function measurePhase(run: Run, profile: ResourceProfile, deployers: read
   );
 }
 
-/** Phase `plan`: the lightest allowed method, cheapest by estimated bytes. Pure: no I/O is timed here. */
+/**
+ * What the plan assumes about compression: `migrate()`'s `compression` decides the codec, the
+ * caller's `planOptions.compression` may add measured ratios (and a level for that codec). `none`
+ * and `auto` plan without compression: nothing is compressed, or the codec is not known yet.
+ */
+export function planCompression(requested: MigrateOptions['compression'], given: PlanOptions['compression']): PlanOptions['compression'] {
+  if (requested !== 'zstd' && requested !== 'gzip') return undefined;
+  return {
+    codec: requested,
+    ...(given?.ratio !== undefined ? { ratio: given.ratio } : {}),
+    ...(given?.codec === requested && given.level !== undefined ? { level: given.level } : {}),
+  };
+}
+
+/** Phase `plan`: the lightest allowed method, cheapest by estimated bytes (after compression for zstd and gzip). Pure: no I/O is timed here. */
 export function planPhase(run: Run, profile: ResourceProfile, facts: PlanFacts): ResultAsync<MigrationPlan, ApMigrateError> {
   const { planOptions, method } = run.options;
+  const { compression: givenCompression, ...otherPlanOptions } = planOptions ?? {};
+  const compression = planCompression(run.options.compression, givenCompression);
   const options: PlanOptions = {
-    ...planOptions,
+    ...otherPlanOptions,
     // Without a measured hosting VM the esxi-vm candidate says why it cannot be chosen.
     hostingVm: facts.hostingVm ?? false,
     sizes: { ...planOptions?.sizes, ...facts.sizes },
     ...(method ? { allowedMethods: [method] } : {}),
+    ...(compression ? { compression } : {}),
   };
+  run.planOptions = options;
   return timed(run, 'plan', () => {
     const planned = planMigration(profile, options);
     return planned.isOk() ? okAsync(planned.value) : errAsync(planned.error);

@@ -104,7 +104,11 @@ export interface MigrateOptions {
    * Compress the bundle on the wire (file-based methods): `none` (default), `zstd`, `gzip`, or
    * `auto`: the best codec both ends have, or none when the link (measured with 8 MiB after
    * pre-flight) is faster than the compressor. An explicit codec one end lacks is `TOOL_MISSING`.
-   * See docs/compression.md.
+   * With `zstd` or `gzip` the plan ranks the methods by their estimates after compression (with
+   * `planOptions.compression.ratio` when given, else the measured defaults); with `auto` it ranks
+   * them by bytes before compression (the codec is negotiated only after pre-flight) and the report
+   * gives the chosen method's estimate after compression with the negotiated codec
+   * (`estimatedWireBytes`). See docs/compression.md.
    */
   compression?: 'auto' | 'zstd' | 'gzip' | 'none';
   /** Send at most this many bytes per second (default: as fast as the link goes). Held within 5% over 30 s (`npm run bench -- bwlimit`). */
@@ -122,12 +126,20 @@ export interface MigrateOptions {
 /** One transfer round of a migration. */
 export interface TransferRound {
   round: 'full' | 'delta';
-  /** Bytes of the payload on the wire in the attempt that succeeded. */
+  /** Bytes of the payload (the bundle before compression) in the attempt that succeeded. */
   bytesSent: number;
+  /**
+   * Bytes written to the transport in the attempt that succeeded: after compression and the
+   * bandwidth cap. Equal to `bytesSent` for a deployer that does not count them (one that does
+   * not send through the receiver's stream, e.g. `esxi-vm`: its payload travels as it is).
+   */
+  wireBytes: number;
   /** Bytes of files the destination took from what it held (dedup, resume, the first round). */
   seededBytes: number;
   /** Bytes sent by attempts that were cut short before it. */
   bytesSentBefore: number;
+  /** Bytes written to the transport by the attempts that were cut short before it. */
+  wireBytesBefore: number;
   attempts: number;
 }
 
@@ -148,8 +160,21 @@ export interface MigrationReport {
   estimatedBytes: number;
   /** The bundle's own estimate (the plan's files plus tar headers, without the manifest). */
   bundleEstimatedBytes: number;
-  /** Bytes of the bundle actually sent (0 for a dry run). */
+  /**
+   * Bytes of the bundle actually sent, before compression, over every round and attempt (0 for a
+   * dry run). The destination verified these bytes; see `wireBytes` for what crossed the wire.
+   */
   bytesSent: number;
+  /**
+   * Bytes written to the transport, after compression and the bandwidth cap, over every round and
+   * attempt (0 for a dry run). Without compression: `bytesSent`.
+   */
+  wireBytes: number;
+  /**
+   * When the bundle travels compressed: the plan's estimate for the chosen method after
+   * compression with the codec and level used (for `auto`, computed once the codec was negotiated).
+   */
+  estimatedWireBytes?: number;
   /** Bytes of the manifest entry in `bytesSent`. */
   manifestBytes: number;
   phases: PhaseTiming[];

@@ -38,7 +38,10 @@ function renderPlan(plan: MigrationPlan): string {
   const lines: string[] = [];
   lines.push(`uses: ${plan.classes.join(' + ')}  (${plan.evidence.map((e) => `${e.kind}: ${e.example}`).join('; ')})`);
   lines.push(`platform: ${plan.source.os} ${plan.source.release} -> ${plan.destination.os} ${plan.destination.release}`);
-  const rows = [['', 'method', 'allowed', 'isolates', 'estimate', 'basis']];
+  // With compression on the wire: the estimate before it, and after it (what the ranking used).
+  const compression = plan.compression;
+  const wire = compression !== undefined || plan.candidates.some((c) => c.estimate.wireBytes !== undefined);
+  const rows = [['', 'method', 'allowed', 'isolates', 'estimate', ...(wire ? [`on the wire${compression ? ` (${compression.codec}-${compression.level})` : ''}`] : []), 'basis']];
   for (const c of plan.candidates) {
     rows.push([
       c.method === plan.chosen ? '*' : ' ',
@@ -46,10 +49,15 @@ function renderPlan(plan: MigrationPlan): string {
       c.allowed ? 'yes' : 'no',
       c.isolates.join(',') || '-',
       formatBytes(c.estimate.totalBytes),
+      ...(wire ? [c.estimate.wireBytes !== undefined ? formatBytes(c.estimate.wireBytes) : '-'] : []),
       c.estimate.measured ? 'measured' : 'includes defaults',
     ]);
   }
   lines.push(pad(rows));
+  if (compression) {
+    const ratios = Object.entries(compression.ratios).map(([cls, ratio]) => `${cls} ${ratio}${compression.measured.includes(cls as never) ? ' (measured)' : ''}`);
+    lines.push(`compression: ${compression.codec} level ${compression.level}, ratios ${ratios.join(', ')}`);
+  }
   for (const c of plan.candidates) {
     for (const concern of c.concerns) {
       if (concern.severity === 'info') continue;

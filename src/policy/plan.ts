@@ -1,6 +1,7 @@
 /**
  * `planMigration`: resource profile -> allowed isolation methods -> the cheapest by estimated
- * transfer size, with every decision explained. Pure: no I/O, no `node:` imports.
+ * transfer size (after compression, when `options.compression` says the bundle is compressed on
+ * the wire), with every decision explained. Pure: no I/O, no `node:` imports.
  *
  * @module
  */
@@ -8,7 +9,15 @@ import { err, ok, type Result } from 'neverthrow';
 import { z } from 'zod';
 import { InvalidInputError, NoAllowedMethodError, UnknownMethodError, type PlanError } from '../errors.js';
 import { CLASS_OF_KIND, classifyProfile, RESOURCE_KIND_LABELS, type KindEvidence, type ResourceKind } from './classify.js';
-import { estimateTransfer, measureProfile, type TransferEstimate } from './estimate.js';
+import {
+  CONTENT_CLASSES,
+  defaultCompressionRatios,
+  estimateTransfer,
+  measureProfile,
+  type ContentClass,
+  type TransferEstimate,
+  type WireCompression,
+} from './estimate.js';
 import { capabilityFor, IsolationMethodSchema, BUILTIN_METHODS, MB, type Capability, type IsolationMethod } from './methods.js';
 import { PlatformSchema, safeParseProfile, type Platform, type ResourceClass, type ResourceProfile } from './profile.js';
 import { validateInput } from './validate.js';
@@ -17,7 +26,7 @@ import { validateInput } from './validate.js';
  * Version of the decision rules. It changes whenever a built-in capability row, default size or
  * rule changes, so a stored plan says which rules made it.
  */
-export const RULES_VERSION = '2026.11.1';
+export const RULES_VERSION = '2026.12.1';
 
 /** How much a concern matters: a blocker rules a method out. */
 export type ConcernSeverity = 'blocker' | 'warning' | 'info';
@@ -60,13 +69,40 @@ export interface MigrationPlan {
   /** Finer kinds, with the evidence that put each in the set. */
   kinds: ResourceKind[];
   evidence: KindEvidence[];
-  /** The chosen method id: the allowed candidate with the smallest estimate. */
+  /**
+   * The chosen method id: the allowed candidate with the smallest estimate; with compression on
+   * the wire, the smallest estimate after compression (`estimate.wireBytes`).
+   */
   chosen: string;
+  /** Compression on the wire the estimates assume (absent: none, and no `wireBytes`). */
+  compression?: WireCompression;
   /** Every candidate: allowed ones first, cheapest first; then rejected ones, lightest first. */
   candidates: CandidateEvaluation[];
   /** Concerns about the plan as a whole (e.g. an incomplete profile). */
   concerns: Concern[];
 }
+
+const ratioSchema = z
+  .number({ error: 'must be a number (output bytes per input byte)' })
+  .finite('must be finite')
+  .positive('must be positive')
+  .max(2, 'must be at most 2 (output bytes per input byte)');
+
+/** Compression on the wire, as a caller states it in {@link PlanOptions}. */
+export const CompressionOptionSchema = z
+  .object({
+    codec: z.enum(['zstd', 'gzip'], { error: 'must be zstd or gzip (leave compression out for none)' }),
+    level: z.number().int('must be an integer').min(1, 'must be at least 1').max(19, 'must be at most 19').optional(),
+    ratio: z
+      .union([
+        ratioSchema,
+        z.strictObject({ text: ratioSchema.optional(), 'machine-code': ratioSchema.optional(), compressed: ratioSchema.optional(), other: ratioSchema.optional() }),
+      ])
+      .optional(),
+  })
+  .refine((c) => c.codec !== 'gzip' || c.level === undefined || c.level <= 9, { message: 'gzip levels are 1 to 9', path: ['level'] });
+/** Compression on the wire for {@link PlanOptions}: the codec, its level, measured ratios. */
+export type CompressionOption = z.input<typeof CompressionOptionSchema>;
 
 /** Options that steer {@link planMigration}. All optional; validated. */
 export const PlanOptionsSchema = z.object({
@@ -91,6 +127,14 @@ export const PlanOptionsSchema = z.object({
   hostingVm: z.union([z.literal(false), z.object({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative().optional() })]).optional(),
   /** Measured sizes that replace defaults, by size key: `jail-base-userland`, `vm-image`. */
   sizes: z.record(z.string(), z.number().int().nonnegative('sizes must not be negative')).default({}),
+  /**
+   * The bundle is compressed on the wire with `codec` (at `level`, default 1): every estimate then
+   * carries `wireBytes`, and the cheapest method is the one with the fewest of them. `ratio` is
+   * output/input measured on this program's data: one number for every class but `compressed`
+   * (which stays 1), or a ratio per content class; classes not given take the measured defaults of
+   * decision 0203 ({@link MEASURED_COMPRESSION_RATIOS}).
+   */
+  compression: CompressionOptionSchema.optional(),
 });
 /** Options that steer the planner, as written by a caller. */
 export type PlanOptions = z.input<typeof PlanOptionsSchema> & {
@@ -145,6 +189,7 @@ interface Context {
   evidence: Map<ResourceKind, KindEvidence>;
   methods: readonly IsolationMethod[];
   options: z.output<typeof PlanOptionsSchema>;
+  compression?: WireCompression;
 }
 
 /** Blockers from where the method runs: not on the destination's platform, or another OS or architecture. */
@@ -215,6 +260,18 @@ function optionConcerns(method: IsolationMethod, options: Context['options']): C
   return concerns;
 }
 
+/** The compression the estimates assume: the caller's measured ratios over the defaults of its codec and level. */
+export function resolveCompression(option: z.output<typeof CompressionOptionSchema>): WireCompression {
+  const level = option.level ?? defaultCompressionRatios(option.codec).level;
+  const defaults = defaultCompressionRatios(option.codec, level);
+  const given: Partial<Record<ContentClass, number>> =
+    typeof option.ratio === 'number' ? { text: option.ratio, 'machine-code': option.ratio, other: option.ratio } : { ...option.ratio };
+  const measured = CONTENT_CLASSES.filter((cls) => given[cls] !== undefined);
+  const ratios = { ...defaults.ratios };
+  for (const cls of measured) ratios[cls] = given[cls]!;
+  return { codec: option.codec, level, ratios, measured, basis: defaults.basis };
+}
+
 /** The method's transfer estimate, and an info concern for every figure that is a default rather than a measurement. */
 function estimateFor(method: IsolationMethod, ctx: Context, sizes: ReturnType<typeof measureProfile>): { estimate: TransferEstimate; concerns: Concern[] } {
   const { options } = ctx;
@@ -223,6 +280,7 @@ function estimateFor(method: IsolationMethod, ctx: Context, sizes: ReturnType<ty
     destinationProvides: new Set(options.destination.provides),
     // A measured VM size (from the hypervisor's file layout) replaces the image default.
     sizes: vmSize !== undefined ? { ...options.sizes, 'vm-image': vmSize } : options.sizes,
+    ...(ctx.compression ? { compression: ctx.compression } : {}),
   });
   const concerns = estimate.items
     .filter((item) => item.source === 'default')
@@ -268,9 +326,11 @@ export function formatBytes(bytes: number): string {
   return `${unit === 0 ? value : value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
 }
 
-// Cheapest first; equal estimates go to the lighter method, then by id, so plans are deterministic.
+// Cheapest first (on the wire, when compressed); equal estimates go to the lighter method, then
+// by id, so plans are deterministic.
 function compareAllowed(a: CandidateEvaluation, b: CandidateEvaluation): number {
-  return a.estimate.totalBytes - b.estimate.totalBytes || a.weight - b.weight || (a.method < b.method ? -1 : a.method > b.method ? 1 : 0);
+  const cost = (c: CandidateEvaluation) => c.estimate.wireBytes ?? c.estimate.totalBytes;
+  return cost(a) - cost(b) || a.weight - b.weight || (a.method < b.method ? -1 : a.method > b.method ? 1 : 0);
 }
 function compareRejected(a: CandidateEvaluation, b: CandidateEvaluation): number {
   return a.weight - b.weight || (a.method < b.method ? -1 : a.method > b.method ? 1 : 0);
@@ -342,6 +402,7 @@ function decide(prof: ResourceProfile, opts: Context['options'], methods: readon
     evidence: new Map(classification.evidence.map((e) => [e.kind, e])),
     methods,
     options: opts,
+    ...(opts.compression ? { compression: resolveCompression(opts.compression) } : {}),
   };
   const sizes = measureProfile(prof);
   const evaluations = methods.map((m) => evaluate(m, ctx, sizes));
@@ -355,6 +416,16 @@ function decide(prof: ResourceProfile, opts: Context['options'], methods: readon
       severity: 'warning',
       message: `The profile may be incomplete: ${prof.completeness.notes.join(' ') || 'the profiler could not see every use.'}`,
       fix: 'profile the program from its start with the ebpf or strace profiler',
+    });
+  }
+  const compression = ctx.compression;
+  const defaulted = compression ? CONTENT_CLASSES.filter((cls) => cls !== 'compressed' && !compression.measured.includes(cls)) : [];
+  if (compression && defaulted.length > 0) {
+    planConcerns.push({
+      id: 'compression-ratio-default',
+      severity: 'info',
+      message: `The estimates after compression use default ratios for ${defaulted.map((cls) => `${cls} (${compression.ratios[cls]})`).join(', ')} from ${compression.basis}, not a measurement of this program's data; already-compressed files count at ${compression.ratios.compressed}.`,
+      fix: 'pass measured ratios in options.compression.ratio',
     });
   }
 
@@ -379,6 +450,7 @@ function decide(prof: ResourceProfile, opts: Context['options'], methods: readon
     kinds: classification.kinds,
     evidence: classification.evidence,
     chosen: best.method,
+    ...(compression ? { compression } : {}),
     candidates: [...allowed, ...rejected],
     concerns: planConcerns,
   });

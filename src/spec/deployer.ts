@@ -71,6 +71,8 @@ export interface ReceiveOptions {
   bandwidthLimit?: number;
   /** Compress the payload on the wire with this codec (chosen by `migrate()` from what both ends have). */
   compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number };
+  /** Called with the bytes written to the transport after compression and the bandwidth cap (the report's `wireBytes`). */
+  onWireBytes?: (bytes: number) => void;
 }
 
 /** What `migrate()` asks a destination before packing a round: which files it already holds. */

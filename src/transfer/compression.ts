@@ -207,7 +207,7 @@ function randomish(bytes: number): Readable {
 export function measureLinkThroughput(
   transport: Pick<Transport, 'exec'>,
   bytes: number = LINK_SAMPLE_BYTES,
-  options: { signal?: AbortSignal; timeoutMs?: number } = {},
+  options: { signal?: AbortSignal; timeoutMs?: number; cwd?: string } = {},
 ): ResultAsync<number, ApMigrateError> {
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
     return errAsync(new InvalidInputError('link measurement', [{ path: 'bytes', message: 'must be a positive integer' }]));

@@ -24,3 +24,4 @@ export {
   type HostCodecs,
   type WireCodec,
 } from './compression.js';
+export { countWireBytes, type WireCountOptions } from './wire.js';
