@@ -11,6 +11,7 @@ import { benchEbpf } from './profilers-ebpf.js';
 import { benchStrace } from './profilers-strace.js';
 import { benchTransport } from './transport.js';
 import { printRatios } from './report.js';
+import { benchTable2 } from './table2.js';
 import { benchUnpack } from './unpack.js';
 import { benchBwlimit, benchWan } from './wan.js';
 
@@ -32,6 +33,8 @@ const benches: Record<string, () => Promise<void>> = {
   // Prints its own table of wall times as it goes (minutes at BENCH_WAN_MIB=2048).
   wan: async () => void (await benchWan()),
   bwlimit: async () => printRatios(await benchBwlimit()),
+  // The paper's Table 2 with times on two emulated links; prints its own table (~5 min; BENCH_TABLE2_VM_MIB, default 128).
+  table2: async () => void (await benchTable2()),
 };
 
 console.log(`load average: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')} (ratios are noisy above ~1 per core)`);
