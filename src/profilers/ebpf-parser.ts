@@ -13,7 +13,7 @@ import path from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import type { SocketUse } from '../policy/profile.js';
 import { accessFromOpenFlags, compressIpv6, HeldByProcess, idsOf, isProbeError, isSharedLibraryPath, parseProcStatus, type ProfileCollector } from './common.js';
-import { EBPF_MAX_STRLEN } from './ebpf-script.js';
+import { EBPF_MAX_EXEC_ARGS, EBPF_MAX_STRLEN } from './ebpf-script.js';
 
 /** Socket address fields read from a `struct sockaddr` at bind(2)/connect(2). */
 export interface EbpfSockaddr {
@@ -37,7 +37,14 @@ export type EbpfEvent =
   | { type: 'open'; pid: number; tid: number; dirfd: number; flags: number; fd: number; path: string; truncated: boolean }
   /** A failed path lookup (exec, stat, access, chdir): `ret` is the negative errno. */
   | { type: 'probe'; pid: number; tid: number; dirfd: number; ret: number; path: string; truncated: boolean }
-  | { type: 'exec'; pid: number; tid: number; path: string; truncated: boolean }
+  /**
+   * A successful exec: the kernel's file name, how many of the new program's arguments the
+   * kernel read at the exec (`argc`, printed just before as `exec_arg` events; -1 when it could
+   * not read them) and whether there were more than it reads (`more`).
+   */
+  | { type: 'exec'; pid: number; tid: number; argc: number; more: boolean; path: string; truncated: boolean }
+  /** Argument `index` of the exec whose `exec` event follows (as the new program starts with it). */
+  | { type: 'exec_arg'; pid: number; tid: number; index: number; arg: string; truncated: boolean }
   | { type: 'chdir'; pid: number; tid: number; path: string; truncated: boolean }
   | { type: 'fchdir'; pid: number; tid: number; fd: number }
   | { type: 'fork'; pid: number; tid: number; child: number }
@@ -167,7 +174,7 @@ function decodeSockaddr(type: 'bind' | 'connect'): RecordDecoder {
   };
 }
 
-function decodePath(type: 'exec' | 'chdir'): RecordDecoder {
+function decodePath(type: 'chdir'): RecordDecoder {
   return (r) => {
     const { f, s, truncated } = r.withString(3);
     return { type, ...ids(f), path: s, truncated };
@@ -199,7 +206,14 @@ const RECORD_DECODERS: ReadonlyMap<string, RecordDecoder> = new Map(
       const { f, s, truncated } = r.withString(5);
       return { type: 'probe', ...ids(f), dirfd: int(f[3], 'dirfd'), ret: int(f[4], 'ret'), path: s, truncated };
     },
-    X: decodePath('exec'),
+    X: (r) => {
+      const { f, s, truncated } = r.withString(5);
+      return { type: 'exec', ...ids(f), argc: int(f[3], 'argc'), more: int(f[4], 'more') !== 0, path: s, truncated };
+    },
+    XA: (r) => {
+      const { f, s, truncated } = r.withString(4);
+      return { type: 'exec_arg', ...ids(f), index: int(f[3], 'index'), arg: s, truncated };
+    },
     C: decodePath('chdir'),
     D: (r) => {
       const f = r.plain(5);
@@ -361,6 +375,13 @@ export class EbpfEventTracker {
   rootArgv: string[] | undefined;
   /** Strings bpftrace cut at its length limit (their prefixes). */
   readonly truncated: string[] = [];
+  /**
+   * Pids whose argv was read from /proc/<pid>/cmdline when the exec line was handled, because
+   * the line did not carry it: by then the process may have exec'd again (a note says so).
+   */
+  readonly argvFromProc = new Set<number>();
+  /** Arguments of each process's next exec line (`XA` lines come just before their `X`). */
+  private readonly execArgs = new Map<number, { args: string[]; cut: boolean[] }>();
   private readonly state = new Map<number, ProcessState>();
   private readonly forkedFrom = new Map<number, number>();
   private readonly pending = new Set<number>();
@@ -481,8 +502,10 @@ export class EbpfEventTracker {
       case 'exit':
         this.live.delete(pid);
         return;
+      case 'exec_arg':
+        return this.onExecArg(event);
       case 'exec':
-        return this.onExec(pid, event.path, event.truncated);
+        return this.onExec(event);
       case 'chdir':
         return this.onChdir(pid, event.path, event.truncated);
       case 'fchdir':
@@ -585,18 +608,82 @@ export class EbpfEventTracker {
     this.collector.addIpc({ kind: 'posix-mq', name: name.startsWith('/') ? name : `/${name}` });
   }
 
-  private onExec(pid: number, rawPath: string, truncated: boolean): void {
+  private onExecArg(event: Extract<EbpfEvent, { type: 'exec_arg' }>): void {
+    let pending = this.execArgs.get(event.pid);
+    // Index 0 starts an exec's arguments (what is left of one whose exec line was lost is dropped).
+    if (!pending || event.index === 0) {
+      pending = { args: [], cut: [] };
+      this.execArgs.set(event.pid, pending);
+    }
+    pending.args[event.index] = event.arg;
+    pending.cut[event.index] = event.truncated;
+  }
+
+  /** /proc/<pid>/cmdline now (which is the argv of the process's latest exec, not of a given one). */
+  private cmdlineNow(pid: number): string[] | undefined {
+    const argv = this.proc.readFile(`/proc/${pid}/cmdline`)?.split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+    return argv && argv.length > 0 ? argv : undefined;
+  }
+
+  /**
+   * The argv of this exec: the arguments the kernel read at the exec. Only what they lack (more
+   * arguments than it reads, one cut at the string limit, lines lost) is taken from /proc, and
+   * only when /proc agrees with what they hold (else the process has exec'd again meanwhile).
+   */
+  private execArgv(event: Extract<EbpfEvent, { type: 'exec' }>, named: string | undefined): string[] | undefined {
+    const pid = event.pid;
+    const pending = this.execArgs.get(pid);
+    this.execArgs.delete(pid);
+    const program = named ?? event.path;
+    // None read (-1), or none found: Linux >= 5.18 gives every program at least one argument, so
+    // zero means the new stack could not be read.
+    if (event.argc <= 0) {
+      const argv = this.cmdlineNow(pid);
+      if (argv) {
+        this.argvFromProc.add(pid);
+        this.collector.note(
+          `The arguments of pid ${pid}'s exec of ${program} were not seen: they were read from /proc/${pid}/cmdline later, after any exec it made since.`,
+        );
+      }
+      return argv;
+    }
+    const seen = pending?.args ?? [];
+    const cut = pending?.cut ?? [];
+    const all = Array.from({ length: event.argc }, (_, i) => seen[i] !== undefined && !cut[i]).every(Boolean);
+    if (all && seen.length === event.argc && !event.more) return seen;
+    // Some are missing: /proc completes them if it still shows this exec's arguments.
+    const now = this.cmdlineNow(pid);
+    const agrees =
+      now !== undefined &&
+      (event.more ? now.length > event.argc : now.length === event.argc) &&
+      // A cut argument may end in half a UTF-8 character: compare what comes before it.
+      seen.every((a, i) => a === undefined || (cut[i] ? now[i]!.startsWith(a.replace(/\uFFFD+$/, '')) : now[i] === a));
+    if (agrees) return now;
+    const kept = seen.map((a) => a ?? '');
+    this.truncated.push(kept.join(' ').slice(0, 60));
+    this.collector.note(
+      `The arguments of pid ${pid}'s exec of ${program} are incomplete (more than ${EBPF_MAX_EXEC_ARGS}, longer than ${MAX_STRING_BYTES} bytes, or lost), and /proc/${pid}/cmdline no longer shows them: only the first ${kept.length} are known.`,
+    );
+    return kept;
+  }
+
+  private onExec(event: Extract<EbpfEvent, { type: 'exec' }>): void {
+    const { pid, truncated, path: rawPath } = event;
     this.noteProcess(pid, this.forkedFrom.get(pid));
     const info = this.processes.get(pid)!;
-    const exe = this.proc.readlink(`/proc/${pid}/exe`)?.replace(/ \(deleted\)$/, '');
     const named = truncated ? undefined : this.resolve(pid, rawPath);
+    // The binary really running (a script's interpreter) as /proc shows it now; if the process
+    // exec'd again meanwhile, that later program, which its own exec line records anyway.
+    const exe = this.proc.readlink(`/proc/${pid}/exe`)?.replace(/ \(deleted\)$/, '');
     if (truncated) this.cut(rawPath);
     // The name used may be a script or a symlink; /proc/<pid>/exe is the binary really running.
     if (named) this.collector.addFile(named, 'exec');
     if (exe?.startsWith('/')) this.collector.addFile(exe, 'exec');
-    const argv = this.proc.readFile(`/proc/${pid}/cmdline`)?.split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+    const argv = this.execArgv(event, named);
     info.executable = named ?? exe;
+    // (An earlier exec's argv is not this one's: none is better.)
     if (argv && argv.length > 0) info.argv = argv;
+    else delete info.argv;
     this.readIds(pid);
     if (pid === this.rootPid && this.rootExecutable === undefined) {
       this.rootExecutable = info.executable;

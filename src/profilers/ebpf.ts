@@ -88,6 +88,8 @@ interface PreparedHost {
   memlockPrefix: string[];
   syscallEvents: Set<string>;
   exitHasGroupDead: boolean;
+  /** Kernel BTF is there: bpftrace can read a task's `mm`, so exec lines carry their argv. */
+  execArgv: boolean;
   notes: string[];
 }
 
@@ -204,7 +206,9 @@ async function prepareHost(options: EbpfProfilerOptions): Promise<Result<Prepare
   const exitFormat = await readFile(`${tracefs}/events/sched/sched_process_exit/format`, 'utf8').catch(() => '');
   const memlock = await memlockPlan();
   if (memlock.note) notes.push(memlock.note);
-  return ok({ bpftrace, memlockPrefix: memlock.prefix, syscallEvents, exitHasGroupDead: /\bgroup_dead\b/.test(exitFormat), notes });
+  const execArgv = statSync('/sys/kernel/btf/vmlinux', { throwIfNoEntry: false })?.isFile() ?? false;
+  if (!execArgv) notes.push('the kernel has no BTF (/sys/kernel/btf/vmlinux): exec arguments are read from /proc after the fact');
+  return ok({ bpftrace, memlockPrefix: memlock.prefix, syscallEvents, exitHasGroupDead: /\bgroup_dead\b/.test(exitFormat), execArgv, notes });
 }
 
 /**
@@ -591,7 +595,9 @@ async function watchLaunched(
 async function launchedFacts(target: LaunchTarget, cwd: string, config: EbpfProfilerOptions, tracker: EbpfEventTracker): Promise<ProgramFacts> {
   const program: ProgramFacts = {
     executable: tracker.rootExecutable ?? (await resolveCommand(target.command[0]!, cwd)) ?? target.command[0]!,
-    argv: tracker.rootArgv ?? [...target.command],
+    // What was launched: the wrapper's `exec "$@"` passes the command exactly. (The argv the
+    // program starts with can differ: a script's has its interpreter first.)
+    argv: [...target.command],
     cwd,
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
@@ -611,6 +617,7 @@ function startTracing(host: PreparedHost, config: EbpfProfilerOptions, seedPids:
     markerNonce: nonce,
     availableSyscallEvents: host.syscallEvents,
     exitHasGroupDead: host.exitHasGroupDead,
+    execArgv: host.execArgv,
     traceLookups: config.traceLookups ?? true,
   });
   return startBpftrace(host, script, sink, nonce, config.attachTimeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS, config.onRawLine);

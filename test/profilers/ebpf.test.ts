@@ -99,8 +99,9 @@ describe('ebpf output parser', () => {
 
   it('marks a string of the maximum length as truncated', () => {
     const long = '/' + 'a'.repeat(198);
-    expect(event(parseEbpfRecord(`X\t5\t5\t${long}`))).toMatchObject({ type: 'exec', truncated: true });
-    expect(event(parseEbpfRecord(`X\t5\t5\t${long.slice(1)}`))).toMatchObject({ type: 'exec', truncated: false });
+    expect(event(parseEbpfRecord(`X\t5\t5\t1\t0\t${long}`))).toMatchObject({ type: 'exec', truncated: true });
+    expect(event(parseEbpfRecord(`X\t5\t5\t1\t0\t${long.slice(1)}`))).toMatchObject({ type: 'exec', truncated: false });
+    expect(event(parseEbpfRecord(`XA\t5\t5\t0\t${long}`))).toMatchObject({ type: 'exec_arg', truncated: true });
   });
 
   it('decodes IPv4, IPv6, unix and abstract socket addresses', () => {
