@@ -3,7 +3,7 @@
 # (tracefs) that bpftrace uses. Idempotent; run as root.
 set -euo pipefail
 PACKAGES=(bpftrace strace openssh-server openssh-client golang-go golang-github-vmware-govmomi-dev
-  libarchive-tools iproute2 util-linux procps psmisc curl gcc libc6-dev sqlite3 python3 tar coreutils tcsh
+  libarchive-tools iproute2 util-linux procps psmisc curl gcc libc6-dev sqlite3 python3 tar coreutils tcsh zstd rsync
   postgresql-15 postgresql-client-15 nginx memcached)
 missing=()
 for p in "${PACKAGES[@]}"; do
