@@ -89,3 +89,17 @@ export type { CreateTransportOptions, SshImplementation } from './transports/sel
 export { parseKnownHosts, checkHostKey, fingerprintSha256, knownHostsName } from './transports/known-hosts.js';
 export type { KnownHostEntry, HostKeyVerdict } from './transports/known-hosts.js';
 export { shellQuote, shellQuoteArgv } from './transports/quote.js';
+export {
+  checkListing,
+  POSIX_RECEIVE_SCRIPT,
+  POSIX_RECEIVER_TOOLS,
+  probePosixReceiver,
+  receivePosix,
+  receiveWithPosixReceiver,
+  type PosixListingCheck,
+  type PosixReceiveOptions,
+  type PosixReceiveReport,
+  type PosixReceiverProbe,
+  type ReceiverKind,
+  type ReceiveWithPosixOptions,
+} from './destination/posix-receiver.js';

@@ -27,3 +27,4 @@ export { createBundleStream, packBundle, type BundleStream, type PackOptions, ty
 export { unpackBundle, type UnpackOptions, type UnpackReport } from './unpack.js';
 export { DEFAULT_HOST_SEED_ROOTS, InventoryRequestSchema, journalPathOf, SEED_IDS, SEED_PAX, type HeldFile, type HeldFiles, type InventoryRequest, type SeedId, type SeededTotals } from './seeds.js';
 export { takeInventory } from './seed-store.js';
+export { forwardSanitized, isConsumerClosed, type ForwardReport, type ForwardSanitizedOptions, type SanitizedEntry, type SanitizedForward } from './forward-sanitized.js';

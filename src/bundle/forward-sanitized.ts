@@ -1,0 +1,648 @@
+/**
+ * The orchestrator's half of the receiver that needs no Node.js at the destination: read an
+ * ap-migrate bundle as it streams past, apply every rule `unpackBundle` applies (decision 0102),
+ * hash every file in flight and compare with the manifest (which comes last, decision 0101), and
+ * re-emit a *plain* tar that any POSIX `tar -x` extracts the same way.
+ *
+ * What the output holds, and in what order:
+ * 1. directories, regular files and fifos, in the bundle's order, under `prefix` (the root of the
+ *    tree is `prefix` itself). Every parent is emitted explicitly before its children, so the
+ *    destination's tar never invents a directory (mode 0755, owner 0, as `unpackBundle` would make it);
+ * 2. once the manifest has arrived and matched, and the whole-tree symlink check has passed: hard
+ *    links (to regular files emitted earlier), then symlinks. Nothing follows them, so no entry can
+ *    be written through a link;
+ * 3. optional trailer files (outside `prefix`), then the end-of-archive blocks.
+ *
+ * Headers are written by the repo's own encoder (`tar-header.ts`): ustar, with PAX records only for
+ * long or non-ASCII names and large ids; no ACLs, extended attributes or file flags ever reach the
+ * destination, whatever the bundle held. Any refused entry destroys the output stream (the
+ * destination sees a cut archive) and `done` fails with the code `unpackBundle` would give.
+ *
+ * Deliberately stricter than `unpackBundle` (the destination's tar cannot be told how to resolve
+ * them the same way everywhere): a name sent twice is refused unless both are directories; device
+ * nodes are refused (there is no `allowDevices`); seeded entries are refused (no seeds here).
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { errAsync, ResultAsync } from 'neverthrow';
+import { InvalidInputError, type InputIssue } from '../errors.js';
+import * as tar from 'tar-stream';
+import { BundleError, errnoOf, toBundleError } from './errors.js';
+import { padToBlock, TAR_BLOCK, USTAR_MAX_ID } from './estimate.js';
+import {
+  BUNDLE_INFO_NAME,
+  BUNDLE_MANIFEST_NAME,
+  BUNDLE_ROOT_DIR,
+  BundleInfoSchema,
+  BundleManifestSchema,
+  type BundleEntryType,
+  type BundleInfo,
+  type BundleManifest,
+} from './manifest.js';
+import { splitMemberName, symlinkTargetStaysInside } from './paths.js';
+import { SEED_PAX } from './seeds.js';
+import { encodeTarHeader, type TarEntryType } from './tar-header.js';
+
+/** Options of {@link forwardSanitized}. */
+export interface ForwardSanitizedOptions {
+  /** Files with setuid/setgid bits: `reject` (default), `strip` the bits, or `allow` them. */
+  setuid?: 'reject' | 'strip' | 'allow';
+  /** Largest `bundle.json`/`manifest.json` accepted (default 64 MiB). */
+  maxMetadataBytes?: number;
+  /** Stop; the output is destroyed and `done` is `ABORTED`. */
+  signal?: AbortSignal;
+  /** Directory every emitted name is under (default `root`); the tree's root is this directory. */
+  prefix?: string;
+  /** Regular files to append after the tree (names outside `prefix`), computed once it is verified. */
+  trailer?: (report: ForwardReport) => { name: string; data: Buffer }[];
+  /**
+   * What a refusal (or an abort) does to the output: `destroy` it with the error (default), or
+   * `end` it where it is, as a cut archive, for a consumer that can tell a cut stream from a
+   * complete one by itself (the POSIX receiver: its listing request comes last) and should stop
+   * and clean up on its own rather than be killed.
+   */
+  onRefusal?: 'destroy' | 'end';
+  /** Output buffered ahead of the consumer (default 1 MiB). */
+  highWaterMark?: number;
+}
+
+/** One object of the tree the output creates, as the destination must hold it once extracted. */
+export interface SanitizedEntry {
+  /** Absolute path inside the tree (`/` is its root). */
+  path: string;
+  type: 'file' | 'directory' | 'symlink' | 'link' | 'fifo';
+  /** Permission bits as emitted (setuid bits stripped when asked). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch, as emitted. */
+  mtime: number;
+  /** Data bytes (regular files). */
+  size: number;
+  /** SHA-256 of the data (regular files), computed in flight. */
+  sha256?: string;
+  /** Symlink target as stored; for hard links the absolute path (inside the tree) of the file linked to. */
+  linkTarget?: string;
+  /** A parent directory the bundle did not list (made 0755, owned by 0, as `unpackBundle` makes it). */
+  implicit?: boolean;
+}
+
+/** What {@link forwardSanitized} read and emitted. */
+export interface ForwardReport {
+  info: BundleInfo;
+  manifest: BundleManifest;
+  /** Every object of the emitted tree (the root first), in emission order, each path once (its final state). */
+  entries: SanitizedEntry[];
+  /** Bundle entries by type (as `unpackBundle` counts them). */
+  counts: Partial<Record<BundleEntryType, number>>;
+  /** Data bytes of regular files. */
+  dataBytes: number;
+  /** Bytes read from the bundle. */
+  bytesRead: number;
+  /** Bytes of the plain tar emitted. */
+  bytesWritten: number;
+  /** Files whose setuid/setgid bits were removed (`setuid: 'strip'`). */
+  strippedSetuid: string[];
+}
+
+/** The plain tar to send on, and how the reading ends. */
+export interface SanitizedForward {
+  /** The re-emitted plain tar. Destroyed (with the error) when the bundle is refused. */
+  stream: Readable;
+  /** Settles once the bundle has been read to its end and the output ended (or failed); `INVALID_INPUT` for arguments that are not a stream or valid options. */
+  done: ResultAsync<ForwardReport, BundleError | InvalidInputError>;
+}
+
+const DEFAULT_MAX_METADATA = 64 * 1024 * 1024;
+const READ_AHEAD_BYTES = 1024 * 1024;
+const MAX_HOPS = 40;
+const MAX_OCTAL_TIME = 0o77777777777;
+
+type DecodedHeader = tar.Header & { pax?: Record<string, string> | null };
+type EntryStream = AsyncIterable<Buffer> & { header: tar.Header };
+
+/**
+ * Read the bundle `input`, check it as `unpackBundle` does, and re-emit it as a plain tar on
+ * `stream`. Never throws: an invalid option or input ends `done` with `BUNDLE_IO`/`INVALID`-like
+ * bundle errors; a refused bundle destroys `stream` and `input`.
+ */
+export function forwardSanitized(input: Readable, options: ForwardSanitizedOptions = {}): SanitizedForward {
+  const issues = checkArguments(input, options);
+  if (issues.length > 0) {
+    const stream = new Readable({ read() {} });
+    const error = new InvalidInputError('forwardSanitized arguments', issues);
+    stream.destroy(error);
+    if (!issues.some((i) => i.path === 'input')) input.destroy();
+    return { stream, done: errAsync(error) };
+  }
+  const forwarder = new Forwarder(input, options);
+  return { stream: forwarder.output, done: ResultAsync.fromPromise(forwarder.run(), (e) => e as BundleError) };
+}
+
+function checkArguments(input: unknown, options: unknown): InputIssue[] {
+  const issues: InputIssue[] = [];
+  const stream = input as Record<string, unknown> | null;
+  if (typeof input !== 'object' || stream === null || !['pipe', 'unpipe', 'on', 'destroy'].every((m) => typeof stream[m] === 'function')) {
+    issues.push({ path: 'input', message: 'must be a readable stream' });
+  } else if (stream.destroyed === true) {
+    issues.push({ path: 'input', message: 'the stream is already destroyed' });
+  }
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return [...issues, { path: 'options', message: 'must be an object' }];
+  const o = options as Record<string, unknown>;
+  if (o.setuid !== undefined && !['reject', 'strip', 'allow'].includes(o.setuid as string)) issues.push({ path: 'setuid', message: 'must be reject, strip or allow' });
+  if (o.onRefusal !== undefined && o.onRefusal !== 'destroy' && o.onRefusal !== 'end') issues.push({ path: 'onRefusal', message: 'must be destroy or end' });
+  if (o.prefix !== undefined && (typeof o.prefix !== 'string' || splitMemberName(o.prefix).isErr() || (o.prefix as string).replace(/\/+$/, '') === '')) issues.push({ path: 'prefix', message: 'must be a relative name without ".."' });
+  if (o.maxMetadataBytes !== undefined && !(Number.isSafeInteger(o.maxMetadataBytes) && (o.maxMetadataBytes as number) > 0)) issues.push({ path: 'maxMetadataBytes', message: 'must be a positive integer' });
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) issues.push({ path: 'signal', message: 'must be an AbortSignal' });
+  if (o.trailer !== undefined && typeof o.trailer !== 'function') issues.push({ path: 'trailer', message: 'must be a function' });
+  return issues;
+}
+
+interface ModelEntry extends SanitizedEntry {
+  /** Counted as a bundle entry (not an implicit parent). */
+  counted: boolean;
+}
+
+class Forwarder {
+  readonly output: Readable;
+  private readonly prefix: string;
+  private readonly model = new Map<string, ModelEntry>();
+  private readonly heldLinks: ModelEntry[] = [];
+  private readonly heldSymlinks: ModelEntry[] = [];
+  private readonly counts: Partial<Record<BundleEntryType, number>> = {};
+  private readonly strippedSetuid: string[] = [];
+  private info: BundleInfo | undefined;
+  private manifest: BundleManifest | undefined;
+  private entryIndex = 0;
+  private dataBytes = 0;
+  private bytesRead = 0;
+  private bytesWritten = 0;
+  private inputEnded = false;
+  private extractError: unknown;
+  private waiting: (() => void) | undefined;
+  private outputClosed: unknown;
+  private rootEmitted = false;
+
+  constructor(
+    private readonly input: Readable,
+    private readonly options: ForwardSanitizedOptions,
+  ) {
+    this.prefix = (options.prefix ?? BUNDLE_ROOT_DIR).replace(/\/+$/, '');
+    this.output = new Readable({
+      highWaterMark: options.highWaterMark ?? READ_AHEAD_BYTES,
+      read: () => this.wake(),
+      destroy: (error, callback) => {
+        this.outputClosed ??= error ?? new BundleError('BUNDLE_IO', 'The consumer closed the sanitized stream before its end', { details: { consumerClosed: true } });
+        this.wake();
+        callback(error);
+      },
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.();
+  }
+
+  /** Push bytes with backpressure; throws when the consumer is gone. */
+  private async emit(data: Buffer): Promise<void> {
+    if (data.length === 0) return;
+    if (this.outputClosed !== undefined) throw this.consumerGone();
+    this.bytesWritten += data.length;
+    if (this.output.push(data)) return;
+    await new Promise<void>((resolve) => {
+      this.waiting = resolve;
+    });
+    if (this.outputClosed !== undefined) throw this.consumerGone();
+  }
+
+  /** The consumer of the output went away (closed, failed): `done`'s error says so in `details.consumerClosed`. */
+  private consumerGone(): BundleError {
+    const cause = this.outputClosed;
+    if (BundleError.isInstance(cause) && cause.details?.consumerClosed === true) return cause;
+    return new BundleError('BUNDLE_IO', `The consumer closed the sanitized stream before its end${cause instanceof Error ? `: ${cause.message}` : ''}`, { cause, details: { consumerClosed: true } });
+  }
+
+  async run(): Promise<ForwardReport> {
+    const extract = tar.extract({ highWaterMark: READ_AHEAD_BYTES });
+    const onAbort = () => extract.destroy(new BundleError('ABORTED', 'Forwarding the bundle was aborted by the caller'));
+    try {
+      if (this.options.signal?.aborted) throw new BundleError('ABORTED', 'Forwarding the bundle was aborted by the caller');
+      this.options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.connectInput(extract);
+      for await (const entry of extract) {
+        await this.handle(entry.header as DecodedHeader, entry as unknown as EntryStream);
+      }
+      if (this.entryIndex === 0) {
+        throw new BundleError('BUNDLE_TRUNCATED', `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`, {
+          details: { bytesRead: this.bytesRead },
+        });
+      }
+      const report = this.finish();
+      // The held links, grouped by directory (deepest first), each group after its directory's
+      // header sent again: making a link changes its directory's times, and a tar restores a
+      // directory's times when it leaves it in archive order (or, for links it delays, after them).
+      // Every path here has only directories as parents, so the order among them is free.
+      for (const group of this.heldGroups()) for (const entry of group) await this.emit(this.header(entry));
+      for (const file of this.options.trailer?.(report) ?? []) {
+        await this.emit(encodeTarHeader({ name: file.name, type: 'file', mode: 0o600, uid: 0, gid: 0, mtime: Math.floor(Date.now() / 1000), size: file.data.length }));
+        await this.emit(file.data);
+        await this.emit(Buffer.alloc(padToBlock(file.data.length) - file.data.length));
+      }
+      await this.emit(Buffer.alloc(2 * TAR_BLOCK));
+      report.bytesWritten = this.bytesWritten;
+      this.output.push(null);
+      return report;
+    } catch (e) {
+      const error = this.classify(e);
+      extract.destroy();
+      this.input.unpipe();
+      this.input.destroy();
+      if (this.options.onRefusal === 'end' && this.outputClosed === undefined && !this.output.readableEnded) this.output.push(null);
+      else this.output.destroy(error);
+      throw error;
+    } finally {
+      this.options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private connectInput(extract: ReturnType<typeof tar.extract>): void {
+    this.input.on('data', (chunk: Buffer) => {
+      this.bytesRead += chunk.length;
+    });
+    this.input.on('error', (e) => extract.destroy(e));
+    this.input.once('end', () => {
+      this.inputEnded = true;
+    });
+    const closedEarly = () => extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
+    this.input.once('close', () => {
+      if (!this.inputEnded) closedEarly();
+    });
+    if (this.input.destroyed && !this.input.readableEnded) queueMicrotask(closedEarly);
+    extract.on('error', (e: unknown) => {
+      this.extractError ??= e;
+    });
+    this.input.pipe(extract as unknown as NodeJS.WritableStream);
+  }
+
+  /** The same classification as `unpackBundle`'s. */
+  private classify(error: unknown): BundleError {
+    if (this.options.signal?.aborted) return new BundleError('ABORTED', 'Forwarding the bundle was aborted by the caller', { cause: error });
+    if (BundleError.isInstance(error)) return error;
+    const destroyed = (v: unknown) => errnoOf(v) === 'STREAM_DESTROYED';
+    const e = destroyed(error) && this.extractError !== undefined && !destroyed(this.extractError) ? this.extractError : error;
+    if (BundleError.isInstance(e)) return e;
+    const message = e instanceof Error ? e.message : String(e);
+    if (/Unexpected end of data/.test(message) || (destroyed(e) && this.inputEnded)) {
+      return new BundleError('BUNDLE_TRUNCATED', 'The bundle stream ended in the middle of an entry', { cause: e });
+    }
+    if (/Invalid tar header|Header exceeds max size|Invalid header|unknown format/.test(message)) {
+      return new BundleError('BUNDLE_CORRUPT', `A tar header is damaged: ${message}`, { cause: e });
+    }
+    return toBundleError(e, 'BUNDLE_IO', 'forwarding the bundle');
+  }
+
+  private unsafe(name: string, why: string, details: Record<string, unknown> = {}): BundleError {
+    return new BundleError('BUNDLE_UNSAFE_ENTRY', `Refused tar entry "${name}": ${why}`, { details: { entry: name, ...details } });
+  }
+
+  private componentsOf(name: string, what: string): string[] {
+    const split = splitMemberName(name);
+    if (split.isErr()) throw this.unsafe(name, `its ${what} ${split.error}`);
+    const components = split.value;
+    if (components[0] !== BUNDLE_ROOT_DIR) throw this.unsafe(name, `its ${what} is not under ${BUNDLE_ROOT_DIR}/`);
+    return components.slice(1);
+  }
+
+  private async handle(header: DecodedHeader, entry: EntryStream): Promise<void> {
+    const index = this.entryIndex++;
+    if (this.manifest) {
+      throw new BundleError('BUNDLE_MANIFEST_MISMATCH', `Entry "${header.name}" follows ${BUNDLE_MANIFEST_NAME}, which must be last`);
+    }
+    if (index === 0) {
+      if (header.name !== BUNDLE_INFO_NAME || header.type !== 'file') {
+        throw new BundleError('BUNDLE_MANIFEST_INVALID', `Not an ap-migrate bundle: the first entry is "${header.name}", not ${BUNDLE_INFO_NAME}`);
+      }
+      this.info = this.parseMetadata(BundleInfoSchema, await this.readSmall(entry, header.name), header.name);
+      return;
+    }
+    if (header.name === BUNDLE_MANIFEST_NAME) {
+      this.manifest = this.parseMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
+      return;
+    }
+    const components = this.componentsOf(header.name, 'name');
+    const path = '/' + components.join('/');
+    let mode = header.mode & 0o7777;
+    const type = header.type as string | null;
+    if (type !== 'directory' && (mode & 0o6000) !== 0) {
+      const policy = this.options.setuid ?? 'reject';
+      if (policy === 'reject') throw this.unsafe(header.name, `it has setuid/setgid bits (mode ${mode.toString(8)}); pass setuid: 'strip' or 'allow'`);
+      if (policy === 'strip') {
+        this.strippedSetuid.push(header.name);
+        mode &= ~0o6000;
+      }
+    }
+    if (components.length === 0 && type !== 'directory') throw this.unsafe(header.name, 'only a directory may stand for the root');
+    const { uid, gid } = ownerOf(header);
+    const base = { path, mode, uid, gid, mtime: timeOf(header), size: 0, counted: true };
+    switch (type) {
+      case 'file':
+      case 'contiguous-file':
+        if (header.pax?.[SEED_PAX.from] !== undefined) {
+          throw this.unsafe(header.name, 'it is a seeded entry (data the destination would take from its own copy); this receiver takes no seeds: pack without held files');
+        }
+        return this.forwardFile(header, entry, components, { ...base, type: 'file' });
+      case 'directory':
+        await drain(entry);
+        return this.forwardDirectory(header.name, components, { ...base, type: 'directory' });
+      case 'symlink': {
+        await drain(entry);
+        const target = header.linkname ?? '';
+        if (target === '' || !symlinkTargetStaysInside(components, target)) {
+          throw this.unsafe(header.name, `its symlink target "${target}" leads outside the root`, { target });
+        }
+        await this.claim(header.name, components);
+        const held: ModelEntry = { ...base, type: 'symlink', linkTarget: target };
+        this.record(held, 'symlink');
+        this.heldSymlinks.push(held);
+        return;
+      }
+      case 'link': {
+        await drain(entry);
+        const split = splitMemberName(header.linkname ?? '');
+        const targetComponents = split.isOk() && split.value[0] === BUNDLE_ROOT_DIR ? split.value.slice(1) : undefined;
+        if (targetComponents === undefined) throw this.unsafe(header.name, `its hard-link target "${header.linkname ?? ''}" is not a name under ${BUNDLE_ROOT_DIR}/`);
+        const targetPath = '/' + targetComponents.join('/');
+        const earlier = this.model.get(targetPath);
+        if (!earlier || (earlier.type !== 'file' && earlier.type !== 'link')) {
+          throw this.unsafe(header.name, `it is a hard link to "${header.linkname ?? ''}", which is not a regular file extracted earlier in this stream`);
+        }
+        await this.claim(header.name, components);
+        // The destination's link shares the target's inode: its mode, owner and data are the target's.
+        const held: ModelEntry = { ...base, type: 'link', linkTarget: targetPath };
+        this.record(held, 'link');
+        this.heldLinks.push(held);
+        return;
+      }
+      case 'fifo':
+        await drain(entry);
+        await this.claim(header.name, components);
+        this.record({ ...base, type: 'fifo' }, 'fifo');
+        return this.emit(this.header(this.model.get(path) as ModelEntry));
+      case 'character-device':
+      case 'block-device':
+        throw this.unsafe(header.name, 'it is a device node; this receiver never creates device nodes');
+      default:
+        throw new BundleError('BUNDLE_UNSUPPORTED_ENTRY', `Tar entry "${header.name}" has a type this unpacker does not handle (${String(type)})`, { details: { entry: header.name } });
+    }
+  }
+
+  /** The tree's root is emitted first: as the bundle's `root/` entry, or as a private directory (what `unpackBundle`'s staging is). */
+  private async ensureRoot(): Promise<void> {
+    if (this.rootEmitted) return;
+    this.rootEmitted = true;
+    const root: ModelEntry = { path: '/', type: 'directory', mode: 0o700, uid: 0, gid: 0, mtime: nowSeconds(), size: 0, implicit: true, counted: false };
+    this.model.set('/', root);
+    await this.emit(this.header(root));
+  }
+
+  /**
+   * Every parent of `components` is a directory of the tree (missing ones are emitted, 0755, as
+   * `unpackBundle` creates them); a symlink or other non-directory on the way is refused.
+   */
+  private async ensureParents(name: string, components: readonly string[]): Promise<void> {
+    await this.ensureRoot();
+    for (let depth = 1; depth < components.length; depth++) {
+      const key = '/' + components.slice(0, depth).join('/');
+      const existing = this.model.get(key);
+      if (existing) {
+        if (existing.type === 'symlink') throw this.unsafe(name, `it would be written through the symlink ${key} extracted earlier`);
+        if (existing.type !== 'directory') throw this.unsafe(name, `its parent ${key} is not a directory`);
+        continue;
+      }
+      const dir: ModelEntry = { path: key, type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: nowSeconds(), size: 0, implicit: true, counted: false };
+      this.model.set(key, dir);
+      await this.emit(this.header(dir));
+    }
+  }
+
+  /** Parents checked; the name itself must be new (a name sent twice is refused, see the module note). */
+  private async claim(name: string, components: readonly string[]): Promise<void> {
+    await this.ensureParents(name, components);
+    const existing = this.model.get('/' + components.join('/'));
+    if (existing?.type === 'directory') throw this.unsafe(name, 'a directory of the same name was extracted earlier');
+    if (existing) throw this.unsafe(name, 'an entry of the same name was sent earlier; this receiver refuses names sent twice');
+  }
+
+  private record(entry: ModelEntry, type: BundleEntryType): void {
+    this.model.set(entry.path, entry);
+    this.counts[type] = (this.counts[type] ?? 0) + 1;
+  }
+
+  private async forwardDirectory(name: string, components: string[], entry: ModelEntry): Promise<void> {
+    if (components.length === 0) {
+      const root = this.model.get('/');
+      // Sent after the implicit root (or twice): re-emitted; the last header is what the destination keeps.
+      if (root) {
+        Object.assign(root, { ...entry, implicit: false });
+      } else {
+        this.rootEmitted = true;
+        this.model.set('/', entry);
+      }
+      this.counts.directory = (this.counts.directory ?? 0) + 1;
+      return this.emit(this.header(this.model.get('/') as ModelEntry));
+    }
+    await this.ensureParents(name, components);
+    const existing = this.model.get(entry.path);
+    if (existing && existing.type !== 'directory') throw this.unsafe(name, 'an entry of the same name was sent earlier; this receiver refuses names sent twice');
+    if (existing) Object.assign(existing, { ...entry, implicit: false });
+    else this.model.set(entry.path, entry);
+    this.counts.directory = (this.counts.directory ?? 0) + 1;
+    await this.emit(this.header(this.model.get(entry.path) as ModelEntry));
+  }
+
+  private async forwardFile(header: DecodedHeader, entry: EntryStream, components: string[], file: ModelEntry): Promise<void> {
+    await this.claim(header.name, components);
+    file.size = header.size ?? 0;
+    await this.emit(this.header(file));
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of entry) {
+      hash.update(chunk);
+      size += chunk.length;
+      await this.emit(chunk);
+    }
+    if (size !== file.size) throw new BundleError('BUNDLE_TRUNCATED', 'The bundle stream ended in the middle of an entry');
+    await this.emit(Buffer.alloc(padToBlock(size) - size));
+    file.sha256 = hash.digest('hex');
+    this.dataBytes += size;
+    this.record(file, 'file');
+  }
+
+  /** The header of one emitted object, named under the prefix. */
+  private header(entry: SanitizedEntry): Buffer {
+    const name = entry.path === '/' ? `${this.prefix}/` : `${this.prefix}${entry.path}${entry.type === 'directory' ? '/' : ''}`;
+    const type: TarEntryType = entry.type;
+    const big = entry.uid > USTAR_MAX_ID || entry.gid > USTAR_MAX_ID;
+    const linkname = entry.type === 'link' ? `${this.prefix}${entry.linkTarget ?? ''}` : entry.type === 'symlink' ? entry.linkTarget : undefined;
+    return encodeTarHeader({
+      name,
+      type,
+      mode: entry.mode,
+      uid: entry.uid,
+      gid: entry.gid,
+      mtime: entry.mtime,
+      size: entry.type === 'file' ? entry.size : 0,
+      linkname,
+      ...(big ? { pax: { uid: String(entry.uid), gid: String(entry.gid) } } : {}),
+    });
+  }
+
+  /** The held links by the directory they are made in: that directory, its hard links, its symlinks; deepest first. */
+  private heldGroups(): ModelEntry[][] {
+    const groups = new Map<string, ModelEntry[]>();
+    for (const entry of [...this.heldLinks, ...this.heldSymlinks]) {
+      const parent = entry.path.slice(0, entry.path.lastIndexOf('/')) || '/';
+      let group = groups.get(parent);
+      if (!group) {
+        group = [this.model.get(parent) as ModelEntry];
+        groups.set(parent, group);
+      }
+      group.push(entry);
+    }
+    const depth = (path: string) => (path === '/' ? 0 : path.split('/').length);
+    return [...groups.entries()].sort((a, b) => depth(b[0]) - depth(a[0])).map(([, group]) => group);
+  }
+
+  /** The whole-tree checks once the stream has ended: links resolved in the tree, then the manifest. */
+  private finish(): ForwardReport {
+    for (const link of this.heldSymlinks) {
+      const components = link.path.split('/').filter(Boolean);
+      if (!this.resolvesInside(components, link.linkTarget ?? '')) {
+        throw this.unsafe(link.path, `its symlink target "${link.linkTarget ?? ''}" leads outside the root once the links it goes through are followed`, { target: link.linkTarget });
+      }
+    }
+    this.verifyAgainstManifest();
+    const entries = [...this.model.values()].map(({ counted: _counted, ...rest }) => rest);
+    return {
+      info: this.info as BundleInfo,
+      manifest: this.manifest as BundleManifest,
+      entries,
+      counts: this.counts,
+      dataBytes: this.dataBytes,
+      bytesRead: this.bytesRead,
+      bytesWritten: this.bytesWritten,
+      strippedSetuid: this.strippedSetuid,
+    };
+  }
+
+  /** `symlinkResolvesInside`, on the tree this stream describes instead of a file system. */
+  private resolvesInside(linkComponents: readonly string[], target: string): boolean {
+    let stack = target.startsWith('/') ? [] : linkComponents.slice(0, -1);
+    const pending = target.split('/');
+    let hops = 0;
+    let exists = true;
+    while (pending.length > 0) {
+      const component = pending.shift() as string;
+      if (component === '' || component === '.') continue;
+      if (component === '..') {
+        if (stack.length === 0) return false;
+        stack = stack.slice(0, -1);
+        continue;
+      }
+      const candidate = [...stack, component];
+      if (exists) {
+        const found = this.model.get('/' + candidate.join('/'));
+        if (found?.type === 'symlink') {
+          if (++hops > MAX_HOPS) return false;
+          const next = found.linkTarget ?? '';
+          if (next.startsWith('/')) stack = [];
+          pending.unshift(...next.split('/'));
+          continue;
+        }
+        if (!found) exists = false;
+      }
+      stack = candidate;
+    }
+    return true;
+  }
+
+  /** `unpackBundle`'s manifest check, with the same codes. */
+  private verifyAgainstManifest(): void {
+    const manifest = this.manifest;
+    if (!manifest) throw new BundleError('BUNDLE_TRUNCATED', `The bundle ended before its ${BUNDLE_MANIFEST_NAME} (the stream was cut short)`);
+    const mismatch = (message: string, details: Record<string, unknown>) => new BundleError('BUNDLE_MANIFEST_MISMATCH', message, { details });
+    const listed = new Set<string>();
+    for (const expected of manifest.entries) {
+      listed.add(expected.path);
+      const got = this.model.get(expected.path);
+      if (!got || !got.counted) throw mismatch(`${expected.path} is in the manifest but not in the bundle`, { path: expected.path });
+      if (got.type !== expected.type) throw mismatch(`${expected.path} is a ${got.type} in the bundle but a ${expected.type} in the manifest`, { path: expected.path });
+      if (expected.type === 'file' && (got.sha256 !== expected.sha256 || got.size !== expected.size)) {
+        throw new BundleError('BUNDLE_HASH_MISMATCH', `${expected.path} does not match its manifest SHA-256 (the data changed in transit)`, {
+          details: { path: expected.path, expected: expected.sha256, actual: got.sha256, expectedSize: expected.size, actualSize: got.size },
+        });
+      }
+      if ((expected.type === 'symlink' || expected.type === 'link') && got.linkTarget !== expected.linkTarget) {
+        throw mismatch(`${expected.path} links to ${String(got.linkTarget)} but the manifest says ${String(expected.linkTarget)}`, { path: expected.path });
+      }
+    }
+    for (const [path, entry] of this.model) {
+      if (entry.counted && !listed.has(path)) throw mismatch(`${path} is in the bundle but not in its manifest`, { path });
+    }
+  }
+
+  private parseMetadata<T>(schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, text: string, name: string): T {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is not valid JSON`, { cause: e });
+    }
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is not valid${issue ? ` at ${issue.path.map(String).join('.')}: ${issue.message}` : ''}`, {
+        details: { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) },
+      });
+    }
+    return parsed.data;
+  }
+
+  private async readSmall(entry: EntryStream, name: string): Promise<string> {
+    const limit = this.options.maxMetadataBytes ?? DEFAULT_MAX_METADATA;
+    if (entry.header.size !== undefined && entry.header.size > limit) throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is larger than ${limit} bytes`);
+    const chunks: Buffer[] = [];
+    for await (const chunk of entry) chunks.push(chunk);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+}
+
+async function drain(entry: EntryStream): Promise<void> {
+  for await (const chunk of entry) void chunk;
+}
+
+function ownerOf(header: DecodedHeader): { uid: number; gid: number } {
+  const pax = header.pax ?? {};
+  const uid = pax.uid !== undefined ? Number(pax.uid) : header.uid;
+  const gid = pax.gid !== undefined ? Number(pax.gid) : header.gid;
+  const valid = (id: number | undefined) => (id !== undefined && Number.isSafeInteger(id) && id >= 0 && id <= 0xfffffffe ? id : 0);
+  return { uid: valid(uid), gid: valid(gid) };
+}
+
+/** Whole seconds, clamped to what an ustar header holds. */
+function timeOf(header: DecodedHeader): number {
+  const seconds = Math.floor((header.mtime?.getTime() ?? 0) / 1000);
+  if (!Number.isFinite(seconds) || seconds < 0) return 0;
+  return Math.min(seconds, MAX_OCTAL_TIME);
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+/** Whether `error` (from {@link SanitizedForward.done}) only says that the output's consumer went away. */
+export function isConsumerClosed(error: unknown): boolean {
+  return BundleError.isInstance(error) && error.details?.consumerClosed === true;
+}
