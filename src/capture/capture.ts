@@ -7,12 +7,17 @@
  * - `package`: every file of the package owning the executable (dpkg, rpm or FreeBSD pkg), and the
  *   non-library, non-documentation files of the packages it directly depends on (time zones,
  *   shared config): a library the program needs is found from its ELF headers at the destination.
- * - `config`: absolute paths named in argv and in the text config files it read (under `/etc`, or
- *   named in argv), followed through the config files those name; a directory named there
- *   travels whole, as does the directory of a glob (`conf.d/*.conf`).
+ * - `config`: absolute paths named in argv, in the text config files it opened itself (under
+ *   `/etc`, or named in argv) and in the `/etc` files of its own package (the package owning the
+ *   executable, and those built from the same source package), followed through the config files
+ *   those name; a directory named there travels whole, as does the directory of a glob
+ *   (`conf.d/*.conf`). The `/etc` files of the packages it merely depends on travel but are never
+ *   read for paths or account names: they describe those packages (a user-management tool's
+ *   `/home` and skeleton directory, another service's init scripts), not this program.
  * - `data-root`: a directory the program writes into travels whole (files it holds open for
  *   writing, its cwd when it writes there, directories named in argv), so files it creates later
- *   travel too.
+ *   travel too. Written wins over named: a directory a config file names and the program writes
+ *   into (a log directory) is a data root.
  * - accounts: the uids and gids its processes run as and the user names in its argv and config
  *   get their `/etc/passwd` and `/etc/group` entries (never shadow).
  * - `user-included` / excluded: the caller's corrections.
@@ -26,7 +31,7 @@ import { normalizeAbsolutePath } from '../policy/safe-input.js';
 import type { Executor } from '../spec/executor.js';
 import { accountDatabases, measureSourceTrees, packageFacts, readSmallFiles, statPaths, type PackageFacts, type PathFacts } from './source-facts.js';
 import { isBroadDirectory, isDocumentationPath, isLibraryPath, isPseudoPath } from './paths.js';
-import { absolutePathsIn, wordsIn } from './scan.js';
+import { absolutePathsIn, configWordsIn, wordsIn } from './scan.js';
 import { selectAccounts } from './accounts.js';
 
 /** Options of {@link captureProgram}. */
@@ -98,12 +103,19 @@ const HOST_DATABASES = new Set([
   '/etc/fstab', '/etc/mtab', '/etc/ld.so.cache', '/etc/localtime', '/etc/login.defs', '/etc/shells',
 ]);
 
+/** Reasons a profiler gives: what the program itself did. */
+const PROFILER_REASONS = new Set<FileReason>(['held-open', 'mapped', 'traced']);
+
 /** The profile being extended: files by path, trees, and what config said. */
 class CaptureState {
   private readonly files = new Map<string, FileUse>();
   private readonly trees = new Map<string, TreeUse>();
   private readonly notes: string[] = [];
   private readonly words = new Set<string>();
+  /** The package each packaged file came from (the first that lists it, the program's own first). */
+  private readonly packageOf = new Map<string, string>();
+  /** The program's own packages: the owner(s) of its executable and their same-source dependencies. */
+  private readonly ownPackages = new Set<string>();
   private readonly excluded: string[];
   private invokedAs: string | undefined;
   private argvRewritten = false;
@@ -139,7 +151,16 @@ class CaptureState {
 
   private addTree(path: string, reason: FileReason): void {
     if (this.isExcluded(path) || isPseudoPath(path) || isBroadDirectory(path)) return;
-    if (!this.trees.has(path)) this.trees.set(path, { path, reason, bytes: 0, files: 0 });
+    const existing = this.trees.get(path);
+    if (!existing) this.trees.set(path, { path, reason, bytes: 0, files: 0 });
+    // Written wins over named: a directory config names and the program writes into is a data root.
+    else if (reason === 'data-root' && existing.reason === 'config') existing.reason = 'data-root';
+  }
+
+  /** Whether `path` is a file of a package the program depends on but that is not its own. */
+  private isDependencyFile(path: string): boolean {
+    const pkg = this.packageOf.get(path);
+    return pkg !== undefined && !this.ownPackages.has(pkg);
   }
 
   /** The path the program was started by (a symlink it may decide its role from), and whether its title replaced argv. */
@@ -162,9 +183,11 @@ class CaptureState {
   addPackages(executor: Executor): ResultAsync<void, ApMigrateError> {
     const owned = [this.profile.executable, ...(this.invokedAs ? [this.invokedAs] : [])];
     return packageFacts(executor, owned.flatMap(dpkgAliases)).andThen((facts) => {
-      const wanted = packageFilesWanted(facts);
-      return statPaths(executor, wanted).map((stats) => {
-        for (const path of wanted) {
+      for (const p of ownPackagesOf(facts)) this.ownPackages.add(p);
+      const wanted = packageFilesWanted(facts, this.ownPackages);
+      for (const [path, pkg] of wanted) this.packageOf.set(path, pkg);
+      return statPaths(executor, [...wanted.keys()]).map((stats) => {
+        for (const path of wanted.keys()) {
           const st = stats.get(path);
           if (st) this.addFile(path, st, 'package');
         }
@@ -175,10 +198,14 @@ class CaptureState {
   /** Paths named in argv and in the config files the program read, followed from file to file. */
   addConfig(executor: Executor): ResultAsync<void, ApMigrateError> {
     const fromArgv = this.profile.argv.slice(1).flatMap((a) => absolutePathsIn(a));
-    // Config the program read, and its package's own config (a daemon attached to long after start-up holds none open).
-    const readConfigs = [...this.files.values()]
-      .filter((f) => f.kind === 'regular' && f.path.startsWith('/etc/') && !f.sharedLibrary && !HOST_DATABASES.has(f.path) && (f.access.includes('read') || f.reasons?.includes('package')))
-      .map((f) => f.path);
+    const isConfigText = (f: FileUse) => f.kind === 'regular' && f.path.startsWith('/etc/') && !f.sharedLibrary && !HOST_DATABASES.has(f.path);
+    // Config the program opened itself (the profile's own files), and its own package's /etc files
+    // (a daemon attached to long after start-up holds none open). Not the /etc files of the
+    // packages it depends on: the paths and names in those are theirs.
+    // (A file only an earlier capture added is not one the program opened.)
+    const opened = this.profile.files.filter((f) => isConfigText(f) && f.access.includes('read') && (!f.reasons?.length || f.reasons.some((r) => PROFILER_REASONS.has(r)))).map((f) => f.path);
+    const ownConfig = [...this.files.values()].filter((f) => isConfigText(f) && f.reasons?.includes('package') && this.ownPackages.has(this.packageOf.get(f.path) ?? '')).map((f) => f.path);
+    const readConfigs = [...new Set([...opened, ...ownConfig])];
     const seenConfigs = new Set<string>();
     const max = this.options.maxConfigFiles ?? 64;
     const round = (named: string[], configs: string[], depth: number): ResultAsync<void, ApMigrateError> => {
@@ -190,7 +217,7 @@ class CaptureState {
           for (const [, text] of texts) {
             if (text.includes('\0')) continue; // not text
             for (const p of absolutePathsIn(text)) more.add(p);
-            for (const w of wordsIn(text)) this.words.add(w);
+            for (const w of configWordsIn(text)) this.words.add(w);
           }
           const globDirs = [...more].filter((p) => /[*?[]/.test(p)).map((p) => p.slice(0, p.search(/[*?[]/)).replace(/\/[^/]*$/, '') || '/');
           const plain = [...more].filter((p) => !/[*?[]/.test(p));
@@ -210,7 +237,9 @@ class CaptureState {
             }
             if (st.type === 'l' && st.real.startsWith('/')) this.addTree(st.real, 'config');
           }
-          return depth >= 4 || nextConfigs.length === 0 ? okAsync(undefined) : round([], nextConfigs, depth + 1);
+          // A named file travels; it is read in turn unless it describes the host or is a dependency's own config.
+          const follow = nextConfigs.filter((c) => !HOST_DATABASES.has(c) && !this.isDependencyFile(c));
+          return depth >= 4 || follow.length === 0 ? okAsync(undefined) : round([], follow, depth + 1);
         });
     };
     // The directory of a config file named in argv travels whole: it holds what the file includes relatively (conf.d).
@@ -265,7 +294,12 @@ class CaptureState {
   measureTrees(executor: Executor): ResultAsync<void, ApMigrateError> {
     const paths = [...this.trees.keys()].sort();
     const outer = paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`)));
-    for (const p of paths) if (!outer.includes(p)) this.trees.delete(p);
+    for (const p of paths) {
+      if (outer.includes(p)) continue;
+      // A named tree holding a directory the program writes into is a data root.
+      if (this.trees.get(p)!.reason === 'data-root') for (const q of outer) if (p.startsWith(`${q}/`) && this.trees.get(q)!.reason === 'config') this.trees.get(q)!.reason = 'data-root';
+      this.trees.delete(p);
+    }
     return measureSourceTrees(executor, outer).map((sizes) => {
       const max = this.options.maxTreeBytes ?? DEFAULT_MAX_TREE;
       for (const p of outer) {
@@ -334,17 +368,32 @@ function dpkgAliases(path: string): string[] {
   return m ? [path, path.slice(4)] : [path];
 }
 
-/** The files of the owning packages (all but documentation), and of their dependencies (no libraries, no documentation). */
-function packageFilesWanted(facts: PackageFacts): string[] {
-  const wanted: string[] = [];
-  const seen = new Set<string>();
-  for (const [pkg, files] of facts.files) {
-    const own = facts.owners.includes(pkg);
+/**
+ * The program's own packages: those owning its executable, and the dependencies built from the
+ * same source package (a distribution's split of one program into a binary and a `-common` or
+ * `-data` package holding its config). A package manager that names no sources: the owners.
+ */
+function ownPackagesOf(facts: Pick<PackageFacts, 'owners' | 'dependencies' | 'sources'>): Set<string> {
+  const own = new Set(facts.owners);
+  const sources = new Set(facts.owners.map((o) => facts.sources.get(o)).filter((s): s is string => !!s));
+  for (const d of facts.dependencies) if (sources.has(facts.sources.get(d) ?? '')) own.add(d);
+  return own;
+}
+
+/**
+ * The files of the owning packages (all but documentation), and of their dependencies (no
+ * libraries, no documentation), each with the package it came from (the program's own packages
+ * are asked first, so a path two packages list is the program's).
+ */
+function packageFilesWanted(facts: PackageFacts, own: ReadonlySet<string>): Map<string, string> {
+  const wanted = new Map<string, string>();
+  const ordered = [...facts.files].sort(([a], [b]) => Number(own.has(b)) - Number(own.has(a)));
+  for (const [pkg, files] of ordered) {
+    const owner = facts.owners.includes(pkg);
     for (const path of files) {
-      if (seen.has(path) || isDocumentationPath(path)) continue;
-      if (!own && isLibraryPath(path)) continue;
-      seen.add(path);
-      wanted.push(path);
+      if (wanted.has(path) || isDocumentationPath(path)) continue;
+      if (!owner && isLibraryPath(path)) continue;
+      wanted.set(path, pkg);
     }
   }
   return wanted;

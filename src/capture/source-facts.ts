@@ -94,7 +94,8 @@ export function readSmallFiles(executor: Executor, paths: readonly string[], max
 
 const PACKAGE_SCRIPT = `
 # Prints "pkg NAME" for the packages owning the given paths, then "dep NAME" for their direct
-# dependencies, then "file PKG PATH" for every file of each. dpkg first, then rpm, then FreeBSD pkg.
+# dependencies, "src NAME SOURCE" for the source package each was built from (dpkg), then
+# "file PKG PATH" for every file of each. dpkg first, then rpm, then FreeBSD pkg.
 owners=""
 if command -v dpkg-query >/dev/null 2>&1; then
   owners=$(for p in "$@"; do
@@ -105,8 +106,12 @@ if command -v dpkg-query >/dev/null 2>&1; then
     echo "pkg $o"
     deps="$deps $(dpkg-query -W -f='\${Depends}' "$o" 2>/dev/null | tr ',' '\\n' | sed 's/|.*//; s/(.*//; s/:.*//; s/ //g')"
   done
+  installed=""
   for d in $(printf '%s\\n' $deps | sort -u); do
-    dpkg-query -W -f='\${Status}' "$d" 2>/dev/null | grep -q ' installed$' && echo "dep $d"
+    dpkg-query -W -f='\${Status}' "$d" 2>/dev/null | grep -q ' installed$' && echo "dep $d" && installed="$installed $d"
+  done
+  for o in $owners $installed; do
+    echo "src $o $(dpkg-query -W -f='\${source:Package}' "$o" 2>/dev/null)"
   done
   for o in $owners $(printf '%s\\n' $deps | sort -u); do
     dpkg-query -L "$o" 2>/dev/null | sed "s|^|file $o |"
@@ -127,6 +132,8 @@ exit 0
 export interface PackageFacts {
   owners: string[];
   dependencies: string[];
+  /** The source package each owner and dependency was built from, where the package manager says (dpkg). */
+  sources: Map<string, string>;
   /** Files by package. */
   files: Map<string, string[]>;
 }
@@ -134,10 +141,14 @@ export interface PackageFacts {
 /** Ask the source's package manager (dpkg, rpm or FreeBSD pkg) who owns `paths`. */
 export function packageFacts(executor: Executor, paths: readonly string[]): ResultAsync<PackageFacts, ApMigrateError> {
   return runSh(executor, PACKAGE_SCRIPT, paths, 128 * 1024 * 1024).map((out) => {
-    const facts: PackageFacts = { owners: [], dependencies: [], files: new Map() };
+    const facts: PackageFacts = { owners: [], dependencies: [], sources: new Map(), files: new Map() };
     for (const line of out.split('\n')) {
       if (line.startsWith('pkg ')) facts.owners.push(line.slice(4));
       else if (line.startsWith('dep ')) facts.dependencies.push(line.slice(4));
+      else if (line.startsWith('src ')) {
+        const [pkg, source] = line.slice(4).split(' ');
+        if (pkg && source) facts.sources.set(pkg, source);
+      }
       else if (line.startsWith('file ')) {
         const rest = line.slice(5);
         const sp = rest.indexOf(' ');

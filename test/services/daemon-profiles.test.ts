@@ -22,10 +22,11 @@
  *   held-open and package rows and, since memcached writes no files, an empty data-root row.
  *   (real-daemons.test.ts and real-daemons-ssh.test.ts migrate memcached and check it answers.)
  *
- * Three cases are `it.fails`, each naming a bug in src/ it shows (see their comments): the eBPF
- * launch profile of PostgreSQL (argv of the exec'd server with the wrapper's executable), the
- * reasons table of nginx (its written log directory labelled config), and the capture of a
- * launched memcached (it follows /etc/passwd and carries other accounts' homes).
+ * Three cases pin rules that were bugs once: the eBPF launch profile of PostgreSQL under a busy
+ * event loop (the argv launched, not the exec'd server's with the wrapper's executable), the
+ * reasons table of nginx (its written log directory is a
+ * data root, not config), and the capture of a launched memcached (no other account's home, data
+ * or passwd entry: only its own package's config and the config it opened are read).
  *
  * Each destination is rolled back right after its check; afterAll rolls back whatever is left,
  * stops what the file started and puts the Debian daemons back as they were.
@@ -335,16 +336,11 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
         ebpfLaunch = await launchPg('ebpf', { busy: true });
       });
 
-      // BUG (src/profilers/ebpf-parser.ts, EbpfEventTracker, exec handling): on an exec event the
-      // tracker reads /proc/<pid>/cmdline (and /proc/<pid>/exe) when it HANDLES the event, not when
-      // the exec happened. A wrapper that execs again at once (setpriv, env, nice, su -c "exec ...")
-      // has by then become the next program, so the root's argv is the server's
-      // (/usr/lib/postgresql/15/bin/postgres -D ...) while its executable is the wrapper's
-      // (/usr/bin/setpriv); the profile still says complete. The destination then runs
-      // `setpriv -D <dir> ...` ("setpriv: invalid option -- 'D'", HEALTH_CHECK_FAILED). It happens
-      // whenever the event loop is late (a loaded machine: the first full run here failed so);
-      // keeping this process busy while it launches makes it happen every time. strace is right.
-      it.fails('the ebpf launch profile has the argv that was launched, and it migrates and answers (BUG: eBPF tracker reads argv after a later exec)', { timeout: 240_000 }, async () => {
+      // Was a bug: the eBPF tracker read /proc/<pid>/cmdline when it handled the exec event, so a
+      // wrapper that execs again at once (setpriv here) got the server's argv. The argv is now
+      // read in the kernel at exec time; keeping this process busy while it launches is what used
+      // to make it fail every time.
+      it('the ebpf launch profile has the argv that was launched, and it migrates and answers', { timeout: 240_000 }, async () => {
         expect(ebpfLaunch, 'launched by the case before').toBeDefined();
         expect(ebpfLaunch!.profile.argv).toEqual(ebpfLaunch!.command);
         await movePgLaunch('ebpf', ebpfLaunch!);
@@ -428,15 +424,13 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
         await sameBytes(r);
         await rollBack(r);
       });
-      // BUG (src/capture/capture.ts, CaptureState.addDataRoots; src/capture/summary.ts,
-      // summarizeReasons): nginx holds /var/log/nginx/{access,error}.log open for writing, so
-      // /var/log/nginx is a directory it writes into, a data root. But addConfig runs first and
-      // makes it a "config" tree (nginx.conf names it), addTree keeps the first reason, and
-      // addDataRoots only relabels config trees named in argv. summarizeReasons then counts the
-      // files inside a tree under the tree's reason: the held-open logs show up as "config", the
-      // reasons table of nginx has no data root and one held-open file (/dev/null). The same
-      // happens to PostgreSQL's /var/log/postgresql. The files still travel; the table is wrong.
-      it.fails('the directory nginx writes its logs into is a data root in the reasons table (BUG: a written directory named in config stays "config")', async () => {
+      // nginx holds /var/log/nginx/{access,error}.log open for writing, so /var/log/nginx is a
+      // directory it writes into, a data root, although nginx.conf names it first (the config
+      // rules run before the data-root rule): written wins over named, in the capture's trees
+      // and in summarizeReasons, which counts the files inside a tree under the tree's reason.
+      // (It was a bug: the held-open logs showed up as "config", as did PostgreSQL's
+      // /var/log/postgresql.)
+      it('the directory nginx writes its logs into is a data root in the reasons table, though its config names it', async () => {
         const captured = await captureProgram(attached.procfs!, createLocalExecutor());
         if (captured.isErr()) throw captured.error;
         const logs = captured.value.files.filter((f) => f.path.startsWith('/var/log/nginx/') && f.access.includes('write') && f.reasons?.[0] === 'held-open');
@@ -479,14 +473,16 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
         await stopPid(pid);
       });
 
-      // BUG (src/capture/capture.ts, CaptureState.addConfig): every file the program read under
-      // /etc is followed as config, /etc/passwd included (memcached reads it to drop to memcache,
-      // nginx to find www-data). Every directory named there becomes a whole tree with reason
-      // "config": other accounts' home directories, PostgreSQL's /var/lib/postgresql (its whole
-      // cluster) among them; and every word of it is a candidate account, so every passwd entry
-      // travels. The capture should carry the program's own accounts only, and no directory that
-      // /etc/passwd merely names. Attach profiles are not affected (/etc/passwd is not read then).
-      it.fails('a launched memcached carries no other account\'s home directory nor other accounts (BUG: capture follows /etc/passwd as config)', () => {
+      // The capture reads for paths and account names only the config the program opened itself
+      // and the /etc files of its own packages (the executable's, and those built from the same
+      // source package), never /etc/passwd and the host's other databases, nor the /etc files of
+      // the packages it merely depends on: memcached depends on adduser, whose adduser.conf and
+      // deluser.conf name /home, /etc/skel and a dozen system accounts (daemon, bin, sys, mail,
+      // backup, list...). Those files travel (package); what they name does not. (It was a bug:
+      // /etc/skel and, through a path template in its init script, /etc/init.d travelled whole,
+      // and eight passwd entries instead of two; /etc/passwd itself, once followed, named every
+      // account's home directory, PostgreSQL's /var/lib/postgresql among them.)
+      it('a launched memcached carries no other account\'s home directory nor other accounts', () => {
         const captured = capturedLaunch.strace ?? capturedLaunch.ebpf;
         expect(captured, 'a launch case ran before').toBeDefined();
         const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').filter(Boolean).map((l) => l.split(':'));
