@@ -26,7 +26,7 @@ export {
   supervisedLaunchArgv,
 } from './launch.js';
 export { checkProfileForDeploy, checkStartFacts, type ProfileSafetyOptions } from './profile-safety.js';
-export { healthCheckCommon } from './health.js';
+export { healthCheckCommon, maskTitle, readinessRoles, type HealthCheckOptions } from './health.js';
 export { rollbackCommon, stagingDirOf } from './rollback.js';
 export { accountLines, buildAndActivate, checkMethod, endpointsOf } from './linux-root.js';
 export { defaultVethAddresses, type VethAddresses } from './veth.js';

@@ -266,6 +266,7 @@ export function deployPhases(run: Run, chosen: ChosenMethod, preflight: Prefligh
     .map((started) => void (state.started = started))
     .andThen(check)
     .andThen(() => timed(run, 'health', () => deployer.healthCheck(context, state.started!)))
+    .map((outcome) => void (outcome ? (state.health = outcome) : undefined))
     // An abort during a health check that passed is still an abort: the source must not be touched.
     .andThen(check);
 }

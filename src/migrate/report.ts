@@ -49,6 +49,7 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
     ...(run.estimatedWireBytes !== undefined ? { estimatedWireBytes: run.estimatedWireBytes } : {}),
     manifestBytes: parts.sent?.manifestBytes ?? 0,
     phases: run.phases,
+    ...(run.deployment.health ? { health: run.deployment.health } : {}),
     ...(started && activated ? { destination: { installDir: activated.installDir, pid: started.pid, endpoints: started.endpoints, logPath: started.logPath } } : {}),
     ...methodReport,
     source: { ...(sourcePid !== undefined ? { pid: sourcePid } : {}), action: parts.sourceOutcome ?? defaultAction },

@@ -5,7 +5,7 @@
  */
 import type { MigrationPlan, PlanOptions } from '../policy/plan.js';
 import type { ResourceProfile, ResourceProfileInput } from '../policy/profile.js';
-import type { Deployer, VmMoveSummary } from '../spec/deployer.js';
+import type { Deployer, HealthOutcome, VmMoveSummary } from '../spec/deployer.js';
 import type { ProfileTarget, Profiler } from '../spec/profiler.js';
 import type { FreezerKind, Source, SourcePolicy } from '../spec/source.js';
 import type { Transport } from '../spec/transport.js';
@@ -182,6 +182,8 @@ export interface MigrationReport {
   /** For `esxi-vm`: the registered copy and its power state. */
   vm?: VmMoveSummary;
   source: { pid?: number; action: 'kept-running' | 'stopped' | 'none' };
+  /** How the destination's health check decided the program was ready, with any warning (decision 0015). */
+  health?: HealthOutcome;
   /** The hand-over: its mode, and for `stop-and-copy` and `pre-copy` the downtime (freeze to destination healthy). */
   cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number; freezer?: FreezerKind };
   /** Each transfer round (two for `pre-copy`): bytes on the wire, bytes the destination already had, attempts. */

@@ -84,6 +84,21 @@ export interface InventoryQuery {
   hostPaths?: readonly string[];
 }
 
+/** How a health check that passed decided the program was ready (decision 0015). */
+export interface HealthOutcome {
+  /**
+   * `roles`: every long-lived role of the source's tree is back; `probe`: the readiness probe
+   * succeeded; `listening`: there were no roles to wait for; `quiet`: some roles never appeared,
+   * but the tree stayed unchanged for the quiet time; `timeout`: some roles had not appeared by the
+   * health timeout.
+   */
+  readiness: 'roles' | 'probe' | 'listening' | 'quiet' | 'timeout';
+  /** Roles of the source's tree that never appeared at the destination (masked titles). */
+  missingRoles: string[];
+  /** What the caller should know: set when `readiness` is `quiet` or `timeout`. */
+  warnings: string[];
+}
+
 /** The program's environment, built and moved into place, not yet started. */
 export interface ActivatedDeployment {
   installDir: string;
@@ -109,6 +124,8 @@ export interface DeploymentState<Facts = unknown> {
   staged?: StagedBundle;
   activated?: ActivatedDeployment;
   started?: StartedProgram;
+  /** How its health check decided it was ready (when the method says). */
+  health?: HealthOutcome;
 }
 
 /** A VM moved by the `esxi-vm` method, as the migration report shows it. */
@@ -161,8 +178,8 @@ export interface Deployer<Payload = Readable, Facts = unknown> {
   activate(context: DeployContext, preflight: PreflightReport<Facts>, staged: StagedBundle): ResultAsync<ActivatedDeployment, ApMigrateError>;
   /** Start the program inside its environment. */
   start(context: DeployContext, activated: ActivatedDeployment): ResultAsync<StartedProgram, ApMigrateError>;
-  /** Check the program runs (and listens, if it listened at the source). */
-  healthCheck(context: DeployContext, started: StartedProgram): ResultAsync<void, ApMigrateError>;
+  /** Check the program runs (and listens, if it listened at the source, and is ready); how readiness was decided, where the method knows. */
+  healthCheck(context: DeployContext, started: StartedProgram): ResultAsync<HealthOutcome | void, ApMigrateError>;
   /** Undo whatever exists: stop the program, unmount, remove staging and install directories. */
   rollback(context: DeployContext, state: DeploymentState<Facts>): ResultAsync<void, ApMigrateError>;
   /**
