@@ -14,9 +14,8 @@
  * address through the pair's relay (so HTTP clients in this process cross the shaped link just as
  * ssh does through its ProxyCommand).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,139 +25,20 @@ import { createOpenSshTransport } from '../src/transports/openssh.js';
 import { createNetnsPair, type NetnsPair } from '../test/helpers/netns.js';
 import { startSshd, type TestSshd } from '../test/helpers/sshd.js';
 import { buildVcsim } from '../test/helpers/vcsim.js';
-import type { WanEmulator, WanLink } from '../test/helpers/wan.js';
+import { createWanLink, type WanLink } from '../test/helpers/wan.js';
 
 /** Prefix of every namespace, veth and TUN this bench creates (namespaces: `apt2-src-*`, `apt2-dst-*`). */
 export const TABLE2_PREFIX = 'apt2';
 
 // ---------------------------------------------------------------------------------------------
-// The shaped link (a copy of test/helpers/wan.ts's shaping, with this bench's prefix)
-
-const DELAY_LINE = `
-import collections, fcntl, os, select, struct, sys, time
-TUNSETIFF, TUNSETOFFLOAD = 0x400454CA, 0x400454D0
-IFF_TUN, IFF_NO_PI, IFF_VNET_HDR = 0x0001, 0x1000, 0x4000
-TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
-name, delay = sys.argv[1], float(sys.argv[2]) / 1000.0
-fd = os.open('/dev/net/tun', os.O_RDWR | os.O_NONBLOCK)
-fcntl.ioctl(fd, TUNSETIFF, struct.pack('16sH', name.encode(), IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
-fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
-print('ready', flush=True)
-queue = collections.deque()
-stdin = sys.stdin.fileno()
-while True:
-    now = time.monotonic()
-    while queue and queue[0][0] <= now:
-        try:
-            os.write(fd, queue.popleft()[1])
-        except OSError:
-            pass
-    timeout = max(0.0, queue[0][0] - now) if queue else None
-    ready, _, _ = select.select([fd, stdin], [], [], timeout)
-    if stdin in ready and not os.read(stdin, 4096):
-        break
-    if fd in ready:
-        due = time.monotonic() + delay
-        while True:
-            try:
-                queue.append((due, os.read(fd, 65600)))
-            except BlockingIOError:
-                break
-`;
-
-function run(argv: string[]): void {
-  execFileSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-const bdpBytes = (rateMbit: number, rttMs: number) => Math.ceil((rateMbit * 1e6 * (rttMs / 1000)) / 8);
-
-function tryNetem(pair: NetnsPair, rateMbit: number, rttMs: number): boolean {
-  const args = (dev: string) => {
-    const limit = Math.max(10_000, Math.ceil((4 * bdpBytes(rateMbit, rttMs)) / 1500));
-    return ['tc', 'qdisc', 'add', 'dev', dev, 'root', 'netem', 'delay', `${rttMs / 2}ms`, 'rate', `${rateMbit}mbit`, 'limit', String(limit)];
-  };
-  try {
-    run([...pair.wrap(pair.source), ...args(pair.sourceDevice)]);
-  } catch {
-    return false;
-  }
-  run([...pair.wrap(pair.destination), ...args(pair.destinationDevice)]);
-  return true;
-}
-
-async function startDelayLine(ns: string, tun: string, delayMs: number, script: string): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', ns, 'nice', '-n', '-10', 'python3', script, tun, String(delayMs)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const lines = createInterface({ input: child.stdout! });
-  const ready = await new Promise<boolean>((resolve) => {
-    lines.once('line', (l) => resolve(l.trim() === 'ready'));
-    child.once('exit', () => resolve(false));
-    child.once('error', () => resolve(false));
-  });
-  lines.close();
-  if (!ready) {
-    child.kill('SIGKILL');
-    throw new Error(`delay line in ${ns} did not start: ${stderr.trim()}`);
-  }
-  return child;
-}
-
-function shapeWithTbf(ns: string, dev: string, tun: string, rateMbit: number, rttMs: number): void {
-  const exec = (argv: string[]) => run(['ip', 'netns', 'exec', ns, ...argv]);
-  const rateBytes = (rateMbit * 1e6) / 8;
-  const burst = Math.max(128 * 1024, Math.ceil(rateBytes * 0.002));
-  const limit = Math.max(1024 * 1024, 4 * bdpBytes(rateMbit, rttMs));
-  exec(['tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${rateMbit}mbit`, 'burst', String(burst), 'limit', String(limit)]);
-  exec(['ip', 'link', 'set', tun, 'txqueuelen', '10000', 'up']);
-  exec(['sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', `net.ipv4.conf.${tun}.rp_filter=0`]);
-  exec(['tc', 'qdisc', 'add', 'dev', dev, 'ingress']);
-  exec(['tc', 'filter', 'add', 'dev', dev, 'parent', 'ffff:', 'protocol', 'ip', 'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', tun]);
-}
-
-async function stopAll(children: ChildProcess[]): Promise<void> {
-  await Promise.all(
-    children.map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }),
-  );
-}
+// The shaped link (test/helpers/wan.ts's, with this bench's prefix)
 
 /** A shaped pair of namespace hosts named `apt2-*`; a {@link WanLink}, so the helper's probes take it. */
 export async function createTable2Link(rateMbit: number, rttMs: number, janitor?: Janitor): Promise<WanLink> {
-  const pair = createNetnsPair({ namePrefix: TABLE2_PREFIX });
-  janitor?.track('netns', pair.source);
-  janitor?.track('netns', pair.destination);
-  const dir = mkdtempSync(join(tmpdir(), 'apt2-wan-'));
-  janitor?.track('dir', dir);
-  const children: ChildProcess[] = [];
-  const teardown = async (): Promise<void> => {
-    await stopAll(children);
-    pair.teardown();
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const delayLinePids = () => children.filter((c) => c.exitCode === null && c.signalCode === null && c.pid !== undefined).map((c) => c.pid!);
-  const link = (emulator: WanEmulator): WanLink => ({ pair, rateMbit, rttMs, emulator, delayLinePids, teardown });
-  try {
-    if (tryNetem(pair, rateMbit, rttMs)) return link('netem');
-    const script = join(dir, 'delay-line.py');
-    writeFileSync(script, DELAY_LINE);
-    const id = randomBytes(3).toString('hex');
-    for (const [ns, dev, tun] of [
-      [pair.source, pair.sourceDevice, `${TABLE2_PREFIX}ts${id}`],
-      [pair.destination, pair.destinationDevice, `${TABLE2_PREFIX}td${id}`],
-    ] as const) {
-      children.push(await startDelayLine(ns, tun, rttMs / 2, script));
-      shapeWithTbf(ns, dev, tun, rateMbit, rttMs);
-    }
-    return link('tbf+tun');
-  } catch (e) {
-    await teardown();
-    throw e;
-  }
+  const link = await createWanLink({ rateMbit, rttMs, namePrefix: TABLE2_PREFIX });
+  janitor?.track('netns', link.pair.source);
+  janitor?.track('netns', link.pair.destination);
+  return link;
 }
 
 // ---------------------------------------------------------------------------------------------

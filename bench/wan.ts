@@ -260,14 +260,13 @@ export async function timeApMigrate(link: WanBenchLink, tree: BenchTree, destina
   )._unsafeUnwrap();
   const source = startNotesd('wan');
   try {
+    // Capture lists a package's files one by one (from the package database), so they do here.
+    const packageFiles = sameOs && tree.os ? packageFilesUnder(tree.os.hostPath) : [];
     const trees =
       sameOs && tree.os
-        ? [
-            { path: tree.os.hostPath, reason: 'package' as const },
-            ...readdirSync(tree.path).filter((entry) => entry !== tree.os!.relative).map((entry) => ({ path: join(tree.path, entry), reason: 'data-root' as const })),
-          ]
+        ? readdirSync(tree.path).filter((entry) => entry !== tree.os!.relative).map((entry) => ({ path: join(tree.path, entry), reason: 'data-root' as const }))
         : [{ path: tree.path, reason: 'data-root' as const, bytes: tree.bytes, files: tree.files }];
-    const profile = { ...source.profile, trees };
+    const profile = { ...source.profile, files: [...(source.profile.files ?? []), ...packageFiles], trees };
     const started = process.hrtime.bigint();
     const result = await migrate({ allowRoot: true, target: { profile, pid: source.process.pid! }, destination: transport, name: 'wanbench', compression: 'auto', dedup: sameOs });
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -285,6 +284,15 @@ export async function timeApMigrate(link: WanBenchLink, tree: BenchTree, destina
     rmSync(source.base, { recursive: true, force: true });
     await transport.close();
   }
+}
+
+/** The regular files under `dir` as a profile lists a package's files. */
+function packageFilesUnder(dir: string): Array<{ path: string; kind: 'regular'; access: ['read']; size: number; reasons: ['package'] }> {
+  const lines = execFileSync('find', [dir, '-type', 'f', '-printf', '%s %p\\n'], { encoding: 'utf8', maxBuffer: 64 * MiB }).split('\n').filter(Boolean);
+  return lines.map((line) => {
+    const space = line.indexOf(' ');
+    return { path: line.slice(space + 1), kind: 'regular', access: ['read'], size: Number(line.slice(0, space)), reasons: ['package'] };
+  });
 }
 
 /** One way of moving a tree: resolves with seconds, or undefined when it did not run. */

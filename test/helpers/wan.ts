@@ -34,6 +34,8 @@ export interface WanLinkOptions {
   rttMs: number;
   /** Force one emulator (default: netem when the kernel has it, else tbf+tun). */
   emulator?: WanEmulator;
+  /** Prefix of the namespaces, veths and TUNs (default {@link WAN_NAME_PREFIX}), for a run whose leak checks look for its own. */
+  namePrefix?: string;
 }
 
 /** A shaped pair of namespace hosts. */
@@ -173,7 +175,8 @@ function checkOptions(o: WanLinkOptions): void {
 /** Build a shaped pair. Call `teardown()` in afterAll. */
 export async function createWanLink(options: WanLinkOptions): Promise<WanLink> {
   checkOptions(options);
-  const pair = createNetnsPair({ namePrefix: WAN_NAME_PREFIX });
+  const prefix = options.namePrefix ?? WAN_NAME_PREFIX;
+  const pair = createNetnsPair({ namePrefix: prefix });
   const dir = mkdtempSync(join(tmpdir(), 'apmw-wan-'));
   const children: ChildProcess[] = [];
   const teardown = async (): Promise<void> => {
@@ -190,8 +193,8 @@ export async function createWanLink(options: WanLinkOptions): Promise<WanLink> {
     writeFileSync(script, DELAY_LINE);
     const id = randomBytes(3).toString('hex');
     for (const [ns, dev, tun] of [
-      [pair.source, pair.sourceDevice, `${WAN_NAME_PREFIX}ts${id}`],
-      [pair.destination, pair.destinationDevice, `${WAN_NAME_PREFIX}td${id}`],
+      [pair.source, pair.sourceDevice, `${prefix}ts${id}`],
+      [pair.destination, pair.destinationDevice, `${prefix}td${id}`],
     ] as const) {
       children.push(await startDelayLine(ns, tun, options.rttMs / 2, script));
       shapeWithTbf(ns, dev, tun, options);
