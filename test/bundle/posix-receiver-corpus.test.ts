@@ -10,47 +10,21 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile, lstat } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packBundle } from '../../src/bundle/pack.js';
 import { unpackBundle } from '../../src/bundle/unpack.js';
-import { makeBundleInfo } from '../../src/bundle/estimate.js';
 import { SEED_PAX } from '../../src/bundle/seeds.js';
 import { receivePosix } from '../../src/destination/posix-receiver.js';
-import { ResourceProfileSchema } from '../../src/policy/profile.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { TAR_FLAVOURS, tarShim, withPathFirst } from './posix-receiver-helpers.js';
+import { CRAFT_PROFILE, craftBundle, type CraftedEntry } from '../helpers/crafted-bundle.js';
 
-type CraftedEntry = { header: Partial<tar.Header> & { name: string; pax?: Record<string, string> }; data?: string | Buffer };
-
-const profile = ResourceProfileSchema.parse({
-  executable: '/bin/true',
-  argv: ['true'],
-  cwd: '/',
-  uid: 0,
-  gid: 0,
-  platform: { os: 'linux', release: '6.1', arch: 'x86_64' },
-});
-
-/** A tar made with tar-stream; a valid bundle.json first unless `bundle` is false. */
-async function craft(entries: CraftedEntry[], bundle = true): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of pack as AsyncIterable<Buffer>) chunks.push(chunk);
-  })();
-  const all = bundle ? [{ header: { name: 'bundle.json' }, data: JSON.stringify(makeBundleInfo(profile, new Date(), 1, 1)) }, ...entries] : entries;
-  for (const entry of all) {
-    await new Promise<void>((resolve, reject) => pack.entry({ mode: 0o644, mtime: new Date(), ...entry.header }, entry.data ?? '', (e) => (e ? reject(e) : resolve())));
-  }
-  pack.finalize();
-  await collected;
-  return Buffer.concat(chunks);
-}
+const profile = CRAFT_PROFILE;
+const craft = craftBundle;
 
 /** A manifest entry for `craft`, listing what the crafted entries hold (so only the rule under test can refuse). */
 function manifestOf(entries: { path: string; type: string; size?: number; sha256?: string; linkTarget?: string }[]): CraftedEntry {

@@ -8,44 +8,14 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { packBundle } from '../../src/bundle/pack.js';
 import { unpackBundle, type UnpackOptions } from '../../src/bundle/unpack.js';
-import { makeBundleInfo } from '../../src/bundle/estimate.js';
-import { ResourceProfileSchema } from '../../src/policy/profile.js';
 import { skipUnless } from '../helpers/requirements.js';
+import { CRAFT_PROFILE, craftBundle, type CraftedEntry } from '../helpers/crafted-bundle.js';
 
-type CraftedEntry = { header: Partial<tar.Header> & { name: string }; data?: string };
-
-const profile = ResourceProfileSchema.parse({
-  executable: '/bin/true',
-  argv: ['true'],
-  cwd: '/',
-  uid: 0,
-  gid: 0,
-  platform: { os: 'linux', release: '6.1', arch: 'x86_64' },
-});
-
-/** A tar made with tar-stream; with `bundle`, a valid bundle.json comes first. */
-async function craft(entries: CraftedEntry[], bundle = true): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of pack as AsyncIterable<Buffer>) chunks.push(chunk);
-  })();
-  const all = bundle
-    ? [{ header: { name: 'bundle.json' }, data: JSON.stringify(makeBundleInfo(profile, new Date(), 1, 1)) }, ...entries]
-    : entries;
-  for (const entry of all) {
-    await new Promise<void>((resolve, reject) =>
-      pack.entry({ mode: 0o644, mtime: new Date(), ...entry.header }, entry.data ?? '', (e) => (e ? reject(e) : resolve())),
-    );
-  }
-  pack.finalize();
-  await collected;
-  return Buffer.concat(chunks);
-}
+const profile = CRAFT_PROFILE;
+const craft = craftBundle;
 
 describe.skipIf(skipUnless('root', 'tool:mkfifo', 'tool:mknod'))('unpackBundle refuses unsafe and damaged bundles', () => {
   let work: string;
