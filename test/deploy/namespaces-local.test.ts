@@ -13,6 +13,7 @@ import { createNamespacesDeployer, migrate, namespaceNames, type MigrationReport
 import { createStraceProfiler } from '../../src/profilers/strace.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { demoBinary } from '../helpers/demo-programs.js';
+import { readIpcpairStatus } from '../helpers/ipcpair-status.js';
 import { skipUnless } from '../helpers/requirements.js';
 
 /** Connect, read the greeting, send a line, read the echo. */
@@ -140,15 +141,16 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
     expect(report.plan.kinds).toEqual(expect.arrayContaining(['sysv-shm', 'sysv-sem']));
     expect(report.method).toBe('linux-namespaces');
     const remoteStatus = join(report.destination!.installDir, 'root', status);
-    const read = () => Number(/counter=(\d+)/.exec(readFileSync(remoteStatus, 'utf8'))?.[1] ?? -1);
+    const read = () => readIpcpairStatus(() => readFileSync(remoteStatus, 'utf8'));
     await new Promise((r) => setTimeout(r, 400));
-    const first = read();
+    const first = (await read()).counter;
     await new Promise((r) => setTimeout(r, 600));
-    expect(read()).toBeGreaterThan(first);
+    const later = await read();
+    expect(later.counter).toBeGreaterThan(first);
     // The destination's segment lives in the program's IPC namespace, not the host's.
     const hostSegments = execFileSync('ipcs', ['-m']).toString();
-    const segmentId = /segment=(\d+)/.exec(readFileSync(remoteStatus, 'utf8'))![1];
-    const sourceSegment = /segment=(\d+)/.exec(readFileSync(status, 'utf8'))![1];
+    const segmentId = later.segment;
+    const sourceSegment = (await readIpcpairStatus(() => readFileSync(status, 'utf8'))).segment;
     expect(hostSegments).toContain(key.slice(2));
     expect(segmentId === sourceSegment ? hostSegments.split(`0x${key.slice(2)}`).length - 1 : 1).toBe(1);
   });

@@ -17,6 +17,7 @@ import { createStraceProfiler } from '../../src/profilers/strace.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import { demoBinary, ECHO_CLIENT } from '../helpers/demo-programs.js';
+import { readIpcpairStatus } from '../helpers/ipcpair-status.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
 import { startNotesd, type NotesdSource } from '../helpers/notesd.js';
 import { skipUnless } from '../helpers/requirements.js';
@@ -242,10 +243,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
       expect(report.method).toBe('linux-namespaces');
 
       const remoteStatus = join(report.destination!.installDir, 'root', status);
-      const counter = async (): Promise<number> => {
-        const text = (await transport!.readFile(remoteStatus))._unsafeUnwrap().toString();
-        return Number(/counter=(\d+)/.exec(text)?.[1] ?? -1);
-      };
+      const counter = async (): Promise<number> =>
+        (await readIpcpairStatus(async () => (await transport!.readFile(remoteStatus))._unsafeUnwrap().toString())).counter;
       const first = await counter();
       await new Promise((r) => setTimeout(r, 500));
       expect(await counter()).toBeGreaterThan(first);
