@@ -23,6 +23,9 @@
  * local pipe, each for BENCH_BWLIMIT_SECONDS (default 30) at BENCH_BWLIMIT_MIB MiB/s (default 20):
  * achieved over cap.
  *
+ * Filters (comma lists): BENCH_WAN_TREES (`pg,mixed`), BENCH_WAN_LINKS (`100:20,1000:2`, Mbit/s:RTT
+ * ms), BENCH_WAN_CONTENDERS (words of the contenders' names; the `tar | ssh` reference always runs).
+ *
  * Needs root, tc, ip, python3 (when the kernel has no netem), sshd, zstd, rsync.
  * Run: `npm run bench -- wan`, `npm run bench -- bwlimit`, or `npx tsx bench/wan.ts [wan|bwlimit]`.
  */
@@ -273,7 +276,8 @@ export async function timeApMigrate(link: WanBenchLink, tree: BenchTree, destina
     if (result.isErr()) throw result.error;
     const r = result.value;
     const seeded = (r.rounds ?? []).reduce((sum, round) => sum + round.seededBytes, 0);
-    console.log(`    ap-migrate: ${r.bytesSent} bytes sent, ${seeded} seeded, compression ${r.compression?.codec ?? 'none'} (${r.compression?.reason ?? ''})`);
+    console.log(`    ap-migrate: ${r.bytesSent} bytes sent, ${r.wireBytes} on the wire, ${seeded} seeded, compression ${r.compression?.codec ?? 'none'} (${r.compression?.reason ?? ''})`);
+    console.log(`    phases: ${r.phases.map((p) => `${p.phase} ${(p.ms / 1000).toFixed(2)}s`).join(', ')}`);
     await createChrootDeployer().rollback(
       { transport, profile: r.profile, plan: r.plan, name: r.name },
       { activated: { installDir: r.destination!.installDir, rootDir: join(r.destination!.installDir, 'root'), undo: [] }, started: { pid: r.destination!.pid, logPath: '', endpoints: [] } },
@@ -357,8 +361,10 @@ export interface WanRow {
 async function timeTree(link: WanBenchLink, tree: BenchTree, sink: string): Promise<WanRow[]> {
   const rows: WanRow[] = [];
   let reference = 0;
+  const only = process.env.BENCH_WAN_CONTENDERS?.split(',');
   for (const [i, c] of CONTENDERS.entries()) {
     if (c.needsOs && !tree.os) continue;
+    if (only && c.name !== REFERENCE && !only.some((word) => c.name.includes(word))) continue;
     const destination = join(sink, `t${i}`);
     c.prepare?.(tree, destination);
     const seconds = await c.run(link, tree, destination);
@@ -389,16 +395,15 @@ export async function benchWan(): Promise<WanRow[]> {
   const dir = mkdtempSync(join(tmpdir(), 'apmw-bench-'));
   const rows: WanRow[] = [];
   try {
-    const trees = [makePgTree(join(dir, 'src')), makeMixedTree(join(dir, 'src'), mib)];
+    const wanted = process.env.BENCH_WAN_TREES?.split(',') ?? ['pg', 'mixed'];
+    const trees = [...(wanted.includes('pg') ? [makePgTree(join(dir, 'src'))] : []), ...(wanted.includes('mixed') ? [makeMixedTree(join(dir, 'src'), mib)] : [])];
     for (const t of trees) {
       console.log(`  tree ${t.name}: ${t.files} files, ${(t.bytes / MiB).toFixed(1)} MiB`);
       execFileSync('sh', ['-c', `tar -cf - -C ${quote(t.path)} . | cat >/dev/null`]); // into the page cache, for every contender alike
     }
     console.log(`  ${'link'.padEnd(20)} ${'tree'.padEnd(17)} ${'contender'.padEnd(36)} ${'wall'.padStart(9)} ${'vs tar|ssh'}`);
-    for (const [rate, rtt] of [
-      [100, 20],
-      [1000, 2],
-    ] as const) {
+    const links = (process.env.BENCH_WAN_LINKS ?? '100:20,1000:2').split(',').map((l) => l.split(':').map(Number) as [number, number]);
+    for (const [rate, rtt] of links) {
       const link = await openLink(rate, rtt, dir);
       try {
         const rtts = await measureRtt(link.wan, 5);

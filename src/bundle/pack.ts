@@ -39,7 +39,7 @@ import {
 } from './select.js';
 import { isPseudoPath } from '../policy/paths.js';
 import { addSeeded, HeldFilesSchema, noSeeded, SEED_PAX, type HeldFiles, type SeededTotals } from './seeds.js';
-import { hashHandle } from './seed-store.js';
+import { copyChunkSync, readBuffer, type HashedCopy } from './seed-store.js';
 
 /** Options of {@link createBundleStream} and {@link packBundle}. */
 export interface PackOptions extends BundleSelectionOptions {
@@ -238,6 +238,8 @@ class Packer {
   private dataBytes = 0;
   private entryCount = 0;
   private sliceStart = performance.now();
+  /** For hashing held files, allocated on the first one. */
+  private hashBuffer: Buffer | undefined;
   /** Roots of the extra trees whose walk has started, and the last tree entry emitted. */
   private readonly treeRoots: string[] = [];
   private treeCursor = '';
@@ -643,19 +645,24 @@ class Packer {
   private async writeSeededIfHeld(path: string, stats: Stats, fields: TarHeaderFields, base: EntryBase): Promise<boolean> {
     const held = this.options.held?.[path];
     if (!held || held.size !== stats.size) return false;
-    let handle: FileHandle;
+    // Synchronous reads, as for small files: a thousand held libraries would otherwise cost
+    // several thread-pool round trips each, more than hashing them.
+    let fd: number;
     try {
-      handle = await open(this.sourcePath(path), this.openFlags());
+      fd = openSync(this.sourcePath(path), this.openFlags());
     } catch (e) {
       throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `opening ${path}`);
     }
+    const local: HashedCopy = { hash: createHash('sha256'), size: 0 };
     try {
-      this.checkOpened(path, stats, await handle.stat());
-      const local = await hashHandle(handle);
-      if (local.sha256 !== held.sha256 || local.size !== held.size) return false;
+      this.checkOpened(path, stats, fstatSync(fd));
+      while (copyChunkSync(fd, undefined, (this.hashBuffer ??= readBuffer()), local)) await this.pace();
+    } catch (e) {
+      throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `reading ${path}`);
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
+    if (local.size !== held.size || local.hash.digest('hex') !== held.sha256) return false;
     const pax = { ...(fields.pax ?? {}), [SEED_PAX.from]: held.from, [SEED_PAX.sha256]: held.sha256, [SEED_PAX.size]: String(held.size) };
     this.output.write(encodeTarHeader({ ...fields, type: 'file', size: 0, pax }));
     this.dataBytes += held.size;

@@ -13,7 +13,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, type Stats, lstatSync, openSync, readSync, realpathSync, writeSync } from 'node:fs';
 import { lstat, open, readFile, realpath, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JournalSchema, journalPathOf, type HeldFiles, type InventoryRequest } from './seeds.js';
@@ -58,13 +58,95 @@ export async function openInTree(dir: string, path: string): Promise<FileHandle 
   return undefined;
 }
 
+/**
+ * {@link openInTree} without the thread pool, for the unpacker's per-entry path (a few µs per
+ * call; a thread-pool round trip costs tens). `checked` remembers directories of the tree already
+ * found real during this unpack: the seed trees are ours (root's, 0700) and nothing renames their
+ * directories while a receiver runs. Returns a file descriptor the caller closes.
+ */
+export function openInTreeSync(dir: string, path: string, checked: Set<string> = new Set()): number | undefined {
+  const components = path.split('/').filter((c) => c !== '');
+  if (components.length === 0 || components.some((c) => c === '.' || c === '..')) return undefined;
+  for (let depth = 1; depth < components.length; depth++) {
+    const parent = join(dir, ...components.slice(0, depth));
+    if (checked.has(parent)) continue;
+    let isDirectory = false;
+    try {
+      isDirectory = lstatSync(parent).isDirectory();
+    } catch {
+      return undefined;
+    }
+    if (!isDirectory) return undefined;
+    checked.add(parent);
+  }
+  return openRegularSync(join(dir, ...components), () => true);
+}
+
+/** {@link openOnHost} without the thread pool; a file descriptor the caller closes. */
+export function openOnHostSync(path: string, roots: ResolvedHostRoots): number | undefined {
+  if (!path.startsWith('/') || path.split('/').some((c) => c === '..')) return undefined;
+  let real: string;
+  try {
+    real = realpathSync.native(path);
+  } catch {
+    return undefined;
+  }
+  if (!roots.some((r) => real === r || real.startsWith(r === '/' ? '/' : `${r}/`))) return undefined;
+  return openRegularSync(real, (stats) => stats.uid === 0 && (stats.mode & 0o004) !== 0);
+}
+
+/** Open `file` without following a link; keep it only when it is a regular file that passes `accept`. */
+function openRegularSync(file: string, accept: (stats: Stats) => boolean): number | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, READ_FLAGS);
+  } catch {
+    return undefined;
+  }
+  const stats = fstatSync(fd);
+  if (stats.isFile() && accept(stats)) return fd;
+  closeSync(fd);
+  return undefined;
+}
+
+/** A copy (or a hash) in progress: its running SHA-256 and the bytes done. */
+export interface HashedCopy {
+  hash: ReturnType<typeof createHash>;
+  size: number;
+}
+
+/**
+ * Copy the next chunk of `from` into `to` (both descriptors, `to` appended), hashing it into
+ * `state`; false at the end of `from`. A caller loops, yielding to the event loop now and then.
+ */
+export function copyChunkSync(from: number, to: number | undefined, buffer: Buffer, state: HashedCopy): boolean {
+  const bytesRead = readSync(from, buffer, 0, buffer.length, state.size);
+  if (bytesRead === 0) return false;
+  const chunk = buffer.subarray(0, bytesRead);
+  state.hash.update(chunk);
+  if (to !== undefined) {
+    let written = 0;
+    while (written < bytesRead) written += writeSync(to, chunk, written, bytesRead - written);
+  }
+  state.size += bytesRead;
+  return true;
+}
+
+/** Host seed roots with their links resolved, once per inventory or unpack rather than once per file. */
+export type ResolvedHostRoots = readonly string[];
+
+/** Resolve `roots` (the host's own links) for {@link openOnHost}; a root that does not exist is left out. */
+export async function resolveHostRoots(roots: readonly string[]): Promise<ResolvedHostRoots> {
+  const real = await Promise.all(roots.map((r) => realpath(r).catch(() => undefined)));
+  return real.filter((r): r is string => r !== undefined);
+}
+
 /** Open the host's file at `path` if it may seed a root: under `roots`, regular, root-owned, world-readable. */
-export async function openOnHost(path: string, roots: readonly string[]): Promise<FileHandle | undefined> {
+export async function openOnHost(path: string, roots: ResolvedHostRoots): Promise<FileHandle | undefined> {
   if (!path.startsWith('/') || path.split('/').some((c) => c === '..')) return undefined;
   const real = await realpath(path).catch(() => undefined);
   if (!real) return undefined;
-  const realRoots = await Promise.all(roots.map((r) => realpath(r).catch(() => undefined)));
-  if (!realRoots.some((r) => r !== undefined && (real === r || real.startsWith(r === '/' ? '/' : `${r}/`)))) return undefined;
+  if (!roots.some((r) => real === r || real.startsWith(r === '/' ? '/' : `${r}/`))) return undefined;
   const handle = await open(real, READ_FLAGS).catch(() => undefined);
   if (!handle) return undefined;
   const stats = await handle.stat();
@@ -73,32 +155,19 @@ export async function openOnHost(path: string, roots: readonly string[]): Promis
   return undefined;
 }
 
+/** A read buffer for {@link hashHandle} and {@link copyChunkSync}; one per concurrent reader, reused across files. */
+export function readBuffer(): Buffer {
+  return Buffer.allocUnsafe(1024 * 1024);
+}
+
 /** SHA-256 and size of what `handle` holds, read from its start. */
-export async function hashHandle(handle: FileHandle): Promise<{ sha256: string; size: number }> {
+export async function hashHandle(handle: FileHandle, buffer: Buffer = readBuffer()): Promise<{ sha256: string; size: number }> {
   const hash = createHash('sha256');
-  const buffer = Buffer.allocUnsafe(1024 * 1024);
   let size = 0;
   for (;;) {
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
     if (bytesRead === 0) break;
     hash.update(buffer.subarray(0, bytesRead));
-    size += bytesRead;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
-
-/** Copy `from` (from its start) into `to`, hashing on the way. */
-export async function copyHashed(from: FileHandle, to: FileHandle): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  const buffer = Buffer.allocUnsafe(1024 * 1024);
-  let size = 0;
-  for (;;) {
-    const { bytesRead } = await from.read(buffer, 0, buffer.length, size);
-    if (bytesRead === 0) break;
-    const chunk = buffer.subarray(0, bytesRead);
-    hash.update(chunk);
-    let written = 0;
-    while (written < bytesRead) written += (await to.write(chunk, written, bytesRead - written)).bytesWritten;
     size += bytesRead;
   }
   return { sha256: hash.digest('hex'), size };
@@ -117,21 +186,40 @@ async function heldInTree(dir: string, from: 'staged' | 'resume', held: HeldFile
   }
 }
 
-/** Answer an inventory: what the destination holds for the request's seeds. */
-export async function takeInventory(request: InventoryRequest): Promise<HeldFiles> {
-  const held: HeldFiles = {};
-  // Host first: a file the staged tree or the resume store also has is better taken from there (a link, not a copy).
-  if (request.host) {
-    for (const path of request.host.paths) {
-      const handle = await openOnHost(path, request.host.roots);
+/** Files hashed at once by an inventory: enough to keep the thread pool busy on many small files. */
+const INVENTORY_CONCURRENCY = 8;
+
+/** Hash the host's files at `paths` that may seed a root, several at a time, into `held`. */
+async function heldOnHost(paths: readonly string[], roots: readonly string[], held: HeldFiles): Promise<void> {
+  const resolved = await resolveHostRoots(roots);
+  const found = new Map<string, { sha256: string; size: number }>();
+  let next = 0;
+  const worker = async () => {
+    const buffer = readBuffer();
+    while (next < paths.length) {
+      const path = paths[next++]!;
+      const handle = await openOnHost(path, resolved);
       if (!handle) continue;
       try {
-        held[path] = { ...(await hashHandle(handle)), from: 'host' };
+        found.set(path, await hashHandle(handle, buffer));
       } finally {
         await handle.close();
       }
     }
+  };
+  await Promise.all(Array.from({ length: Math.min(INVENTORY_CONCURRENCY, paths.length) }, worker));
+  // In the request's order, whatever order the workers finished in.
+  for (const path of paths) {
+    const entry = found.get(path);
+    if (entry) held[path] = { ...entry, from: 'host' };
   }
+}
+
+/** Answer an inventory: what the destination holds for the request's seeds. */
+export async function takeInventory(request: InventoryRequest): Promise<HeldFiles> {
+  const held: HeldFiles = {};
+  // Host first: a file the staged tree or the resume store also has is better taken from there (a link, not a copy).
+  if (request.host) await heldOnHost(request.host.paths, request.host.roots, held);
   if (request.resume) await heldInTree(request.resume, 'resume', held);
   if (request.staged) await heldInTree(request.staged, 'staged', held);
   return held;

@@ -20,7 +20,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writevSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, futimesSync, linkSync, openSync, writevSync } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, realpath, rename, rm, symlink, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -42,7 +42,7 @@ import {
 import { splitMemberName, symlinkResolvesInside, symlinkTargetStaysInside } from './paths.js';
 import { WriteBehind } from './write-behind.js';
 import { addSeeded, journalPathOf, noSeeded, SEED_IDS, SEED_PAX, type Journal, type SeedId, type SeededTotals } from './seeds.js';
-import { copyHashed, loadJournal, openInTree, openOnHost, type JournalIndex } from './seed-store.js';
+import { copyChunkSync, loadJournal, openInTreeSync, openOnHostSync, readBuffer, resolveHostRoots, type HashedCopy, type JournalIndex, type ResolvedHostRoots } from './seed-store.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -119,6 +119,11 @@ type DecodedHeader = tar.Header & { pax?: Record<string, string> | null };
 
 /** One entry's data stream, as tar-stream's extract yields it. */
 type EntryStream = AsyncIterable<Buffer> & { header: tar.Header };
+
+/** What a seeded entry claims: where its data is and what it must hash to. */
+type SeedClaim = { from: SeedId; sha256: string; size: number };
+/** A claim on one of our own trees (a hard link when the file system allows). */
+type TreeClaim = SeedClaim & { from: 'staged' | 'resume' };
 
 /** What was extracted at one path, for the manifest check. */
 interface Extracted {
@@ -238,6 +243,12 @@ class Unpacker {
   private inputEnded = false;
   /** The first error the tar extractor was destroyed with. */
   private extractError: unknown;
+  /** The host seed roots, links resolved once. */
+  private hostRoots: ResolvedHostRoots = [];
+  /** Seeds are copied one at a time: one buffer for all of them. */
+  private readonly seedBuffer = readBuffer();
+  /** Directories of the seed trees found real so far (see `openInTreeSync`). */
+  private readonly checkedSeedDirs = new Set<string>();
 
   constructor(
     private readonly input: Readable,
@@ -613,10 +624,11 @@ class Unpacker {
       const dir = this.options.seeds?.[id];
       if (dir !== undefined) this.journals.set(id, await loadJournal(dir));
     }
+    this.hostRoots = await resolveHostRoots(this.options.seeds?.hostRoots ?? []);
   }
 
   /** The seed a seeded entry names, checked against what this unpack was offered. */
-  private seedClaim(header: DecodedHeader): { from: SeedId; sha256: string; size: number } {
+  private seedClaim(header: DecodedHeader): SeedClaim {
     const pax = header.pax ?? {};
     const from = pax[SEED_PAX.from] ?? '';
     const sha256 = pax[SEED_PAX.sha256] ?? '';
@@ -634,67 +646,84 @@ class Unpacker {
     return new BundleError('BUNDLE_SEED_MISSING', `${path} was to be taken from the destination's ${from} copy, but ${why}`, { details: { path, seed: from } });
   }
 
-  /** A seeded entry: its data from the seed it names (a link into a tree of ours, or a verified copy of a host file). */
+  /**
+   * A seeded entry: its data from the seed it names (a link into a tree of ours, or a verified
+   * copy of a host file). Synchronous system calls, as for small files: a thousand seeded
+   * libraries cost a dozen thread-pool round trips each otherwise, more than the copying.
+   */
   private async writeSeeded(header: DecodedHeader, entry: EntryStream, components: string[], path: string, mode: number): Promise<void> {
     await this.drain(entry);
     const claim = this.seedClaim(header);
     await this.awaitFinishing();
     const full = join(this.root, ...components);
-    if (claim.from === 'host') await this.copyHostSeed(header.name, components, full, path, claim);
-    else await this.linkTreeSeed(header.name, components, full, path, claim as { from: 'staged' | 'resume'; sha256: string; size: number });
-    if (this.preserveOwners) {
-      const { uid, gid } = this.ownerOf(header);
-      await lchown(full, uid, gid);
+    const fd = claim.from === 'host' ? await this.copyHostSeed(header.name, components, full, path, claim) : await this.linkTreeSeed(header.name, components, full, path, claim as TreeClaim);
+    try {
+      if (this.preserveOwners) {
+        const { uid, gid } = this.ownerOf(header);
+        fchownSync(fd, uid, gid);
+      }
+      // After chown, which may clear setuid bits.
+      fchmodSync(fd, mode);
+      futimesSync(fd, header.mtime, header.mtime);
+    } finally {
+      closeSync(fd);
     }
-    // After chown, which may clear setuid bits.
-    await chmod(full, mode);
-    await utimes(full, header.mtime, header.mtime);
     addSeeded(this.seeded, claim.from, claim.size);
     this.count('file', path, { type: 'file', size: claim.size, sha256: claim.sha256 });
+    await this.yieldNowAndThen();
   }
 
-  /** From a tree this receiver verified earlier: its journal must list the same content; linked (same file system) or copied. */
-  private async linkTreeSeed(name: string, components: string[], full: string, path: string, claim: { from: 'staged' | 'resume'; sha256: string; size: number }): Promise<void> {
+  /**
+   * From a tree this receiver verified earlier: its journal must list the same content; linked
+   * (same file system) or copied. Returns a descriptor of the file now at `full`.
+   */
+  private async linkTreeSeed(name: string, components: string[], full: string, path: string, claim: TreeClaim): Promise<number> {
     const dir = this.options.seeds?.[claim.from] as string;
     const known = this.journals.get(claim.from)?.get(path);
     if (!known || known.sha256 !== claim.sha256 || known.size !== claim.size) throw this.seedMissing(path, claim.from, 'its journal does not list that content');
-    const handle = await openInTree(dir, path);
-    if (!handle) throw this.seedMissing(path, claim.from, 'it is not there');
+    const from = openInTreeSync(dir, path, this.checkedSeedDirs);
+    if (from === undefined) throw this.seedMissing(path, claim.from, 'it is not there');
     try {
-      if ((await handle.stat()).size !== claim.size) throw this.seedMissing(path, claim.from, 'its size changed');
+      if (fstatSync(from).size !== claim.size) throw this.seedMissing(path, claim.from, 'its size changed');
       await this.prepareTarget(name, components, false);
       try {
         // The seed tree is private to this receiver (0700, root's): a hard link shares verified data at no cost.
-        await link(join(dir, ...components), full);
+        linkSync(join(dir, ...components), full);
       } catch (e) {
         if (errnoOf(e) !== 'EXDEV') throw e;
-        await this.copySeedData(name, components, full, path, handle, claim);
+        return await this.copySeedData(name, components, full, path, from, claim);
       }
-    } finally {
-      await handle.close();
+      // The link and `from` are one inode: owner, mode and times are set through it.
+      return from;
+    } catch (e) {
+      closeSync(from);
+      throw e;
     }
   }
 
-  /** From the host: a world-readable system file, copied and hashed on the way. */
-  private async copyHostSeed(name: string, components: string[], full: string, path: string, claim: { from: SeedId; sha256: string; size: number }): Promise<void> {
-    const handle = await openOnHost(path, this.options.seeds?.hostRoots ?? []);
-    if (!handle) throw this.seedMissing(path, 'host', 'the host has no world-readable regular file there under the allowed roots');
+  /** From the host: a world-readable system file, copied and hashed on the way. Returns a descriptor of the copy. */
+  private async copyHostSeed(name: string, components: string[], full: string, path: string, claim: SeedClaim): Promise<number> {
+    const from = openOnHostSync(path, this.hostRoots);
+    if (from === undefined) throw this.seedMissing(path, 'host', 'the host has no world-readable regular file there under the allowed roots');
     try {
-      await this.copySeedData(name, components, full, path, handle, claim);
+      return await this.copySeedData(name, components, full, path, from, claim);
     } finally {
-      await handle.close();
+      closeSync(from);
     }
   }
 
-  private async copySeedData(name: string, components: string[], full: string, path: string, from: FileHandle, claim: { from: SeedId; sha256: string; size: number }): Promise<void> {
-    const out = await this.createFile(name, components, full, (file, flags) => open(file, flags, 0o600));
-    let copied: { sha256: string; size: number };
+  /** Copy `from` into a new file at `full`, hashing on the way; the claim must match. Returns the new file's descriptor. */
+  private async copySeedData(name: string, components: string[], full: string, path: string, from: number, claim: SeedClaim): Promise<number> {
+    const out = await this.createFile(name, components, full, (file, flags) => openSync(file, flags, 0o600));
+    const copied: HashedCopy = { hash: createHash('sha256'), size: 0 };
     try {
-      copied = await copyHashed(from, out);
-    } finally {
-      await out.close();
+      while (copyChunkSync(from, out, this.seedBuffer, copied)) await this.yieldNowAndThen();
+      if (copied.size !== claim.size || copied.hash.digest('hex') !== claim.sha256) throw this.seedMissing(path, claim.from, 'its content differs from what the bundle names');
+      return out;
+    } catch (e) {
+      closeSync(out);
+      throw e;
     }
-    if (copied.sha256 !== claim.sha256 || copied.size !== claim.size) throw this.seedMissing(path, claim.from, 'its content differs from what the bundle names');
   }
 
   /** The verified regular files extracted so far (a large file whose tail failed is not one). */
