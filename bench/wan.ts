@@ -197,7 +197,7 @@ export interface WanBenchLink {
   sshConfig: string;
 }
 
-async function openLink(rateMbit: number, rttMs: number, dir: string): Promise<WanBenchLink> {
+export async function openLink(rateMbit: number, rttMs: number, dir: string): Promise<WanBenchLink> {
   const wan = await createWanLink({ rateMbit, rttMs });
   try {
     const { pair } = wan;
@@ -226,7 +226,7 @@ async function openLink(rateMbit: number, rttMs: number, dir: string): Promise<W
   }
 }
 
-async function closeLink(link: WanBenchLink): Promise<void> {
+export async function closeLink(link: WanBenchLink): Promise<void> {
   await link.sshd.stop();
   await link.wan.teardown();
 }

@@ -19,7 +19,6 @@ import { defaultDeployers } from './methods/defaults.js';
 import { checkMigrateOptions } from './migrate/check-options.js';
 import { capturePhase, measurePhase, planPhase, profilePhase } from './migrate/source-phases.js';
 import {
-  chooseCompression,
   chooseMethod,
   deployPhases,
   estimatePayload,
@@ -82,7 +81,6 @@ function deploy(run: Run, base: Omit<ReportParts, 'estimate'>): ResultAsync<Migr
     const estimate = yield* estimatePayload(chosen);
     const preflight = yield* preflightPhase(run, chosen, estimate);
     yield* notAborted(run);
-    yield* chooseCompression(run, chosen);
     if (run.options.dryRun) return ok(buildReport(run, { ...base, estimate }));
     // pre-copy: everything once while the source runs; after the freeze only what changed since.
     const preCopied = run.cutover === 'pre-copy' && canPreCopy(chosen);

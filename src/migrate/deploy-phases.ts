@@ -55,11 +55,21 @@ export function estimatePayload(chosen: ChosenMethod): ResultAsync<PackEstimate,
   return guarded('Estimating the payload', () => chosen.deployer.packager.estimate(chosen.request));
 }
 
-/** Phase `preflight`: the destination can take the program; nothing changes there. */
+/**
+ * Phase `preflight`: the destination can take the program; nothing changes there. Then, in the
+ * same phase, the wire codec is chosen while the destination already answers the first round's
+ * inventory (both are round trips to it; the inventory does not depend on the codec).
+ */
 export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEstimate): ResultAsync<PreflightReport<unknown>, ApMigrateError> {
   run.preflightCalled = true;
-  return timed(run, 'preflight', () => chosen.deployer.preflight(chosen.context, estimate.bytes))
-    .map((report) => (run.deployment.preflight = report))
+  return timed(run, 'preflight', () =>
+    chosen.deployer.preflight(chosen.context, estimate.bytes).andThen((report) => {
+      run.deployment.preflight = report;
+      if (abortedError(run)) return okAsync(report);
+      if (!run.options.dryRun) run.firstInventory = heldAtDestination(run, chosen, report, 'full', 1);
+      return chooseCompression(run, chosen).map(() => report);
+    }),
+  )
     // A pre-flight cut short by the caller's abort may say so in its own words: it is an abort.
     .mapErr((error) => abortedError(run) ?? error);
 }
@@ -68,7 +78,7 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
  * The wire codec, after pre-flight (file-based methods only): what both ends have, and for `auto`
  * none when the measured link is faster than the compressor. Part of the preflight phase's time.
  */
-export function chooseCompression(run: Run, chosen: ChosenMethod): ResultAsync<void, ApMigrateError> {
+function chooseCompression(run: Run, chosen: ChosenMethod): ResultAsync<void, ApMigrateError> {
   const requested = run.options.compression ?? 'none';
   if (requested === 'none' || !chosen.deployer.inventory) return okAsync(undefined);
   const transport = chosen.context.transport;
@@ -167,6 +177,13 @@ function heldAtDestination(run: Run, chosen: ChosenMethod, preflight: PreflightR
     });
 }
 
+/** The inventory of a round's attempt: the one pre-flight started for the first, asked now for any other. */
+function inventoryFor(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, round: Round, attempt: number): ResultAsync<HeldFiles | undefined, ApMigrateError> {
+  const started = round === 'full' && attempt === 1 ? run.firstInventory : undefined;
+  delete run.firstInventory;
+  return started ?? heldAtDestination(run, chosen, preflight, round, attempt);
+}
+
 /** A transfer round: `full` fills staging, `delta` (pre-copy's second) sends what changed since the first. */
 export type Round = 'full' | 'delta';
 
@@ -187,7 +204,7 @@ function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport
     ...(run.compression && run.compression.codec !== 'none' ? { compression: run.compression } : {}),
     onWireBytes: (bytes: number) => void (sent.wireBytes = bytes),
   };
-  return heldAtDestination(run, chosen, preflight, round, attempt).andThen((held) =>
+  return inventoryFor(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
       const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';
       const onBytes = (bytes: number) => {

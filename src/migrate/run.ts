@@ -9,6 +9,7 @@ import { err, errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, MigrationError } from '../errors.js';
 import type { PlanOptions } from '../policy/plan.js';
 import type { DeploymentState } from '../spec/deployer.js';
+import type { HeldFiles } from '../spec/packager.js';
 import type { Source } from '../spec/source.js';
 import type { Cutover, MigrateOptions, MigrationPhase, MigrationProgress, PhaseTiming, TransferRound } from './types.js';
 
@@ -33,6 +34,8 @@ export interface Run {
   planOptions?: PlanOptions;
   /** The chosen method's estimate after compression with the codec used (a compressed bundle only). */
   estimatedWireBytes?: number;
+  /** The first round's inventory, asked during pre-flight while the codec is chosen; taken by that round. */
+  firstInventory?: ResultAsync<HeldFiles | undefined, ApMigrateError>;
 }
 
 /** A new run of `options`. */

@@ -16,7 +16,7 @@ import { availableParallelism } from 'node:os';
 import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
-import { err, errAsync, ok, type Result, type ResultAsync } from 'neverthrow';
+import { err, errAsync, ok, okAsync, type Result, type ResultAsync } from 'neverthrow';
 import { ApMigrateError, InvalidInputError, type InputIssue } from '../errors.js';
 import { DeployError } from '../destination/deploy-error.js';
 import { createLocalExecutor, ExecError } from '../exec/local.js';
@@ -200,9 +200,18 @@ function randomish(bytes: number): Readable {
 }
 
 /**
+ * A first sample whose transfer took this long on top of the command's start-up is long enough to
+ * be believed: the codec choice needs the link's speed within a factor of two, not to the percent.
+ */
+export const LINK_SAMPLE_ENOUGH_MS = 80;
+
+/**
  * The link's throughput (bytes/s) to where `transport` runs commands: the time of one
- * `cat >/dev/null` fed `bytes` of incompressible data, less the time of the same command fed
- * nothing (the command's start-up and round trips), which is run first. Any transport.
+ * `cat >/dev/null` fed incompressible data, less the time of the same command fed nothing (the
+ * command's start-up and round trips), which is run first. The first sample is an eighth of
+ * `bytes`; only when it went through in under {@link LINK_SAMPLE_ENOUGH_MS} (a fast link, where
+ * a small sample measures mostly noise) is the full `bytes` sent. A slow link, where every byte
+ * of the sample is time the migration waits, pays only the small one. Any transport.
  */
 export function measureLinkThroughput(
   transport: Pick<Transport, 'exec'>,
@@ -217,11 +226,14 @@ export function measureLinkThroughput(
     const started = performance.now();
     return transport.exec(argv, { ...options, stdin: n > 0 ? randomish(n) : '' }).map(() => performance.now() - started);
   };
+  // Subtract at most half: the baseline is start-up latency, never most of a real sample.
+  const netMs = (elapsedMs: number, baselineMs: number) => Math.max(elapsedMs - baselineMs, elapsedMs / 2, 0.001);
+  const first = Math.max(1, Math.floor(bytes / 8));
   return timed(0).andThen((baselineMs) =>
-    timed(bytes).map((elapsedMs) => {
-      // Subtract at most half: the baseline is start-up latency, never most of a real sample.
-      const ms = Math.max(elapsedMs - baselineMs, elapsedMs / 2, 0.001);
-      return bytes / (ms / 1000);
+    timed(first).andThen((firstMs) => {
+      const ms = netMs(firstMs, baselineMs);
+      if (ms >= LINK_SAMPLE_ENOUGH_MS || first === bytes) return okAsync(first / (ms / 1000));
+      return timed(bytes).map((elapsedMs) => bytes / (netMs(elapsedMs, baselineMs) / 1000));
     }),
   );
 }

@@ -30,6 +30,7 @@ import {
   type WireCodec,
 } from '../../src/transfer/compression.js';
 import { createLocalTransport } from '../../src/transports/local.js';
+import { createThrottle } from '../../src/transfer/throttle.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import { createSshTransport } from '../../src/transports/ssh.js';
 import type { Transport } from '../../src/spec/transport.js';
@@ -482,6 +483,33 @@ describe('measureLinkThroughput', () => {
     expect(Number.isFinite(bytesPerSecond)).toBe(true);
     // A pipe on this machine: far faster than 10 MB/s.
     expect(bytesPerSecond).toBeGreaterThan(10e6);
+  });
+
+  /** The local transport with every command's stdin through the SDK's throttle, counting what was fed. */
+  function slowed(bytesPerSecond: number): { exec: Transport['exec']; fed: () => number } {
+    let fed = 0;
+    return {
+      fed: () => fed,
+      exec: (argv, options = {}) => {
+        const stdin = options.stdin;
+        if (!(stdin instanceof Readable)) return transport.exec(argv, options);
+        const throttle = createThrottle(bytesPerSecond);
+        throttle.on('data', (chunk: Buffer) => (fed += chunk.length));
+        return transport.exec(argv, { ...options, stdin: stdin.pipe(throttle) });
+      },
+    };
+  }
+
+  it('a slow link pays only the first, small sample; a fast one gets the full sample', async () => {
+    const slow = slowed(4 * MiB);
+    const measured = (await measureLinkThroughput(slow, 8 * MiB))._unsafeUnwrap();
+    // 1 MiB at 4 MiB/s: 250 ms, well past the point where the first sample is believed.
+    expect(slow.fed()).toBe(MiB);
+    expect(measured / (4 * MiB)).toBeGreaterThan(0.5);
+    expect(measured / (4 * MiB)).toBeLessThan(1.3);
+    const fast = slowed(1024 * MiB);
+    (await measureLinkThroughput(fast, 8 * MiB))._unsafeUnwrap();
+    expect(fast.fed()).toBe(9 * MiB);
   });
 
   it('a small sample, and a bad size is INVALID_INPUT', async () => {
