@@ -200,18 +200,20 @@ function randomish(bytes: number): Readable {
 }
 
 /**
- * A first sample whose transfer took this long on top of the command's start-up is long enough to
- * be believed: the codec choice needs the link's speed within a factor of two, not to the percent.
+ * A first sample is believed only when its transfer took at least this long on top of the
+ * command's start-up, and at least twice that start-up: below, the time between two remote
+ * commands (tens of ms, and ~100 ms through a slow proxy) is most of what it measures.
  */
-export const LINK_SAMPLE_ENOUGH_MS = 80;
+export const LINK_SAMPLE_ENOUGH_MS = 250;
 
 /**
  * The link's throughput (bytes/s) to where `transport` runs commands: the time of one
  * `cat >/dev/null` fed incompressible data, less the time of the same command fed nothing (the
  * command's start-up and round trips), which is run first. The first sample is an eighth of
- * `bytes`; only when it went through in under {@link LINK_SAMPLE_ENOUGH_MS} (a fast link, where
- * a small sample measures mostly noise) is the full `bytes` sent. A slow link, where every byte
- * of the sample is time the migration waits, pays only the small one. Any transport.
+ * `bytes`; when it took long enough to be believed ({@link LINK_SAMPLE_ENOUGH_MS}) that is the
+ * answer, else the full `bytes` are sent. A slow link (10 Mbit/s: 0.8 s for the first sample, 6.7 s
+ * for the full one), where every byte of the sample is time the migration waits, pays only the
+ * small one; a fast link gets the full sample, which costs it little. Any transport.
  */
 export function measureLinkThroughput(
   transport: Pick<Transport, 'exec'>,
@@ -232,7 +234,7 @@ export function measureLinkThroughput(
   return timed(0).andThen((baselineMs) =>
     timed(first).andThen((firstMs) => {
       const ms = netMs(firstMs, baselineMs);
-      if (ms >= LINK_SAMPLE_ENOUGH_MS || first === bytes) return okAsync(first / (ms / 1000));
+      if ((ms >= LINK_SAMPLE_ENOUGH_MS && ms >= 2 * baselineMs) || first === bytes) return okAsync(first / (ms / 1000));
       return timed(bytes).map((elapsedMs) => bytes / (netMs(elapsedMs, baselineMs) / 1000));
     }),
   );
