@@ -658,13 +658,7 @@ class Unpacker {
     const full = join(this.root, ...components);
     const fd = claim.from === 'host' ? await this.copyHostSeed(header.name, components, full, path, claim) : await this.linkTreeSeed(header.name, components, full, path, claim as TreeClaim);
     try {
-      if (this.preserveOwners) {
-        const { uid, gid } = this.ownerOf(header);
-        fchownSync(fd, uid, gid);
-      }
-      // After chown, which may clear setuid bits.
-      fchmodSync(fd, mode);
-      futimesSync(fd, header.mtime, header.mtime);
+      this.settleFileSync(fd, header, mode);
     } finally {
       closeSync(fd);
     }
@@ -797,19 +791,24 @@ class Unpacker {
         }
         if (written > 0 && rest.length > 0) rest = [(rest[0] as Buffer).subarray(written), ...rest.slice(1)];
       }
-      if (this.preserveOwners) {
-        const { uid, gid } = this.ownerOf(header);
-        fchownSync(fd, uid, gid);
-      }
-      // After chown, which may clear setuid bits.
-      fchmodSync(fd, mode);
-      futimesSync(fd, header.mtime, header.mtime);
+      this.settleFileSync(fd, header, mode);
     } finally {
       closeSync(fd);
     }
     this.dataBytes += size;
     this.count('file', path, { type: 'file', size, sha256: hash.digest('hex') });
     await this.yieldNowAndThen();
+  }
+
+  /** Owner (when preserved), mode and mtime of a written file, through its descriptor. */
+  private settleFileSync(fd: number, header: DecodedHeader, mode: number): void {
+    if (this.preserveOwners) {
+      const { uid, gid } = this.ownerOf(header);
+      fchownSync(fd, uid, gid);
+    }
+    // After chown, which may clear setuid bits.
+    fchmodSync(fd, mode);
+    futimesSync(fd, header.mtime, header.mtime);
   }
 
   /**
