@@ -210,7 +210,7 @@ export const LINK_SAMPLE_ENOUGH_MS = 250;
  * The link's throughput (bytes/s) to where `transport` runs commands: the time of one
  * `cat >/dev/null` fed incompressible data, less the time of the same command fed nothing (the
  * command's start-up and round trips), which is run first. The first sample is an eighth of
- * `bytes`; when it took long enough to be believed ({@link LINK_SAMPLE_ENOUGH_MS}) that is the
+ * `bytes`; when it took long enough to be believed (250 ms and twice the start-up) that is the
  * answer, else the full `bytes` are sent. A slow link (10 Mbit/s: 0.8 s for the first sample, 6.7 s
  * for the full one), where every byte of the sample is time the migration waits, pays only the
  * small one; a fast link gets the full sample, which costs it little. Any transport.
