@@ -175,9 +175,14 @@ export function programCommand(context: DeployContext): string[] {
   return [WRAPPER_PATH, '-i', ...programEnv(context), ...launchArgv(context)];
 }
 
+/**
+ * One command (a round trip over a slow link costs ~0.1 s): the run directory (root-only), the
+ * launcher's command file written from stdin (0600, then renamed into place), then the launcher.
+ */
 const START_SCRIPT = `
-log="$1"; pidfile="$2"; shift 2
-mkdir -p "$(dirname "$log")"
+rundir="$1"; argvfile="$2"; log="$3"; pidfile="$4"; shift 4
+mkdir -p "$rundir" && chmod 700 "$rundir" || exit 1
+(umask 077 && cat >"$argvfile.part") && mv -f -- "$argvfile.part" "$argvfile" || exit 1
 setsid "$@" >"$log" 2>&1 </dev/null &
 echo $! >"$pidfile"
 echo "$!"
@@ -195,9 +200,7 @@ export function startDetached(context: DeployContext, activated: ActivatedDeploy
   const unsafe = checkedStartFacts(context);
   if (unsafe) return errAsync(unsafe);
   const commandFile = Readable.from([Buffer.from(programArgvFile(context, activated.rootDir))]);
-  return runScript(context.transport, 'mkdir -p "$1" && chmod 700 "$1"', [layout.runDir], signalOpt)
-    .andThen(() => context.transport.upload(commandFile, programArgvPath(context), { ...signalOpt, mode: 0o600 }))
-    .andThen(() => runScript(context.transport, START_SCRIPT, [logPath, pidPath, ...argv], signalOpt))
+  return runScript(context.transport, START_SCRIPT, [layout.runDir, programArgvPath(context), logPath, pidPath, ...argv], { ...signalOpt, stdin: commandFile })
     .mapErr((e) => (e.code === 'ABORTED' ? e : new DeployError('START_FAILED', `Could not start the program at ${context.transport.description}: ${e.message}`, { cause: e })))
     .andThen((r) => {
       const pid = Number(r.stdout.trim().split('\n').pop());
