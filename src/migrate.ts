@@ -32,7 +32,7 @@ import {
   type ChosenMethod,
 } from './migrate/deploy-phases.js';
 import { buildReport, type ReportParts } from './migrate/report.js';
-import { guarded, notAborted, startRun, type Run } from './migrate/run.js';
+import { emit, guarded, notAborted, startRun, type Run } from './migrate/run.js';
 import type { MigrateOptions, MigrationReport } from './migrate/types.js';
 
 export * from './migrate/types.js';
@@ -83,7 +83,10 @@ function deploy(run: Run, base: Omit<ReportParts, 'estimate'>): ResultAsync<Migr
     yield* notAborted(run);
     if (run.options.dryRun) return ok(buildReport(run, { ...base, estimate }));
     // pre-copy: everything once while the source runs; after the freeze only what changed since.
-    const preCopied = run.cutover === 'pre-copy' && canPreCopy(chosen);
+    const preCopied = run.cutover === 'pre-copy' && canPreCopy(chosen, preflight);
+    if (run.cutover === 'pre-copy' && preflight.receiver?.seeds === false) {
+      emit(run, { phase: 'preflight', message: `pre-copy needs a receiver that takes seeded entries (${preflight.receiver.kind} does not): one full round after the freeze` });
+    }
     if (preCopied) yield* transferPhase(run, chosen, preflight, estimate, 'full').orElse((error) => undoAfterFailure(run, chosen, NOT_FROZEN, error));
     const frozen = yield* freezeSource(run, chosen, sourcePid);
     const sent = yield* cutOver(run, chosen, preflight, estimate, preCopied ? 'delta' : 'full').orElse((error) => undoAfterFailure(run, chosen, frozen, error));

@@ -91,7 +91,8 @@ export interface PosixReceiveReport extends UnpackReport {
 /** Every tool the scripts below use (besides `sh`), and the hashers of which one must be there. */
 export const POSIX_RECEIVER_TOOLS = ['tar', 'find', 'xargs', 'stat', 'readlink', 'cut', 'mkdir', 'mv', 'rm', 'rmdir', 'ls', 'dirname', 'id', 'uname'] as const;
 
-const PROBE_SCRIPT = `
+/** What {@link probePosixReceiver} runs: the tools, the system, the hasher, Node.js, and that `tar` takes the flags. */
+export const POSIX_PROBE_SCRIPT = `
 echo "os=$(uname -s)"
 echo "uid=$(id -u)"
 for t in ${POSIX_RECEIVER_TOOLS.join(' ')}; do command -v "$t" >/dev/null 2>&1 || echo "missing=$t"; done
@@ -171,7 +172,7 @@ const REFUSAL_GRACE_MS = 30_000;
  * than Linux or FreeBSD `PLATFORM_MISMATCH`.
  */
 export function probePosixReceiver(transport: Transport, options: { signal?: AbortSignal } = {}): ResultAsync<PosixReceiverProbe, ApMigrateError> {
-  return runScript(transport, PROBE_SCRIPT, [], { cwd: '/', allowNonZeroExit: true, ...(options.signal ? { signal: options.signal } : {}) }).andThen((result) => {
+  return runScript(transport, POSIX_PROBE_SCRIPT, [], { cwd: '/', allowNonZeroExit: true, ...(options.signal ? { signal: options.signal } : {}) }).andThen((result) => {
     const values = new Map<string, string[]>();
     for (const line of result.stdout.split('\n')) {
       const at = line.indexOf('=');

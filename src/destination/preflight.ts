@@ -26,16 +26,23 @@ exit 0
 
 /**
  * Check the destination: platform matches the plan's, the install directory is free, every tool
- * in `tools` exists, and there is room for `estimatedBytes` (plus 5% and 16 MiB of slack).
+ * in `tools` exists, and there is room for `estimatedBytes` (plus 5% and 16 MiB of slack). Tools
+ * in `optionalTools` are looked for too; the report's `tools` says which were found.
  */
-export function preflightCommon(context: DeployContext, estimatedBytes: number, tools: readonly string[]): ResultAsync<PreflightReport<undefined>, ApMigrateError> {
+export function preflightCommon(
+  context: DeployContext,
+  estimatedBytes: number,
+  tools: readonly string[],
+  optionalTools: readonly string[] = [],
+): ResultAsync<PreflightReport<undefined>, ApMigrateError> {
   const { transport, name } = context;
   if (!isSafeName(name)) {
     return errAsync(new DeployError('PREFLIGHT_FAILED', `Invalid program name "${name}": use letters, digits, dot, dash, underscore (max 63)`));
   }
   const layout = layoutFor(transport, name);
   // Run from `/`: the root directory itself may not exist yet.
-  return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...tools], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) })
+  const looked = [...new Set([...optionalTools, ...tools])];
+  return runScript(transport, PREFLIGHT_SCRIPT, [transport.root, layout.installDir, ...looked], { cwd: '/', ...(context.signal ? { signal: context.signal } : {}) })
     // An abort stays an abort; anything else is this pre-flight's failure.
     .mapErr((e) => (e.code === 'ABORTED' ? e : new DeployError('PREFLIGHT_FAILED', `Pre-flight check on ${transport.description} failed: ${e.message}`, { cause: e, isRetryable: e.isRetryable })))
     .andThen((result) => {
@@ -45,7 +52,7 @@ export function preflightCommon(context: DeployContext, estimatedBytes: number, 
         if (eq > 0) facts.set(line.slice(0, eq), line.slice(eq + 1));
       }
       const foundTools: Record<string, string> = {};
-      for (const tool of tools) {
+      for (const tool of looked) {
         const path = facts.get(`tool.${tool}`);
         if (path) foundTools[tool] = path;
       }

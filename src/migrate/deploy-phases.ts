@@ -65,6 +65,7 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
   return timed(run, 'preflight', () =>
     chosen.deployer.preflight(chosen.context, estimate.bytes).andThen((report) => {
       run.deployment.preflight = report;
+      if (report.receiver) emit(run, { phase: 'preflight', message: report.receiver.summary });
       if (abortedError(run)) return okAsync(report);
       if (!run.options.dryRun) run.firstInventory = heldAtDestination(run, chosen, report, 'full', 1);
       return chooseCompression(run, chosen).map(() => report);
@@ -166,7 +167,8 @@ function hostPathsOf(run: Run, profile: ResourceProfile): string[] | undefined {
  */
 function heldAtDestination(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, round: Round, attempt: number): ResultAsync<HeldFiles | undefined, ApMigrateError> {
   const { deployer, context } = chosen;
-  if (!deployer.inventory) return okAsync(undefined);
+  // A receiver that takes no seeded entries could use nothing the destination holds.
+  if (!deployer.inventory || !takesSeeds(preflight)) return okAsync(undefined);
   const hostPaths = hostPathsOf(run, context.profile);
   const query = { round, attempt, ...(hostPaths ? { hostPaths } : {}) };
   return guarded('Asking the destination what it holds', () => deployer.inventory!(context, preflight, query))
@@ -199,14 +201,14 @@ function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport
   const receiveOptions: ReceiveOptions = {
     round,
     attempt,
-    hostSeeds: run.options.dedup !== false,
+    hostSeeds: run.options.dedup !== false && takesSeeds(preflight),
     ...(run.options.bandwidthLimit !== undefined ? { bandwidthLimit: run.options.bandwidthLimit } : {}),
     ...(run.compression && run.compression.codec !== 'none' ? { compression: run.compression } : {}),
     onWireBytes: (bytes: number) => void (sent.wireBytes = bytes),
   };
   return inventoryFor(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
-      const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';
+      const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
       const onBytes = (bytes: number) => {
         sent.bytes = bytes;
         emit(run, { phase, bytesSent: bytes, bytesTotal: estimate.bytes });
@@ -258,13 +260,21 @@ function transferRound(
 
 /** Phase `transfer` (and `precopy`, the first round of a pre-copy): a round, verified at the destination. */
 export function transferPhase(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round = 'full'): ResultAsync<PackSummary, ApMigrateError> {
-  const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen) ? 'precopy' : 'transfer';
+  const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
   return timed(run, phase, () => transferRound(run, chosen, preflight, estimate, round));
 }
 
-/** A method can pre-copy when its destination can say what it holds and it does not quiesce the source itself. */
-export function canPreCopy(chosen: ChosenMethod): boolean {
-  return chosen.deployer.inventory !== undefined && chosen.deployer.settleSource === undefined;
+/**
+ * A method can pre-copy when its destination can say what it holds, its receiver takes seeded
+ * entries (the delta round is made of them), and it does not quiesce the source itself.
+ */
+export function canPreCopy(chosen: ChosenMethod, preflight: PreflightReport<unknown>): boolean {
+  return chosen.deployer.inventory !== undefined && chosen.deployer.settleSource === undefined && takesSeeds(preflight);
+}
+
+/** Whether the receiver pre-flight picked takes seeded entries (a method without a choice: yes). */
+function takesSeeds(preflight: PreflightReport<unknown>): boolean {
+  return preflight.receiver?.seeds !== false;
 }
 
 /** Phases `activate`, `start` and `health`, each refused when the caller aborted before it. */

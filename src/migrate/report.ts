@@ -61,6 +61,7 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
       ...(frozen?.pids.length && parts.healthyAt !== undefined ? { downtimeMs: parts.healthyAt - frozen.at } : {}),
     },
     rounds: run.rounds,
+    ...(run.deployment.preflight?.receiver ? { receiver: run.deployment.preflight.receiver } : {}),
     ...(run.compression ? { compression: run.compression } : {}),
     totalMs: performance.now() - run.startedAt,
   };

@@ -5,7 +5,7 @@
  */
 import type { MigrationPlan, PlanOptions } from '../policy/plan.js';
 import type { ResourceProfile, ResourceProfileInput } from '../policy/profile.js';
-import type { Deployer, HealthOutcome, VmMoveSummary } from '../spec/deployer.js';
+import type { Deployer, HealthOutcome, ReceiverChoice, VmMoveSummary } from '../spec/deployer.js';
 import type { ProfileTarget, Profiler } from '../spec/profiler.js';
 import type { FreezerKind, Source, SourcePolicy } from '../spec/source.js';
 import type { Transport } from '../spec/transport.js';
@@ -188,6 +188,8 @@ export interface MigrationReport {
   cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number; freezer?: FreezerKind };
   /** Each transfer round (two for `pre-copy`): bytes on the wire, bytes the destination already had, attempts. */
   rounds: TransferRound[];
+  /** The receiver pre-flight picked at the destination, when the method had a choice. */
+  receiver?: ReceiverChoice;
   /** The codec the bundle travelled with, and why it was chosen. */
   compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number; reason: string };
   /** Wall time of the whole migration. */

@@ -43,6 +43,21 @@ export interface PreflightReport<Facts = unknown> {
   stagingDir: string;
   /** What later phases of this method need from pre-flight. */
   facts: Facts;
+  /** What will receive the payload there, when the method had a choice (pre-flight picked it). */
+  receiver?: ReceiverChoice;
+}
+
+/** The receiver pre-flight picked, and what it can take. */
+export interface ReceiverChoice {
+  /** `node`: the SDK's receiver run by the destination's Node.js; `posix-sh`: its `sh` and `tar`, checked by the SDK. */
+  kind: 'node' | 'posix-sh';
+  /**
+   * Whether it takes seeded entries (files the destination already holds). Without them there is
+   * no dedup, no pre-copy delta round and no resume: every round sends every byte.
+   */
+  seeds: boolean;
+  /** One line for the report: what was picked and why. */
+  summary: string;
 }
 
 /** A verified payload waiting at the destination. */

@@ -21,14 +21,16 @@ import type {
   DeployContext,
   Deployer,
   DeploymentState,
+  InventoryQuery,
   MethodReport,
   PreflightReport,
+  ReceiverChoice,
   SourceOutcome,
   StagedBundle,
   StartedProgram,
 } from '../../src/spec/deployer.js';
 import type { ExecResult, Executor } from '../../src/spec/executor.js';
-import type { PackEstimate, PackRequest, PackSummary, Packager, PlanFacts } from '../../src/spec/packager.js';
+import type { HeldFiles, PackEstimate, PackRequest, PackSummary, Packager, PlanFacts } from '../../src/spec/packager.js';
 import type { Source, SourcePolicy } from '../../src/spec/source.js';
 import type { Transport } from '../../src/spec/transport.js';
 import type { MigrateOptions } from '../../src/migrate/types.js';
@@ -174,6 +176,10 @@ export interface FakeDeployerOptions {
   packFailure?: ApMigrateError;
   /** Present: the packager measures these facts before planning. */
   measure?: PlanFacts;
+  /** Present: the deployer answers inventories (holding nothing), recorded with their query. */
+  inventory?: true;
+  /** Present: the receiver pre-flight reports it picked. */
+  receiver?: ReceiverChoice;
 }
 
 /** What the fake's pre-flight learns. */
@@ -222,11 +228,20 @@ export function createFakeDeployer(log: CallLog, options: FakeDeployerOptions = 
           installDir: `/srv/${context.name}`,
           stagingDir: `/srv/.staging-${context.name}-${token}`,
           facts: { token },
+          ...(options.receiver ? { receiver: options.receiver } : {}),
         });
       });
     },
-    receive: (context, preflight, payload, onBytes) => {
-      rec('deployer', 'receive', context, preflight);
+    ...(options.inventory
+      ? {
+          inventory: (context: DeployContext, _preflight: PreflightReport<FakeFacts>, query: InventoryQuery) => {
+            rec('deployer', 'inventory', context, query);
+            return okAsync<HeldFiles, ApMigrateError>({});
+          },
+        }
+      : {}),
+    receive: (context, preflight, payload, onBytes, receiveOptions) => {
+      rec('deployer', 'receive', context, preflight, { round: receiveOptions?.round, attempt: receiveOptions?.attempt, hostSeeds: receiveOptions?.hostSeeds });
       const behaviour = pick(options.receive, context);
       const read = async (): Promise<Result<StagedBundle, ApMigrateError>> => {
         let bytes = 0;

@@ -22,7 +22,8 @@ export interface ScriptedReply {
 export interface ScriptedRule {
   /** An argv prefix, or a predicate on the whole argv. */
   match: readonly string[] | ((argv: readonly string[]) => boolean);
-  reply: ScriptedReply | ((argv: readonly string[], stdin: string | undefined) => ScriptedReply);
+  /** A function gets stdin as text and (its first MiB) as bytes. */
+  reply: ScriptedReply | ((argv: readonly string[], stdin: string | undefined, stdinBytes: Buffer | undefined) => ScriptedReply);
   /** Answer at most this many times (default: no limit). */
   times?: number;
 }
@@ -44,9 +45,9 @@ export interface ScriptedTransport extends Transport {
 /** Largest stdin or upload kept as text for assertions; the byte count is always exact. */
 const KEEP_TEXT_BYTES = 1 << 20;
 
-async function drain(input: Readable | Uint8Array | string): Promise<{ bytes: number; text: string }> {
-  if (typeof input === 'string') return { bytes: Buffer.byteLength(input), text: input };
-  if (input instanceof Uint8Array) return { bytes: input.length, text: Buffer.from(input).toString('utf8') };
+async function drain(input: Readable | Uint8Array | string): Promise<{ bytes: number; text: string; raw: Buffer }> {
+  if (typeof input === 'string') return { bytes: Buffer.byteLength(input), text: input, raw: Buffer.from(input) };
+  if (input instanceof Uint8Array) return { bytes: input.length, text: Buffer.from(input).toString('utf8'), raw: Buffer.from(input) };
   let bytes = 0;
   const kept: Buffer[] = [];
   for await (const chunk of input) {
@@ -54,7 +55,8 @@ async function drain(input: Readable | Uint8Array | string): Promise<{ bytes: nu
     bytes += buf.length;
     if (bytes <= KEEP_TEXT_BYTES) kept.push(buf);
   }
-  return { bytes, text: Buffer.concat(kept).toString('utf8') };
+  const raw = Buffer.concat(kept);
+  return { bytes, text: raw.toString('utf8'), raw };
 }
 
 function matches(rule: ScriptedRule, argv: readonly string[]): boolean {
@@ -74,7 +76,7 @@ export function createScriptedTransport(options: { root: string; description?: s
     if (execOptions.signal?.aborted) return errAsync(new ApMigrateError('ABORTED', 'aborted'));
     const call: RecordedCall = { op: 'exec', argv: [...argv] };
     calls.push(call);
-    const stdin: ResultAsync<{ bytes: number; text: string } | undefined, ApMigrateError> = execOptions.stdin
+    const stdin: ResultAsync<{ bytes: number; text: string; raw: Buffer } | undefined, ApMigrateError> = execOptions.stdin
       ? ResultAsync.fromSafePromise(drain(execOptions.stdin))
       : okAsync(undefined);
     return stdin.andThen((input) => {
@@ -88,7 +90,7 @@ export function createScriptedTransport(options: { root: string; description?: s
         return errAsync(new ApMigrateError('EXEC_FAILED', `scripted transport: no rule answers ${argv.slice(0, 4).join(' ')}`));
       }
       rule.left -= 1;
-      const reply = typeof rule.reply === 'function' ? rule.reply(argv, input?.text) : rule.reply;
+      const reply = typeof rule.reply === 'function' ? rule.reply(argv, input?.text, input?.raw) : rule.reply;
       const result: ExecResult = { code: reply.code ?? 0, signal: null, stdout: reply.stdout ?? '', stderr: reply.stderr ?? '' };
       if (result.code !== 0 && !execOptions.allowNonZeroExit) {
         return errAsync(new ApMigrateError('EXEC_NONZERO', `${argv[0]} exited with ${result.code}${result.stderr ? `: ${result.stderr.trim()}` : ''}`, { details: { argv, result } }));

@@ -124,3 +124,34 @@ describe('source policy', () => {
     expect(report.source.action).toBe('stopped');
   });
 });
+
+describe('a receiver that takes no seeded entries (the POSIX receiver)', () => {
+  const posix = { kind: 'posix-sh', seeds: false, summary: 'receiver: posix-sh (fake: no Node.js there)' } as const;
+
+  it('pre-copy becomes one full round after the freeze: no inventory, no dedup asked, and the report and progress say which receiver', async () => {
+    const messages: string[] = [];
+    const fake = fakeMigration({
+      pid: PID,
+      deployer: { inventory: true, receiver: posix },
+      migrate: { cutover: 'pre-copy', dedup: true, onProgress: (p) => void (p.message && messages.push(p.message)) },
+    });
+    const result = await migrate(fake.options);
+    expect(result.isOk()).toBe(true);
+    expect(fake.log.names()).toEqual(['estimate', 'preflight', 'freeze', 'pack', 'receive', 'activate', 'start', 'healthCheck', 'stop', 'release']);
+    expect(fake.log.of('receive')[0]!.args[1]).toMatchObject({ round: 'full', hostSeeds: false });
+    const report = result._unsafeUnwrap();
+    expect(report.receiver).toEqual(posix);
+    expect(report.rounds.map((r) => r.round)).toEqual(['full']);
+    expect(messages).toContain(posix.summary);
+    expect(messages.some((m) => m.includes('pre-copy needs a receiver that takes seeded entries'))).toBe(true);
+  });
+
+  it('the same deployer with a receiver that takes them pre-copies: an inventory per round, two rounds', async () => {
+    const fake = fakeMigration({ pid: PID, deployer: { inventory: true, receiver: { ...posix, kind: 'node', seeds: true } }, migrate: { cutover: 'pre-copy', dedup: true } });
+    const result = await migrate(fake.options);
+    expect(result.isOk()).toBe(true);
+    expect(fake.log.of('inventory')).toHaveLength(2);
+    expect(fake.log.of('receive').map((c) => c.args[1])).toMatchObject([{ round: 'full', hostSeeds: true }, { round: 'delta', hostSeeds: true }]);
+    expect(result._unsafeUnwrap().rounds.map((r) => r.round)).toEqual(['full', 'delta']);
+  });
+});

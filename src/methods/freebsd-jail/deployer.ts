@@ -22,6 +22,8 @@ import type { Readable } from 'node:stream';
 import { createBundlePackager } from '../../bundle/packager.js';
 import type { Deployer } from '../../spec/deployer.js';
 import { inventoryWithReceiver, receiveWithReceiver } from '../../destination/receiver.js';
+import { receiveWithPosixReceiver } from '../../destination/posix-receiver.js';
+import { okAsync } from 'neverthrow';
 import { activateJail } from './activate.js';
 import { jailBundleSelection } from './bundle-contents.js';
 import { healthCheckJail } from './health.js';
@@ -63,9 +65,13 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer<
     method: 'freebsd-jail',
     packager: createBundlePackager((profile) => jailBundleSelection(profile, settings.thick)),
     preflight: (context, estimatedBytes) => preflightJail(settings, context, estimatedBytes),
-    receive: (context, preflight, bundle, onBytes, round) =>
-      receiveWithReceiver(context, preflight, bundle, { ...round, ...receiveOptions, ...(onBytes ? { onBytes } : {}) }).mapErr(abortWins(context)),
-    inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query).mapErr(abortWins(context)),
+    receive: (context, preflight, bundle, onBytes, round) => {
+      const options = { ...round, ...receiveOptions, ...(onBytes ? { onBytes } : {}) };
+      const received = preflight.receiver?.kind === 'posix-sh' ? receiveWithPosixReceiver(context, preflight, bundle, options) : receiveWithReceiver(context, preflight, bundle, options);
+      return received.mapErr(abortWins(context));
+    },
+    // The POSIX receiver takes no seeded entries, so nothing the host holds could be used.
+    inventory: (context, preflight, query) => (preflight.receiver?.kind === 'posix-sh' ? okAsync({}) : inventoryWithReceiver(context, preflight, query).mapErr(abortWins(context))),
     activate: (context, preflight, staged) => activateJail(settings, context, preflight, staged),
     start: (context, activated) => startJail(settings, context, activated),
     healthCheck: (context, started) => healthCheckJail(settings, context, started),

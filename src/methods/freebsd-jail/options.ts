@@ -52,6 +52,13 @@ export interface JailDeployerOptions {
    * for a destination without a base to share (default false: thin, the destination's base is used).
    */
   thick?: boolean;
+  /**
+   * What receives the bundle at the destination: `auto` (default) the SDK's Node.js receiver when
+   * the host has `node`, else the POSIX receiver (its `sh` and `tar`, every check done by the SDK;
+   * decision 0104); or either one by name (`node` where the host has none is `TOOL_MISSING`). The
+   * POSIX receiver takes no seeded entries: no dedup, no pre-copy, no resume.
+   */
+  receiver?: 'auto' | 'node' | 'posix-sh';
 }
 
 /** The options with their defaults applied: what every phase function takes. */
@@ -63,6 +70,7 @@ export interface JailSettings {
   hostname?: string;
   setuid?: 'reject' | 'strip' | 'allow';
   thick: boolean;
+  receiver: 'auto' | 'node' | 'posix-sh';
   commandTimeoutMs: number;
   health: { timeoutMs: number; pollMs: number; settleMs: number };
 }
@@ -80,6 +88,7 @@ export function jailSettings(options: JailDeployerOptions): JailSettings {
     ...(options.hostname !== undefined ? { hostname: options.hostname } : {}),
     ...(setuid ? { setuid } : {}),
     thick,
+    receiver: options.receiver ?? 'auto',
     commandTimeoutMs: options.commandTimeoutMs ?? 60_000,
     health: { timeoutMs: options.healthTimeoutMs ?? 10_000, pollMs: options.healthPollMs ?? 200, settleMs: options.settleMs ?? 300 },
   };

@@ -8,7 +8,8 @@
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import { ApMigrateError, InvalidInputError } from '../../errors.js';
 import { detectFreeBsdHostFacts, type FreeBsdHostFacts } from '../../platforms/freebsd-facts.js';
-import type { DeployContext, PreflightReport } from '../../spec/deployer.js';
+import type { DeployContext, PreflightReport, ReceiverChoice } from '../../spec/deployer.js';
+import { probePosixReceiver } from '../../destination/posix-receiver.js';
 import { DeployError } from '../../destination/deploy-error.js';
 import { preflightCommon } from '../../destination/preflight.js';
 import { runScript } from '../../destination/run-script.js';
@@ -36,18 +37,37 @@ export function preflightJail(settings: JailSettings, context: DeployContext, es
   // Before anything runs at the destination: nothing unchecked reaches a command.
   const checked = checkInput(settings, context);
   if (ApMigrateError.isInstance(checked)) return errAsync(checked);
-  const tools = settings.network.mode === 'vnet' ? [...JAIL_TOOLS, 'ifconfig'] : JAIL_TOOLS;
-  return preflightCommon(context, estimatedBytes, tools)
+  const tools = [...(settings.receiver === 'node' ? ['node'] : []), ...JAIL_TOOLS, ...(settings.network.mode === 'vnet' ? ['ifconfig'] : [])];
+  return preflightCommon(context, estimatedBytes, tools, settings.receiver === 'auto' ? ['node'] : [])
     .andThen((report) =>
       hostCapabilities(settings, context).andThen(({ host, sysvIpc }) =>
-        jailUserAt(settings, context).andThen((jailUser) => {
-          const facts: JailFacts = { host, jailUser, sysvIpc, checked };
-          const draft = draftConf(settings, context, facts);
-          return draft ? errAsync(draft) : okAsync<PreflightReport<JailFacts>, ApMigrateError>({ ...report, facts });
-        }),
+        jailUserAt(settings, context).andThen((jailUser) =>
+          receiverAt(settings, context, report.tools).andThen((receiver) => {
+            const facts: JailFacts = { host, jailUser, sysvIpc, checked };
+            const draft = draftConf(settings, context, facts);
+            return draft ? errAsync(draft) : okAsync<PreflightReport<JailFacts>, ApMigrateError>({ ...report, facts, receiver });
+          }),
+        ),
       ),
     )
     .mapErr(abortWins(context));
+}
+
+/**
+ * The receiver: Node.js's when the host has `node` (found by the shared pre-flight) and the
+ * caller did not ask for the POSIX one; else the POSIX receiver, once its tools are checked there.
+ */
+function receiverAt(settings: JailSettings, context: DeployContext, found: Record<string, string>): ResultAsync<ReceiverChoice, ApMigrateError> {
+  const where = context.transport.description;
+  if (settings.receiver !== 'posix-sh' && found.node) return okAsync({ kind: 'node', seeds: true, summary: `receiver: node (${found.node} at ${where})` });
+  return probePosixReceiver(context.transport, context.signal ? { signal: context.signal } : {}).map((probe) => ({
+    kind: 'posix-sh' as const,
+    seeds: false,
+    summary:
+      settings.receiver === 'posix-sh'
+        ? `receiver: posix-sh (asked for; ${probe.os}, ${probe.tarVersion}, ${probe.hasher}; checks done by the SDK)`
+        : probe.summary,
+  }));
 }
 
 /** The name, the `jailUser` option and the profile, checked; the profile's paths as the jail uses them. */

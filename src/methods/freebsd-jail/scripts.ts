@@ -6,8 +6,8 @@
  * @module
  */
 
-/** Tools the destination needs (on top of `sh`): the receiver's `node`, jail(8) and friends, and the root builder's. */
-export const JAIL_TOOLS = ['node', 'jail', 'jls', 'jexec', 'pgrep', 'sockstat', 'ldd', 'cp', 'mv', 'mkdir', 'mount', 'umount', 'df', 'awk', 'env', 'id', 'tail'];
+/** Tools the destination needs (on top of `sh`): jail(8) and friends, and the root builder's. The receiver's (`node`, or the POSIX receiver's) are checked apart. */
+export const JAIL_TOOLS = ['jail', 'jls', 'jexec', 'pgrep', 'sockstat', 'ldd', 'cp', 'mv', 'mkdir', 'mount', 'umount', 'df', 'awk', 'env', 'id', 'tail'];
 
 /** PATH given to `jail -c` (run under `env -i`, so nothing from the SSH session leaks into the jail). */
 export const JAIL_PATH = '/sbin:/bin:/usr/sbin:/usr/bin';
