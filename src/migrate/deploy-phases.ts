@@ -56,21 +56,31 @@ export function estimatePayload(chosen: ChosenMethod): ResultAsync<PackEstimate,
 }
 
 /**
- * Phase `preflight`: the destination can take the program; nothing changes there. Then, in the
- * same phase, the wire codec is chosen while the destination already answers the first round's
- * inventory (both are round trips to it; the inventory does not depend on the codec).
+ * Phase `preflight`: the destination can take the program; nothing changes there. The wire codec
+ * is chosen meanwhile (its probes and link sample only read, from `/`), and once pre-flight passed
+ * the destination answers the first round's inventory while the codec choice finishes (each is a
+ * round trip to it; neither depends on the other).
  */
 export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEstimate): ResultAsync<PreflightReport<unknown>, ApMigrateError> {
   run.preflightCalled = true;
-  return timed(run, 'preflight', () =>
-    chosen.deployer.preflight(chosen.context, estimate.bytes).andThen((report) => {
-      run.deployment.preflight = report;
-      if (report.receiver) emit(run, { phase: 'preflight', message: report.receiver.summary });
-      if (abortedError(run)) return okAsync(report);
-      if (!run.options.dryRun) run.firstInventory = heldAtDestination(run, chosen, report, 'full', 1);
-      return chooseCompression(run, chosen).map(() => report);
-    }),
-  )
+  return timed(run, 'preflight', () => {
+    // A pre-flight that fails stops the codec's commands, and is answered once they ended.
+    const stopCodec = new AbortController();
+    const signal = run.options.signal ? AbortSignal.any([run.options.signal, stopCodec.signal]) : stopCodec.signal;
+    const codec = chooseCompression(run, chosen, signal);
+    return chosen.deployer
+      .preflight(chosen.context, estimate.bytes)
+      .orElse((error) => {
+        stopCodec.abort();
+        return codec.orElse(() => okAsync(undefined)).andThen(() => errAsync(error));
+      })
+      .andThen((report) => {
+        run.deployment.preflight = report;
+        if (report.receiver) emit(run, { phase: 'preflight', message: report.receiver.summary });
+        if (!abortedError(run) && !run.options.dryRun) run.firstInventory = heldAtDestination(run, chosen, report, 'full', 1);
+        return codec.map(() => report);
+      });
+  })
     // A pre-flight cut short by the caller's abort may say so in its own words: it is an abort.
     .mapErr((error) => abortedError(run) ?? error);
 }
@@ -79,13 +89,13 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
  * The wire codec, after pre-flight (file-based methods only): what both ends have, and for `auto`
  * none when the measured link is faster than the compressor. Part of the preflight phase's time.
  */
-function chooseCompression(run: Run, chosen: ChosenMethod): ResultAsync<void, ApMigrateError> {
+function chooseCompression(run: Run, chosen: ChosenMethod, signal: AbortSignal): ResultAsync<void, ApMigrateError> {
   const requested = run.options.compression ?? 'none';
   if (requested === 'none' || !chosen.deployer.inventory) return okAsync(undefined);
   const transport = chosen.context.transport;
   // From `/`: the destination's root may not exist yet (pre-flight does not create it).
-  const exec = (argv: string[]) => transport.exec(argv, { cwd: '/', ...signalOption(run) });
-  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', ...signalOption(run) }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
+  const exec = (argv: string[]) => transport.exec(argv, { cwd: '/', signal });
+  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', signal }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
   return ResultAsync.combine([localCompressors(), probeCodecs(exec), link] as const)
     .andThen(([sourceHas, destinationHas, linkBytesPerSecond]) => {
       const choice = chooseCodec({ requested, sourceHas, destinationHas, ...(linkBytesPerSecond !== undefined ? { linkBytesPerSecond } : {}) });

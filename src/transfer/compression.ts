@@ -206,14 +206,18 @@ function randomish(bytes: number): Readable {
  */
 export const LINK_SAMPLE_ENOUGH_MS = 250;
 
+/** The second sample is sized to take about this long at the speed the first one showed. */
+const SECOND_SAMPLE_MS = 600;
+
 /**
  * The link's throughput (bytes/s) to where `transport` runs commands: the time of one
  * `cat >/dev/null` fed incompressible data, less the time of the same command fed nothing (the
  * command's start-up and round trips), which is run first. The first sample is an eighth of
  * `bytes`; when it took long enough to be believed (250 ms and twice the start-up) that is the
- * answer, else the full `bytes` are sent. A slow link (10 Mbit/s: 0.8 s for the first sample, 6.7 s
- * for the full one), where every byte of the sample is time the migration waits, pays only the
- * small one; a fast link gets the full sample, which costs it little. Any transport.
+ * answer. Else a second sample is sent, sized to take about 600 ms at the speed the first showed
+ * (which, start-up included, is below the link's), at most `bytes`: a slow link (10 Mbit/s: 0.8 s
+ * for the first sample, 6.7 s for the full one) pays only the first, a 100 Mbit/s one about 0.5 s
+ * more (not the whole 8 MiB), a fast one the whole sample, which costs it little. Any transport.
  */
 export function measureLinkThroughput(
   transport: Pick<Transport, 'exec'>,
@@ -235,7 +239,8 @@ export function measureLinkThroughput(
     timed(first).andThen((firstMs) => {
       const ms = netMs(firstMs, baselineMs);
       if ((ms >= LINK_SAMPLE_ENOUGH_MS && ms >= 2 * baselineMs) || first === bytes) return okAsync(first / (ms / 1000));
-      return timed(bytes).map((elapsedMs) => bytes / (netMs(elapsedMs, baselineMs) / 1000));
+      const second = Math.min(bytes, Math.max(first, Math.round((first / ms) * SECOND_SAMPLE_MS)));
+      return timed(second).map((elapsedMs) => second / (netMs(elapsedMs, baselineMs) / 1000));
     }),
   );
 }

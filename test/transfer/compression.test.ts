@@ -500,13 +500,20 @@ describe('measureLinkThroughput', () => {
     };
   }
 
-  it('a slow link pays only the first, small sample; a fast one gets the full sample', async () => {
+  it('a slow link pays only the first, small sample; a middling one a second sized by the first; a fast one the full sample', async () => {
     const slow = slowed(MiB);
     const measured = (await measureLinkThroughput(slow, 8 * MiB))._unsafeUnwrap();
     // 1 MiB at 1 MiB/s: a second, well past the point where the first sample is believed.
     expect(slow.fed()).toBe(MiB);
     expect(measured / MiB).toBeGreaterThan(0.5);
     expect(measured / MiB).toBeLessThan(1.3);
+    // 1 MiB at 8 MiB/s takes 125 ms, not believed; the second is sized to ~600 ms at what that showed.
+    const middling = slowed(8 * MiB);
+    const middlingRate = (await measureLinkThroughput(middling, 8 * MiB))._unsafeUnwrap();
+    expect(middling.fed()).toBeGreaterThanOrEqual(2 * MiB);
+    expect(middling.fed()).toBeLessThan(8 * MiB);
+    expect(middlingRate / (8 * MiB)).toBeGreaterThan(0.5);
+    expect(middlingRate / (8 * MiB)).toBeLessThan(1.5);
     const fast = slowed(1024 * MiB);
     (await measureLinkThroughput(fast, 8 * MiB))._unsafeUnwrap();
     expect(fast.fed()).toBe(9 * MiB);
