@@ -86,8 +86,8 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
 }
 
 /**
- * The wire codec, after pre-flight (file-based methods only): what both ends have, and for `auto`
- * none when the measured link is faster than the compressor. Part of the preflight phase's time.
+ * The wire codec, chosen beside pre-flight (file-based methods only): what both ends have, and for
+ * `auto` none when the measured link is faster than the compressor. Part of the preflight phase's time.
  */
 function chooseCompression(run: Run, chosen: ChosenMethod, signal: AbortSignal): ResultAsync<void, ApMigrateError> {
   const requested = run.options.compression ?? 'none';
