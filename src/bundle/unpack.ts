@@ -245,8 +245,8 @@ class Unpacker {
   private extractError: unknown;
   /** The host seed roots, links resolved once. */
   private hostRoots: ResolvedHostRoots = [];
-  /** Seeds are copied one at a time: one buffer for all of them. */
-  private readonly seedBuffer = readBuffer();
+  /** Seeds are copied one at a time: one buffer for all of them, made at the first. */
+  private seedBuffer: Buffer | undefined;
   /** Directories of the seed trees found real so far (see `openInTreeSync`). */
   private readonly checkedSeedDirs = new Set<string>();
 
@@ -711,7 +711,7 @@ class Unpacker {
     const out = await this.createFile(name, components, full, (file, flags) => openSync(file, flags, 0o600));
     const copied: HashedCopy = { hash: createHash('sha256'), size: 0 };
     try {
-      while (copyChunkSync(from, out, this.seedBuffer, copied)) await this.yieldNowAndThen();
+      while (copyChunkSync(from, out, (this.seedBuffer ??= readBuffer()), copied)) await this.yieldNowAndThen();
       if (copied.size !== claim.size || copied.hash.digest('hex') !== claim.sha256) throw this.seedMissing(path, claim.from, 'its content differs from what the bundle names');
       return out;
     } catch (e) {

@@ -5,7 +5,8 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
@@ -49,12 +50,48 @@ function receiverMissing(): DeployError {
   return new DeployError('RECEIVER_MISSING', 'dist/receiver.cjs not found: run `npm run build` (or set AP_MIGRATE_RECEIVER)');
 }
 
-/** Upload the receiver once per content hash (its name says which); from `/`, so the work directory may be new. */
-function ensureReceiver(context: DeployContext, signalOpt: { signal?: AbortSignal }): ResultAsync<string, ApMigrateError> {
+/**
+ * $1 = work directory, $2 = the receiver's path, $3 = its size. The receiver, gzipped, is on
+ * stdin: kept when it is not there yet (checked whole, renamed into place), read and dropped
+ * when it is. One round trip whichever it is, for 23% of the receiver's bytes.
+ */
+export const ENSURE_RECEIVER_SCRIPT = `
+dir="$1"; receiver="$2"; size="$3"
+mkdir -p "$dir" && chmod 700 "$dir" || exit 1
+if [ -f "$receiver" ] && [ ! -L "$receiver" ]; then cat >/dev/null; echo present; exit 0; fi
+if [ -e "$receiver" ] || [ -L "$receiver" ]; then echo "ap-migrate: $receiver is there but not a regular file" >&2; exit 1; fi
+umask 077; part="$receiver.part.$$"
+if gzip -dc > "$part" && [ "$(wc -c < "$part")" -eq "$size" ] && mv -f -- "$part" "$receiver"; then echo uploaded; exit 0; fi
+rm -f -- "$part"; echo "ap-migrate: the receiver did not arrive whole" >&2; exit 1
+`;
+
+/** The built receiver gzipped, once per process (it is uploaded that way where the destination has gzip). */
+function gzippedReceiver(localPath: string): Buffer {
+  let gz = receiverGzips.get(localPath);
+  if (!gz) {
+    gz = gzipSync(readFileSync(localPath), { level: 9 });
+    receiverGzips.set(localPath, gz);
+  }
+  return gz;
+}
+const receiverGzips = new Map<string, Buffer>();
+
+/**
+ * Make sure the receiver is at the destination (once per content hash: its name says which);
+ * from `/`, so the work directory may be new. Where pre-flight found `gzip` there, one command
+ * sends it gzipped and keeps it only if absent; else it is looked for, then uploaded.
+ */
+function ensureReceiver(context: DeployContext, signalOpt: { signal?: AbortSignal }, tools: Readonly<Record<string, string>> = {}): ResultAsync<string, ApMigrateError> {
   const receiver = receiverFor(context);
   if (!receiver) return errAsync(receiverMissing());
   const { transport } = context;
   const { workDir } = layoutFor(transport, context.name);
+  if (tools.gzip) {
+    const size = statSync(receiver.localPath).size;
+    return runScript(transport, ENSURE_RECEIVER_SCRIPT, [workDir, receiver.remotePath, String(size)], { cwd: '/', stdin: Readable.from([gzippedReceiver(receiver.localPath)]), ...signalOpt }).map(
+      () => receiver.remotePath,
+    );
+  }
   return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [workDir, receiver.remotePath], { cwd: '/', ...signalOpt })
     .andThen((r) => (r.stdout.trim() === 'present' ? okAsync(undefined) : transport.upload(createReadStream(receiver.localPath), receiver.remotePath, { ...signalOpt, mode: 0o600 }).map(() => undefined)))
     .map(() => receiver.remotePath);
@@ -101,6 +138,12 @@ if [ -n "$next" ]; then
 fi
 `;
 
+/** What the receiver's steps take from pre-flight: where staging is, and the tools found there (`gzip`: the receiver travels gzipped). */
+export interface ReceiverPreflight {
+  stagingDir: string;
+  tools?: Readonly<Record<string, string>>;
+}
+
 /** Options of {@link receiveWithReceiver}. */
 export interface ReceiveWithReceiverOptions extends ReceiveOptions, WireCountOptions {
   allowDevices?: boolean;
@@ -112,7 +155,7 @@ export interface ReceiveWithReceiverOptions extends ReceiveOptions, WireCountOpt
 /** Upload the receiver (once per content hash) and run it with the bundle on its stdin. */
 export function receiveWithReceiver(
   context: DeployContext,
-  preflight: { stagingDir: string },
+  preflight: ReceiverPreflight,
   bundle: Readable,
   options: ReceiveWithReceiverOptions = {},
 ): ResultAsync<StagedBundle, ApMigrateError> {
@@ -127,7 +170,7 @@ export function receiveWithReceiver(
   bundle.pause();
   const { target, flags } = unpackArgs(context, stagingDir, options);
   const paths = seedPaths(context, stagingDir);
-  return ensureReceiver(context, signalOpt)
+  return ensureReceiver(context, signalOpt, preflight.tools)
     .andThen((remoteReceiver) =>
       ((options.attempt ?? 1) > 1 ? runScript(transport, CLEAR_TARGET_SCRIPT, [target], { cwd: '/', ...signalOpt }).map(() => remoteReceiver) : okAsync(remoteReceiver)),
     )
@@ -185,7 +228,7 @@ function stagedFromReply(where: string, result: ExecResult, stagingDir: string, 
 }
 
 /** What the destination holds for a round: the files a cut attempt kept, the tree the first round staged, the host's own files. */
-export function inventoryWithReceiver(context: DeployContext, preflight: { stagingDir: string }, query: InventoryQuery): ResultAsync<HeldFiles, ApMigrateError> {
+export function inventoryWithReceiver(context: DeployContext, preflight: ReceiverPreflight, query: InventoryQuery): ResultAsync<HeldFiles, ApMigrateError> {
   const signalOpt = context.signal ? { signal: context.signal } : {};
   const paths = seedPaths(context, preflight.stagingDir);
   const request = {
@@ -196,7 +239,7 @@ export function inventoryWithReceiver(context: DeployContext, preflight: { stagi
   const clear: ResultAsync<unknown, ApMigrateError> =
     (query.attempt ?? 1) > 1 ? runScript(context.transport, CLEAR_TARGET_SCRIPT, [query.round === 'delta' ? paths.next : paths.root], { cwd: '/', ...signalOpt }) : okAsync(undefined);
   return clear
-    .andThen(() => ensureReceiver(context, signalOpt))
+    .andThen(() => ensureReceiver(context, signalOpt, preflight.tools))
     .andThen((remoteReceiver) => context.transport.exec(['node', remoteReceiver, 'inventory'], { ...signalOpt, stdin: Readable.from([JSON.stringify(request)]), allowNonZeroExit: true }))
     .andThen((result) => {
       const reply = parseReceiverReply<unknown>(result);
@@ -208,19 +251,35 @@ export function inventoryWithReceiver(context: DeployContext, preflight: { stagi
 }
 
 /**
+ * $1 = the receiver, $2 = a fixed script to run once `build-root` succeeded (with the rest as its
+ * "$@"): one round trip for both. Its failure is a reply of its own, its stderr after it.
+ */
+export const BUILD_ROOT_THEN_SCRIPT = `
+receiver="$1"; after="$2"; shift 2
+node "$receiver" build-root || exit $?
+if ! sh -c "$after" ap-migrate "$@" >&2; then
+  echo '{"ok":false,"error":{"code":"AFTER_BUILD_FAILED","message":"the step after building the root failed"}}'
+  exit 1
+fi
+`;
+
+/**
  * Build the program's root inside staging with the receiver (`build-root`), which resolves every
  * path inside the root and copies in the destination's own libraries the program needs, found
  * from ELF headers (see `root-builder.ts`). The receiver is already there: `receive` put it.
+ * `after` (a fixed script and its arguments) runs in the same command once the root is built.
  */
-export function buildRootAtDestination(context: DeployContext, spec: RootBuildSpec): ResultAsync<RootBuildReport, ApMigrateError> {
+export function buildRootAtDestination(context: DeployContext, spec: RootBuildSpec, after?: { script: string; args: readonly string[] }): ResultAsync<RootBuildReport, ApMigrateError> {
   const receiver = receiverFor(context);
   if (!receiver) return errAsync(receiverMissing());
+  const argv = after ? ['sh', '-c', BUILD_ROOT_THEN_SCRIPT, 'ap-migrate', receiver.remotePath, after.script, ...after.args] : ['node', receiver.remotePath, 'build-root'];
   return context.transport
-    .exec(['node', receiver.remotePath, 'build-root'], { stdin: Readable.from([JSON.stringify(spec)]), allowNonZeroExit: true, ...(context.signal ? { signal: context.signal } : {}) })
+    .exec(argv, { stdin: Readable.from([JSON.stringify(spec)]), allowNonZeroExit: true, ...(context.signal ? { signal: context.signal } : {}) })
     .andThen((result) => {
       const reply = parseReceiverReply<RootBuildReport>(result);
       if (reply.ok) return okAsync(reply.report);
-      return errAsync(new DeployError(reply.error.code === 'UNSAFE_BUNDLE' ? 'UNSAFE_BUNDLE' : 'ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${reply.error.message}`));
+      const why = reply.error.code === 'AFTER_BUILD_FAILED' ? `${reply.error.message}: ${result.stderr.trim().slice(-400)}` : reply.error.message;
+      return errAsync(new DeployError(reply.error.code === 'UNSAFE_BUNDLE' ? 'UNSAFE_BUNDLE' : 'ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${why}`));
     });
 }
 

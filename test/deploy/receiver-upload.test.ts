@@ -1,0 +1,71 @@
+/**
+ * The receiver's upload where the destination has gzip: one command sends it gzipped and keeps
+ * it only when it is not there; a cut or wrong stream installs nothing and leaves no part file.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ENSURE_RECEIVER_SCRIPT } from '../../src/destination/receiver.js';
+import { runScript } from '../../src/destination/run-script.js';
+import { createLocalTransport } from '../../src/transports/local.js';
+import { skipUnless } from '../helpers/requirements.js';
+
+describe.skipIf(skipUnless('tool:gzip'))('ENSURE_RECEIVER_SCRIPT', () => {
+  const work = mkdtempSync(join(tmpdir(), 'ap-ensure-rx-'));
+  const transport = createLocalTransport();
+  afterAll(async () => {
+    await transport.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+  const receiver = Buffer.from('/* receiver */\n'.repeat(5000));
+  const ensure = (dir: string, stdin: Buffer, size = receiver.length) =>
+    runScript(transport, ENSURE_RECEIVER_SCRIPT, [dir, join(dir, 'receiver-x.cjs'), String(size)], { cwd: '/', stdin: Readable.from([stdin]), allowNonZeroExit: true });
+
+  it('absent: kept whole, 0600, in a new 0700 directory; present: left as it is, the stream read and dropped', async () => {
+    const dir = join(work, 'a', '.ap-migrate');
+    const first = (await ensure(dir, gzipSync(receiver)))._unsafeUnwrap();
+    expect(first.stdout.trim()).toBe('uploaded');
+    expect(readFileSync(join(dir, 'receiver-x.cjs'))).toEqual(receiver);
+    expect(statSync(join(dir, 'receiver-x.cjs')).mode & 0o777).toBe(0o600);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    const second = (await ensure(dir, gzipSync(Buffer.from('something else'))))._unsafeUnwrap();
+    expect(second.stdout.trim()).toBe('present');
+    expect(second.code).toBe(0);
+    expect(readFileSync(join(dir, 'receiver-x.cjs'))).toEqual(receiver);
+    expect(readdirSync(dir)).toEqual(['receiver-x.cjs']);
+  });
+
+  it('a cut stream, a stream that is not gzip, or one of another size installs nothing and leaves no part file', async () => {
+    const gz = gzipSync(receiver);
+    for (const [name, stdin, size] of [
+      ['cut', gz.subarray(0, gz.length >> 1), receiver.length],
+      ['not gzip', receiver, receiver.length],
+      ['other size', gz, receiver.length + 1],
+    ] as const) {
+      const dir = join(work, name.replace(' ', '-'));
+      const result = (await ensure(dir, stdin, size))._unsafeUnwrap();
+      expect(result.code, name).not.toBe(0);
+      expect(result.stderr, name).toContain('did not arrive whole');
+      expect(readdirSync(dir), name).toEqual([]);
+    }
+  });
+
+  it('a directory or a symlink where the receiver goes is refused, not written through', async () => {
+    const dir = join(work, 'd');
+    (await runScript(transport, 'mkdir -p "$1"', [dir], { cwd: '/' }))._unsafeUnwrap();
+    const result = (await runScript(transport, ENSURE_RECEIVER_SCRIPT, [dir, dir, String(receiver.length)], { cwd: '/', stdin: Readable.from([gzipSync(receiver)]), allowNonZeroExit: true }))._unsafeUnwrap();
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('not a regular file');
+    expect(readdirSync(dir)).toEqual([]);
+    const linkDir = join(work, 'l');
+    const target = join(work, 'victim');
+    writeFileSync(target, 'untouched');
+    (await runScript(transport, 'mkdir -p "$1" && ln -s "$2" "$1/receiver-x.cjs"', [linkDir, target], { cwd: '/' }))._unsafeUnwrap();
+    const linked = (await ensure(linkDir, gzipSync(receiver)))._unsafeUnwrap();
+    expect(linked.code).not.toBe(0);
+    expect(readFileSync(target, 'utf8')).toBe('untouched');
+  });
+});
