@@ -138,6 +138,22 @@ if [ -n "$next" ]; then
 fi
 `;
 
+/**
+ * $1-$3 as {@link SETTLE_ROUND_SCRIPT}'s, then the receiver's `unpack` command: the round is
+ * settled only once the receiver verified it (exit 0); a settle that fails is a reply of its own.
+ */
+export const UNPACK_THEN_SETTLE_SCRIPT = `
+settle() {
+${SETTLE_ROUND_SCRIPT.trim()}
+}
+resume="$1"; root="$2"; next="$3"; shift 3
+"$@" || exit $?
+if ! settle "$resume" "$root" "$next" >&2; then
+  echo '{"ok":false,"error":{"code":"RECEIVE_FAILED","message":"the round was verified but could not be settled at the destination"}}'
+  exit 1
+fi
+`;
+
 /** What the receiver's steps take from pre-flight: where staging is, and the tools found there (`gzip`: the receiver travels gzipped). */
 export interface ReceiverPreflight {
   stagingDir: string;
@@ -170,13 +186,17 @@ export function receiveWithReceiver(
   bundle.pause();
   const { target, flags } = unpackArgs(context, stagingDir, options);
   const paths = seedPaths(context, stagingDir);
-  return ensureReceiver(context, signalOpt, preflight.tools)
+  // The inventory that just answered ran this receiver: it is there.
+  const known = options.afterInventory ? receiverFor(context)?.remotePath : undefined;
+  return (known ? okAsync<string, ApMigrateError>(known) : ensureReceiver(context, signalOpt, preflight.tools))
     .andThen((remoteReceiver) =>
       ((options.attempt ?? 1) > 1 ? runScript(transport, CLEAR_TARGET_SCRIPT, [target], { cwd: '/', ...signalOpt }).map(() => remoteReceiver) : okAsync(remoteReceiver)),
     )
-    .andThen((remoteReceiver) =>
-      transport.exec(decompressingArgv(codecOf(options), ['node', remoteReceiver, 'unpack', target, ...flags]), { ...signalOpt, stdin: onTheWire(bundle, options), allowNonZeroExit: true }),
-    )
+    .andThen((remoteReceiver) => {
+      // Settled in the same command once verified: one round trip less.
+      const settled = ['sh', '-c', UNPACK_THEN_SETTLE_SCRIPT, 'ap-migrate', paths.resume, paths.root, options.round === 'delta' ? paths.next : '', 'node', remoteReceiver, 'unpack', target, ...flags];
+      return transport.exec(decompressingArgv(codecOf(options), settled), { ...signalOpt, stdin: onTheWire(bundle, options), allowNonZeroExit: true });
+    })
     .mapErr((e) => {
       bundle.destroy();
       return e;
@@ -185,10 +205,7 @@ export function receiveWithReceiver(
       // A decompressor that failed explains a receiver that then saw a cut stream.
       const decompressor = decompressorFailure(codecOf(options), result, transport.description);
       return decompressor ? errAsync(decompressor) : stagedFromReply(transport.description, result, stagingDir, bytes);
-    })
-    .andThen((staged) =>
-      runScript(transport, SETTLE_ROUND_SCRIPT, [paths.resume, paths.root, options.round === 'delta' ? paths.next : ''], { cwd: '/', ...signalOpt }).map(() => staged),
-    );
+    });
 }
 
 const codecOf = (options: ReceiveWithReceiverOptions): WireCodec => options.compression?.codec ?? 'none';

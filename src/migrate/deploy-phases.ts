@@ -218,6 +218,7 @@ function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport
   };
   return inventoryFor(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
+      if (held) receiveOptions.afterInventory = true;
       const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
       const onBytes = (bytes: number) => {
         sent.bytes = bytes;

@@ -88,6 +88,11 @@ export interface ReceiveOptions {
   compression?: { codec: 'zstd' | 'gzip' | 'none'; level?: number };
   /** Called with the bytes written to the transport after compression and the bandwidth cap (the report's `wireBytes`). */
   onWireBytes?: (bytes: number) => void;
+  /**
+   * This deployer's `inventory` for this attempt has just answered: what it set up at the
+   * destination to answer (its receiver) is there, and need not be checked again.
+   */
+  afterInventory?: boolean;
 }
 
 /** What `migrate()` asks a destination before packing a round: which files it already holds. */

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENSURE_RECEIVER_SCRIPT } from '../../src/destination/receiver.js';
+import { ENSURE_RECEIVER_SCRIPT, UNPACK_THEN_SETTLE_SCRIPT } from '../../src/destination/receiver.js';
 import { runScript } from '../../src/destination/run-script.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { skipUnless } from '../helpers/requirements.js';
@@ -67,5 +67,46 @@ describe.skipIf(skipUnless('tool:gzip'))('ENSURE_RECEIVER_SCRIPT', () => {
     const linked = (await ensure(linkDir, gzipSync(receiver)))._unsafeUnwrap();
     expect(linked.code).not.toBe(0);
     expect(readFileSync(target, 'utf8')).toBe('untouched');
+  });
+});
+
+describe('UNPACK_THEN_SETTLE_SCRIPT', () => {
+  const work = mkdtempSync(join(tmpdir(), 'ap-unpack-settle-'));
+  const transport = createLocalTransport();
+  afterAll(async () => {
+    await transport.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+  const ok = ['sh', '-c', `echo '{"ok":true,"report":{"verified":true}}'`];
+  const failing = ['sh', '-c', `echo '{"ok":false,"error":{"code":"BUNDLE_TRUNCATED","message":"cut"}}'; exit 1`];
+  const run = (resume: string, root: string, next: string, receiver: string[]) =>
+    runScript(transport, UNPACK_THEN_SETTLE_SCRIPT, [resume, root, next, ...receiver], { cwd: '/', allowNonZeroExit: true });
+
+  it('a verified round settles: the resume store goes, a delta round replaces the tree; the receiver reply stays the last line', async () => {
+    const dir = join(work, 'ok');
+    (await runScript(transport, 'mkdir -p "$1/resume" "$1/root" "$1/next" && echo old >"$1/root/f" && echo new >"$1/next/f" && : >"$1/next.journal.json"', [dir], { cwd: '/' }))._unsafeUnwrap();
+    const result = (await run(join(dir, 'resume'), join(dir, 'root'), join(dir, 'next'), ok))._unsafeUnwrap();
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout.trim().split('\n').pop()!).ok).toBe(true);
+    expect(readdirSync(dir).sort()).toEqual(['root', 'root.journal.json']);
+    expect(readFileSync(join(dir, 'root', 'f'), 'utf8')).toBe('new\n');
+  });
+
+  it('a receiver that failed settles nothing (what a retry resumes from is kept) and its status stays', async () => {
+    const dir = join(work, 'failed');
+    (await runScript(transport, 'mkdir -p "$1/resume" "$1/root"', [dir], { cwd: '/' }))._unsafeUnwrap();
+    const result = (await run(join(dir, 'resume'), join(dir, 'root'), '', failing))._unsafeUnwrap();
+    expect(result.code).toBe(1);
+    expect(JSON.parse(result.stdout.trim().split('\n').pop()!).error.code).toBe('BUNDLE_TRUNCATED');
+    expect(readdirSync(dir).sort()).toEqual(['resume', 'root']);
+  });
+
+  it('a settle that fails after a verified round is a reply of its own, RECEIVE_FAILED', async () => {
+    const dir = join(work, 'no-next');
+    (await runScript(transport, 'mkdir -p "$1/root"', [dir], { cwd: '/' }))._unsafeUnwrap();
+    const result = (await run(join(dir, 'resume'), join(dir, 'root'), join(dir, 'missing-next'), ok))._unsafeUnwrap();
+    expect(result.code).toBe(1);
+    const reply = JSON.parse(result.stdout.trim().split('\n').pop()!);
+    expect(reply).toMatchObject({ ok: false, error: { code: 'RECEIVE_FAILED' } });
   });
 });

@@ -17,9 +17,15 @@ export interface FlipRecord {
   bytes: number;
 }
 
+/** The receiver's `node <receiver> unpack <target> ...` inside `argv` (alone, or wrapped by the settle and decompress scripts), or undefined. */
+export function receiverUnpackArgv(argv: readonly string[]): readonly string[] | undefined {
+  const at = argv.findIndex((a, i) => a === 'node' && /receiver[^/]*\.cjs$/.test(argv[i + 1] ?? '') && argv[i + 2] === 'unpack');
+  return at < 0 ? undefined : argv.slice(at);
+}
+
 /** Whether `argv` runs the bundle receiver. */
 export function isReceiverCommand(argv: readonly string[]): boolean {
-  return argv[0] === 'node' && /receiver[^/]*\.cjs$/.test(argv[1] ?? '') && argv[2] === 'unpack';
+  return receiverUnpackArgv(argv) !== undefined;
 }
 
 /** A pass-through stream that XORs the byte at `offset` with `mask` (never zero, so it always changes). */
