@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, type Stats, lstatSync, openSync, readSync, realpathSync, writeSync } from 'node:fs';
-import { lstat, open, readFile, realpath, type FileHandle } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JournalSchema, journalPathOf, type HeldFiles, type InventoryRequest } from './seeds.js';
 
@@ -41,27 +41,10 @@ export async function loadJournal(root: string): Promise<JournalIndex> {
 
 /**
  * Open `path` (absolute, as in the bundle) inside the tree at `dir`: every directory on the way
- * must be a real directory, the file itself a regular file; no symlink is followed.
- */
-export async function openInTree(dir: string, path: string): Promise<FileHandle | undefined> {
-  const components = path.split('/').filter((c) => c !== '');
-  if (components.length === 0 || components.some((c) => c === '.' || c === '..')) return undefined;
-  for (let depth = 1; depth < components.length; depth++) {
-    const stats = await lstat(join(dir, ...components.slice(0, depth))).catch(() => undefined);
-    if (!stats?.isDirectory()) return undefined;
-  }
-  const handle = await open(join(dir, ...components), READ_FLAGS).catch(() => undefined);
-  if (!handle) return undefined;
-  const stats = await handle.stat();
-  if (stats.isFile()) return handle;
-  await handle.close();
-  return undefined;
-}
-
-/**
- * {@link openInTree} without the thread pool, for the unpacker's per-entry path (a few µs per
- * call; a thread-pool round trip costs tens). `checked` remembers directories of the tree already
- * found real during this unpack: the seed trees are ours (root's, 0700) and nothing renames their
+ * must be a real directory, the file itself a regular file; no symlink is followed. Synchronous:
+ * a few µs per call, where a thread-pool round trip costs tens (the unpacker calls it per entry,
+ * the inventory per file). `checked` remembers directories of the tree already found real during
+ * this unpack or inventory: the seed trees are ours (root's, 0700) and nothing renames their
  * directories while a receiver runs. Returns a file descriptor the caller closes.
  */
 export function openInTreeSync(dir: string, path: string, checked: Set<string> = new Set()): number | undefined {
@@ -82,7 +65,10 @@ export function openInTreeSync(dir: string, path: string, checked: Set<string> =
   return openRegularSync(join(dir, ...components), () => true);
 }
 
-/** {@link openOnHost} without the thread pool; a file descriptor the caller closes. */
+/**
+ * Open the host's file at `path` if it may seed a root: under `roots`, regular, root-owned,
+ * world-readable. A file descriptor the caller closes.
+ */
 export function openOnHostSync(path: string, roots: ResolvedHostRoots): number | undefined {
   if (!path.startsWith('/') || path.split('/').some((c) => c === '..')) return undefined;
   let real: string;
@@ -135,83 +121,50 @@ export function copyChunkSync(from: number, to: number | undefined, buffer: Buff
 /** Host seed roots with their links resolved, once per inventory or unpack rather than once per file. */
 export type ResolvedHostRoots = readonly string[];
 
-/** Resolve `roots` (the host's own links) for {@link openOnHost}; a root that does not exist is left out. */
+/** Resolve `roots` (the host's own links) for {@link openOnHostSync}; a root that does not exist is left out. */
 export async function resolveHostRoots(roots: readonly string[]): Promise<ResolvedHostRoots> {
   const real = await Promise.all(roots.map((r) => realpath(r).catch(() => undefined)));
   return real.filter((r): r is string => r !== undefined);
 }
 
-/** Open the host's file at `path` if it may seed a root: under `roots`, regular, root-owned, world-readable. */
-export async function openOnHost(path: string, roots: ResolvedHostRoots): Promise<FileHandle | undefined> {
-  if (!path.startsWith('/') || path.split('/').some((c) => c === '..')) return undefined;
-  const real = await realpath(path).catch(() => undefined);
-  if (!real) return undefined;
-  if (!roots.some((r) => real === r || real.startsWith(r === '/' ? '/' : `${r}/`))) return undefined;
-  const handle = await open(real, READ_FLAGS).catch(() => undefined);
-  if (!handle) return undefined;
-  const stats = await handle.stat();
-  if (stats.isFile() && stats.uid === 0 && (stats.mode & 0o004) !== 0) return handle;
-  await handle.close();
-  return undefined;
-}
-
-/** A read buffer for {@link hashHandle} and {@link copyChunkSync}; one per concurrent reader, reused across files. */
+/** A read buffer for {@link copyChunkSync}, reused across files. */
 export function readBuffer(): Buffer {
   return Buffer.allocUnsafe(1024 * 1024);
 }
 
-/** SHA-256 and size of what `handle` holds, read from its start. */
-export async function hashHandle(handle: FileHandle, buffer: Buffer = readBuffer()): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for (;;) {
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
-    if (bytesRead === 0) break;
-    hash.update(buffer.subarray(0, bytesRead));
-    size += bytesRead;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
-
 /** The journaled files of the tree at `dir` that are still there with their size. */
 async function heldInTree(dir: string, from: 'staged' | 'resume', held: HeldFiles): Promise<void> {
+  const checked = new Set<string>();
   for (const [path, entry] of await loadJournal(dir)) {
-    const handle = await openInTree(dir, path);
-    if (!handle) continue;
+    const fd = openInTreeSync(dir, path, checked);
+    if (fd === undefined) continue;
     try {
-      if ((await handle.stat()).size === entry.size) held[path] = { ...entry, from };
+      if (fstatSync(fd).size === entry.size) held[path] = { ...entry, from };
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   }
 }
 
-/** Files hashed at once by an inventory: enough to keep the thread pool busy on many small files. */
-const INVENTORY_CONCURRENCY = 8;
-
-/** Hash the host's files at `paths` that may seed a root, several at a time, into `held`. */
+/**
+ * Hash the host's files at `paths` that may seed a root into `held`, in the request's order.
+ * Synchronous, one file after the other: the inventory is a command of its own, and on many small
+ * files that is faster than the thread pool (1,069 package files: 116-158 ms, against 190-290 ms
+ * with eight thread-pool workers).
+ */
 async function heldOnHost(paths: readonly string[], roots: readonly string[], held: HeldFiles): Promise<void> {
   const resolved = await resolveHostRoots(roots);
-  const found = new Map<string, { sha256: string; size: number }>();
-  let next = 0;
-  const worker = async () => {
-    const buffer = readBuffer();
-    while (next < paths.length) {
-      const path = paths[next++]!;
-      const handle = await openOnHost(path, resolved);
-      if (!handle) continue;
-      try {
-        found.set(path, await hashHandle(handle, buffer));
-      } finally {
-        await handle.close();
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(INVENTORY_CONCURRENCY, paths.length) }, worker));
-  // In the request's order, whatever order the workers finished in.
+  const buffer = readBuffer();
   for (const path of paths) {
-    const entry = found.get(path);
-    if (entry) held[path] = { ...entry, from: 'host' };
+    const fd = openOnHostSync(path, resolved);
+    if (fd === undefined) continue;
+    try {
+      const state: HashedCopy = { hash: createHash('sha256'), size: 0 };
+      while (copyChunkSync(fd, undefined, buffer, state));
+      held[path] = { sha256: state.hash.digest('hex'), size: state.size, from: 'host' };
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
