@@ -210,6 +210,14 @@ export const LINK_SAMPLE_ENOUGH_MS = 250;
 const SECOND_SAMPLE_MS = 600;
 
 /**
+ * Bytes of the second link sample: what takes about 600 ms at the speed the first sample
+ * (`first` bytes in `firstNetMs`) showed, at least `first`, at most `max`. Pure.
+ */
+export function secondLinkSample(first: number, firstNetMs: number, max: number): number {
+  return Math.min(max, Math.max(first, Math.round((first / Math.max(firstNetMs, 0.001)) * SECOND_SAMPLE_MS)));
+}
+
+/**
  * The link's throughput (bytes/s) to where `transport` runs commands: the time of one
  * `cat >/dev/null` fed incompressible data, less the time of the same command fed nothing (the
  * command's start-up and round trips), which is run first. The first sample is an eighth of
@@ -239,7 +247,7 @@ export function measureLinkThroughput(
     timed(first).andThen((firstMs) => {
       const ms = netMs(firstMs, baselineMs);
       if ((ms >= LINK_SAMPLE_ENOUGH_MS && ms >= 2 * baselineMs) || first === bytes) return okAsync(first / (ms / 1000));
-      const second = Math.min(bytes, Math.max(first, Math.round((first / ms) * SECOND_SAMPLE_MS)));
+      const second = secondLinkSample(first, ms, bytes);
       return timed(second).map((elapsedMs) => second / (netMs(elapsedMs, baselineMs) / 1000));
     }),
   );
