@@ -15,7 +15,7 @@ import type { ApMigrateError } from '../errors.js';
 import type { ExecResult } from '../spec/executor.js';
 import type { DeployContext, InventoryQuery, ReceiveOptions, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles } from '../spec/packager.js';
-import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema } from '../bundle/seeds.js';
+import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema, journalPathOf } from '../bundle/seeds.js';
 import { createThrottle } from '../transfer/throttle.js';
 import { compressStream, decompressingArgv, decompressorFailure, type WireCodec } from '../transfer/compression.js';
 import { countWireBytes, type WireCountOptions } from '../transfer/wire.js';
@@ -53,17 +53,29 @@ function receiverMissing(): DeployError {
 /**
  * $1 = work directory, $2 = the receiver's path, $3 = its size. The receiver, gzipped, is on
  * stdin: kept when it is not there yet (checked whole, renamed into place), read and dropped
- * when it is. One round trip whichever it is, for 23% of the receiver's bytes.
+ * when it is. One round trip whichever it is, for 23% of the receiver's bytes. With $4 (a path),
+ * a second line says whether anything is there ({@link LOOK_LINE}).
  */
 export const ENSURE_RECEIVER_SCRIPT = `
-dir="$1"; receiver="$2"; size="$3"
+dir="$1"; receiver="$2"; size="$3"; look="\${4-}"
+answer() { echo "$1"; if [ -n "$look" ]; then if [ -e "$look" ] || [ -L "$look" ]; then echo there; else echo none; fi; fi; exit 0; }
 mkdir -p "$dir" && chmod 700 "$dir" || exit 1
-if [ -f "$receiver" ] && [ ! -L "$receiver" ]; then cat >/dev/null; echo present; exit 0; fi
+if [ -f "$receiver" ] && [ ! -L "$receiver" ]; then cat >/dev/null; answer present; fi
 if [ -e "$receiver" ] || [ -L "$receiver" ]; then echo "ap-migrate: $receiver is there but not a regular file" >&2; exit 1; fi
 umask 077; part="$receiver.part.$$"
-if gzip -dc > "$part" && [ "$(wc -c < "$part")" -eq "$size" ] && mv -f -- "$part" "$receiver"; then echo uploaded; exit 0; fi
+if gzip -dc > "$part" && [ "$(wc -c < "$part")" -eq "$size" ] && mv -f -- "$part" "$receiver"; then answer uploaded; fi
 rm -f -- "$part"; echo "ap-migrate: the receiver did not arrive whole" >&2; exit 1
 `;
+
+/** Where gzip is missing: $1 = work directory, $2 = the receiver's path, $3 (optional) = a path to look at, as in {@link ENSURE_RECEIVER_SCRIPT}. */
+export const FIND_RECEIVER_SCRIPT = `
+mkdir -p "$1" && chmod 700 "$1" || exit 1
+if test -f "$2"; then echo present; else echo absent; fi
+if [ -n "\${3-}" ]; then if [ -e "$3" ] || [ -L "$3" ]; then echo there; else echo none; fi; fi
+`;
+
+/** The second line of the receiver check, with a path to look at: whether anything is there. */
+export const LOOK_LINE = { there: 'there', none: 'none' } as const;
 
 /** The built receiver gzipped, once per process (it is uploaded that way where the destination has gzip). */
 function gzippedReceiver(localPath: string): Buffer {
@@ -82,19 +94,41 @@ const receiverGzips = new Map<string, Buffer>();
  * sends it gzipped and keeps it only if absent; else it is looked for, then uploaded.
  */
 function ensureReceiver(context: DeployContext, signalOpt: { signal?: AbortSignal }, tools: Readonly<Record<string, string>> = {}): ResultAsync<string, ApMigrateError> {
+  return ensureReceiverAndLook(context, signalOpt, tools).map(({ remotePath }) => remotePath);
+}
+
+/**
+ * {@link ensureReceiver}, and in the same round trip whether anything is at `look` (a path at the
+ * destination): `lookFound` is set only when `look` was given.
+ */
+function ensureReceiverAndLook(
+  context: DeployContext,
+  signalOpt: { signal?: AbortSignal },
+  tools: Readonly<Record<string, string>> = {},
+  look?: string,
+): ResultAsync<{ remotePath: string; lookFound?: boolean }, ApMigrateError> {
   const receiver = receiverFor(context);
   if (!receiver) return errAsync(receiverMissing());
   const { transport } = context;
   const { workDir } = layoutFor(transport, context.name);
+  const lookArgs = look !== undefined ? [look] : [];
+  const looked = (stdout: string): { remotePath: string; lookFound?: boolean } => {
+    if (look === undefined) return { remotePath: receiver.remotePath };
+    // Anything but a clear "none" counts as found: the receiver is asked, as without the look.
+    return { remotePath: receiver.remotePath, lookFound: stdout.trim().split('\n').pop() !== LOOK_LINE.none };
+  };
   if (tools.gzip) {
     const size = statSync(receiver.localPath).size;
-    return runScript(transport, ENSURE_RECEIVER_SCRIPT, [workDir, receiver.remotePath, String(size)], { cwd: '/', stdin: Readable.from([gzippedReceiver(receiver.localPath)]), ...signalOpt }).map(
-      () => receiver.remotePath,
+    return runScript(transport, ENSURE_RECEIVER_SCRIPT, [workDir, receiver.remotePath, String(size), ...lookArgs], { cwd: '/', stdin: Readable.from([gzippedReceiver(receiver.localPath)]), ...signalOpt }).map(
+      (r) => looked(r.stdout),
     );
   }
-  return runScript(transport, 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent', [workDir, receiver.remotePath], { cwd: '/', ...signalOpt })
-    .andThen((r) => (r.stdout.trim() === 'present' ? okAsync(undefined) : transport.upload(createReadStream(receiver.localPath), receiver.remotePath, { ...signalOpt, mode: 0o600 }).map(() => undefined)))
-    .map(() => receiver.remotePath);
+  return runScript(transport, look === undefined ? 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent' : FIND_RECEIVER_SCRIPT, [workDir, receiver.remotePath, ...lookArgs], { cwd: '/', ...signalOpt })
+    .andThen((r) =>
+      r.stdout.trim().split('\n')[0] === 'present'
+        ? okAsync(looked(r.stdout))
+        : transport.upload(createReadStream(receiver.localPath), receiver.remotePath, { ...signalOpt, mode: 0o600 }).map(() => looked(r.stdout)),
+    );
 }
 
 /** Where the seeds of one migration live at the destination: its staged tree, the next round's, the files kept from a cut attempt. */
@@ -255,16 +289,25 @@ export function inventoryWithReceiver(context: DeployContext, preflight: Receive
   };
   const clear: ResultAsync<unknown, ApMigrateError> =
     (query.attempt ?? 1) > 1 ? runScript(context.transport, CLEAR_TARGET_SCRIPT, [query.round === 'delta' ? paths.next : paths.root], { cwd: '/', ...signalOpt }) : okAsync(undefined);
+  // Asked only for what a cut attempt kept: without its journal there is nothing, and the
+  // receiver (a Node.js start, ~0.2 s) need not be asked. The look shares the receiver check's round trip.
+  const onlyResume = request.staged === undefined && request.host === undefined;
   return clear
-    .andThen(() => ensureReceiver(context, signalOpt, preflight.tools))
-    .andThen((remoteReceiver) => context.transport.exec(['node', remoteReceiver, 'inventory'], { ...signalOpt, stdin: Readable.from([JSON.stringify(request)]), allowNonZeroExit: true }))
-    .andThen((result) => {
-      const reply = parseReceiverReply<unknown>(result);
-      if (!reply.ok) return errAsync(new DeployError('RECEIVE_FAILED', `The destination could not say what it holds: ${reply.error.message}`));
-      const held = HeldFilesSchema.safeParse(reply.report);
-      if (!held.success) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination answered its inventory with something that is not one'));
-      return okAsync(held.data);
-    });
+    .andThen(() => ensureReceiverAndLook(context, signalOpt, preflight.tools, onlyResume ? journalPathOf(paths.resume) : undefined))
+    .andThen(({ remotePath, lookFound }) =>
+      lookFound === false
+        ? okAsync<HeldFiles, ApMigrateError>({})
+        : context.transport.exec(['node', remotePath, 'inventory'], { ...signalOpt, stdin: Readable.from([JSON.stringify(request)]), allowNonZeroExit: true }).andThen(parseInventoryReply),
+    );
+}
+
+/** The receiver's answer to `inventory`, checked. */
+function parseInventoryReply(result: ExecResult): ResultAsync<HeldFiles, ApMigrateError> {
+  const reply = parseReceiverReply<unknown>(result);
+  if (!reply.ok) return errAsync(new DeployError('RECEIVE_FAILED', `The destination could not say what it holds: ${reply.error.message}`));
+  const held = HeldFilesSchema.safeParse(reply.report);
+  if (!held.success) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination answered its inventory with something that is not one'));
+  return okAsync(held.data);
 }
 
 /**

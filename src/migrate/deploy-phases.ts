@@ -12,7 +12,7 @@ import type { ResourceProfile } from '../policy/profile.js';
 import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles, PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
 import { noTransport } from './no-transport.js';
-import { chooseCodec, LINK_SAMPLE_BYTES, localCompressors, measureLinkThroughput, probeCodecs, type CodecChoice } from '../transfer/compression.js';
+import { chooseCodec, LINK_SAMPLE_BYTES, localCompressors, measureLinkThroughput, probeCodecs, ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND, type CodecChoice } from '../transfer/compression.js';
 import type { ReceiveOptions } from '../spec/deployer.js';
 import { abortedError, emit, guarded, notAborted, signalOption, timed, type Run } from './run.js';
 
@@ -95,7 +95,7 @@ function chooseCompression(run: Run, chosen: ChosenMethod, signal: AbortSignal):
   const transport = chosen.context.transport;
   // From `/`: the destination's root may not exist yet (pre-flight does not create it).
   const exec = (argv: string[]) => transport.exec(argv, { cwd: '/', signal });
-  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', signal }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
+  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', signal, enoughBelow: ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
   return ResultAsync.combine([localCompressors(), probeCodecs(exec), link] as const)
     .andThen(([sourceHas, destinationHas, linkBytesPerSecond]) => {
       const choice = chooseCodec({ requested, sourceHas, destinationHas, ...(linkBytesPerSecond !== undefined ? { linkBytesPerSecond } : {}) });

@@ -217,6 +217,26 @@ export function secondLinkSample(first: number, firstNetMs: number, max: number)
   return Math.min(max, Math.max(first, Math.round((first / Math.max(firstNetMs, 0.001)) * SECOND_SAMPLE_MS)));
 }
 
+/** Options of {@link measureLinkThroughput}. */
+export interface LinkMeasureOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  cwd?: string;
+  /**
+   * A first sample that reads below this (bytes/s) is the answer, however short it was: a short
+   * sample reads a link slower than it is (start-up, TCP slow start), so a longer one could only
+   * read it faster, and a caller whose choices all lie above this value would choose the same
+   * either way unless the link is faster than it showed. {@link chooseCodec}'s lowest threshold
+   * ({@link ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND}) is what `migrate()` passes.
+   */
+  enoughBelow?: number;
+}
+
+/** Whether a first link sample's reading settles the question (see {@link LinkMeasureOptions.enoughBelow}). Pure. */
+export function firstIsEnough(bytesPerSecond: number, enoughBelow: number | undefined): boolean {
+  return enoughBelow !== undefined && bytesPerSecond < enoughBelow;
+}
+
 /**
  * The link's throughput (bytes/s) to where `transport` runs commands: the time of one
  * `cat >/dev/null` fed incompressible data, less the time of the same command fed nothing (the
@@ -225,12 +245,13 @@ export function secondLinkSample(first: number, firstNetMs: number, max: number)
  * answer. Else a second sample is sent, sized to take about 600 ms at the speed the first showed
  * (which, start-up included, is below the link's), at most `bytes`: a slow link (10 Mbit/s: 0.8 s
  * for the first sample, 6.7 s for the full one) pays only the first, a 100 Mbit/s one about 0.5 s
- * more (not the whole 8 MiB), a fast one the whole sample, which costs it little. Any transport.
+ * more (not the whole 8 MiB), a fast one the whole sample, which costs it little. With
+ * `enoughBelow`, a first sample that reads slower than that is the answer (no second sample). Any transport.
  */
 export function measureLinkThroughput(
   transport: Pick<Transport, 'exec'>,
   bytes: number = LINK_SAMPLE_BYTES,
-  options: { signal?: AbortSignal; timeoutMs?: number; cwd?: string } = {},
+  options: LinkMeasureOptions = {},
 ): ResultAsync<number, ApMigrateError> {
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
     return errAsync(new InvalidInputError('link measurement', [{ path: 'bytes', message: 'must be a positive integer' }]));
@@ -246,7 +267,8 @@ export function measureLinkThroughput(
   return timed(0).andThen((baselineMs) =>
     timed(first).andThen((firstMs) => {
       const ms = netMs(firstMs, baselineMs);
-      if ((ms >= LINK_SAMPLE_ENOUGH_MS && ms >= 2 * baselineMs) || first === bytes) return okAsync(first / (ms / 1000));
+      const speed = first / (ms / 1000);
+      if ((ms >= LINK_SAMPLE_ENOUGH_MS && ms >= 2 * baselineMs) || first === bytes || firstIsEnough(speed, options.enoughBelow)) return okAsync(speed);
       const second = secondLinkSample(first, ms, bytes);
       return timed(second).map((elapsedMs) => second / (netMs(elapsedMs, baselineMs) / 1000));
     }),

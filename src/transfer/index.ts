@@ -15,6 +15,7 @@ export {
   decompressorFailure,
   localCompressors,
   measureLinkThroughput,
+  type LinkMeasureOptions,
   probeCodecs,
   type CodecChoice,
   type CodecChoiceInput,

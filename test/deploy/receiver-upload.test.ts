@@ -2,13 +2,13 @@
  * The receiver's upload where the destination has gzip: one command sends it gzipped and keeps
  * it only when it is not there; a cut or wrong stream installs nothing and leaves no part file.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENSURE_RECEIVER_SCRIPT, UNPACK_THEN_SETTLE_SCRIPT } from '../../src/destination/receiver.js';
+import { ENSURE_RECEIVER_SCRIPT, FIND_RECEIVER_SCRIPT, UNPACK_THEN_SETTLE_SCRIPT } from '../../src/destination/receiver.js';
 import { runScript } from '../../src/destination/run-script.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { skipUnless } from '../helpers/requirements.js';
@@ -36,6 +36,31 @@ describe.skipIf(skipUnless('tool:gzip'))('ENSURE_RECEIVER_SCRIPT', () => {
     expect(second.code).toBe(0);
     expect(readFileSync(join(dir, 'receiver-x.cjs'))).toEqual(receiver);
     expect(readdirSync(dir)).toEqual(['receiver-x.cjs']);
+  });
+
+  it('with a path to look at: a second line says whether anything is there (a file, a dangling symlink), uploaded or present alike', async () => {
+    const dir = join(work, 'look', '.ap-migrate');
+    const look = join(work, 'look', 'resume.journal.json');
+    const run = (stdin: Buffer) =>
+      runScript(transport, ENSURE_RECEIVER_SCRIPT, [dir, join(dir, 'receiver-x.cjs'), String(receiver.length), look], { cwd: '/', stdin: Readable.from([stdin]), allowNonZeroExit: true });
+    expect((await run(gzipSync(receiver)))._unsafeUnwrap().stdout.trim().split('\n')).toEqual(['uploaded', 'none']);
+    writeFileSync(look, '{}');
+    expect((await run(gzipSync(receiver)))._unsafeUnwrap().stdout.trim().split('\n')).toEqual(['present', 'there']);
+    rmSync(look);
+    symlinkSync(join(work, 'nowhere'), look);
+    expect((await run(gzipSync(receiver)))._unsafeUnwrap().stdout.trim().split('\n')).toEqual(['present', 'there']);
+  });
+
+  it('FIND_RECEIVER_SCRIPT (no gzip there): present or absent, then the look line when asked', async () => {
+    const dir = join(work, 'find', '.ap-migrate');
+    const look = join(work, 'find', 'kept.journal.json');
+    const find = async (...extra: string[]) => (await runScript(transport, FIND_RECEIVER_SCRIPT, [dir, join(dir, 'receiver-x.cjs'), ...extra], { cwd: '/' }))._unsafeUnwrap().stdout.trim().split('\n');
+    expect(await find()).toEqual(['absent']);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(await find(look)).toEqual(['absent', 'none']);
+    writeFileSync(join(dir, 'receiver-x.cjs'), receiver);
+    writeFileSync(look, '{}');
+    expect(await find(look)).toEqual(['present', 'there']);
   });
 
   it('a cut stream, a stream that is not gzip, or one of another size installs nothing and leaves no part file', async () => {

@@ -25,6 +25,7 @@ import {
   looksIncompressible,
   measureLinkThroughput,
   secondLinkSample,
+  firstIsEnough,
   probeCodecs,
   type CodecChoiceInput,
   type HostCodecs,
@@ -511,6 +512,21 @@ describe('measureLinkThroughput', () => {
     const fast = slowed(1024 * MiB);
     (await measureLinkThroughput(fast, 8 * MiB))._unsafeUnwrap();
     expect(fast.fed()).toBe(9 * MiB);
+  });
+
+  it('with enoughBelow, a short first sample that reads slower than it is the answer: no second sample', async () => {
+    // 1 MiB at 8 MiB/s: ~125 ms, too short to be believed on its own, but it reads ~8 MB/s.
+    const link = slowed(8 * MiB);
+    const measured = (await measureLinkThroughput(link, 8 * MiB, { enoughBelow: 25e6 }))._unsafeUnwrap();
+    expect(link.fed()).toBe(MiB);
+    expect(measured).toBeLessThan(25e6);
+  });
+
+  it('firstIsEnough: only a reading below the threshold, and only when one is given', () => {
+    expect(firstIsEnough(10e6, 25e6)).toBe(true);
+    expect(firstIsEnough(25e6, 25e6)).toBe(false);
+    expect(firstIsEnough(40e6, 25e6)).toBe(false);
+    expect(firstIsEnough(1, undefined)).toBe(false);
   });
 
   it('the second sample is sized to ~600 ms at the speed the first showed, between the first and the full sample', () => {
