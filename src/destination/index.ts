@@ -28,5 +28,5 @@ export {
 export { checkProfileForDeploy, checkStartFacts, type ProfileSafetyOptions } from './profile-safety.js';
 export { healthCheckCommon, maskTitle, readinessRoles, type HealthCheckOptions } from './health.js';
 export { rollbackCommon, stagingDirOf } from './rollback.js';
-export { accountLines, buildAndActivate, checkMethod, endpointsOf } from './linux-root.js';
+export { accountLines, buildAndActivate, checkMethod, endpointsOf, rootSpecOf } from './linux-root.js';
 export { defaultVethAddresses, type VethAddresses } from './veth.js';

@@ -8,10 +8,12 @@ import { posix } from 'node:path';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import { isPseudoPath } from '../policy/paths.js';
-import type { ActivatedDeployment, DeployContext } from '../spec/deployer.js';
+import type { ActivatedDeployment, DeployContext, StagedBundle } from '../spec/deployer.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
 import { buildRootAtDestination } from './receiver.js';
+import type { RootBuildSpec } from './root-builder.js';
+import { runScript } from './run-script.js';
 
 const MOVE_INTO_PLACE_SCRIPT = `
 set -e
@@ -31,11 +33,9 @@ function createdFileDirs(context: DeployContext): string[] {
   return [...dirs];
 }
 
-/** Build the private root inside staging (see `root-builder.ts`), then move it into place with one rename. */
-export function buildAndActivate(context: DeployContext, stagingDir: string, extraUndo: string[][] = []): ResultAsync<ActivatedDeployment, ApMigrateError> {
-  const layout = layoutFor(context.transport, context.name);
-  const spec = {
-    root: posix.join(stagingDir, 'root'),
+/** What the receiver needs to build the program's private root, but where (see `root-builder.ts`). */
+export function rootSpecOf(context: DeployContext): Omit<RootBuildSpec, 'root'> {
+  return {
     executable: context.profile.executable,
     cwd: context.profile.cwd,
     dirs: createdFileDirs(context),
@@ -43,10 +43,27 @@ export function buildAndActivate(context: DeployContext, stagingDir: string, ext
     wrapperSource: '',
     ...accountLines(context),
   };
+}
+
+/**
+ * Build the private root inside staging (see `root-builder.ts`), then move it into place with one
+ * rename. A root the receiver built while receiving (`staged.prepared`) is only moved.
+ */
+export function buildAndActivate(context: DeployContext, staged: Pick<StagedBundle, 'stagingDir' | 'prepared'>, extraUndo: string[][] = []): ResultAsync<ActivatedDeployment, ApMigrateError> {
+  const layout = layoutFor(context.transport, context.name);
+  const { stagingDir } = staged;
+  const activated = { installDir: layout.installDir, rootDir: layout.rootDir, undo: extraUndo };
+  const failed = (e: ApMigrateError) =>
+    e.code === 'UNSAFE_BUNDLE' || e.code === 'ACTIVATE_FAILED' || e.code === 'ABORTED' ? e : new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e });
+  if (staged.prepared) {
+    return runScript(context.transport, MOVE_INTO_PLACE_SCRIPT, [stagingDir, layout.installDir], context.signal ? { signal: context.signal } : {})
+      .mapErr(failed)
+      .map(() => activated);
+  }
   // Built and moved into place in one command (a round trip is 0.1-0.3 s over a slow link).
-  return buildRootAtDestination(context, spec, { script: MOVE_INTO_PLACE_SCRIPT, args: [stagingDir, layout.installDir] })
-    .mapErr((e) => (e.code === 'UNSAFE_BUNDLE' || e.code === 'ACTIVATE_FAILED' || e.code === 'ABORTED' ? e : new DeployError('ACTIVATE_FAILED', `Could not build the program's root at ${context.transport.description}: ${e.message}`, { cause: e })))
-    .map(() => ({ installDir: layout.installDir, rootDir: layout.rootDir, undo: extraUndo }));
+  return buildRootAtDestination(context, { root: posix.join(stagingDir, 'root'), ...rootSpecOf(context) }, { script: MOVE_INTO_PLACE_SCRIPT, args: [stagingDir, layout.installDir] })
+    .mapErr(failed)
+    .map(() => activated);
 }
 
 /** The root's /etc/passwd and /etc/group lines: the accounts the capture found (validated by the profile schema). */

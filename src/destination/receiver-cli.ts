@@ -5,8 +5,10 @@
  *
  *   node receiver.cjs unpack STAGING_DIR [--allow-devices] [--setuid=reject|strip|allow]
  *          [--seed-staged=DIR] [--seed-resume=DIR] [--seed-host-root=DIR ...] [--keep-partial=DIR]
+ *          [--build-root=SPEC]
  *     unpack a bundle from stdin with every safety check and hash verification of `unpackBundle`,
  *     taking seeded entries from the seeds named here (never from anything the bundle names);
+ *     with a build-root spec (JSON), then build the root in STAGING_DIR as `build-root` would;
  *   node receiver.cjs inventory   < {"staged"?:DIR,"resume"?:DIR,"host"?:{"roots":[...],"paths":[...]}}
  *     what the destination already holds for those seeds (see `bundle/seeds.ts`);
  *   node receiver.cjs build-root
@@ -59,7 +61,12 @@ async function unpack(staging: string, flags: string[]): Promise<Reply> {
     return { ok: false, error: { code, message, isRetryable } };
   }
   const r = result.value;
-  return { ok: true, report: { stagingDir: r.stagingDir, bytesRead: r.bytesRead, dataBytes: r.dataBytes, verified: r.verified, entries: r.manifest?.entries.length ?? 0, seeded: r.seeded } };
+  const report = { stagingDir: r.stagingDir, bytesRead: r.bytesRead, dataBytes: r.dataBytes, verified: r.verified, entries: r.manifest?.entries.length ?? 0, seeded: r.seeded };
+  const [buildFlag] = flagValues(flags, 'build-root');
+  if (buildFlag === undefined || !r.verified) return { ok: true, report };
+  // Activation's first step, in this process (no second Node.js start): the root just verified, built.
+  const built = buildRootFrom(buildFlag, staging);
+  return built.ok ? { ok: true, report: { ...report, root: built.report } } : built;
 }
 
 async function readStdin(): Promise<string> {
@@ -80,12 +87,18 @@ function isSpec(value: unknown): value is RootBuildSpec {
 }
 
 async function buildRootCommand(): Promise<Reply> {
+  return buildRootFrom(await readStdin());
+}
+
+/** Build a root from a spec in JSON; `root`, when given, is where (the unpack's target), whatever the spec says. */
+function buildRootFrom(json: string, root?: string): Reply {
   let spec: unknown;
   try {
-    spec = JSON.parse(await readStdin());
+    spec = JSON.parse(json);
   } catch (e) {
     return { ok: false, error: { code: 'INVALID_INPUT', message: `build-root: the spec is not JSON: ${(e as Error).message}` } };
   }
+  if (root !== undefined && typeof spec === 'object' && spec !== null) spec = { ...spec, root };
   if (!isSpec(spec)) return { ok: false, error: { code: 'INVALID_INPUT', message: 'build-root: the spec lacks root, executable, cwd, wrapperSource, dirs or libraries' } };
   try {
     return { ok: true, report: buildRoot(spec) };

@@ -148,6 +148,7 @@ function unpackArgs(context: DeployContext, stagingDir: string, options: Receive
     `--keep-partial=${paths.resume}`,
     ...(delta ? [`--seed-staged=${paths.root}`] : []),
     ...(options.hostSeeds ? DEFAULT_HOST_SEED_ROOTS.map((r) => `--seed-host-root=${r}`) : []),
+    ...buildRootFlag(options.buildRoot),
   ];
   return { target: delta ? paths.next : paths.root, flags };
 }
@@ -194,13 +195,29 @@ export interface ReceiverPreflight {
   tools?: Readonly<Record<string, string>>;
 }
 
+/** The `--build-root` flag for a spec, or none when there is no spec or it is too long for a command line. */
+function buildRootFlag(spec: Omit<RootBuildSpec, 'root'> | undefined): string[] {
+  if (!spec) return [];
+  const json = JSON.stringify(spec);
+  return Buffer.byteLength(json) <= MAX_BUILD_SPEC_BYTES ? [`--build-root=${json}`] : [];
+}
+
 /** Options of {@link receiveWithReceiver}. */
 export interface ReceiveWithReceiverOptions extends ReceiveOptions, WireCountOptions {
   allowDevices?: boolean;
   setuid?: 'reject' | 'strip' | 'allow';
   /** Called with the bundle's bytes read so far (before compression). */
   onBytes?: (bytes: number) => void;
+  /**
+   * Build the program's root right after the bundle is verified, in the same receiver process
+   * (`unpack --build-root`): activation then only moves it into place. Its `root` is the unpack's
+   * target, whatever is given here. Ignored when its JSON is over {@link MAX_BUILD_SPEC_BYTES}.
+   */
+  buildRoot?: Omit<RootBuildSpec, 'root'>;
 }
+
+/** Largest build-root spec passed on the receiver's command line (an argument may hold 128 KiB). */
+export const MAX_BUILD_SPEC_BYTES = 32 * 1024;
 
 /** Upload the receiver (once per content hash) and run it with the bundle on its stdin. */
 export function receiveWithReceiver(
@@ -265,7 +282,7 @@ function throttled(bundle: Readable, limit: number): Readable {
 
 /** The staged bundle the receiver's reply describes, or the typed error it reports. */
 function stagedFromReply(where: string, result: ExecResult, stagingDir: string, bytes: number): ResultAsync<StagedBundle, ApMigrateError> {
-  const reply = parseReceiverReply<{ bytesRead: number; entries: number; verified: boolean; seeded?: { bytes?: number } }>(result);
+  const reply = parseReceiverReply<{ bytesRead: number; entries: number; verified: boolean; seeded?: { bytes?: number }; root?: unknown }>(result);
   if (!reply.ok) {
     const code = reply.error.code;
     const message = code === 'RECEIVE_FAILED' ? `The receiver at ${where} failed: ${reply.error.message}` : `The destination rejected the bundle: ${reply.error.message}`;
@@ -275,7 +292,8 @@ function stagedFromReply(where: string, result: ExecResult, stagingDir: string, 
   }
   if (!reply.report.verified) return errAsync(new DeployError('RECEIVE_FAILED', 'The destination could not verify the bundle against its manifest'));
   const seededBytes = typeof reply.report.seeded?.bytes === 'number' ? reply.report.seeded.bytes : 0;
-  return okAsync({ stagingDir, bytesReceived: reply.report.bytesRead || bytes, entriesVerified: reply.report.entries, seededBytes });
+  const prepared = reply.report.root !== undefined;
+  return okAsync({ stagingDir, bytesReceived: reply.report.bytesRead || bytes, entriesVerified: reply.report.entries, seededBytes, ...(prepared ? { prepared } : {}) });
 }
 
 /** What the destination holds for a round: the files a cut attempt kept, the tree the first round staged, the host's own files. */

@@ -216,10 +216,12 @@ function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport
     ...(run.compression && run.compression.codec !== 'none' ? { compression: run.compression } : {}),
     onWireBytes: (bytes: number) => void (sent.wireBytes = bytes),
   };
+  const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
+  // The transfer phase's round is the last: activation follows (a pre-copy round is followed by a delta).
+  if (phase === 'transfer') receiveOptions.activateNext = true;
   return inventoryFor(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
       if (held) receiveOptions.afterInventory = true;
-      const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
       const onBytes = (bytes: number) => {
         sent.bytes = bytes;
         emit(run, { phase, bytesSent: bytes, bytesTotal: estimate.bytes });

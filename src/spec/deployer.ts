@@ -69,6 +69,11 @@ export interface StagedBundle {
   entriesVerified: number;
   /** Bytes of files the destination took from what it already had (seeded entries), not from the wire. */
   seededBytes?: number;
+  /**
+   * The deployer already did its activation's first step while receiving (asked by
+   * `ReceiveOptions.activateNext`, e.g. built the root in staging): `activate` does only the rest.
+   */
+  prepared?: boolean;
 }
 
 /**
@@ -93,6 +98,11 @@ export interface ReceiveOptions {
    * destination to answer (its receiver) is there, and need not be checked again.
    */
   afterInventory?: boolean;
+  /**
+   * No round follows this one: `activate` comes next with what it stages. A deployer may do its
+   * activation's first step now, in the same command, and say so in `StagedBundle.prepared`.
+   */
+  activateNext?: boolean;
 }
 
 /** What `migrate()` asks a destination before packing a round: which files it already holds. */

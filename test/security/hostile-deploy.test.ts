@@ -4,7 +4,8 @@
  * is a real bundle (packed by the real packer from a crafted source tree) and a profile; each must
  * end in its typed error or a harmless result, and afterwards nothing on the host outside the
  * install directory has changed (modes, owners, contents and mounts of sentinel paths), nothing
- * of the case is mounted or running, and the destination holds nothing of it.
+ * of the case is mounted or running, and the destination holds nothing of it. Locally the root is
+ * built by the receive (as `migrate()` asks for its last round), over SSH by activate.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -266,6 +267,7 @@ async function deployCase(
   sourceRoot: string,
   renames: Record<string, string>,
   whileRunning: (report: string, root: string) => void,
+  activateNext: boolean,
 ): Promise<{ code?: string; message?: string; report?: string }> {
   const state: DeploymentState = {};
   const outcome = await (async () => {
@@ -277,7 +279,7 @@ async function deployCase(
     const bundle = createBundleStream({ ...context.profile, cwd: '/app' }, { includeSharedLibraries: false, sourceRoot, followSymlinks: false, plan: context.plan });
     if (bundle.isErr()) return { code: bundle.error.code, message: bundle.error.message };
     const stream = Object.keys(renames).length ? renamed(bundle.value.stream, renames) : bundle.value.stream;
-    const [staged, packed] = await Promise.all([deployer.receive(context, pre.value, stream), bundle.value.report]);
+    const [staged, packed] = await Promise.all([deployer.receive(context, pre.value, stream, undefined, activateNext ? { activateNext } : {}), bundle.value.report]);
     if (staged.isErr()) return { code: staged.error.code, message: staged.error.message };
     if (packed.isErr()) return { code: packed.error.code, message: packed.error.message };
     state.staged = staged.value;
@@ -367,7 +369,8 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
     return { src, profile: c.profile ? c.profile(base, victims) : base };
   }
 
-  async function attempt(c: HostileCase, method: 'chroot' | 'linux-namespaces', transport: Transport): Promise<void> {
+  /** `activateNext`: the root is built by the receive, as `migrate()` asks for its last round; else by activate. */
+  async function attempt(c: HostileCase, method: 'chroot' | 'linux-namespaces', transport: Transport, activateNext: boolean): Promise<void> {
     const { src, profile: input } = source(c);
     const parsed = ResourceProfileSchema.safeParse(input);
     expect(parsed.success, `the schema ${c.schemaRefuses ? 'refuses' : 'accepts'} the profile`).toBe(!c.schemaRefuses);
@@ -383,7 +386,7 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
     const expected = c.expect;
     const outcome = await deployCase(deployer, { transport, profile, plan, name }, src, c.renames ?? {}, (report, root) => {
       if ('runs' in expected) expected.runs(report, root, victims);
-    });
+    }, activateNext);
     if ('code' in expected) {
       expect(outcome.code, `${outcome.message ?? ''} ${outcome.report ?? ''}`).toBe(expected.code);
       if (expected.message) expect(outcome.message).toMatch(expected.message);
@@ -407,11 +410,11 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare', 'tool:ip', 'tool:
 
   const local = () => createLocalTransport({ root: join(work, 'dst') });
   for (const method of ['chroot', 'linux-namespaces'] as const) {
-    describe(`${method}, local destination`, () => {
-      for (const c of CASES) it(c.name, () => attempt(c, method, local()));
+    describe(`${method}, local destination, the root built while receiving`, () => {
+      for (const c of CASES) it(c.name, () => attempt(c, method, local(), true));
     });
-    describe(`${method}, over SSH`, () => {
-      for (const c of CASES.filter((x) => x.ssh)) it(c.name, () => attempt(c, method, sshTransport!));
+    describe(`${method}, over SSH, the root built by activate`, () => {
+      for (const c of CASES.filter((x) => x.ssh)) it(c.name, () => attempt(c, method, sshTransport!, false));
     });
   }
 });

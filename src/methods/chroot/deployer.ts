@@ -10,6 +10,7 @@ import { createBundlePackager } from '../../bundle/packager.js';
 import type { DeployContext, Deployer } from '../../spec/deployer.js';
 import {
   buildAndActivate,
+  rootSpecOf,
   endpointsOf,
   healthCheckCommon,
   preflightLinux,
@@ -56,9 +57,10 @@ export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deplo
         ...(options.allowDevices ? { allowDevices: true } : {}),
         ...(options.setuid ? { setuid: options.setuid } : {}),
         ...(onBytes ? { onBytes } : {}),
+        ...(round?.activateNext ? { buildRoot: rootSpecOf(context) } : {}),
       }),
     inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query),
-    activate: (context, _preflight, staged) => buildAndActivate(context, staged.stagingDir),
+    activate: (context, _preflight, staged) => buildAndActivate(context, staged),
     start: (context, activated) =>
       startDetached(context, activated, chrootLaunchArgv(context, activated.rootDir)).map(({ pid, logPath }) => ({ pid, logPath, endpoints: endpointsOf(context, '127.0.0.1') })),
     healthCheck: (context, started) => healthCheckCommon(context, started, options.healthTimeoutMs !== undefined ? { timeoutMs: options.healthTimeoutMs } : {}),

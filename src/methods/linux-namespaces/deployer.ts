@@ -17,6 +17,7 @@ import { createBundlePackager } from '../../bundle/packager.js';
 import type { DeployContext, Deployer, PreflightReport } from '../../spec/deployer.js';
 import {
   buildAndActivate,
+  rootSpecOf,
   defaultVethAddresses,
   DeployError,
   endpointsOf,
@@ -113,7 +114,12 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
     preflight: (context, estimatedBytes) =>
       preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => checkNetworkFree(context, addressesOf(context.name), report)),
     receive: (context, preflight, bundle, onBytes, round) =>
-      receiveWithReceiver(context, preflight, bundle, { ...round, ...(options.setuid ? { setuid: options.setuid } : {}), ...(onBytes ? { onBytes } : {}) }),
+      receiveWithReceiver(context, preflight, bundle, {
+        ...round,
+        ...(options.setuid ? { setuid: options.setuid } : {}),
+        ...(onBytes ? { onBytes } : {}),
+        ...(round?.activateNext ? { buildRoot: rootSpecOf(context) } : {}),
+      }),
     inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query),
     activate: (context, _preflight, staged) => {
       const { netns, hostVeth } = namespaceNames(context.name);
@@ -126,7 +132,7 @@ export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}
       return runScript(context.transport, NETWORK_SCRIPT, [netns, hostVeth, addrs.host, addrs.program], context.signal ? { signal: context.signal } : {})
         .mapErr((e) => (e.code === 'ABORTED' ? e : new DeployError('ACTIVATE_FAILED', `Could not create the network namespace: ${e.message}`, { cause: e })))
         .andThen(() =>
-          buildAndActivate(context, staged.stagingDir, undo).orElse((e) =>
+          buildAndActivate(context, staged, undo).orElse((e) =>
             runScript(context.transport, 'ip netns del "$1" 2>/dev/null; ip link del "$2" 2>/dev/null; exit 0', [netns, hostVeth]).andThen(() => errAsync(e)),
           ),
         );

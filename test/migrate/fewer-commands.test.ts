@@ -1,11 +1,15 @@
 /**
- * The first round's inventory asks the receiver (a Node.js start at the destination) only when it
- * could find something: through the real migrate() over the local transport with the real
- * receiver and notesd. With dedup off and no journal of a cut attempt at the destination, the
- * receiver check's own round trip answers "nothing there" and no `inventory` command is sent;
- * with a journal there, or with dedup on, the receiver is asked as before.
+ * Commands a migration no longer sends (each is a round trip, and a receiver command a Node.js
+ * start at the destination), through the real migrate() over the local transport with the real
+ * receiver and notesd:
+ *
+ * - the first round's inventory asks the receiver only when it could find something: with dedup
+ *   off and no journal of a cut attempt at the destination, the receiver check's own round trip
+ *   answers "nothing there"; with a journal there, or with dedup on, the receiver is asked;
+ * - the last round's receiver builds the root once the bundle is verified (`unpack --build-root`),
+ *   and activate only moves it into place; a pre-copy's first round does not.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +31,9 @@ function recordingTransport(inner: Transport): { transport: Transport; commands:
 }
 
 const isInventory = (argv: string[]) => argv[0] === 'node' && argv[2] === 'inventory';
+/** Any command that runs the receiver's build-root (alone or inside a script). */
+const runsBuildRoot = (argv: string[]) => argv.includes('build-root') || argv.some((a) => a.includes('" build-root'));
+const unpackFlags = (commands: string[][]) => commands.filter((argv) => argv.includes('unpack')).map((argv) => argv.filter((a) => a.startsWith('--build-root=')).length);
 
 describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('the first inventory, skipped when nothing can be held', () => {
   let source: NotesdSource;
@@ -78,5 +85,23 @@ describe.skipIf(skipUnless('root', 'tool:gcc', 'tool:unshare'))('the first inven
   it('dedup on: the receiver is asked for the host files it has', async () => {
     await run('inv-dedup', { dedup: true });
     expect(recorded.commands.filter(isInventory)).toHaveLength(1);
+  });
+
+  it('one round: its unpack builds the root, activate sends no build-root, and the program runs from it', async () => {
+    const report = await run('root-in-unpack', {});
+    expect(unpackFlags(recorded.commands)).toEqual([1]);
+    expect(recorded.commands.filter(runsBuildRoot)).toEqual([]);
+    // Built: the exec wrapper and the accounts are in the root the program runs in.
+    const root = join(report.destination!.installDir, 'root');
+    expect(existsSync(join(root, '.ap-migrate'))).toBe(true);
+    expect(statSync(root).mode & 0o777).toBe(0o755);
+  });
+
+  it('pre-copy: the first round builds nothing, the delta round builds the root', async () => {
+    const report = await run('root-precopy', { cutover: 'pre-copy' });
+    expect(report.rounds.map((r) => r.round)).toEqual(['full', 'delta']);
+    expect(unpackFlags(recorded.commands)).toEqual([0, 1]);
+    expect(recorded.commands.filter(runsBuildRoot)).toEqual([]);
+    expect(existsSync(join(report.destination!.installDir, 'root', '.ap-migrate'))).toBe(true);
   });
 });
