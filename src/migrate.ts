@@ -27,6 +27,7 @@ import {
   settleSourcePhase,
   transferPhase,
   canPreCopy,
+  takesSeeds,
   type Round,
   undoAfterFailure,
   type ChosenMethod,
@@ -84,8 +85,8 @@ function deploy(run: Run, base: Omit<ReportParts, 'estimate'>): ResultAsync<Migr
     if (run.options.dryRun) return ok(buildReport(run, { ...base, estimate }));
     // pre-copy: everything once while the source runs; after the freeze only what changed since.
     const preCopied = run.cutover === 'pre-copy' && canPreCopy(chosen, preflight);
-    if (run.cutover === 'pre-copy' && preflight.receiver?.seeds === false) {
-      emit(run, { phase: 'preflight', message: `pre-copy needs a receiver that takes seeded entries (${preflight.receiver.kind} does not): one full round after the freeze` });
+    if (run.cutover === 'pre-copy' && !takesSeeds(preflight)) {
+      emit(run, { phase: 'preflight', message: `pre-copy needs a receiver that takes seeded entries (${preflight.receiver?.kind ?? 'this one'} does not): one full round after the freeze` });
     }
     if (preCopied) yield* transferPhase(run, chosen, preflight, estimate, 'full').orElse((error) => undoAfterFailure(run, chosen, NOT_FROZEN, error));
     const frozen = yield* freezeSource(run, chosen, sourcePid);

@@ -286,7 +286,7 @@ export function canPreCopy(chosen: ChosenMethod, preflight: PreflightReport<unkn
 }
 
 /** Whether the receiver pre-flight picked takes seeded entries (a method without a choice: yes). */
-function takesSeeds(preflight: PreflightReport<unknown>): boolean {
+export function takesSeeds(preflight: PreflightReport<unknown>): boolean {
   return preflight.receiver?.seeds !== false;
 }
 
