@@ -123,7 +123,7 @@ function ensureReceiverAndLook(
       (r) => looked(r.stdout),
     );
   }
-  return runScript(transport, look === undefined ? 'mkdir -p "$1" && chmod 700 "$1" && test -f "$2" && echo present || echo absent' : FIND_RECEIVER_SCRIPT, [workDir, receiver.remotePath, ...lookArgs], { cwd: '/', ...signalOpt })
+  return runScript(transport, FIND_RECEIVER_SCRIPT, [workDir, receiver.remotePath, ...lookArgs], { cwd: '/', ...signalOpt })
     .andThen((r) =>
       r.stdout.trim().split('\n')[0] === 'present'
         ? okAsync(looked(r.stdout))

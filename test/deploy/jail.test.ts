@@ -22,7 +22,7 @@ import { ResourceProfileSchema, type ResourceProfile, type ResourceProfileInput 
 import { PAPER_JAIL_BASE_BYTES } from '../../src/policy/methods.js';
 import type { ApMigrateError } from '../../src/errors.js';
 import { DeployError } from '../../src/destination/deploy-error.js';
-import { UNPACK_THEN_SETTLE_SCRIPT } from '../../src/destination/receiver.js';
+import { FIND_RECEIVER_SCRIPT, UNPACK_THEN_SETTLE_SCRIPT } from '../../src/destination/receiver.js';
 import type { DeployContext, Deployer, DeploymentState, StartedProgram } from '../../src/spec/deployer.js';
 import {
   checkJailCapabilities,
@@ -58,6 +58,7 @@ function expectGolden(name: string, actual: string): void {
 }
 
 const SCRIPT_NAMES = {
+  FIND_RECEIVER_SCRIPT,
   UNPACK_THEN_SETTLE_SCRIPT,
   JAIL_PREFLIGHT_SCRIPT,
   JAIL_ACTIVATE_SCRIPT,
