@@ -227,7 +227,7 @@ export interface LinkMeasureOptions {
    * sample reads a link slower than it is (start-up, TCP slow start), so a longer one could only
    * read it faster, and a caller whose choices all lie above this value would choose the same
    * either way unless the link is faster than it showed. {@link chooseCodec}'s lowest threshold
-   * ({@link ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND}) is what `migrate()` passes.
+   * (25 MB/s, where zstd drops to level 3) is what `migrate()` passes.
    */
   enoughBelow?: number;
 }
