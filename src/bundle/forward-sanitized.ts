@@ -41,7 +41,7 @@ import {
   type BundleInfo,
   type BundleManifest,
 } from './manifest.js';
-import { splitMemberName, symlinkTargetStaysInside } from './paths.js';
+import { resolvesInsideTree, splitMemberName, symlinkTargetStaysInside } from './paths.js';
 import { SEED_PAX } from './seeds.js';
 import { encodeTarHeader, type TarEntryType } from './tar-header.js';
 
@@ -117,7 +117,6 @@ export interface SanitizedForward {
 
 const DEFAULT_MAX_METADATA = 64 * 1024 * 1024;
 const READ_AHEAD_BYTES = 1024 * 1024;
-const MAX_HOPS = 40;
 const MAX_OCTAL_TIME = 0o77777777777;
 
 type DecodedHeader = tar.Header & { pax?: Record<string, string> | null };
@@ -164,6 +163,9 @@ interface ModelEntry extends SanitizedEntry {
   /** Counted as a bundle entry (not an implicit parent). */
   counted: boolean;
 }
+
+/** What every entry of the tree has, before its type says the rest. */
+type EntryBase = Pick<ModelEntry, 'path' | 'mode' | 'uid' | 'gid' | 'mtime' | 'size' | 'counted'>;
 
 class Forwarder {
   readonly output: Readable;
@@ -317,7 +319,8 @@ class Forwarder {
     return components.slice(1);
   }
 
-  private async handle(header: DecodedHeader, entry: EntryStream): Promise<void> {
+  /** The bundle's info (first) and manifest (last) entries; false for every other entry. */
+  private async handleMetadata(header: DecodedHeader, entry: EntryStream): Promise<boolean> {
     const index = this.entryIndex++;
     if (this.manifest) {
       throw new BundleError('BUNDLE_MANIFEST_MISMATCH', `Entry "${header.name}" follows ${BUNDLE_MANIFEST_NAME}, which must be last`);
@@ -327,27 +330,33 @@ class Forwarder {
         throw new BundleError('BUNDLE_MANIFEST_INVALID', `Not an ap-migrate bundle: the first entry is "${header.name}", not ${BUNDLE_INFO_NAME}`);
       }
       this.info = this.parseMetadata(BundleInfoSchema, await this.readSmall(entry, header.name), header.name);
-      return;
+      return true;
     }
-    if (header.name === BUNDLE_MANIFEST_NAME) {
-      this.manifest = this.parseMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
-      return;
-    }
+    if (header.name !== BUNDLE_MANIFEST_NAME) return false;
+    this.manifest = this.parseMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
+    return true;
+  }
+
+  /** The entry's mode after the setuid policy: refused, stripped (and remembered) or kept. */
+  private modeUnderSetuidPolicy(header: DecodedHeader): number {
+    const mode = header.mode & 0o7777;
+    if ((header.type as string | null) === 'directory' || (mode & 0o6000) === 0) return mode;
+    const policy = this.options.setuid ?? 'reject';
+    if (policy === 'reject') throw this.unsafe(header.name, `it has setuid/setgid bits (mode ${mode.toString(8)}); pass setuid: 'strip' or 'allow'`);
+    if (policy === 'allow') return mode;
+    this.strippedSetuid.push(header.name);
+    return mode & ~0o6000;
+  }
+
+  private async handle(header: DecodedHeader, entry: EntryStream): Promise<void> {
+    if (await this.handleMetadata(header, entry)) return;
     const components = this.componentsOf(header.name, 'name');
     const path = '/' + components.join('/');
-    let mode = header.mode & 0o7777;
+    const mode = this.modeUnderSetuidPolicy(header);
     const type = header.type as string | null;
-    if (type !== 'directory' && (mode & 0o6000) !== 0) {
-      const policy = this.options.setuid ?? 'reject';
-      if (policy === 'reject') throw this.unsafe(header.name, `it has setuid/setgid bits (mode ${mode.toString(8)}); pass setuid: 'strip' or 'allow'`);
-      if (policy === 'strip') {
-        this.strippedSetuid.push(header.name);
-        mode &= ~0o6000;
-      }
-    }
     if (components.length === 0 && type !== 'directory') throw this.unsafe(header.name, 'only a directory may stand for the root');
     const { uid, gid } = ownerOf(header);
-    const base = { path, mode, uid, gid, mtime: timeOf(header), size: 0, counted: true };
+    const base: EntryBase = { path, mode, uid, gid, mtime: timeOf(header), size: 0, counted: true };
     switch (type) {
       case 'file':
       case 'contiguous-file':
@@ -358,35 +367,12 @@ class Forwarder {
       case 'directory':
         await drain(entry);
         return this.forwardDirectory(header.name, components, { ...base, type: 'directory' });
-      case 'symlink': {
+      case 'symlink':
         await drain(entry);
-        const target = header.linkname ?? '';
-        if (target === '' || !symlinkTargetStaysInside(components, target)) {
-          throw this.unsafe(header.name, `its symlink target "${target}" leads outside the root`, { target });
-        }
-        await this.claim(header.name, components);
-        const held: ModelEntry = { ...base, type: 'symlink', linkTarget: target };
-        this.record(held, 'symlink');
-        this.heldSymlinks.push(held);
-        return;
-      }
-      case 'link': {
+        return this.holdSymlink(header, components, base);
+      case 'link':
         await drain(entry);
-        const split = splitMemberName(header.linkname ?? '');
-        const targetComponents = split.isOk() && split.value[0] === BUNDLE_ROOT_DIR ? split.value.slice(1) : undefined;
-        if (targetComponents === undefined) throw this.unsafe(header.name, `its hard-link target "${header.linkname ?? ''}" is not a name under ${BUNDLE_ROOT_DIR}/`);
-        const targetPath = '/' + targetComponents.join('/');
-        const earlier = this.model.get(targetPath);
-        if (!earlier || (earlier.type !== 'file' && earlier.type !== 'link')) {
-          throw this.unsafe(header.name, `it is a hard link to "${header.linkname ?? ''}", which is not a regular file extracted earlier in this stream`);
-        }
-        await this.claim(header.name, components);
-        // The destination's link shares the target's inode: its mode, owner and data are the target's.
-        const held: ModelEntry = { ...base, type: 'link', linkTarget: targetPath };
-        this.record(held, 'link');
-        this.heldLinks.push(held);
-        return;
-      }
+        return this.holdHardLink(header, components, base);
       case 'fifo':
         await drain(entry);
         await this.claim(header.name, components);
@@ -398,6 +384,35 @@ class Forwarder {
       default:
         throw new BundleError('BUNDLE_UNSUPPORTED_ENTRY', `Tar entry "${header.name}" has a type this unpacker does not handle (${String(type)})`, { details: { entry: header.name } });
     }
+  }
+
+  /** A symlink waits for the end of the stream (as `unpackBundle` creates them last); its target must stay inside. */
+  private async holdSymlink(header: DecodedHeader, components: string[], base: EntryBase): Promise<void> {
+    const target = header.linkname ?? '';
+    if (target === '' || !symlinkTargetStaysInside(components, target)) {
+      throw this.unsafe(header.name, `its symlink target "${target}" leads outside the root`, { target });
+    }
+    await this.claim(header.name, components);
+    const held: ModelEntry = { ...base, type: 'symlink', linkTarget: target };
+    this.record(held, 'symlink');
+    this.heldSymlinks.push(held);
+  }
+
+  /** A hard link waits too, and only to a regular file this stream already carried. */
+  private async holdHardLink(header: DecodedHeader, components: string[], base: EntryBase): Promise<void> {
+    const split = splitMemberName(header.linkname ?? '');
+    const targetComponents = split.isOk() && split.value[0] === BUNDLE_ROOT_DIR ? split.value.slice(1) : undefined;
+    if (targetComponents === undefined) throw this.unsafe(header.name, `its hard-link target "${header.linkname ?? ''}" is not a name under ${BUNDLE_ROOT_DIR}/`);
+    const targetPath = '/' + targetComponents.join('/');
+    const earlier = this.model.get(targetPath);
+    if (!earlier || (earlier.type !== 'file' && earlier.type !== 'link')) {
+      throw this.unsafe(header.name, `it is a hard link to "${header.linkname ?? ''}", which is not a regular file extracted earlier in this stream`);
+    }
+    await this.claim(header.name, components);
+    // The destination's link shares the target's inode: its mode, owner and data are the target's.
+    const held: ModelEntry = { ...base, type: 'link', linkTarget: targetPath };
+    this.record(held, 'link');
+    this.heldLinks.push(held);
   }
 
   /** The tree's root is emitted first: as the bundle's `root/` entry, or as a private directory (what `unpackBundle`'s staging is). */
@@ -541,33 +556,11 @@ class Forwarder {
 
   /** `symlinkResolvesInside`, on the tree this stream describes instead of a file system. */
   private resolvesInside(linkComponents: readonly string[], target: string): boolean {
-    let stack = target.startsWith('/') ? [] : linkComponents.slice(0, -1);
-    const pending = target.split('/');
-    let hops = 0;
-    let exists = true;
-    while (pending.length > 0) {
-      const component = pending.shift() as string;
-      if (component === '' || component === '.') continue;
-      if (component === '..') {
-        if (stack.length === 0) return false;
-        stack = stack.slice(0, -1);
-        continue;
-      }
-      const candidate = [...stack, component];
-      if (exists) {
-        const found = this.model.get('/' + candidate.join('/'));
-        if (found?.type === 'symlink') {
-          if (++hops > MAX_HOPS) return false;
-          const next = found.linkTarget ?? '';
-          if (next.startsWith('/')) stack = [];
-          pending.unshift(...next.split('/'));
-          continue;
-        }
-        if (!found) exists = false;
-      }
-      stack = candidate;
-    }
-    return true;
+    return resolvesInsideTree(linkComponents, target, (components) => {
+      const found = this.model.get('/' + components.join('/'));
+      if (!found) return 'missing';
+      return found.type === 'symlink' ? { symlink: found.linkTarget ?? '' } : 'other';
+    });
   }
 
   /** `unpackBundle`'s manifest check, with the same codes. */

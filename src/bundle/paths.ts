@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { lstat, readlink } from 'node:fs/promises';
+import { lstatSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import { errnoOf } from './errors.js';
@@ -42,13 +42,16 @@ export function symlinkTargetStaysInside(linkComponents: readonly string[], targ
 
 const MAX_HOPS = 40;
 
+/** What a path of the tree is, for {@link resolvesInsideTree}: a symlink (its target), something else, or nothing. */
+export type TreeLookup = (components: readonly string[]) => { symlink: string } | 'other' | 'missing';
+
 /**
- * Resolve a symlink inside `root` the way the kernel would, following symlinks already in the tree
- * (absolute targets restart at `root`); returns false when the walk climbs above `root` or loops.
+ * Resolve a symlink inside a tree the way the kernel would, following symlinks already in the tree
+ * (absolute targets restart at its root); false when the walk climbs above the root or loops.
  * Components that do not exist are taken by name. Run it once the tree is complete: a later entry
- * can change where an earlier link leads.
+ * can change where an earlier link leads. `lookup` is the tree: a file system or a model of one.
  */
-export async function symlinkResolvesInside(root: string, linkComponents: readonly string[], target: string): Promise<boolean> {
+export function resolvesInsideTree(linkComponents: readonly string[], target: string, lookup: TreeLookup): boolean {
   let stack = target.startsWith('/') ? [] : linkComponents.slice(0, -1);
   const pending = target.split('/');
   let hops = 0;
@@ -63,22 +66,30 @@ export async function symlinkResolvesInside(root: string, linkComponents: readon
     }
     const candidate = [...stack, component];
     if (exists) {
-      try {
-        const stats = await lstat(join(root, ...candidate));
-        if (stats.isSymbolicLink()) {
-          if (++hops > MAX_HOPS) return false;
-          const next = await readlink(join(root, ...candidate));
-          if (next.startsWith('/')) stack = [];
-          pending.unshift(...next.split('/'));
-          continue;
-        }
-      } catch (e) {
-        const errno = errnoOf(e);
-        if (errno !== 'ENOENT' && errno !== 'ENOTDIR') throw e;
-        exists = false;
+      const found = lookup(candidate);
+      if (found === 'missing') exists = false;
+      else if (found !== 'other') {
+        if (++hops > MAX_HOPS) return false;
+        if (found.symlink.startsWith('/')) stack = [];
+        pending.unshift(...found.symlink.split('/'));
+        continue;
       }
     }
     stack = candidate;
   }
   return true;
+}
+
+/** {@link resolvesInsideTree} on the file system below `root` (nothing of the program runs while it is built). */
+export function symlinkResolvesInside(root: string, linkComponents: readonly string[], target: string): boolean {
+  return resolvesInsideTree(linkComponents, target, (components) => {
+    const path = join(root, ...components);
+    try {
+      return lstatSync(path).isSymbolicLink() ? { symlink: readlinkSync(path) } : 'other';
+    } catch (e) {
+      const errno = errnoOf(e);
+      if (errno !== 'ENOENT' && errno !== 'ENOTDIR') throw e;
+      return 'missing';
+    }
+  });
 }

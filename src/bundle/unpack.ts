@@ -923,7 +923,7 @@ class Unpacker {
       const current = this.extracted.get(name);
       // A later entry of the same name replaced this link.
       if (current?.type !== 'symlink' || current.linkTarget !== target) continue;
-      if (!(await symlinkResolvesInside(this.root, components, target))) {
+      if (!symlinkResolvesInside(this.root, components, target)) {
         throw this.unsafe(name, `its symlink target "${target}" leads outside the root once the links it goes through are followed`, { target });
       }
     }

@@ -34,6 +34,7 @@ import { forwardSanitized, isConsumerClosed, type ForwardReport, type SanitizedE
 import { noSeeded } from '../bundle/seeds.js';
 import type { UnpackReport } from '../bundle/unpack.js';
 import type { DeployContext, ReceiveOptions, StagedBundle } from '../spec/deployer.js';
+import type { ExecResult } from '../spec/executor.js';
 import type { Transport } from '../spec/transport.js';
 import { compressStream, decompressingArgv, decompressorFailure, type WireCodec } from '../transfer/compression.js';
 import { createThrottle } from '../transfer/throttle.js';
@@ -272,26 +273,34 @@ async function receive(transport: Transport, bundle: Readable, target: string, o
   if (result.isErr() && !isConsumerClosed(result.error)) return discard(result.error);
   if (executed.isErr()) return discard(executed.error);
   const run = executed.value;
-  const decompressor = decompressorFailure(codec, run, transport.description);
-  if (decompressor) return discard(decompressor);
-  if (run.code !== 0) {
-    const stderr = run.stderr.trim().slice(-2000);
-    if (run.code === EXIT_EXISTS) {
-      // Nothing of ours was made: leave what is there alone.
-      throw new BundleError('BUNDLE_STAGING_NOT_EMPTY', `The staging directory ${target} (or ${target}.incoming) at ${transport.description} must be new or an empty directory`, { details: { stagingDir: target, stderr } });
-    }
-    if (/No space left|Disk quota exceeded/i.test(stderr)) return discard(new BundleError('NO_SPACE', `No space left at ${transport.description} while extracting the bundle: ${stderr}`, { details: { stderr } }));
-    const what = run.code === EXIT_TAR ? "the destination's tar failed" : run.code === EXIT_NO_LIST ? 'the stream ended before its end' : `the receive script exited with ${String(run.code ?? run.signal)}`;
-    return discard(new BundleError(result.isErr() && BundleError.isInstance(result.error) ? result.error.code : 'BUNDLE_IO', `Receiving at ${transport.description}: ${what}: ${stderr}`, { details: { status: run.code, stderr } }));
-  }
+  const failed = receiveScriptFailure(run, result, codec, transport.description, target);
+  if (failed?.code === 'BUNDLE_STAGING_NOT_EMPTY') throw failed; // nothing of ours was made: leave what is there alone
+  if (failed) return discard(failed);
   if (result.isErr()) return discard(result.error);
-  const report = result.value;
-  const checked = checkListing(run.stdout, report.entries);
+  const checked = checkListing(run.stdout, result.value.entries);
   if (checked.isErr()) return discard(checked.error);
   const settled = await runScript(transport, POSIX_SETTLE_SCRIPT, [target], { cwd: '/', allowNonZeroExit: true });
   if (settled.isErr() || settled.value.code !== 0) {
     return discard(new BundleError('BUNDLE_IO', `Could not move the verified tree into ${target} at ${transport.description}: ${settled.isErr() ? settled.error.message : settled.value.stderr.trim()}`));
   }
+  return receivedReport(result.value, checked.value, target);
+}
+
+/** Why the destination's receive script (or its decompressor) failed, as the error to report; undefined when it did not. */
+function receiveScriptFailure(run: ExecResult, forwarded: Result<ForwardReport, BundleError | InvalidInputError>, codec: WireCodec, where: string, target: string): ApMigrateError | undefined {
+  const decompressor = decompressorFailure(codec, run, where);
+  if (decompressor) return decompressor;
+  if (run.code === 0) return undefined;
+  const stderr = run.stderr.trim().slice(-2000);
+  if (run.code === EXIT_EXISTS) {
+    return new BundleError('BUNDLE_STAGING_NOT_EMPTY', `The staging directory ${target} (or ${target}.incoming) at ${where} must be new or an empty directory`, { details: { stagingDir: target, stderr } });
+  }
+  if (/No space left|Disk quota exceeded/i.test(stderr)) return new BundleError('NO_SPACE', `No space left at ${where} while extracting the bundle: ${stderr}`, { details: { stderr } });
+  const what = run.code === EXIT_TAR ? "the destination's tar failed" : run.code === EXIT_NO_LIST ? 'the stream ended before its end' : `the receive script exited with ${String(run.code ?? run.signal)}`;
+  return new BundleError(forwarded.isErr() && BundleError.isInstance(forwarded.error) ? forwarded.error.code : 'BUNDLE_IO', `Receiving at ${where}: ${what}: ${stderr}`, { details: { status: run.code, stderr } });
+}
+
+function receivedReport(report: ForwardReport, checked: PosixListingCheck, target: string): PosixReceiveReport {
   return {
     stagingDir: target,
     isBundle: true,
@@ -304,8 +313,8 @@ async function receive(transport: Transport, bundle: Readable, target: string, o
     verified: true,
     seeded: noSeeded(),
     receiver: 'posix-sh',
-    destination: checked.value.destination,
-    checked: checked.value.checked,
+    destination: checked.destination,
+    checked: checked.checked,
     bytesSent: report.bytesWritten,
   };
 }
@@ -335,9 +344,20 @@ export function checkListing(stdout: string, entries: readonly SanitizedEntry[])
   }
 }
 
-function parseAndCompare(stdout: string, entries: readonly SanitizedEntry[]): PosixListingCheck {
-  const differs = (message: string, details: Record<string, unknown> = {}) =>
-    new BundleError('BUNDLE_MANIFEST_MISMATCH', `The destination holds something else than was sent: ${message}`, { details: { at: 'destination', ...details } });
+const differs = (message: string, details: Record<string, unknown> = {}) =>
+  new BundleError('BUNDLE_MANIFEST_MISMATCH', `The destination holds something else than was sent: ${message}`, { details: { at: 'destination', ...details } });
+
+/** The listing's sections: one stat line per object, the per-directory counts, the file hashes, the symlink targets. */
+interface ListingSections {
+  os: string;
+  uid: number;
+  statLines: string[];
+  counts: string[];
+  hashLines: string[];
+  linkText: string;
+}
+
+function splitListing(stdout: string): ListingSections {
   const header = /^APM-LISTING 1 (\S+) (\d+)\n/.exec(stdout);
   if (!header) throw differs('its listing does not start as expected');
   const os = header[1] as string;
@@ -352,7 +372,11 @@ function parseAndCompare(stdout: string, entries: readonly SanitizedEntry[]): Po
   const hashLines = lines(hashesAt + '\nAPM-HASHES\n'.length, linksAt + 1);
   const linkStart = linksAt + '\nAPM-LINKS\n'.length;
   const linkText = stdout.slice(linkStart, stdout.length - 'APM-END\n'.length);
+  return { os, uid, statLines, counts, hashLines, linkText };
+}
 
+function parseAndCompare(stdout: string, entries: readonly SanitizedEntry[]): PosixListingCheck {
+  const { os, uid, statLines, counts, hashLines, linkText } = splitListing(stdout);
   if (statLines.length !== entries.length) throw differs(`${statLines.length} of the ${entries.length} objects sent are there`, { expected: entries.length, found: statLines.length });
   const held = counts.reduce((sum, n) => sum + Number(n), 0);
   if (held !== entries.length) throw differs(`the tree holds ${held} objects, ${entries.length} were sent`, { expected: entries.length, found: held });
@@ -367,25 +391,45 @@ function parseAndCompare(stdout: string, entries: readonly SanitizedEntry[]): Po
     inodes.set(entry.path, inode);
     return { entry, mode, uid: Number(uidText), gid: Number(gidText), size: Number(sizeText), mtime: Number(mtimeText), inode };
   });
-  for (const s of stats) {
-    const { entry } = s;
-    const path = entry.path;
-    if ((s.mode & TYPE_BITS) !== TYPE_OF[entry.type]) throw differs(`${path} is not the ${entry.type} that was sent`, { path, mode: s.mode.toString(8) });
-    if (entry.type === 'link') {
-      if (s.inode !== inodes.get(entry.linkTarget ?? '')) throw differs(`${path} is not a hard link to ${String(entry.linkTarget)}`, { path });
-      continue;
-    }
-    if (entry.type !== 'symlink' && (s.mode & 0o7777) !== entry.mode) throw differs(`${path} has mode ${(s.mode & 0o7777).toString(8)}, ${entry.mode.toString(8)} was sent`, { path });
-    if (uid === 0 && entry.type !== 'symlink' && (s.uid !== entry.uid || s.gid !== entry.gid)) throw differs(`${path} is owned by ${s.uid}:${s.gid}, ${entry.uid}:${entry.gid} was sent`, { path });
-    if (entry.type === 'file' && s.size !== entry.size) {
-      throw new BundleError('BUNDLE_HASH_MISMATCH', `${path} at the destination has ${s.size} bytes, ${entry.size} were sent`, { details: { at: 'destination', path } });
-    }
-    if (entry.type === 'symlink' && s.size !== Buffer.byteLength(entry.linkTarget ?? '')) throw differs(`${path} does not link to what was sent`, { path });
-    if ((entry.type === 'file' || entry.type === 'fifo' || (entry.type === 'directory' && !entry.implicit)) && s.mtime !== entry.mtime) {
-      throw differs(`${path} has mtime ${s.mtime}, ${entry.mtime} was sent`, { path });
-    }
-  }
+  for (const s of stats) compareStat(s, inodes, uid === 0);
   const files = entries.filter((e) => e.type === 'file');
+  compareHashes(files, hashLines);
+  const symlinks = entries.filter((e) => e.type === 'symlink');
+  compareSymlinks(symlinks, linkText);
+  return { destination: { os, uid }, checked: { objects: entries.length, files: files.length, symlinks: symlinks.length } };
+}
+
+interface ListedStat {
+  entry: SanitizedEntry;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  inode: string;
+}
+
+/** One object's type, mode, owner (when the listing ran as root), size and mtime against what was sent. */
+function compareStat(s: ListedStat, inodes: ReadonlyMap<string, string>, ownersCount: boolean): void {
+  const { entry } = s;
+  const path = entry.path;
+  if ((s.mode & TYPE_BITS) !== TYPE_OF[entry.type]) throw differs(`${path} is not the ${entry.type} that was sent`, { path, mode: s.mode.toString(8) });
+  if (entry.type === 'link') {
+    if (s.inode !== inodes.get(entry.linkTarget ?? '')) throw differs(`${path} is not a hard link to ${String(entry.linkTarget)}`, { path });
+    return;
+  }
+  if (entry.type !== 'symlink' && (s.mode & 0o7777) !== entry.mode) throw differs(`${path} has mode ${(s.mode & 0o7777).toString(8)}, ${entry.mode.toString(8)} was sent`, { path });
+  if (ownersCount && entry.type !== 'symlink' && (s.uid !== entry.uid || s.gid !== entry.gid)) throw differs(`${path} is owned by ${s.uid}:${s.gid}, ${entry.uid}:${entry.gid} was sent`, { path });
+  if (entry.type === 'file' && s.size !== entry.size) {
+    throw new BundleError('BUNDLE_HASH_MISMATCH', `${path} at the destination has ${s.size} bytes, ${entry.size} were sent`, { details: { at: 'destination', path } });
+  }
+  if (entry.type === 'symlink' && s.size !== Buffer.byteLength(entry.linkTarget ?? '')) throw differs(`${path} does not link to what was sent`, { path });
+  if ((entry.type === 'file' || entry.type === 'fifo' || (entry.type === 'directory' && !entry.implicit)) && s.mtime !== entry.mtime) {
+    throw differs(`${path} has mtime ${s.mtime}, ${entry.mtime} was sent`, { path });
+  }
+}
+
+function compareHashes(files: readonly SanitizedEntry[], hashLines: readonly string[]): void {
   if (hashLines.length !== files.length) throw differs(`${hashLines.length} of the ${files.length} files sent could be hashed`, { expected: files.length, found: hashLines.length });
   files.forEach((file, i) => {
     const hash = /^\\?([0-9a-f]{64})/.exec(hashLines[i] as string)?.[1];
@@ -393,7 +437,9 @@ function parseAndCompare(stdout: string, entries: readonly SanitizedEntry[]): Po
       throw new BundleError('BUNDLE_HASH_MISMATCH', `${file.path} at the destination does not match its manifest SHA-256`, { details: { at: 'destination', path: file.path, expected: file.sha256, actual: hash } });
     }
   });
-  const symlinks = entries.filter((e) => e.type === 'symlink');
+}
+
+function compareSymlinks(symlinks: readonly SanitizedEntry[], linkText: string): void {
   const expectedLinks = symlinks.map((e) => `${e.linkTarget ?? ''}\n`).join('');
   if (linkText !== expectedLinks) {
     // Split by the sizes stat reported to name the first that differs.
@@ -407,7 +453,6 @@ function parseAndCompare(stdout: string, entries: readonly SanitizedEntry[]): Po
     }
     throw differs('the symlink targets differ from what was sent');
   }
-  return { destination: { os, uid }, checked: { objects: entries.length, files: files.length, symlinks: symlinks.length } };
 }
 
 /** Options of {@link receiveWithPosixReceiver}: those of the Node receiver's `receiveWithReceiver` that apply. */

@@ -392,6 +392,29 @@ function parsePlanInput(profile: unknown, options: PlanOptions | undefined): Res
   return ok({ profile: parsedProfile.value, options: parsedOptions.value, methods });
 }
 
+/** Concerns about the plan as a whole, not one method: an incomplete profile, default compression ratios. */
+function planWideConcerns(prof: ResourceProfile, compression: Context['compression']): Concern[] {
+  const concerns: Concern[] = [];
+  if (!prof.completeness.complete) {
+    concerns.push({
+      id: 'profile-incomplete',
+      severity: 'warning',
+      message: `The profile may be incomplete: ${prof.completeness.notes.join(' ') || 'the profiler could not see every use.'}`,
+      fix: 'profile the program from its start with the ebpf or strace profiler',
+    });
+  }
+  const defaulted = compression ? CONTENT_CLASSES.filter((cls) => cls !== 'compressed' && !compression.measured.includes(cls)) : [];
+  if (compression && defaulted.length > 0) {
+    concerns.push({
+      id: 'compression-ratio-default',
+      severity: 'info',
+      message: `The estimates after compression use default ratios for ${defaulted.map((cls) => `${cls} (${compression.ratios[cls]})`).join(', ')} from ${compression.basis}, not a measurement of this program's data; already-compressed files count at ${compression.ratios.compressed}.`,
+      fix: 'pass measured ratios in options.compression.ratio',
+    });
+  }
+  return concerns;
+}
+
 /** Evaluate every method for the profile and choose the cheapest allowed one. */
 function decide(prof: ResourceProfile, opts: Context['options'], methods: readonly IsolationMethod[]): Result<MigrationPlan, PlanError> {
   const classification = classifyProfile(prof);
@@ -409,25 +432,8 @@ function decide(prof: ResourceProfile, opts: Context['options'], methods: readon
   const allowed = evaluations.filter((c) => c.allowed).sort(compareAllowed);
   const rejected = evaluations.filter((c) => !c.allowed).sort(compareRejected);
 
-  const planConcerns: Concern[] = [];
-  if (!prof.completeness.complete) {
-    planConcerns.push({
-      id: 'profile-incomplete',
-      severity: 'warning',
-      message: `The profile may be incomplete: ${prof.completeness.notes.join(' ') || 'the profiler could not see every use.'}`,
-      fix: 'profile the program from its start with the ebpf or strace profiler',
-    });
-  }
   const compression = ctx.compression;
-  const defaulted = compression ? CONTENT_CLASSES.filter((cls) => cls !== 'compressed' && !compression.measured.includes(cls)) : [];
-  if (compression && defaulted.length > 0) {
-    planConcerns.push({
-      id: 'compression-ratio-default',
-      severity: 'info',
-      message: `The estimates after compression use default ratios for ${defaulted.map((cls) => `${cls} (${compression.ratios[cls]})`).join(', ')} from ${compression.basis}, not a measurement of this program's data; already-compressed files count at ${compression.ratios.compressed}.`,
-      fix: 'pass measured ratios in options.compression.ratio',
-    });
-  }
+  const planConcerns = planWideConcerns(prof, compression);
 
   const best = allowed[0];
   if (!best) {

@@ -320,6 +320,25 @@ export async function launchedStartFacts(): Promise<StartFacts | undefined> {
 }
 
 /**
+ * The facts of a program we launched and traced: its first exec, the command as given (the
+ * wrapper's `exec "$@"` passes it exactly; a script's argv at start has its interpreter first),
+ * run as us, with our groups, umask and limits.
+ */
+export async function launchedProgramFacts(executable: string, target: LaunchTarget, cwd: string, captureEnv: boolean | undefined): Promise<ProgramFacts> {
+  const facts: ProgramFacts = {
+    executable,
+    argv: [...target.command],
+    cwd,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    ...(captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
+  };
+  const start = await launchedStartFacts();
+  if (start) facts.start = start;
+  return facts;
+}
+
+/**
  * True when a failed call's error says the path was looked up and not there (or not usable):
  * a probe. EEXIST (the path *is* there), interrupted and would-block calls, and the kernel's
  * restart codes are not. `errno` is positive (2 for ENOENT) or the name strace prints.

@@ -24,7 +24,7 @@ import type { LaunchTarget, ProfileOptions, Profiler, ProfilerAvailability, Prof
 import {
   isLaunchTarget,
   killTree,
-  launchedStartFacts,
+  launchedProgramFacts,
   processExists,
   processTree,
   ProfileCollector,
@@ -593,19 +593,8 @@ async function watchLaunched(
 
 /** The launched program: its first exec, run as us (with our groups, umask and limits). */
 async function launchedFacts(target: LaunchTarget, cwd: string, config: EbpfProfilerOptions, tracker: EbpfEventTracker): Promise<ProgramFacts> {
-  const program: ProgramFacts = {
-    executable: tracker.rootExecutable ?? (await resolveCommand(target.command[0]!, cwd)) ?? target.command[0]!,
-    // What was launched: the wrapper's `exec "$@"` passes the command exactly. (The argv the
-    // program starts with can differ: a script's has its interpreter first.)
-    argv: [...target.command],
-    cwd,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
-    ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
-  };
-  const start = await launchedStartFacts();
-  if (start) program.start = start;
-  return program;
+  const executable = tracker.rootExecutable ?? (await resolveCommand(target.command[0]!, cwd)) ?? target.command[0]!;
+  return launchedProgramFacts(executable, target, cwd, config.captureEnv);
 }
 
 /** Generate the script that follows these processes and their descendants, and start bpftrace on it. */

@@ -25,7 +25,7 @@ import {
   isLaunchTarget,
   isProbeError,
   killTree,
-  launchedStartFacts,
+  launchedProgramFacts,
   processExists,
   processTree,
   HeldByProcess,
@@ -597,17 +597,8 @@ async function straceLaunch(
   }
   await interpreter.resolveAttachedSegments();
   if (parser.unparsed.length > 0) collector.note(`${parser.unparsed.length} strace lines could not be parsed, e.g. ${JSON.stringify(parser.unparsed[0])}.`);
-  const facts: ProgramFacts = {
-    executable: interpreter.rootExec.executable,
-    argv: [...target.command],
-    cwd,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
-    ...(config.captureEnv ? { env: { ...(process.env as Record<string, string>), ...target.env } } : {}),
-  };
   // strace starts the program with our groups, umask and limits.
-  const start = await launchedStartFacts();
-  if (start) facts.start = start;
+  const facts = await launchedProgramFacts(interpreter.rootExec.executable, target, cwd, config.captureEnv);
   const complete = why === 'ended' && parser.unparsed.length === 0;
   if (why !== 'ended') collector.note('Watching stopped before the program ended: later uses are not in the profile.');
   return collector.build(facts, { profiler: 'strace', complete });
