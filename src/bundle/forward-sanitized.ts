@@ -29,7 +29,7 @@ import { Readable } from 'node:stream';
 import { errAsync, ResultAsync } from 'neverthrow';
 import { InvalidInputError, type InputIssue } from '../errors.js';
 import * as tar from 'tar-stream';
-import { BundleError, errnoOf, toBundleError } from './errors.js';
+import { BundleError } from './errors.js';
 import { padToBlock, TAR_BLOCK, USTAR_MAX_ID } from './estimate.js';
 import {
   BUNDLE_INFO_NAME,
@@ -43,6 +43,7 @@ import {
 } from './manifest.js';
 import { resolvesInsideTree, splitMemberName, symlinkTargetStaysInside } from './paths.js';
 import { SEED_PAX } from './seeds.js';
+import { drainEntry, parseBundleMetadata, readSmallEntry, TarInput, type DecodedHeader, type EntryStream } from './tar-input.js';
 import { encodeTarHeader, type TarEntryType } from './tar-header.js';
 
 /** Options of {@link forwardSanitized}. */
@@ -119,8 +120,6 @@ const DEFAULT_MAX_METADATA = 64 * 1024 * 1024;
 const READ_AHEAD_BYTES = 1024 * 1024;
 const MAX_OCTAL_TIME = 0o77777777777;
 
-type DecodedHeader = tar.Header & { pax?: Record<string, string> | null };
-type EntryStream = AsyncIterable<Buffer> & { header: tar.Header };
 
 /**
  * Read the bundle `input`, check it as `unpackBundle` does, and re-emit it as a plain tar on
@@ -179,10 +178,8 @@ class Forwarder {
   private manifest: BundleManifest | undefined;
   private entryIndex = 0;
   private dataBytes = 0;
-  private bytesRead = 0;
   private bytesWritten = 0;
-  private inputEnded = false;
-  private extractError: unknown;
+  private readonly tarInput: TarInput;
   private waiting: (() => void) | undefined;
   private outputClosed: unknown;
   private rootEmitted = false;
@@ -191,6 +188,7 @@ class Forwarder {
     private readonly input: Readable,
     private readonly options: ForwardSanitizedOptions,
   ) {
+    this.tarInput = new TarInput(input);
     this.prefix = (options.prefix ?? BUNDLE_ROOT_DIR).replace(/\/+$/, '');
     this.output = new Readable({
       highWaterMark: options.highWaterMark ?? READ_AHEAD_BYTES,
@@ -234,13 +232,13 @@ class Forwarder {
     try {
       if (this.options.signal?.aborted) throw new BundleError('ABORTED', 'Forwarding the bundle was aborted by the caller');
       this.options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.connectInput(extract);
+      this.tarInput.connect(extract);
       for await (const entry of extract) {
         await this.handle(entry.header as DecodedHeader, entry as unknown as EntryStream);
       }
       if (this.entryIndex === 0) {
-        throw new BundleError('BUNDLE_TRUNCATED', `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`, {
-          details: { bytesRead: this.bytesRead },
+        throw new BundleError('BUNDLE_TRUNCATED', `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.tarInput.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`, {
+          details: { bytesRead: this.tarInput.bytesRead },
         });
       }
       const report = this.finish();
@@ -271,40 +269,10 @@ class Forwarder {
     }
   }
 
-  private connectInput(extract: ReturnType<typeof tar.extract>): void {
-    this.input.on('data', (chunk: Buffer) => {
-      this.bytesRead += chunk.length;
-    });
-    this.input.on('error', (e) => extract.destroy(e));
-    this.input.once('end', () => {
-      this.inputEnded = true;
-    });
-    const closedEarly = () => extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
-    this.input.once('close', () => {
-      if (!this.inputEnded) closedEarly();
-    });
-    if (this.input.destroyed && !this.input.readableEnded) queueMicrotask(closedEarly);
-    extract.on('error', (e: unknown) => {
-      this.extractError ??= e;
-    });
-    this.input.pipe(extract as unknown as NodeJS.WritableStream);
-  }
-
   /** The same classification as `unpackBundle`'s. */
   private classify(error: unknown): BundleError {
-    if (this.options.signal?.aborted) return new BundleError('ABORTED', 'Forwarding the bundle was aborted by the caller', { cause: error });
-    if (BundleError.isInstance(error)) return error;
-    const destroyed = (v: unknown) => errnoOf(v) === 'STREAM_DESTROYED';
-    const e = destroyed(error) && this.extractError !== undefined && !destroyed(this.extractError) ? this.extractError : error;
-    if (BundleError.isInstance(e)) return e;
-    const message = e instanceof Error ? e.message : String(e);
-    if (/Unexpected end of data/.test(message) || (destroyed(e) && this.inputEnded)) {
-      return new BundleError('BUNDLE_TRUNCATED', 'The bundle stream ended in the middle of an entry', { cause: e });
-    }
-    if (/Invalid tar header|Header exceeds max size|Invalid header|unknown format/.test(message)) {
-      return new BundleError('BUNDLE_CORRUPT', `A tar header is damaged: ${message}`, { cause: e });
-    }
-    return toBundleError(e, 'BUNDLE_IO', 'forwarding the bundle');
+    const aborted = this.options.signal?.aborted ? new BundleError('ABORTED', 'Forwarding the bundle was aborted by the caller', { cause: error }) : undefined;
+    return this.tarInput.classify(error, aborted, 'forwarding the bundle');
   }
 
   private unsafe(name: string, why: string, details: Record<string, unknown> = {}): BundleError {
@@ -329,11 +297,11 @@ class Forwarder {
       if (header.name !== BUNDLE_INFO_NAME || header.type !== 'file') {
         throw new BundleError('BUNDLE_MANIFEST_INVALID', `Not an ap-migrate bundle: the first entry is "${header.name}", not ${BUNDLE_INFO_NAME}`);
       }
-      this.info = this.parseMetadata(BundleInfoSchema, await this.readSmall(entry, header.name), header.name);
+      this.info = parseBundleMetadata(BundleInfoSchema, await this.readSmall(entry, header.name), header.name);
       return true;
     }
     if (header.name !== BUNDLE_MANIFEST_NAME) return false;
-    this.manifest = this.parseMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
+    this.manifest = parseBundleMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
     return true;
   }
 
@@ -365,16 +333,16 @@ class Forwarder {
         }
         return this.forwardFile(header, entry, components, { ...base, type: 'file' });
       case 'directory':
-        await drain(entry);
+        await drainEntry(entry);
         return this.forwardDirectory(header.name, components, { ...base, type: 'directory' });
       case 'symlink':
-        await drain(entry);
+        await drainEntry(entry);
         return this.holdSymlink(header, components, base);
       case 'link':
-        await drain(entry);
+        await drainEntry(entry);
         return this.holdHardLink(header, components, base);
       case 'fifo':
-        await drain(entry);
+        await drainEntry(entry);
         await this.claim(header.name, components);
         this.record({ ...base, type: 'fifo' }, 'fifo');
         return this.emit(this.header(this.model.get(path) as ModelEntry));
@@ -548,7 +516,7 @@ class Forwarder {
       entries,
       counts: this.counts,
       dataBytes: this.dataBytes,
-      bytesRead: this.bytesRead,
+      bytesRead: this.tarInput.bytesRead,
       bytesWritten: this.bytesWritten,
       strippedSetuid: this.strippedSetuid,
     };
@@ -588,34 +556,9 @@ class Forwarder {
     }
   }
 
-  private parseMetadata<T>(schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, text: string, name: string): T {
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (e) {
-      throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is not valid JSON`, { cause: e });
-    }
-    const parsed = schema.safeParse(value);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is not valid${issue ? ` at ${issue.path.map(String).join('.')}: ${issue.message}` : ''}`, {
-        details: { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) },
-      });
-    }
-    return parsed.data;
+  private readSmall(entry: EntryStream, name: string): Promise<string> {
+    return readSmallEntry(entry, name, this.options.maxMetadataBytes ?? DEFAULT_MAX_METADATA);
   }
-
-  private async readSmall(entry: EntryStream, name: string): Promise<string> {
-    const limit = this.options.maxMetadataBytes ?? DEFAULT_MAX_METADATA;
-    if (entry.header.size !== undefined && entry.header.size > limit) throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is larger than ${limit} bytes`);
-    const chunks: Buffer[] = [];
-    for await (const chunk of entry) chunks.push(chunk);
-    return Buffer.concat(chunks).toString('utf8');
-  }
-}
-
-async function drain(entry: EntryStream): Promise<void> {
-  for await (const chunk of entry) void chunk;
 }
 
 function ownerOf(header: DecodedHeader): { uid: number; gid: number } {

@@ -42,6 +42,7 @@ import {
 import { splitMemberName, symlinkResolvesInside, symlinkTargetStaysInside } from './paths.js';
 import { WriteBehind } from './write-behind.js';
 import { addSeeded, journalPathOf, noSeeded, SEED_IDS, SEED_PAX, type Journal, type SeedId, type SeededTotals } from './seeds.js';
+import { drainEntry, parseBundleMetadata, readSmallEntry, TarInput, type DecodedHeader, type EntryStream } from './tar-input.js';
 import { copyChunkSync, loadJournal, openInTreeSync, openOnHostSync, readBuffer, resolveHostRoots, type HashedCopy, type JournalIndex, type ResolvedHostRoots } from './seed-store.js';
 
 const execFileAsync = promisify(execFile);
@@ -113,12 +114,6 @@ const READ_AHEAD_BYTES = 1024 * 1024;
 const SYNC_SLICE_MS = 4;
 /** How every regular file is created: new, never through a symlink. */
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-
-/** Header fields tar-stream decodes, with the PAX records it keeps. */
-type DecodedHeader = tar.Header & { pax?: Record<string, string> | null };
-
-/** One entry's data stream, as tar-stream's extract yields it. */
-type EntryStream = AsyncIterable<Buffer> & { header: tar.Header };
 
 /** What a seeded entry claims: where its data is and what it must hash to. */
 type SeedClaim = { from: SeedId; sha256: string; size: number };
@@ -207,11 +202,6 @@ function describeValue(value: unknown): string {
   return typeof value;
 }
 
-/** streamx's error for "destroyed without a reason", which tar-stream's entry streams reject with when the archive is cut. */
-function isStreamDestroyed(e: unknown): boolean {
-  return errnoOf(e) === 'STREAM_DESTROYED';
-}
-
 class Unpacker {
   private root = '';
   private createdStaging = false;
@@ -228,7 +218,6 @@ class Unpacker {
   private readonly seeded = noSeeded();
   private readonly journals = new Map<'staged' | 'resume', JournalIndex>();
   private dataBytes = 0;
-  private bytesRead = 0;
   private entryIndex = 0;
   private written = 0;
   private lastProgress = 0;
@@ -239,10 +228,7 @@ class Unpacker {
   private finishingError: unknown;
   /** The path whose tail is (or last was) finishing. */
   private finishingPath: string | undefined;
-  /** The input emitted `end`: every byte it will ever send has been read. */
-  private inputEnded = false;
-  /** The first error the tar extractor was destroyed with. */
-  private extractError: unknown;
+  private readonly tarInput: TarInput;
   /** The host seed roots, links resolved once. */
   private hostRoots: ResolvedHostRoots = [];
   /** Seeds are copied one at a time: one buffer for all of them, made at the first. */
@@ -256,6 +242,7 @@ class Unpacker {
     private readonly options: UnpackOptions,
   ) {
     this.preserveOwners = options.preserveOwners ?? process.getuid?.() === 0;
+    this.tarInput = new TarInput(input);
   }
 
   async run(): Promise<UnpackReport> {
@@ -268,7 +255,7 @@ class Unpacker {
       await this.loadSeedJournals();
       if (this.options.signal?.aborted) throw new BundleError('ABORTED', 'Unpacking was aborted by the caller');
       this.options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.connectInput(extract);
+      this.tarInput.connect(extract);
       for await (const entry of extract) {
         await this.handle(entry.header as DecodedHeader, entry as unknown as EntryStream);
         this.reportProgress();
@@ -285,37 +272,13 @@ class Unpacker {
     }
   }
 
-  /** Feed the input to the extractor, counting bytes, and turn an input closed early into BUNDLE_TRUNCATED. */
-  private connectInput(extract: ReturnType<typeof tar.extract>): void {
-    // Counted as the chunks go by rather than through a Transform: one stream hop less per chunk.
-    this.input.on('data', (chunk: Buffer) => {
-      this.bytesRead += chunk.length;
-    });
-    this.input.on('error', (e) => extract.destroy(e));
-    this.input.once('end', () => {
-      this.inputEnded = true;
-    });
-    // A stream destroyed without an error (a producer that gave up) never ends the extractor: it
-    // would wait forever. It ended before the archive did.
-    const closedEarly = () => extract.destroy(new BundleError('BUNDLE_TRUNCATED', 'The bundle stream was closed before its end', { details: { bytesRead: this.bytesRead } }));
-    this.input.once('close', () => {
-      if (!this.inputEnded) closedEarly();
-    });
-    // Closed before we got here (while staging was prepared): its 'close' has already gone by.
-    if (this.input.destroyed && !this.input.readableEnded) queueMicrotask(closedEarly);
-    extract.on('error', (e: unknown) => {
-      this.extractError ??= e;
-    });
-    this.input.pipe(extract as unknown as NodeJS.WritableStream);
-  }
-
   /** An empty stream is a cut one, not an empty bundle. */
   private checkNotEmpty(): void {
     if (this.entryIndex === 0 && this.options.requireManifest !== false) {
       throw new BundleError(
         'BUNDLE_TRUNCATED',
-        `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`,
-        { details: { bytesRead: this.bytesRead } },
+        `The bundle stream ended before ${BUNDLE_INFO_NAME} (${this.tarInput.bytesRead} bytes read, no entry): nothing was sent, or it was cut short`,
+        { details: { bytesRead: this.tarInput.bytesRead } },
       );
     }
   }
@@ -328,7 +291,7 @@ class Unpacker {
       ...(this.manifest ? { manifest: this.manifest } : {}),
       counts: this.counts,
       dataBytes: this.dataBytes,
-      bytesRead: this.bytesRead,
+      bytesRead: this.tarInput.bytesRead,
       strippedSetuid: this.strippedSetuid,
       verified: this.isBundle,
       seeded: this.seeded,
@@ -353,20 +316,8 @@ class Unpacker {
   }
 
   private classify(error: unknown): BundleError {
-    if (this.options.signal?.aborted) return new BundleError('ABORTED', 'Unpacking was aborted by the caller', { cause: error });
-    if (BundleError.isInstance(error)) return error;
-    // An entry's data stream is destroyed without a reason when the extractor fails (e.g. the input
-    // ended inside that entry): the extractor's own error says what happened.
-    const e = isStreamDestroyed(error) && this.extractError !== undefined && !isStreamDestroyed(this.extractError) ? this.extractError : error;
-    if (BundleError.isInstance(e)) return e;
-    const message = e instanceof Error ? e.message : String(e);
-    if (/Unexpected end of data/.test(message) || (isStreamDestroyed(e) && this.inputEnded)) {
-      return new BundleError('BUNDLE_TRUNCATED', 'The bundle stream ended in the middle of an entry', { cause: e });
-    }
-    if (/Invalid tar header|Header exceeds max size|Invalid header|unknown format/.test(message)) {
-      return new BundleError('BUNDLE_CORRUPT', `A tar header is damaged: ${message}`, { cause: e });
-    }
-    return toBundleError(e, 'BUNDLE_IO', 'unpacking the bundle');
+    const aborted = this.options.signal?.aborted ? new BundleError('ABORTED', 'Unpacking was aborted by the caller', { cause: error }) : undefined;
+    return this.tarInput.classify(error, aborted, 'unpacking the bundle');
   }
 
   private async removeStaging(): Promise<void> {
@@ -394,9 +345,9 @@ class Unpacker {
   }
 
   private reportProgress(): void {
-    if (!this.options.onProgress || this.bytesRead - this.lastProgress < 1024 * 1024) return;
-    this.lastProgress = this.bytesRead;
-    this.options.onProgress({ bytes: this.bytesRead, entries: this.written });
+    if (!this.options.onProgress || this.tarInput.bytesRead - this.lastProgress < 1024 * 1024) return;
+    this.lastProgress = this.tarInput.bytesRead;
+    this.options.onProgress({ bytes: this.tarInput.bytesRead, entries: this.written });
   }
 
   private unsafe(name: string, why: string, details: Record<string, unknown> = {}): BundleError {
@@ -421,14 +372,14 @@ class Unpacker {
     }
     if (index === 0 && header.name === BUNDLE_INFO_NAME && header.type === 'file' && this.options.requireManifest !== false) {
       this.isBundle = true;
-      this.info = this.parseMetadata(BundleInfoSchema, await this.readSmall(entry, header.name), header.name);
+      this.info = parseBundleMetadata(BundleInfoSchema, await this.readSmall(entry, header.name), header.name);
       return;
     }
     if (index === 0 && this.options.requireManifest !== false) {
       throw new BundleError('BUNDLE_MANIFEST_INVALID', `Not an ap-migrate bundle: the first entry is "${header.name}", not ${BUNDLE_INFO_NAME} (pass requireManifest: false to read a plain tar)`);
     }
     if (this.isBundle && header.name === BUNDLE_MANIFEST_NAME) {
-      this.manifest = this.parseMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
+      this.manifest = parseBundleMetadata(BundleManifestSchema, await this.readSmall(entry, header.name), header.name);
       return;
     }
     const components = this.componentsOf(header.name, 'name');
@@ -470,33 +421,8 @@ class Unpacker {
     return mode & ~0o6000;
   }
 
-  private parseMetadata<T>(schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, text: string, name: string): T {
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (e) {
-      throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is not valid JSON`, { cause: e });
-    }
-    const parsed = schema.safeParse(value);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is not valid${issue ? ` at ${issue.path.map(String).join('.')}: ${issue.message}` : ''}`, {
-        details: { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) },
-      });
-    }
-    return parsed.data;
-  }
-
-  private async readSmall(entry: EntryStream, name: string): Promise<string> {
-    const limit = this.options.maxMetadataBytes ?? DEFAULT_MAX_METADATA;
-    if (entry.header.size > limit) throw new BundleError('BUNDLE_MANIFEST_INVALID', `${name} is larger than ${limit} bytes`);
-    const chunks: Buffer[] = [];
-    for await (const chunk of entry) chunks.push(chunk);
-    return Buffer.concat(chunks).toString('utf8');
-  }
-
-  private async drain(entry: EntryStream): Promise<void> {
-    for await (const chunk of entry) void chunk;
+  private readSmall(entry: EntryStream, name: string): Promise<string> {
+    return readSmallEntry(entry, name, this.options.maxMetadataBytes ?? DEFAULT_MAX_METADATA);
   }
 
   private ownerOf(header: DecodedHeader): { uid: number; gid: number } {
@@ -652,7 +578,7 @@ class Unpacker {
    * libraries cost a dozen thread-pool round trips each otherwise, more than the copying.
    */
   private async writeSeeded(header: DecodedHeader, entry: EntryStream, components: string[], path: string, mode: number): Promise<void> {
-    await this.drain(entry);
+    await drainEntry(entry);
     const claim = this.seedClaim(header);
     await this.awaitFinishing();
     const full = join(this.root, ...components);
@@ -837,7 +763,7 @@ class Unpacker {
   }
 
   private async makeDirectory(header: DecodedHeader, entry: EntryStream, components: string[], mode: number): Promise<void> {
-    await this.drain(entry);
+    await drainEntry(entry);
     const path = '/' + components.join('/');
     if (components.length > 0) {
       const state = await this.prepareTarget(header.name, components, true);
@@ -851,7 +777,7 @@ class Unpacker {
   }
 
   private async makeSymlink(header: DecodedHeader, entry: EntryStream, components: string[], path: string): Promise<void> {
-    await this.drain(entry);
+    await drainEntry(entry);
     const target = header.linkname ?? '';
     if (target === '' || !symlinkTargetStaysInside(components, target)) {
       throw this.unsafe(header.name, `its symlink target "${target}" leads outside the root`, { target });
@@ -869,7 +795,7 @@ class Unpacker {
   }
 
   private async makeHardLink(header: DecodedHeader, entry: EntryStream, components: string[], path: string): Promise<void> {
-    await this.drain(entry);
+    await drainEntry(entry);
     const targetComponents = this.componentsOf(header.linkname ?? '', 'hard-link target');
     const targetPath = '/' + targetComponents.join('/');
     const earlier = this.extracted.get(targetPath);
@@ -893,7 +819,7 @@ class Unpacker {
     type: 'fifo' | 'character-device' | 'block-device',
     mode: number,
   ): Promise<void> {
-    await this.drain(entry);
+    await drainEntry(entry);
     await this.prepareTarget(header.name, components, false);
     const full = join(this.root, ...components);
     // Node has no mkfifo/mknod; the tools create the node fresh (they fail if the name exists).
