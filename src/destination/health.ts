@@ -57,6 +57,10 @@ function slurp(f, rs, sep,   l, all, n) {
 BEGIN {
   st = slurp("/proc/" root "/status", "\\n", "\\n"); state = "-"
   if (match(st, /State:[ \\t]+[A-Za-z]/)) state = substr(st, RSTART + RLENGTH - 1, 1)
+  # When the program started, in clock ticks since boot (field 22 of its stat; the title may hold ") ").
+  born = 0; RS = "\\n"
+  if ((getline l < ("/proc/" root "/stat")) > 0) { sub(/^.*\\) /, "", l); split(l, x, " "); if (x[20] ~ /^[0-9]+$/) born = x[20] }
+  close("/proc/" root "/stat")
   n = split(ports, want, " "); ok = 1
   if (n > 0) {
     files[1] = "/proc/net/tcp"; files[2] = "/proc/net/tcp6"; RS = "\\n"
@@ -85,7 +89,7 @@ BEGIN {
     for (k in need) if (!(k in seen)) miss++
   }
   # Seconds and centiseconds as read (awk would print a large product as 1.2e+09).
-  print "state=" state " ok=" ok " miss=" miss " foreign=" nf " grew=" grew " secs=" c[1] " cs=" (c[2] + 0)
+  print "state=" state " ok=" ok " miss=" miss " foreign=" nf " grew=" grew " secs=" c[1] " cs=" (c[2] + 0) " born=" born
   for (k in seen) print "S " k
   for (k in need) if (!(k in seen)) print "M " k
   for (k in foreign) print "F " k
@@ -105,11 +109,14 @@ probe() {
 }
 finish() { echo "$1"; printf '%s\\n' "$out" | grep -E '^[MF] '; echo "--log--"; tail -c 2000 "$log" 2>/dev/null; exit "$2"; }
 out=""; t0=""; quiet_since=-1; i=0
+# Time counts from the program's start, not from this first poll: the start command's round trip
+# back to the SDK and this one's here are time the program has already been up.
+clk=$(getconf CLK_TCK 2>/dev/null); case "$clk" in ''|*[!0-9]*|0) clk=100 ;; esac
 nl='
 '
 while :; do
   out=$(SEEN="$out" awk -v root="$pid" -v ports="$ports" "$poll_awk" $stats 2>/dev/null)
-  state=?; ok=0; miss=1; foreign=0; grew=0; secs=0; cs=0
+  state=?; ok=0; miss=1; foreign=0; grew=0; secs=0; cs=0; born=0
   # The first line is assignments of letters and numbers only; without it (awk failed) the poll
   # proves nothing and the next one decides.
   case "\${out%%"$nl"*}" in state=*) eval "\${out%%"$nl"*}" ;; esac
@@ -117,7 +124,9 @@ while :; do
     i=$((i + 100)); [ "$i" -ge "$wait_ms" ] && finish timeout 2
     sleep 0.1; continue
   fi
-  now=$((secs * 1000 + cs * 10)); [ -n "$t0" ] || t0=$now; i=$((now - t0))
+  now=$((secs * 1000 + cs * 10))
+  if [ -z "$t0" ]; then t0=$now; [ "$born" -gt 0 ] && [ $((born * 1000 / clk)) -le "$now" ] && t0=$((born * 1000 / clk)); fi
+  i=$((now - t0))
   # A zombie still answers kill -0, so its state is read; "-": its status is gone.
   if [ "$state" = Z ] || { [ "$state" = - ] && [ ! -e "/proc/$pid/status" ]; }; then finish exited 1; fi
   # The quiet time counts from the tree's last change (a role appeared, or one the source lacked was there).
@@ -202,7 +211,8 @@ export interface HealthCheckOptions {
 }
 
 /**
- * Healthy means: the process is still alive 300 ms after start, listens on every TCP port it
+ * Healthy means: the process is still alive 300 ms after it started (its start time as the kernel
+ * keeps it, so the round trips since count), listens on every TCP port it
  * listened on at the source (read from `/proc/net/tcp*`, as seen from `netnsExec`'s namespace),
  * and is ready: `options.probe` exits 0, or else its destination tree has regained every
  * long-lived role of the source's ({@link readinessRoles}). Roles that never come back do not fail

@@ -170,6 +170,18 @@ describe.skipIf(skipUnless('root', 'tool:awk', 'tool:setsid'))('health check rea
     expect(never.result._unsafeUnwrapErr().message).toContain('readiness probe');
   });
 
+  it('the 300 ms a program must stay up count from its start, not from the first poll', async () => {
+    // Up for a second already: healthy at the first poll, even with a check timeout shorter than
+    // 300 ms. Counted from the first poll, the timeout came first and the check passed only with a warning.
+    const child = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
+    running.push(child);
+    await sleep(1000);
+    const { result, outcome } = await check({ ...profile, processes: [], sockets: [] }, child, { timeoutMs: 200 });
+    await stop(child);
+    expect(result.isOk()).toBe(true);
+    expect(outcome).toEqual({ readiness: 'listening', missingRoles: [], warnings: [] });
+  });
+
   it('a program that exits still fails at once', async () => {
     const child = spawn('sh', ['-c', 'sleep 0.3'], { detached: true, stdio: 'ignore' });
     const { result } = await check(profile, child);
