@@ -4,7 +4,8 @@
  * later (plugins), the rest of its data directory and the accounts it switches to. These rules,
  * none of which knows any program by name, add them, each file marked with why it is there:
  *
- * - `package`: every file of the package owning the executable (dpkg, rpm or FreeBSD pkg), and the
+ * - `package`: every file of the package owning the executable and each other program its
+ *   processes ran (a launched wrapper's exec target; dpkg, rpm or FreeBSD pkg), and the
  *   non-library, non-documentation files of the packages it directly depends on (time zones,
  *   shared config): a library the program needs is found from its ELF headers at the destination.
  * - `config`: absolute paths named in argv, in the text config files it opened itself (under
@@ -27,6 +28,7 @@
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import { InvalidInputError, type ApMigrateError } from '../errors.js';
 import type { FileReason, FileUse, GroupEntry, ResourceProfile, TreeUse, UserEntry } from '../policy/profile.js';
+import { otherProgramsRun } from '../policy/programs.js';
 import { normalizeAbsolutePath } from '../policy/safe-input.js';
 import type { Executor } from '../spec/executor.js';
 import { accountDatabases, measureSourceTrees, packageFacts, readSmallFiles, statPaths, type PackageFacts, type PathFacts } from './source-facts.js';
@@ -181,7 +183,8 @@ class CaptureState {
 
   /** The executable's package, whole; its direct dependencies' data and config files. */
   addPackages(executor: Executor): ResultAsync<void, ApMigrateError> {
-    const owned = [this.profile.executable, ...(this.invokedAs ? [this.invokedAs] : [])];
+    // Every program its processes ran: a launched wrapper's package is not the server's it exec'd.
+    const owned = [this.profile.executable, ...(this.invokedAs ? [this.invokedAs] : []), ...otherProgramsRun(this.profile)];
     return packageFacts(executor, owned.flatMap(dpkgAliases)).andThen((facts) => {
       for (const p of ownPackagesOf(facts)) this.ownPackages.add(p);
       const wanted = packageFilesWanted(facts, this.ownPackages);

@@ -8,6 +8,7 @@ import { posix } from 'node:path';
 import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import { isPseudoPath } from '../policy/paths.js';
+import { otherProgramsRun } from '../policy/programs.js';
 import type { ActivatedDeployment, DeployContext, StagedBundle } from '../spec/deployer.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
@@ -40,6 +41,7 @@ export function rootSpecOf(context: DeployContext): Omit<RootBuildSpec, 'root'> 
     cwd: context.profile.cwd,
     dirs: createdFileDirs(context),
     libraries: context.profile.files.filter((f) => f.sharedLibrary).map((f) => f.path),
+    programs: otherProgramsRun(context.profile),
     wrapperSource: '',
     ...accountLines(context),
   };

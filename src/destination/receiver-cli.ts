@@ -82,6 +82,7 @@ function isSpec(value: unknown): value is RootBuildSpec {
     typeof v === 'object' && v !== null &&
     typeof v.root === 'string' && typeof v.executable === 'string' && typeof v.cwd === 'string' &&
     typeof v.wrapperSource === 'string' && strings(v.dirs) && strings(v.libraries) &&
+    (v.programs === undefined || strings(v.programs)) &&
     (v.passwd === undefined || strings(v.passwd)) && (v.group === undefined || strings(v.group))
   );
 }

@@ -31,6 +31,11 @@ export interface RootBuildSpec {
   /** Host libraries the program was seen to map (copied in when they are safe and absent). */
   libraries: string[];
   /**
+   * Other executables its processes ran (what a launched wrapper exec'd into), as the program sees
+   * them: their needed libraries are copied in too, by the names they are looked up by.
+   */
+  programs?: string[];
+  /**
    * Host path of the `env` binary placed at {@link WRAPPER_PATH} to set the program's environment
    * after the privilege drop; empty: the first of /usr/bin/env, /bin/env.
    */
@@ -310,10 +315,12 @@ export function buildRoot(spec: RootBuildSpec): RootBuildReport {
   writeAccounts(spec);
   const copier = new LibraryCopier(spec.root);
   installWrapper(spec, copier);
-  const exe = normalizeAbsolutePath(spec.executable);
-  if (!exe.ok) throw new UnsafeRootError(`executable ${exe.reason}`);
-  const exeElf = elfAt(resolveInRoot(spec.root, exe.path, { followLast: true }));
-  if (exeElf) copier.dependenciesOf(exeElf);
+  for (const program of [spec.executable, ...(spec.programs ?? [])]) {
+    const n = normalizeAbsolutePath(program);
+    if (!n.ok) throw new UnsafeRootError(`executable ${JSON.stringify(program)} ${n.reason}`);
+    const elf = elfAt(resolveInRoot(spec.root, n.path, { followLast: true }));
+    if (elf) copier.dependenciesOf(elf);
+  }
   for (const lib of spec.libraries) copier.copy(lib);
   return copier.report;
 }

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ResourceProfile, SocketUse, StartFacts } from '../policy/profile.js';
-import type { ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
+import type { LaunchTarget, ProfileOptions, Profiler, ProfilerAvailability, ProfileTarget } from '../spec/profiler.js';
 import {
   accessFromOpenFlags,
   guardProfile,
@@ -19,7 +19,7 @@ import {
   idsOf,
   isLaunchTarget,
   killTree,
-  launchedStartFacts,
+  launchedProgramFacts,
   launchProgram,
   processExists,
   ProfileCollector,
@@ -418,7 +418,7 @@ export async function procfsAvailability(): Promise<ProfilerAvailability> {
 interface SampledTarget {
   rootPid: number;
   ended: Promise<void>;
-  launched?: { argv: string[]; cwd: string; executable: string | undefined };
+  launched?: { target: LaunchTarget; cwd: string; executable: string | undefined };
 }
 
 /** Launch the command, or check that the pid can be sampled; `stopped` ends the wait for an attached root. */
@@ -429,7 +429,7 @@ async function startTarget(target: ProfileTarget, config: ProcfsProfilerOptions,
     const launched = await launchProgram(target.command, { cwd, ...(target.env ? { env: target.env } : {}), output: config.programOutput ?? 'ignore' });
     if (launched.isErr()) return err(launched.error);
     const child = launched.value;
-    return ok({ rootPid: child.pid!, ended: waitForExit(child), launched: { argv: [...target.command], cwd, executable } });
+    return ok({ rootPid: child.pid!, ended: waitForExit(child), launched: { target, cwd, executable } });
   }
   const rootPid = target.pid;
   if (!(await processExists(rootPid))) {
@@ -468,26 +468,29 @@ async function runProcfs(target: ProfileTarget, opts: ProfileOptions, config: Pr
     await killTree(rootPid);
     await ended;
   }
-  const facts = await sampledFacts(sampler, launched);
+  const facts = await sampledFacts(sampler, launched, config.captureEnv);
   if (sampler.root.executable === undefined) collector.note('The program ended before the first sample: almost nothing could be seen.');
   if (launched?.executable) collector.addFile(launched.executable, 'exec', { reason: 'mapped' });
   return collector.build(facts, { profiler: 'procfs', complete: false });
 }
 
-/** The program as first sampled, or as launched when it ended before the first sample. */
-async function sampledFacts(sampler: ProcfsSampler, launched: SampledTarget['launched']): Promise<ProgramFacts> {
+/**
+ * An attached program as first sampled; a launched one as it was launched (the command as given,
+ * run as us), whatever it exec'd into or dropped to before the first sample, as the tracers
+ * report it: it is started again the same way at the destination.
+ */
+async function sampledFacts(sampler: ProcfsSampler, launched: SampledTarget['launched'], captureEnv: boolean | undefined): Promise<ProgramFacts> {
   const root = sampler.root;
+  if (launched) return launchedProgramFacts(launched.executable ?? root.executable ?? '/', launched.target, launched.cwd, captureEnv);
   const status = root.uid === undefined ? await readProcStatus(sampler.rootPid) : undefined;
   const facts: ProgramFacts = {
-    executable: root.executable ?? launched?.executable ?? '/',
-    argv: root.argv ?? launched?.argv ?? ['?'],
-    cwd: root.cwd ?? launched?.cwd ?? '/',
+    executable: root.executable ?? '/',
+    argv: root.argv ?? ['?'],
+    cwd: root.cwd ?? '/',
     uid: root.uid ?? status?.uid ?? process.getuid?.() ?? 0,
     gid: root.gid ?? status?.gid ?? process.getgid?.() ?? 0,
     ...(root.env ? { env: root.env } : {}),
   };
-  // A launched program starts with our groups, umask and limits; an attached one had them when first seen.
-  const start = launched ? await launchedStartFacts() : root.start;
-  if (start) facts.start = start;
+  if (root.start) facts.start = root.start;
   return facts;
 }

@@ -47,6 +47,11 @@ beforeAll(() => {
           '/etc/default/usertool': 'CACHE=/var/lib/otherdb\nOWNER=otheruser\n',
         },
       },
+      // A wrapper from another package that drops privileges and execs the program (setpriv-like).
+      wraptool: {
+        source: 'wraptool',
+        files: { '/usr/bin/wrapper': 'wrapper binary\n', '/usr/share/wraptool/messages': 'messages\n' },
+      },
       libfoo1: {
         source: 'foo',
         files: { '/usr/lib/x86_64-linux-gnu/libfoo.so.1': 'library\n', '/usr/share/foo/table.dat': 'shared data\n' },
@@ -157,6 +162,31 @@ describe('config is read from the program\'s own files only', () => {
     for (const other of OTHERS) expect(treeOf(twice, other), other).toBeUndefined();
     expect(twice.users.map((u) => u.name).sort()).toEqual(['appuser', 'root']);
     expect(twice.trees.map((t) => `${t.path} ${t.reason}`).sort()).toEqual(once.trees.map((t) => `${t.path} ${t.reason}`).sort());
+  });
+});
+
+// Was a bug: only the first executable's package was read, so a program launched through a
+// wrapper of another package (setpriv ... server) travelled with the wrapper's files and none of
+// the server's (its plug-in directory, its config), and failed to start at the destination.
+describe('a launched wrapper that execs the program', () => {
+  it('the packages of every program its processes ran travel, and the exec\'d program\'s config is its own', async () => {
+    const launched = ResourceProfileSchema.parse({
+      ...profileOf(WRITES),
+      executable: '/usr/bin/wrapper',
+      argv: ['/usr/bin/wrapper', '--user=appuser', '--', '/usr/sbin/appd'],
+      files: [use('/usr/bin/wrapper', ['exec'], 'traced'), use('/usr/sbin/appd', ['exec'], 'traced'), ...WRITES],
+    });
+    const c = await capture(launched);
+    const reasonsOf = (path: string) => c.files.find((f) => f.path === path)?.reasons;
+    expect(reasonsOf('/usr/share/wraptool/messages')).toContain('package');
+    expect(reasonsOf('/etc/default/appd')).toContain('package');
+    expect(reasonsOf('/etc/appd/appd.conf')).toContain('package');
+    // appd's own config is read: its conf.d glob and its state directory, its account.
+    expect(treeOf(c, '/etc/appd/conf.d')?.reason).toBe('config');
+    expect(treeOf(c, '/srv/appd')).toBeDefined();
+    expect(c.users.map((u) => u.name)).toContain('appuser');
+    // A dependency's config is still not followed.
+    for (const other of OTHERS) expect(treeOf(c, other), other).toBeUndefined();
   });
 });
 

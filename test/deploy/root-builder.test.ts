@@ -3,13 +3,14 @@
  * and path resolution inside a root against every kind of link.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readElf } from '../../src/destination/elf.js';
-import { resolveInRoot } from '../../src/destination/root-builder.js';
+import { buildRoot, resolveInRoot } from '../../src/destination/root-builder.js';
+import { skipUnless } from '../helpers/requirements.js';
 
 describe('readElf', () => {
   it('reads the interpreter and DT_NEEDED of a real binary as the loader would', () => {
@@ -74,5 +75,53 @@ describe('resolveInRoot', () => {
     expect(made).toBe(join(root, 'etc/new/dir'));
     expect(readFileSync('/etc/hostname').length).toBeGreaterThan(0); // the host's /etc is not where it went
     expect(() => readFileSync(join('/etc/new/dir'))).toThrow();
+  });
+});
+
+// Was a bug: only the executable's own needed libraries were followed, so a launched wrapper
+// (setpriv ... postgres) profiled by sampling, which sees the real files mapped but not the
+// names the loader looks them up by (libxml2.so.2 -> libxml2.so.2.9.14), came up without them.
+describe.skipIf(skipUnless('root', 'tool:curl', 'tool:setpriv'))('buildRoot follows the needed libraries of every program the processes ran', () => {
+  const curl = execFileSync('sh', ['-c', 'readlink -f "$(command -v curl)"'], { encoding: 'utf8' }).trim();
+  const setpriv = execFileSync('sh', ['-c', 'readlink -f "$(command -v setpriv)"'], { encoding: 'utf8' }).trim();
+  const needed = readElf(readFileSync(curl))!.needed.find((n) => n.startsWith('libcurl'))!;
+  const made: string[] = [];
+  afterAll(() => {
+    for (const d of made) rmSync(d, { recursive: true, force: true });
+  });
+
+  /** A root holding a wrapper as the executable and curl as a program it execs into. */
+  function rootWithWrapperAndProgram(): string {
+    const root = mkdtempSync(join(tmpdir(), 'apm-programs-'));
+    made.push(root);
+    mkdirSync(join(root, 'usr/bin'), { recursive: true });
+    mkdirSync(join(root, 'opt/tool'), { recursive: true });
+    copyFileSync(setpriv, join(root, 'usr/bin/setpriv'));
+    copyFileSync(curl, join(root, 'opt/tool/curl'));
+    return root;
+  }
+  const base = { executable: '/usr/bin/setpriv', cwd: '/', dirs: [], libraries: [], wrapperSource: '' };
+
+  it('a program named in `programs` gets its libraries by the names it needs them by', () => {
+    expect(needed).toBeDefined();
+    const root = rootWithWrapperAndProgram();
+    const report = buildRoot({ root, ...base, programs: ['/opt/tool/curl'] });
+    expect(report.copied.some((p) => p.endsWith(`/${needed}`))).toBe(true);
+    expect(existsSync(resolveInRoot(root, report.copied.find((p) => p.endsWith(`/${needed}`))!))).toBe(true);
+  });
+
+  it('without it, only the executable\'s are (what failed before)', () => {
+    const root = rootWithWrapperAndProgram();
+    const report = buildRoot({ root, ...base });
+    expect(report.copied.some((p) => p.endsWith(`/${needed}`))).toBe(false);
+  });
+
+  it('a program path with ".." is refused; a link out of the root is read inside it; one not there is passed over', () => {
+    expect(() => buildRoot({ root: rootWithWrapperAndProgram(), ...base, programs: ['/../../opt/tool/curl'] })).toThrow(/\.\./);
+    const root = rootWithWrapperAndProgram();
+    // Names the host's curl: inside the root that is <root>/usr/bin/curl, which is not there.
+    symlinkSync(curl, join(root, 'opt/tool/outside'));
+    const report = buildRoot({ root, ...base, programs: ['/opt/tool/outside', '/nowhere/prog'] });
+    expect(report.copied.some((p) => p.endsWith(`/${needed}`))).toBe(false);
   });
 });

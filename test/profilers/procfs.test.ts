@@ -143,6 +143,22 @@ describe.skipIf(skipUnless('root', 'tool:sqlite3', 'tool:python3', 'tool:ipcmk',
     }
   });
 
+  // Was a bug: a launch was reported as the program it had exec'd into and the user it dropped
+  // to by the first sample (executable, argv and uid of `sleep` as nobody), with our groups and
+  // umask: the destination would start a command nobody launched. The tracers report the launch.
+  it('a launched wrapper that drops to another user and execs: the profile is the command as launched, run as us', async () => {
+    const command = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--', 'sleep', '30'];
+    const result = await createProcfsProfiler({ intervalMs: 50 }).profile({ command, cwd: '/' }, { durationMs: 800 });
+    const profile = result._unsafeUnwrap();
+    expect(profile.executable).toBe(execFileSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' }).trim());
+    expect(profile.argv).toEqual(command);
+    expect(profile.cwd).toBe('/');
+    expect(profile.uid).toBe(process.getuid!());
+    // What it became is still seen: its process, as nobody, running sleep.
+    expect(profile.processes.find((p) => p.uid === 65534)).toBeDefined();
+    expect(profile.files.map((f) => f.path)).toContain(execFileSync('sh', ['-c', 'readlink -f "$(command -v sleep)"'], { encoding: 'utf8' }).trim());
+  });
+
   it('ipcmk: the segment it created is found by its creator pid after it exited', async () => {
     const result = await createProcfsProfiler().profile({ command: ['ipcmk', '-M', '8192'] }, { durationMs: 3000 });
     if (result.isErr()) throw result.error;

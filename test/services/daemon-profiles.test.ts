@@ -5,22 +5,20 @@
  * - attach by pid, with eBPF (bpftrace), strace and procfs (all three at once on the same pid), to
  *   the daemon started as Debian starts it (`pg_ctlcluster 15 main start`; `nginx`, daemonized,
  *   root master + www-data workers; `memcached -d -u memcache`);
- * - launch, with eBPF and strace: `setpriv --reuid=postgres ... postgres -D <copy of a fresh cluster
- *   initdb'ed in a temp dir>` (PostgreSQL refuses to run as root, and a launch target has no user:
- *   setpriv drops to postgres and execs the server, so the profile's executable is setpriv, its
- *   uid 0), `nginx -g 'daemon off;'` (Debian's config), `memcached -u memcache -l 127.0.0.1 -p <free>`.
+ * - launch, with eBPF, strace and procfs (which launches the same way and then only samples):
+ *   `setpriv --reuid=postgres ... postgres -D <copy of a fresh cluster initdb'ed in a temp dir>`
+ *   (PostgreSQL refuses to run as root, and a launch target has no user: setpriv drops to
+ *   postgres and execs the server, so the profile's executable is setpriv, its uid 0),
+ *   `nginx -g 'daemon off;'` (Debian's config), `memcached -u memcache -l 127.0.0.1 -p <free>`.
  *
- * What is migrated (chosen for the runtime: the full 3 x 5 matrix does not fit ~3 min on this
- * 2-CPU machine, where a PostgreSQL capture alone takes 10-20 s idle and an eBPF run 8-15 s of
- * bpftrace start-up):
- * - every profile of PostgreSQL and nginx (10 migrations) is migrated with `migrate()` from that
- *   profile (`target: { profile, pid }`, capture on, cutover copy) to a destination on this
- *   machine (linux-namespaces), and must answer there: psql reads back a row written before the
- *   migration, curl gets the same bytes as from the source. nginx's three attach migrations run
- *   at the same time (`it.concurrent`), each to its own destination; PostgreSQL's in a row;
- * - memcached's five profiles are only profiled and captured: the reasons table must have its
- *   held-open and package rows and, since memcached writes no files, an empty data-root row.
- *   (real-daemons.test.ts and real-daemons-ssh.test.ts migrate memcached and check it answers.)
+ * Every one of the 18 profiles (3 daemons x (3 attach + 3 launch)) is migrated with `migrate()`
+ * from that profile (`target: { profile, pid }`, capture on, cutover copy) to a destination on
+ * this machine (linux-namespaces), and must answer there: psql reads back a row written before
+ * the migration, curl gets the same bytes as from the source, memcached answers a set and a get
+ * inside its namespace and runs as memcache. The attach migrations of nginx and memcached run at
+ * the same time (`it.concurrent`), each to its own destination; PostgreSQL's in a row (2 CPUs,
+ * where a PostgreSQL capture alone takes 10-20 s and an eBPF run 8-15 s of bpftrace start-up).
+ * memcached writes no file: its reasons table must have an empty data-root row.
  *
  * Three cases pin rules that were bugs once: the eBPF launch profile of PostgreSQL under a busy
  * event loop (the argv launched, not the exec'd server's with the wrapper's executable), the
@@ -64,7 +62,9 @@ const PROFILERS: Record<'ebpf' | 'strace' | 'procfs', () => Profiler> = {
 };
 type ProfilerName = keyof typeof PROFILERS;
 const ATTACHING: ProfilerName[] = ['ebpf', 'strace', 'procfs'];
-const LAUNCHING: ProfilerName[] = ['ebpf', 'strace'];
+const LAUNCHING: ProfilerName[] = ['ebpf', 'strace', 'procfs'];
+/** The profilers that watch the program's calls (procfs only samples what it holds). */
+const TRACING: ProfilerName[] = ['ebpf', 'strace'];
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 
 /** Run a shell command; a failure says what it printed. */
@@ -331,6 +331,14 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
         await movePgLaunch('strace', l);
       });
 
+      // procfs launches the same command and samples it once the server runs: what start-up read
+      // and closed is not seen, the capture (package files, data roots) brings it in.
+      it('launched under procfs (postgres -D <fresh cluster copy>, as postgres), it migrates and answers', { timeout: 240_000 }, async () => {
+        const l = await launchPg('procfs');
+        expect(l.profile.argv).toEqual(l.command);
+        await movePgLaunch('procfs', l);
+      });
+
       let ebpfLaunch: Awaited<ReturnType<typeof launchPg>> | undefined;
       it('launched under ebpf while this process is busy (as on a loaded machine): what the profile sees', { timeout: 120_000 }, async () => {
         ebpfLaunch = await launchPg('ebpf', { busy: true });
@@ -385,11 +393,14 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
         const { profile, pid } = await launch(n, ['nginx', '-g', 'daemon off;'], 2500, 'QUIT');
         expect(profile.executable).toBe('/usr/sbin/nginx');
         expect(profile.uid).toBe(0);
-        expect(profile.files.find((f) => f.path === '/etc/nginx/nginx.conf')?.reasons).toContain('traced');
+        // A tracer saw the config read at start-up; procfs, which only samples, did not (it was
+        // closed again): the capture brings it in, as a file of nginx's package.
+        if (TRACING.includes(n)) expect(profile.files.find((f) => f.path === '/etc/nginx/nginx.conf')?.reasons).toContain('traced');
         expect(profile.sockets).toContainEqual(expect.objectContaining({ protocol: 'tcp', localPort: 80, listening: true }));
         const master = profile.processes.find((p) => p.pid === pid);
         expect(profile.processes.filter((p) => p.ppid === master?.pid && p.uid === Number(sh('id -u www-data'))).length).toBeGreaterThanOrEqual(1);
         const r = await moveFrom(profile, pid, `ngl-${n}-${id}`, true);
+        expect(r.profile.files.map((f) => f.path)).toContain('/etc/nginx/nginx.conf');
         await sameBytes(r);
         await rollBack(r);
         await stopPid(pid, 'QUIT');
@@ -440,9 +451,25 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
       });
     });
 
-    describe('memcached (profiled and captured only)', () => {
+    describe('memcached', () => {
       let port = 0;
       const capturedLaunch: Record<string, ResourceProfile> = {};
+      const attached: Record<string, ResourceProfile> = {};
+      let attachedPid = 0;
+
+      /**
+       * A set and a get answered by the copy, through its listening socket inside its network
+       * namespace at the destination; the copy runs as memcache there.
+       */
+      function expectAnswerFrom(r: MigrationReport, listenPort: number): void {
+        const key = `k${randomBytes(3).toString('hex')}`;
+        const reply = sh(`printf 'set ${key} 0 0 5\\r\\nhello\\r\\nget ${key}\\r\\nquit\\r\\n' | ip netns exec ${namespaceNames(r.name).netns} timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/${listenPort}; cat >&3; cat <&3'`);
+        expect(reply).toContain('STORED');
+        expect(reply).toMatch(new RegExp(`VALUE ${key} 0 5\\r?\\nhello`));
+        const copies = processesIn(join(r.destination!.installDir, 'root'), '^(/usr/bin/)?memcached ');
+        expect(copies).toHaveLength(1);
+        expect(readFileSync(`/proc/${copies[0]}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${sh('id -u memcache')}\\s`, 'm'));
+      }
 
       /** The capture's reasons table for `profile`, with what every memcached profile must show. */
       async function expectReasons(profile: ResourceProfile, label: string): Promise<ResourceProfile> {
@@ -470,6 +497,9 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
         // It dropped to memcache after start (the profile's uid is the launcher's: root).
         expect(profile.processes.find((p) => p.pid === pid)?.uid).toBe(Number(sh('id -u memcache')));
         capturedLaunch[n] = await expectReasons(profile, `launch ${n}`);
+        const r = await moveFrom(profile, pid, `mcl-${n}-${id}`, true);
+        expectAnswerFrom(r, port);
+        await rollBack(r);
         await stopPid(pid);
       });
 
@@ -501,12 +531,21 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
           const started = pid;
           cleanups.push(() => stopPid(started));
         }
-        const profiles = await profileAll(ATTACHING, pid, 1500);
+        attachedPid = pid;
+        Object.assign(attached, await profileAll(ATTACHING, pid, 1500));
         for (const n of ATTACHING) {
-          expectProfileOf(profiles[n]!, n, '/usr/bin/memcached', Number(sh('id -u memcache')));
-          expect(profiles[n]!.sockets, n).toContainEqual(expect.objectContaining({ protocol: 'tcp', localPort: 11211, listening: true }));
-          await expectReasons(profiles[n]!, `attach ${n}`);
+          expectProfileOf(attached[n]!, n, '/usr/bin/memcached', Number(sh('id -u memcache')));
+          expect(attached[n]!.sockets, n).toContainEqual(expect.objectContaining({ protocol: 'tcp', localPort: 11211, listening: true }));
+          await expectReasons(attached[n]!, `attach ${n}`);
         }
+      });
+
+      it.concurrent.each(ATTACHING)('the %s attach profile migrates, and the copy answers a set and a get', { timeout: 180_000 }, async (n) => {
+        expect(attached[n], 'profiled by the test before').toBeDefined();
+        const r = await moveFrom(attached[n]!, attachedPid, `mca-${n}-${id}`, false);
+        expect(r.profile.users.map((u) => u.name)).toContain('memcache');
+        expectAnswerFrom(r, 11211);
+        await rollBack(r);
       });
     });
   },
