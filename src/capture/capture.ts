@@ -181,7 +181,7 @@ class CaptureState {
     });
   }
 
-  /** The executable's package, whole; its direct dependencies' data and config files. */
+  /** The packages of the executable and of every other program its processes ran, whole; their direct dependencies' data and config files. */
   addPackages(executor: Executor): ResultAsync<void, ApMigrateError> {
     // Every program its processes ran: a launched wrapper's package is not the server's it exec'd.
     const owned = [this.profile.executable, ...(this.invokedAs ? [this.invokedAs] : []), ...otherProgramsRun(this.profile)];
