@@ -108,6 +108,8 @@ const MAX_SYMLINK_HOPS = 40;
 const READ_AHEAD = 4;
 /** Files at most this large are read with one synchronous call straight into the output batch. */
 const SMALL_FILE_BYTES = 1024 * 1024;
+/** How many times a small file that shrank under its read is read before the bundle fails. */
+const SMALL_FILE_READS = 3;
 /** Synchronous file-system work runs at most this long before the event loop gets a turn. */
 const SLICE_MS = 4;
 /** Bytes the output stream holds before the packer waits for its consumer. */
@@ -692,12 +694,32 @@ class Packer {
   }
 
   /**
-   * A small file, synchronously: open, fstat, reads straight into the output batches behind its
-   * header (one for most files), hash, close. Four system calls and no thread-pool round trip, like GNU tar; the
-   * caller's {@link pace} bounds how long the event loop waits. Returns false when the file has
-   * grown past {@link SMALL_FILE_BYTES} since its lstat (it is then streamed).
+   * A small file, synchronously: open, fstat, read straight into one batch region behind its
+   * header, hash, close. Four system calls and no thread-pool round trip, like GNU tar; the
+   * caller's {@link pace} bounds how long the event loop waits. Nothing is committed until the
+   * whole file is read, so a file the running program rewrites (truncate, then write) and that
+   * shrank under the read is read again (up to {@link SMALL_FILE_READS} times) instead of failing
+   * the bundle. Returns false when the file has grown past {@link SMALL_FILE_BYTES} since its
+   * lstat (it is then streamed).
    */
   private writeSmallFile(path: string, stats: Stats, fields: TarHeaderFields, base: EntryBase): boolean {
+    for (let attempt = 1; ; attempt++) {
+      const read = this.readSmallFile(path, stats, fields);
+      if (read === 'large') return false;
+      if ('sha256' in read) {
+        this.dataBytes += read.size;
+        this.record({ path, type: 'file', size: read.size, ...base, sha256: read.sha256 });
+        return true;
+      }
+      if (attempt >= SMALL_FILE_READS) throw this.shrank(path, read.size, read.read);
+    }
+  }
+
+  /**
+   * One read of a small file into a reserved region (header, data, padding), committed only when
+   * complete. When the file shrank under the read: its size and what was read (nothing committed).
+   */
+  private readSmallFile(path: string, stats: Stats, fields: TarHeaderFields): { size: number; sha256: string } | { size: number; read: number } | 'large' {
     let fd: number;
     try {
       fd = openSync(this.sourcePath(path), this.openFlags());
@@ -708,28 +730,20 @@ class Packer {
       const opened = fstatSync(fd);
       this.checkOpened(path, stats, opened);
       const size = opened.size;
-      if (size > SMALL_FILE_BYTES) return false;
-      this.output.write(encodeTarHeader({ ...fields, type: 'file', size }));
-      // Read straight into the output batches (no copy), one batch-sized region at a time.
-      const hash = createHash('sha256');
-      let offset = 0;
-      while (offset < size) {
-        const region = this.output.reserveUpTo(size - offset);
-        let filled = 0;
-        while (filled < region.length) {
-          const bytesRead = readSync(fd, region, filled, region.length - filled, offset + filled);
-          if (bytesRead === 0) throw this.shrank(path, size, offset + filled);
-          filled += bytesRead;
-        }
-        hash.update(region);
-        this.output.commit(region.length);
-        offset += region.length;
+      if (size > SMALL_FILE_BYTES) return 'large';
+      const header = encodeTarHeader({ ...fields, type: 'file', size });
+      const region = this.output.reserve(header.length + padToBlock(size));
+      const data = region.subarray(header.length, header.length + size);
+      for (let filled = 0; filled < size; ) {
+        const bytesRead = readSync(fd, data, filled, size - filled, filled);
+        if (bytesRead === 0) return { size, read: filled };
+        filled += bytesRead;
       }
-      this.output.zeros(padToBlock(size) - size);
-      const sha256 = hash.digest('hex');
-      this.dataBytes += size;
-      this.record({ path, type: 'file', size, ...base, sha256 });
-      return true;
+      header.copy(region);
+      region.fill(0, header.length + size);
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      this.output.commit(region.length);
+      return { size, sha256 };
     } catch (e) {
       throw toBundleError(e, 'BUNDLE_SOURCE_UNREADABLE', `reading ${path}`);
     } finally {

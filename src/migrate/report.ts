@@ -58,6 +58,7 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
       mode: selfQuiesced ? 'copy' : run.cutover,
       ...(frozen?.pids.length ? { frozenProcesses: frozen.pids.length } : {}),
       ...((frozen?.pids as FrozenPids | undefined)?.freezer ? { freezer: (frozen!.pids as FrozenPids).freezer } : {}),
+      ...((frozen?.pids as FrozenPids | undefined)?.freezerNote ? { freezerNote: (frozen!.pids as FrozenPids).freezerNote } : {}),
       ...(frozen?.pids.length && parts.healthyAt !== undefined ? { downtimeMs: parts.healthyAt - frozen.at } : {}),
     },
     rounds: run.rounds,

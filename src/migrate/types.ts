@@ -185,7 +185,7 @@ export interface MigrationReport {
   /** How the destination's health check decided the program was ready, with any warning (decision 0015). */
   health?: HealthOutcome;
   /** The hand-over: its mode, and for `stop-and-copy` and `pre-copy` the downtime (freeze to destination healthy). */
-  cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number; freezer?: FreezerKind };
+  cutover: { mode: Cutover; downtimeMs?: number; frozenProcesses?: number; freezer?: FreezerKind; freezerNote?: string };
   /** Each transfer round (two for `pre-copy`): bytes on the wire, bytes the destination already had, attempts. */
   rounds: TransferRound[];
   /** The receiver pre-flight picked at the destination, when the method had a choice. */

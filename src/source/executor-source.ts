@@ -68,8 +68,9 @@ function streamingOf(executor: Executor): Source['stream'] | undefined {
 }
 
 /** `pids` as {@link FrozenPids}: the array, with how it was frozen as a non-enumerable `freezer`. */
-export function frozenPids(pids: readonly number[], freezer: FreezerKind): FrozenPids {
-  return Object.defineProperty([...pids], 'freezer', { value: freezer, enumerable: false }) as FrozenPids;
+export function frozenPids(pids: readonly number[], freezer: FreezerKind, note?: string): FrozenPids {
+  const frozen = Object.defineProperty([...pids], 'freezer', { value: freezer, enumerable: false });
+  return (note ? Object.defineProperty(frozen, 'freezerNote', { value: note, enumerable: false }) : frozen) as FrozenPids;
 }
 
 /**
@@ -99,13 +100,23 @@ function liveTree(executor: Executor, pid: number): ResultAsync<{ tree: number[]
 }
 
 /**
- * Freeze `pid`'s tree by cgroup `candidate` if it holds nothing else, and keep it frozen only if,
- * once frozen, it holds exactly the tree's live processes (else it is thawed again). Undefined
- * when it did not freeze the tree. An error after the freeze may have happened thaws it first.
+ * A cgroup that froze the tree, or why none did (the notes of every candidate tried), and whether
+ * a race with the program's own forks may have been the reason (worth one more try).
  */
-async function freezeByCandidate(executor: Executor, pid: number, tree: readonly number[], candidate: { kind: CgroupFreezerKind; dir: string }): Promise<Result<FrozenCgroup | undefined, ApMigrateError>> {
+type CgroupFreezeOutcome = FrozenCgroup | { notes: string[]; racy: boolean };
+
+/** Reasons a fork racing the freeze can cause: the v1 freezer still FREEZING, the members changed. */
+const RACY_NOTE = /: (timeout|frozen members .*)$/;
+
+/**
+ * Freeze `pid`'s tree by cgroup `candidate` if it holds nothing else, and keep it frozen only if,
+ * once frozen, it holds exactly the tree's live processes (else it is thawed again). A note says
+ * why when it did not freeze the tree. An error after the freeze may have happened thaws it first.
+ */
+async function freezeByCandidate(executor: Executor, pid: number, tree: readonly number[], candidate: { kind: CgroupFreezerKind; dir: string }): Promise<Result<FrozenCgroup | string, ApMigrateError>> {
+  const note = (why: string) => `${candidate.kind} ${candidate.dir}: ${why}`;
   const tried = await freezeCgroup(executor, candidate.kind, candidate.dir, tree);
-  if (tried.isOk() && !tried.value.frozen) return ok(undefined);
+  if (tried.isOk() && !tried.value.frozen) return ok(note(tried.value.reason));
   const after = tried.isOk() ? await liveTree(executor, pid) : err<never, ApMigrateError>(tried.error);
   const members = tried.isOk() && tried.value.frozen ? tried.value.members : [];
   if (after.isOk() && after.value.tree.length > 0 && cgroupHoldsTree(members, after.value.tree, after.value.live)) {
@@ -113,18 +124,23 @@ async function freezeByCandidate(executor: Executor, pid: number, tree: readonly
   }
   const thawed = await thawCgroup(executor, candidate);
   if (after.isErr()) return err(after.error);
-  return thawed.isErr() ? err(thawed.error) : ok(undefined);
+  const why = `frozen members ${members.join(',') || 'none'} are not the tree ${after.value.tree.join(',') || 'none'}`;
+  return thawed.isErr() ? err(thawed.error) : ok(note(why));
 }
 
 /**
- * Try to freeze `pid`'s tree by its own cgroup, v2 first, then the v1 freezer. Undefined when no
+ * Try to freeze `pid`'s tree by its own cgroup, v2 first, then the v1 freezer. Notes when no
  * cgroup froze it (none of its own, a foreign process in it, no freezer): the caller uses SIGSTOP.
  */
-function cgroupFreeze(executor: Executor, pid: number, tree: readonly number[]): ResultAsync<FrozenCgroup | undefined, ApMigrateError> {
+function cgroupFreeze(executor: Executor, pid: number, tree: readonly number[]): ResultAsync<CgroupFreezeOutcome, ApMigrateError> {
   return probeFreezerCandidates(executor, tree).andThen((candidates) =>
-    candidates.reduce<ResultAsync<FrozenCgroup | undefined, ApMigrateError>>(
-      (previous, candidate) => previous.andThen((done) => (done ? okAsync(done) : new ResultAsync(freezeByCandidate(executor, pid, tree, candidate)))),
-      okAsync(undefined),
+    candidates.reduce<ResultAsync<CgroupFreezeOutcome, ApMigrateError>>(
+      (previous, candidate) =>
+        previous.andThen((done) => {
+          if (!('notes' in done)) return okAsync(done);
+          return new ResultAsync(freezeByCandidate(executor, pid, tree, candidate)).map((r) => (typeof r === 'string' ? { notes: [...done.notes, r], racy: done.racy || RACY_NOTE.test(r) } : r));
+        }),
+      okAsync<CgroupFreezeOutcome, ApMigrateError>({ notes: candidates.length ? [] : ['no cgroup of its own'], racy: false }),
     ),
   );
 }
@@ -141,15 +157,18 @@ export function createExecutorSource(given?: Executor): Source {
     if (bad) return errAsync(bad);
     return executor.exec(['ps', '-A', '-o', 'pid=', '-o', 'ppid='], {}).map((r) => treeFromPs(r.stdout, pid));
   };
-  const freeze = (pid: number): ResultAsync<FrozenPids, ApMigrateError> =>
+  // A racy miss is tried once more with the tree listed again, before SIGSTOP (which the program can see).
+  const freezeTry = (pid: number, attempt: number): ResultAsync<FrozenPids, ApMigrateError> =>
     processTree(pid).andThen((tree) => {
       if (tree.length === 0) return errAsync(new MigrationError('SOURCE_GONE', `No process ${pid} runs on ${executor.description}`));
       return cgroupFreeze(executor, pid, tree).andThen((cgroup) => {
-        if (!cgroup) return sigstopFreeze(executor, processTree, pid, tree).map((pids) => frozenPids(pids, 'sigstop'));
+        if ('notes' in cgroup && cgroup.racy && attempt < 2) return freezeTry(pid, attempt + 1);
+        if ('notes' in cgroup) return sigstopFreeze(executor, processTree, pid, tree).map((pids) => frozenPids(pids, 'sigstop', cgroup.notes.join('; ')));
         byCgroup.set(pid, cgroup);
         return okAsync(frozenPids(cgroup.pids, cgroup.kind));
       });
     });
+  const freeze = (pid: number) => freezeTry(pid, 1);
   const thaw = (pids: readonly number[]): ResultAsync<void, ApMigrateError> => {
     const mine = [...byCgroup].filter(([, c]) => c.pids.some((p) => pids.includes(p)));
     const covered = new Set(mine.flatMap(([, c]) => c.pids));

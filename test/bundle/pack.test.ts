@@ -1,7 +1,7 @@
 /**
  * What the packer carries and leaves out, its typed errors, and bounded memory on a 1 GiB file.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -166,6 +166,26 @@ describe('packBundle: what goes in', () => {
     expect(result._unsafeUnwrapErr().code).toBe('BUNDLE_SOURCE_MISSING');
     expect(result._unsafeUnwrapErr().message).toContain('f150');
     expect(await openFds()).toBe(before);
+  });
+
+  it('a small file the running program keeps rewriting (truncate, then write) is read again, never failed', async () => {
+    // The way a daemon rewrites its status file: open(O_TRUNC), write; a read can land in between.
+    const status = join(work, 'status');
+    const text = 'counter 123456 of ipc pair';
+    await writeFile(status, text);
+    const writer = spawn('sh', ['-c', 'while :; do printf %s "$2" > "$1"; done', 'sh', status, text], { stdio: 'ignore' });
+    try {
+      const profile: ResourceProfileInput = { ...base, files: [use(status, { size: text.length })] };
+      for (let i = 0; i < 300; i++) {
+        const { result, bundle } = await packToBuffer(profile);
+        expect(result.isOk(), result.isErr() ? result.error.message : '').toBe(true);
+        const { manifest } = await listBundle(bundle);
+        // Whatever instant it read: all of it, or the empty file right after the truncation.
+        expect([0, text.length]).toContain(manifest.entries.find((e) => e.path === status)?.size);
+      }
+    } finally {
+      writer.kill('SIGKILL');
+    }
   });
 
   it('rejects an invalid profile with INVALID_INPUT', async () => {

@@ -147,7 +147,7 @@ describe.skipIf(skipUnless('root', 'tool:ps', 'tool:find'))('cgroup freezer on t
     const executor = recordingExecutor();
     const source = createExecutorSource(executor);
     const frozen = (await source.freeze(tree.pid))._unsafeUnwrap();
-    expect(frozen.freezer).toBe('cgroup-v1');
+    expect(frozen.freezer, frozen.freezerNote).toBe('cgroup-v1');
     expect(frozen).toContain(tree.pid);
     expect(frozen.length).toBeGreaterThanOrEqual(3); // sh and its two subshells (and a sleep or two)
     expect(JSON.stringify(frozen)).toBe(JSON.stringify([...frozen])); // `freezer` is not in the data
@@ -195,6 +195,7 @@ describe.skipIf(skipUnless('root', 'tool:ps', 'tool:find'))('cgroup freezer on t
     const source = createExecutorSource();
     const frozen = (await source.freeze(tree.pid))._unsafeUnwrap();
     expect(frozen.freezer).toBe('sigstop');
+    expect(frozen.freezerNote).toBe('no cgroup of its own');
     expect(state(tree.pid)).toBe('T');
     expect(await growing(tree.counter)).toBe(false);
     (await source.thaw(frozen))._unsafeUnwrap();
@@ -211,6 +212,7 @@ describe.skipIf(skipUnless('root', 'tool:ps', 'tool:find'))('cgroup freezer on t
     const source = createExecutorSource();
     const frozen = (await source.freeze(tree.pid))._unsafeUnwrap();
     expect(frozen.freezer).toBe('sigstop');
+    expect(frozen.freezerNote).toBe(`cgroup-v1 ${cgroup}: foreign ${foreign.pid}`);
     expect(frozen).not.toContain(foreign.pid);
     expect(readFileSync(join(cgroup, 'freezer.state'), 'utf8').trim()).toBe('THAWED');
     expect(state(tree.pid)).toBe('T');
