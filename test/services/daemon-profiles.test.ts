@@ -51,6 +51,7 @@ import {
 } from '../../src/index.js';
 import { resolveInRoot } from '../../src/destination/root-builder.js';
 import { createLocalTransport } from '../../src/transports/local.js';
+import { cacheCommandInNetns } from '../helpers/cache-client.js';
 import { processesIn, sourcePid } from '../helpers/processes.js';
 import { freePort } from '../helpers/sshd.js';
 import { skipUnless } from '../helpers/requirements.js';
@@ -463,7 +464,7 @@ describe.skipIf(skipUnless('root', 'tool:bpftrace', 'tool:strace', 'tool:pg_ctlc
        */
       function expectAnswerFrom(r: MigrationReport, listenPort: number): void {
         const key = `k${randomBytes(3).toString('hex')}`;
-        const reply = sh(`printf 'set ${key} 0 0 5\\r\\nhello\\r\\nget ${key}\\r\\nquit\\r\\n' | ip netns exec ${namespaceNames(r.name).netns} timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/${listenPort}; cat >&3; cat <&3'`);
+        const reply = sh(cacheCommandInNetns(namespaceNames(r.name).netns, key, listenPort));
         expect(reply).toContain('STORED');
         expect(reply).toMatch(new RegExp(`VALUE ${key} 0 5\\r?\\nhello`));
         const copies = processesIn(join(r.destination!.installDir, 'root'), '^(/usr/bin/)?memcached ');

@@ -32,6 +32,7 @@ import { resolveInRoot } from '../../src/destination/root-builder.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
+import { cacheScript } from '../helpers/cache-client.js';
 import { processesIn, sourcePid } from '../helpers/processes.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -313,11 +314,10 @@ describe.skipIf(
     // memcached listens on 127.0.0.1 only: the client runs at the destination host, in the
     // copy's network namespace (bash's /dev/tcp: no client tool needed).
     const key = `apmd${id}`;
-    const client = `exec 3<>/dev/tcp/127.0.0.1/11211; printf 'set ${key} 0 0 5\\r\\nhello\\r\\nget ${key}\\r\\nquit\\r\\n' >&3; cat <&3`;
-    const reply = await there(['ip', 'netns', 'exec', namespaceNames(names.mc).netns, 'timeout', '5', 'bash', '-c', client]);
+    const reply = await there(['ip', 'netns', 'exec', namespaceNames(names.mc).netns, 'timeout', '5', 'bash', '-c', cacheScript(key, 11211)]);
     expect(reply.stdout).toBe(`STORED\r\nVALUE ${key} 0 5\r\nhello\r\nEND\r\n`);
     // The source never saw that key: the copy answered.
-    const atSource = sh(`timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/11211; printf 'get ${key}\\r\\nquit\\r\\n' >&3; cat <&3"`);
+    const atSource = sh(`timeout 5 bash -c '${cacheScript(key, 11211, { set: false })}'`);
     expect(atSource).toBe('END');
     const copies = copyProcesses(r, '^/usr/bin/memcached');
     expect(copies).toHaveLength(1);

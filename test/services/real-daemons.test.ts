@@ -13,6 +13,7 @@ import { summarizeReasons } from '../../src/capture/index.js';
 import { createLocalTransport } from '../../src/transports/local.js';
 import { namespaceNames } from '../../src/methods/linux-namespaces/deployer.js';
 import { resolveInRoot } from '../../src/destination/root-builder.js';
+import { cacheCommandInNetns } from '../helpers/cache-client.js';
 import { skipUnless } from '../helpers/requirements.js';
 
 /** Run a shell command; a failure says what the command printed. */
@@ -109,7 +110,7 @@ describe.skipIf(skipUnless('root', 'tool:pg_ctlcluster', 'tool:nginx', 'tool:mem
     }
     const r = await move(oldest('bin/memcached'), 'mc');
     expect(r.profile.users.map((u) => u.name)).toContain('memcache');
-    const reply = sh(`printf 'set k 0 0 5\\r\\nhello\\r\\nget k\\r\\nquit\\r\\n' | ip netns exec apm-mc timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/11211; cat >&3; cat <&3'`);
+    const reply = sh(cacheCommandInNetns('apm-mc', 'k', 11211));
     expect(reply).toContain('STORED');
     expect(reply).toContain('hello');
     expect(existsSync(join(r.destination!.installDir, 'root/etc/shadow'))).toBe(false);
