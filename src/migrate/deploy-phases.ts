@@ -67,9 +67,11 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
     // A pre-flight that fails stops the codec's commands, and is answered once they ended.
     const stopCodec = new AbortController();
     const signal = run.options.signal ? AbortSignal.any([run.options.signal, stopCodec.signal]) : stopCodec.signal;
-    const codec = chooseCompression(run, chosen, signal);
-    return chosen.deployer
-      .preflight(chosen.context, estimate.bytes)
+    const preflight = chosen.deployer.preflight(chosen.context, estimate.bytes);
+    // The link sample follows pre-flight's own script, which would otherwise queue behind its
+    // bytes; then it runs beside the receiver check (decision 0203, fourth amendment).
+    const codec = chooseCompression(run, chosen, signal, (async () => void (await preflight))());
+    return preflight
       .orElse((error) => {
         stopCodec.abort();
         return codec.orElse(() => okAsync(undefined)).andThen(() => errAsync(error));
@@ -89,13 +91,13 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
  * The wire codec, chosen beside pre-flight (file-based methods only): what both ends have, and for
  * `auto` none when the measured link is faster than the compressor. Part of the preflight phase's time.
  */
-function chooseCompression(run: Run, chosen: ChosenMethod, signal: AbortSignal): ResultAsync<void, ApMigrateError> {
+function chooseCompression(run: Run, chosen: ChosenMethod, signal: AbortSignal, samplesAfter: Promise<void>): ResultAsync<void, ApMigrateError> {
   const requested = run.options.compression ?? 'none';
   if (requested === 'none' || !chosen.deployer.inventory) return okAsync(undefined);
   const transport = chosen.context.transport;
   // From `/`: the destination's root may not exist yet (pre-flight does not create it).
   const exec = (argv: string[]) => transport.exec(argv, { cwd: '/', signal });
-  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', signal, enoughBelow: ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
+  const link = requested === 'auto' ? measureLinkThroughput(transport, LINK_SAMPLE_BYTES, { cwd: '/', signal, enoughBelow: ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND, samplesAfter }).map((bps): number | undefined => bps) : okAsync<number | undefined, ApMigrateError>(undefined);
   return ResultAsync.combine([localCompressors(), probeCodecs(exec), link] as const)
     .andThen(([sourceHas, destinationHas, linkBytesPerSecond]) => {
       const choice = chooseCodec({ requested, sourceHas, destinationHas, ...(linkBytesPerSecond !== undefined ? { linkBytesPerSecond } : {}) });

@@ -16,7 +16,7 @@ import { availableParallelism } from 'node:os';
 import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
-import { err, errAsync, ok, okAsync, type Result, type ResultAsync } from 'neverthrow';
+import { err, errAsync, ok, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, InvalidInputError, type InputIssue } from '../errors.js';
 import { DeployError } from '../destination/deploy-error.js';
 import { createLocalExecutor, ExecError } from '../exec/local.js';
@@ -230,6 +230,12 @@ export interface LinkMeasureOptions {
    * (25 MB/s, where zstd drops to level 3) is what `migrate()` passes.
    */
   enoughBelow?: number;
+  /**
+   * The samples wait for this to settle (the empty baseline command does not): the caller's own
+   * commands that would otherwise share the link with the first sample and slow it down, such
+   * as a pre-flight script whose answer queues behind the sample's bytes. Its outcome is ignored.
+   */
+  samplesAfter?: PromiseLike<unknown>;
 }
 
 /** Whether a first link sample's reading settles the question (see {@link LinkMeasureOptions.enoughBelow}). Pure. */
@@ -264,8 +270,13 @@ export function measureLinkThroughput(
   // Subtract at most half: the baseline is start-up latency, never most of a real sample.
   const netMs = (elapsedMs: number, baselineMs: number) => Math.max(elapsedMs - baselineMs, elapsedMs / 2, 0.001);
   const first = Math.max(1, Math.floor(bytes / 8));
+  const waited = (): ResultAsync<void, ApMigrateError> => {
+    const after = options.samplesAfter;
+    if (!after) return okAsync(undefined);
+    return ResultAsync.fromSafePromise(Promise.resolve(after).then(() => undefined, () => undefined));
+  };
   return timed(0).andThen((baselineMs) =>
-    timed(first).andThen((firstMs) => {
+    waited().andThen(() => timed(first)).andThen((firstMs) => {
       const ms = netMs(firstMs, baselineMs);
       const speed = first / (ms / 1000);
       if ((ms >= LINK_SAMPLE_ENOUGH_MS && ms >= 2 * baselineMs) || first === bytes || firstIsEnough(speed, options.enoughBelow)) return okAsync(speed);

@@ -522,6 +522,28 @@ describe('measureLinkThroughput', () => {
     expect(measured).toBeLessThan(25e6);
   });
 
+  it('with samplesAfter, the empty baseline runs at once and the samples only once it settled (even rejected)', async () => {
+    for (const outcome of ['resolve', 'reject'] as const) {
+      const started: { sample: boolean; settled: boolean }[] = [];
+      let settled = false;
+      let settle!: () => void;
+      const gate = new Promise<void>((resolve, reject) => (settle = () => ((settled = true), outcome === 'resolve' ? resolve() : reject(new Error('pre-flight failed')))));
+      gate.catch(() => undefined);
+      const recording: Pick<Transport, 'exec'> = {
+        exec: (argv, options = {}) => (started.push({ sample: options.stdin instanceof Readable, settled }), transport.exec(argv, options)),
+      };
+      const measuring = measureLinkThroughput(recording, 64 * 1024, { samplesAfter: gate, enoughBelow: Number.MAX_VALUE });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(started).toEqual([{ sample: false, settled: false }]); // the baseline only, so far
+      settle();
+      expect((await measuring)._unsafeUnwrap()).toBeGreaterThan(0);
+      expect(started).toEqual([
+        { sample: false, settled: false },
+        { sample: true, settled: true },
+      ]);
+    }
+  });
+
   it('firstIsEnough: only a reading below the threshold, and only when one is given', () => {
     expect(firstIsEnough(10e6, 25e6)).toBe(true);
     expect(firstIsEnough(25e6, 25e6)).toBe(false);
