@@ -34,12 +34,12 @@ export type FreezerKind = 'cgroup-v2' | 'cgroup-v1' | 'sigstop';
 
 /**
  * What {@link Source.freeze} returns: the pids frozen, still an array (callers that take
- * `number[]` keep working), with `freezer` saying how, where the source tells, and `freezerNote` why not by a cgroup
- * (non-enumerable properties: JSON and spreads keep the pids only).
+ * `number[]` keep working), with `freezer` saying how, where the source tells, and
+ * `freezerNote` why not by a cgroup (non-enumerable properties: JSON and spreads keep the pids only).
  */
 export type FrozenPids = number[] & {
   readonly freezer?: FreezerKind;
-  /** With `sigstop`: why no cgroup froze the tree (`no own cgroup`, `cgroup-v1 /x: foreign 77`). */
+  /** With `sigstop`: why no cgroup froze the tree (`no cgroup of its own`, `cgroup-v1 /x: foreign 77`). */
   readonly freezerNote?: string;
 };
 
