@@ -34,6 +34,8 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
   const methodReport = chosen.deployer.describe?.(chosen.context, run.deployment) ?? {};
   const selfQuiesced = chosen.deployer.settleSource !== undefined;
   const defaultAction = sourcePid !== undefined && !selfQuiesced ? 'kept-running' : 'none';
+  // How the source froze it, where it tells (non-enumerable properties of the pid list).
+  const { freezer, freezerNote } = (frozen?.pids ?? []) as FrozenPids;
   return {
     name: chosen.context.name,
     method: plan.chosen,
@@ -57,8 +59,8 @@ export function buildReport(run: Run, parts: ReportParts): MigrationReport {
     cutover: {
       mode: selfQuiesced ? 'copy' : run.cutover,
       ...(frozen?.pids.length ? { frozenProcesses: frozen.pids.length } : {}),
-      ...((frozen?.pids as FrozenPids | undefined)?.freezer ? { freezer: (frozen!.pids as FrozenPids).freezer } : {}),
-      ...((frozen?.pids as FrozenPids | undefined)?.freezerNote ? { freezerNote: (frozen!.pids as FrozenPids).freezerNote } : {}),
+      ...(freezer ? { freezer } : {}),
+      ...(freezerNote ? { freezerNote } : {}),
       ...(frozen?.pids.length && parts.healthyAt !== undefined ? { downtimeMs: parts.healthyAt - frozen.at } : {}),
     },
     rounds: run.rounds,

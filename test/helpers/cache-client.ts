@@ -17,8 +17,14 @@ export function cacheScript(key: string, port: number, options: { set?: boolean 
   return `exec 3<>/dev/tcp/127.0.0.1/${port}; printf "${requests(key, options.set ?? true)}" >&3; cat <&3`;
 }
 
-/** {@link cacheScript} as one shell command line run inside network namespace `netns` (5 s at most). */
-export function cacheCommandInNetns(netns: string, key: string, port: number): string {
+/** The argv that runs {@link cacheScript} (a set and a get) inside network namespace `netns`, 5 s at most. */
+export function cacheArgvInNetns(netns: string, key: string, port: number): string[] {
   if (!/^[A-Za-z0-9_.-]+$/.test(netns)) throw new Error(`unexpected namespace name: ${netns}`);
-  return `ip netns exec ${netns} timeout 5 bash -c '${cacheScript(key, port)}'`;
+  return ['ip', 'netns', 'exec', netns, 'timeout', '5', 'bash', '-c', cacheScript(key, port)];
+}
+
+/** {@link cacheArgvInNetns} as one shell command line (the script single-quoted: it holds no single quote). */
+export function cacheCommandInNetns(netns: string, key: string, port: number): string {
+  const argv = cacheArgvInNetns(netns, key, port);
+  return `${argv.slice(0, -1).join(' ')} '${argv.at(-1)}'`;
 }

@@ -32,7 +32,7 @@ import { resolveInRoot } from '../../src/destination/root-builder.js';
 import type { Transport } from '../../src/spec/transport.js';
 import { createOpenSshTransport } from '../../src/transports/openssh.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
-import { cacheScript } from '../helpers/cache-client.js';
+import { cacheArgvInNetns, cacheScript } from '../helpers/cache-client.js';
 import { processesIn, sourcePid } from '../helpers/processes.js';
 import { skipUnless } from '../helpers/requirements.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -314,7 +314,7 @@ describe.skipIf(
     // memcached listens on 127.0.0.1 only: the client runs at the destination host, in the
     // copy's network namespace (bash's /dev/tcp: no client tool needed).
     const key = `apmd${id}`;
-    const reply = await there(['ip', 'netns', 'exec', namespaceNames(names.mc).netns, 'timeout', '5', 'bash', '-c', cacheScript(key, 11211)]);
+    const reply = await there(cacheArgvInNetns(namespaceNames(names.mc).netns, key, 11211));
     expect(reply.stdout).toBe(`STORED\r\nVALUE ${key} 0 5\r\nhello\r\nEND\r\n`);
     // The source never saw that key: the copy answered.
     const atSource = sh(`timeout 5 bash -c '${cacheScript(key, 11211, { set: false })}'`);
