@@ -23,7 +23,6 @@ import {
   deployPhases,
   estimatePayload,
   freezeSource,
-  cancelEarlyReceive,
   preflightPhase,
   settleSourcePhase,
   transferPhase,
@@ -71,7 +70,7 @@ function runMigration(run: Run, deployers: Record<string, Deployer<unknown, unkn
     const plan = yield* planPhase(run, program.profile, facts);
     const chosen = yield* chooseMethod(run, plan, program.profile, deployers);
     return ok({ profile: program.profile, plan, chosen, ...(program.sourcePid !== undefined ? { sourcePid: program.sourcePid } : {}) });
-  }).andThen((base) => releasing(run, base.chosen, cancellingEarlyReceive(run, deploy(run, base))));
+  }).andThen((base) => releasing(run, base.chosen, deploy(run, base)));
 }
 
 /** Estimate, pre-flight (a dry run ends there), freeze, cut over, settle the source. */
@@ -104,16 +103,6 @@ const NOT_FROZEN = { pids: [], at: 0 };
 /** Everything that is rolled back on failure: transfer, activate, start, health. */
 function cutOver(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round): ResultAsync<PackSummary, ApMigrateError> {
   return transferPhase(run, chosen, preflight, estimate, round).andThen((sent) => deployPhases(run, chosen, preflight).map(() => sent));
-}
-
-/** Once `result` settles: stop a receive started early that its transfer never fed (the migration ended first). */
-function cancellingEarlyReceive<T>(run: Run, result: ResultAsync<T, ApMigrateError>): ResultAsync<T, ApMigrateError> {
-  const settled = async () => {
-    const outcome = await result;
-    await cancelEarlyReceive(run);
-    return outcome;
-  };
-  return new ResultAsync(settled());
 }
 
 /** Let the deployer release what its pre-flight opened (sessions) once `result` settles, whatever it is. */

@@ -5,8 +5,8 @@
  *
  *   node receiver.cjs unpack STAGING_DIR [--allow-devices] [--setuid=reject|strip|allow]
  *          [--seed-staged=DIR] [--seed-resume=DIR] [--seed-host-root=DIR ...] [--keep-partial=DIR]
- *          [--build-root=SPEC] [--wire-header]
- *     unpack a bundle from stdin (with --wire-header: after the line naming its codec, decoded here) with every safety check and hash verification of `unpackBundle`,
+ *          [--build-root=SPEC]
+ *     unpack a bundle from stdin with every safety check and hash verification of `unpackBundle`,
  *     taking seeded entries from the seeds named here (never from anything the bundle names);
  *     with a build-root spec (JSON), then build the root in STAGING_DIR as `build-root` would;
  *   node receiver.cjs inventory   < {"staged"?:DIR,"resume"?:DIR,"host"?:{"roots":[...],"paths":[...]}}
@@ -24,7 +24,6 @@
  * Prints one JSON line: `{"ok":true,"report":{...}}` or `{"ok":false,"error":{code,message}}`, on
  * stdout, except for `pack`, whose stdout is the bundle: its reply goes to stderr.
  */
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createBundleStream, type PackOptions } from '../bundle/pack.js';
 import { measureTrees } from '../bundle/measure.js';
@@ -32,7 +31,6 @@ import { unpackBundle, type UnpackOptions } from '../bundle/unpack.js';
 import { InventoryRequestSchema } from '../bundle/seeds.js';
 import { takeInventory } from '../bundle/seed-store.js';
 import { createProcfsProfiler } from '../profilers/procfs.js';
-import { decodeWireInput, DECOMPRESSOR_FAILED_STATUS, readWireHeader } from '../transfer/wire-header.js';
 import { buildRoot, type RootBuildSpec } from './root-builder.js';
 
 type Reply = { ok: true; report: unknown } | { ok: false; error: { code: string; message: string; isRetryable?: boolean } };
@@ -51,31 +49,9 @@ function seedOptions(flags: string[]): Pick<UnpackOptions, 'seeds' | 'keepPartia
   return { ...(Object.keys(seeds).length ? { seeds } : {}), ...(keepPartialAt ? { keepPartialAt } : {}) };
 }
 
-/** A decoder failure: the reply and the exit status the SDK reads it by (as from the shell wrapper). */
-class DecoderFailed {
-  constructor(readonly line: string) {}
-}
-
-/**
- * With `--wire-header`: stdin starts with the line naming its codec (`transfer/wire-header.ts`),
- * and is decoded here. Nothing is read into the staging directory before the header is.
- */
-async function unpack(staging: string, flags: string[]): Promise<Reply | DecoderFailed> {
-  if (!flags.includes('--wire-header')) return unpackFrom(process.stdin, staging, flags);
-  const header = await readWireHeader(process.stdin);
-  if ('problem' in header) {
-    process.stdin.destroy();
-    return { ok: false, error: { code: header.ended ? 'BUNDLE_TRUNCATED' : 'INVALID_INPUT', message: `unpack: ${header.problem}` } };
-  }
-  const decoded = decodeWireInput(process.stdin, header.codec);
-  const reply = await unpackFrom(decoded.stream, staging, flags);
-  const failed = await decoded.settle(reply.ok);
-  return failed ? new DecoderFailed(failed) : reply;
-}
-
-async function unpackFrom(input: Readable, staging: string, flags: string[]): Promise<Reply> {
+async function unpack(staging: string, flags: string[]): Promise<Reply> {
   const setuidFlag = flags.find((f) => f.startsWith('--setuid='))?.slice('--setuid='.length);
-  const result = await unpackBundle(input, staging, {
+  const result = await unpackBundle(process.stdin, staging, {
     allowDevices: flags.includes('--allow-devices'),
     ...(setuidFlag ? { setuid: setuidFlag as 'reject' | 'strip' | 'allow' } : {}),
     ...seedOptions(flags),
@@ -200,14 +176,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const [command, staging, ...flags] = argv;
   let reply: Reply;
-  if (command === 'unpack' && staging) {
-    const unpacked = await unpack(staging, flags);
-    if (unpacked instanceof DecoderFailed) {
-      process.stderr.write(`${unpacked.line}\n`);
-      return DECOMPRESSOR_FAILED_STATUS;
-    }
-    reply = unpacked;
-  } else if (command === 'build-root' && staging === undefined) reply = await buildRootCommand();
+  if (command === 'unpack' && staging) reply = await unpack(staging, flags);
+  else if (command === 'build-root' && staging === undefined) reply = await buildRootCommand();
   else if (command === 'inventory' && staging === undefined) reply = await inventoryCommand();
   else if (command === 'measure-trees' && staging === undefined) reply = await measureTreesCommand();
   else if (command === 'profile-pid' && staging === undefined) reply = await profilePidCommand();

@@ -9,16 +9,15 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { errAsync, okAsync, ResultAsync } from 'neverthrow';
 import type { ApMigrateError } from '../errors.js';
 import type { ExecResult } from '../spec/executor.js';
-import type { DeployContext, InventoryQuery, PendingReceive, ReceiveOptions, StagedBundle, WireOptions } from '../spec/deployer.js';
+import type { DeployContext, InventoryQuery, ReceiveOptions, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles } from '../spec/packager.js';
 import { DEFAULT_HOST_SEED_ROOTS, HeldFilesSchema, journalPathOf } from '../bundle/seeds.js';
 import { createThrottle } from '../transfer/throttle.js';
-import { compressStream, decompressorFailure, type WireCodec } from '../transfer/compression.js';
-import { wireHeader } from '../transfer/wire-header.js';
+import { compressStream, decompressingArgv, decompressorFailure, type WireCodec } from '../transfer/compression.js';
 import { countWireBytes, type WireCountOptions } from '../transfer/wire.js';
 import { DeployError } from './deploy-error.js';
 import { layoutFor } from './layout.js';
@@ -227,82 +226,46 @@ export function receiveWithReceiver(
   bundle: Readable,
   options: ReceiveWithReceiverOptions = {},
 ): ResultAsync<StagedBundle, ApMigrateError> {
-  return launchReceiver(context, preflight, options).feed(bundle, options.onBytes, options);
-}
-
-/**
- * Start the receiver of one round's attempt before its bundle exists: uploaded where needed, its
- * unpack command started with an input that is fed later, after the wire header that names the
- * codec (`transfer/wire-header.ts`). Its start-up (a Node.js process under `sh`, over a round trip)
- * then overlaps what is left of pre-flight, instead of leaving the link idle once the bundle flows
- * (decision 0203, fifth amendment). The codec, bandwidth cap and wire count are `feed`'s.
- */
-export function launchReceiver(context: DeployContext, preflight: ReceiverPreflight, options: ReceiveWithReceiverOptions = {}): PendingReceive<Readable> {
   const { transport } = context;
+  const { stagingDir } = preflight;
   const signalOpt = context.signal ? { signal: context.signal } : {};
-  const input = new PassThrough();
-  let fed = false;
-  const { target, flags } = unpackArgs(context, preflight.stagingDir, options);
-  const paths = seedPaths(context, preflight.stagingDir);
+  let bytes = 0;
+  bundle.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    options.onBytes?.(bytes);
+  });
+  bundle.pause();
+  const { target, flags } = unpackArgs(context, stagingDir, options);
+  const paths = seedPaths(context, stagingDir);
   // The inventory that just answered ran this receiver: it is there.
   const known = options.afterInventory ? receiverFor(context)?.remotePath : undefined;
-  const finished = (known ? okAsync<string, ApMigrateError>(known) : ensureReceiver(context, signalOpt, preflight.tools))
+  return (known ? okAsync<string, ApMigrateError>(known) : ensureReceiver(context, signalOpt, preflight.tools))
     .andThen((remoteReceiver) =>
       ((options.attempt ?? 1) > 1 ? runScript(transport, CLEAR_TARGET_SCRIPT, [target], { cwd: '/', ...signalOpt }).map(() => remoteReceiver) : okAsync(remoteReceiver)),
     )
     .andThen((remoteReceiver) => {
       // Settled in the same command once verified: one round trip less.
-      const settled = ['sh', '-c', UNPACK_THEN_SETTLE_SCRIPT, 'ap-migrate', paths.resume, paths.root, options.round === 'delta' ? paths.next : '', 'node', remoteReceiver, 'unpack', target, ...flags, '--wire-header'];
-      return transport.exec(settled, { ...signalOpt, stdin: input, allowNonZeroExit: true });
+      const settled = ['sh', '-c', UNPACK_THEN_SETTLE_SCRIPT, 'ap-migrate', paths.resume, paths.root, options.round === 'delta' ? paths.next : '', 'node', remoteReceiver, 'unpack', target, ...flags];
+      return transport.exec(decompressingArgv(codecOf(options), settled), { ...signalOpt, stdin: onTheWire(bundle, options), allowNonZeroExit: true });
+    })
+    .mapErr((e) => {
+      bundle.destroy();
+      return e;
+    })
+    .andThen((result) => {
+      // A decompressor that failed explains a receiver that then saw a cut stream.
+      const decompressor = decompressorFailure(codecOf(options), result, transport.description);
+      return decompressor ? errAsync(decompressor) : stagedFromReply(transport.description, result, stagingDir, bytes);
     });
-  return {
-    feed(bundle, onBytes, wire = {}) {
-      fed = true;
-      let bytes = 0;
-      bundle.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-        onBytes?.(bytes);
-      });
-      bundle.pause();
-      const codec = wire.compression?.codec ?? 'none';
-      const header = wireHeader(codec);
-      // The header is on the wire too: counted with what follows it.
-      const counted = wire.onWireBytes;
-      const onWire = onTheWire(bundle, {
-        ...wire,
-        compression: { codec, ...(wire.compression?.level !== undefined ? { level: wire.compression.level } : {}) },
-        ...(counted ? { onWireBytes: (n: number) => counted(header.length + n) } : {}),
-      });
-      // A bundle that fails (the packer stopped) cuts the input: the receiver sees a truncated stream.
-      onWire.on('error', (e) => input.destroy(e));
-      input.write(header);
-      onWire.pipe(input);
-      return finished
-        .mapErr((e) => {
-          bundle.destroy();
-          return e;
-        })
-        .andThen((result) => {
-          // A decompressor that failed explains a receiver that then saw a cut stream.
-          const decompressor = decompressorFailure(codec, result, transport.description);
-          return decompressor ? errAsync(decompressor) : stagedFromReply(transport.description, result, preflight.stagingDir, bytes);
-        });
-    },
-    async cancel() {
-      // Its input ends before a header: the receiver exits having written nothing.
-      if (!fed) input.end();
-      await finished;
-    },
-  };
 }
 
-const codecOf = (options: Pick<ReceiveOptions, 'compression'>): WireCodec => options.compression?.codec ?? 'none';
+const codecOf = (options: ReceiveWithReceiverOptions): WireCodec => options.compression?.codec ?? 'none';
 
 /**
  * The bundle as it goes on the wire: compressed, then at most `bandwidthLimit` bytes per second
  * (of wire bytes), then counted (`onWireBytes`): what the transport is given to send.
  */
-function onTheWire(bundle: Readable, options: WireOptions): Readable {
+function onTheWire(bundle: Readable, options: ReceiveWithReceiverOptions): Readable {
   const level = options.compression?.level;
   const compressed = codecOf(options) === 'none' ? bundle : compressStream(bundle, codecOf(options), level !== undefined ? { level } : {});
   const wire = options.bandwidthLimit === undefined ? compressed : throttled(compressed, options.bandwidthLimit);

@@ -9,7 +9,7 @@ import { err, errAsync, ok, okAsync, ResultAsync, type Result } from 'neverthrow
 import { ApMigrateError, InvalidInputError, MigrationError } from '../errors.js';
 import { planMigration, type MigrationPlan } from '../policy/plan.js';
 import type { ResourceProfile } from '../policy/profile.js';
-import type { DeployContext, Deployer, PendingReceive, PreflightReport, SourceOutcome, StagedBundle, WireOptions } from '../spec/deployer.js';
+import type { DeployContext, Deployer, PreflightReport, SourceOutcome, StagedBundle } from '../spec/deployer.js';
 import type { HeldFiles, PackEstimate, PackRequest, PackSummary } from '../spec/packager.js';
 import { noTransport } from './no-transport.js';
 import { chooseCodec, LINK_SAMPLE_BYTES, localCompressors, measureLinkThroughput, probeCodecs, ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND, type CodecChoice } from '../transfer/compression.js';
@@ -79,12 +79,7 @@ export function preflightPhase(run: Run, chosen: ChosenMethod, estimate: PackEst
       .andThen((report) => {
         run.deployment.preflight = report;
         if (report.receiver) emit(run, { phase: 'preflight', message: report.receiver.summary });
-        if (!abortedError(run) && !run.options.dryRun) {
-          const inventory = heldAtDestination(run, chosen, report, 'full', 1);
-          run.firstInventory = inventory;
-          const early = launchEarlyReceive(run, chosen, report, inventory);
-          if (early) run.earlyReceive = early;
-        }
+        if (!abortedError(run) && !run.options.dryRun) run.firstInventory = heldAtDestination(run, chosen, report, 'full', 1);
         return codec.map(() => report);
       });
   })
@@ -212,73 +207,20 @@ interface SentSoFar {
   wireBytes?: number;
 }
 
-/** The phase a round runs in: a pre-copy's first round is `precopy`. */
-function phaseOf(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, round: Round): 'precopy' | 'transfer' {
-  return round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
-}
-
-/** What the deployer's receive of one round's attempt is told, but what only the codec's choice and the inventory's answer settle. */
-function receiveOptionsFor(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, round: Round, attempt: number): ReceiveOptions {
-  return {
+/** One attempt of a round: the packer's payload streamed into the deployer, verified there. */
+function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: SentSoFar): ResultAsync<PackSummary, ApMigrateError> {
+  const { deployer, context, request } = chosen;
+  const receiveOptions: ReceiveOptions = {
     round,
     attempt,
     hostSeeds: run.options.dedup !== false && takesSeeds(preflight),
-    // The transfer phase's round is the last: activation follows (a pre-copy round is followed by a delta).
-    ...(phaseOf(run, chosen, preflight, round) === 'transfer' ? { activateNext: true } : {}),
-  };
-}
-
-/** What goes on the wire, known once the codec is chosen. */
-function wireOptionsFor(run: Run, sent: SentSoFar): WireOptions {
-  return {
     ...(run.options.bandwidthLimit !== undefined ? { bandwidthLimit: run.options.bandwidthLimit } : {}),
     ...(run.compression && run.compression.codec !== 'none' ? { compression: run.compression } : {}),
     onWireBytes: (bytes: number) => void (sent.wireBytes = bytes),
   };
-}
-
-/**
- * Start the first round's receive as soon as the inventory answered (it put the receiver there),
- * while the codec is still being chosen: the destination's start-up overlaps the link sample
- * (decision 0203, fifth amendment). Undefined when the deployer cannot.
- */
-function launchEarlyReceive(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, inventory: ResultAsync<HeldFiles | undefined, ApMigrateError>): Promise<PendingReceive<unknown> | undefined> | undefined {
-  const { deployer, context } = chosen;
-  if (!deployer.launchReceive) return undefined;
-  return (async () => {
-    const held = await inventory;
-    if (abortedError(run)) return undefined;
-    const options = { ...receiveOptionsFor(run, chosen, preflight, 'full', 1), ...(held.isOk() && held.value ? { afterInventory: true } : {}) };
-    try {
-      return deployer.launchReceive!(context, preflight, options);
-    } catch {
-      // A deployer that threw here receives the usual way.
-      return undefined;
-    }
-  })();
-}
-
-/** The early receive of a round's attempt, taken (the first round's first attempt only). */
-function takeEarlyReceive(run: Run, round: Round, attempt: number): Promise<PendingReceive<unknown> | undefined> | undefined {
-  const early = round === 'full' && attempt === 1 ? run.earlyReceive : undefined;
-  delete run.earlyReceive;
-  return early;
-}
-
-/** An early receive the migration never fed (it ended before its transfer): stopped, having written nothing. */
-export async function cancelEarlyReceive(run: Run): Promise<void> {
-  const early = run.earlyReceive;
-  delete run.earlyReceive;
-  const pending = await early;
-  await pending?.cancel();
-}
-
-/** One attempt of a round: the packer's payload streamed into the deployer, verified there. */
-function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round, attempt: number, sent: SentSoFar): ResultAsync<PackSummary, ApMigrateError> {
-  const { deployer, context, request } = chosen;
-  const receiveOptions: ReceiveOptions = { ...receiveOptionsFor(run, chosen, preflight, round, attempt), ...wireOptionsFor(run, sent) };
-  const phase = phaseOf(run, chosen, preflight, round);
-  const early = takeEarlyReceive(run, round, attempt);
+  const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
+  // The transfer phase's round is the last: activation follows (a pre-copy round is followed by a delta).
+  if (phase === 'transfer') receiveOptions.activateNext = true;
   return inventoryFor(run, chosen, preflight, round, attempt).andThen((held) =>
     deployer.packager.pack({ ...request, ...(held ? { held } : {}) }, estimate).andThen((packed) => {
       if (held) receiveOptions.afterInventory = true;
@@ -286,13 +228,9 @@ function transferOnce(run: Run, chosen: ChosenMethod, preflight: PreflightReport
         sent.bytes = bytes;
         emit(run, { phase, bytesSent: bytes, bytesTotal: estimate.bytes });
       };
-      const receive = async () => {
-        const pending = await early;
-        return pending ? pending.feed(packed.payload, onBytes, wireOptionsFor(run, sent)) : deployer.receive(context, preflight, packed.payload, onBytes, receiveOptions);
-      };
       // A receive that failed (or threw) without reading the payload to its end: stop the packer, so
       // its `done` settles (a remote packer stops too) instead of waiting for a reader forever.
-      const received = guarded('Receiving', () => new ResultAsync(receive())).mapErr((error) => {
+      const received = guarded('Receiving', () => deployer.receive(context, preflight, packed.payload, onBytes, receiveOptions)).mapErr((error) => {
         destroyPayload(packed.payload);
         return error;
       });
@@ -337,7 +275,8 @@ function transferRound(
 
 /** Phase `transfer` (and `precopy`, the first round of a pre-copy): a round, verified at the destination. */
 export function transferPhase(run: Run, chosen: ChosenMethod, preflight: PreflightReport<unknown>, estimate: PackEstimate, round: Round = 'full'): ResultAsync<PackSummary, ApMigrateError> {
-  return timed(run, phaseOf(run, chosen, preflight, round), () => transferRound(run, chosen, preflight, estimate, round));
+  const phase = round === 'full' && run.cutover === 'pre-copy' && canPreCopy(chosen, preflight) ? 'precopy' : 'transfer';
+  return timed(run, phase, () => transferRound(run, chosen, preflight, estimate, round));
 }
 
 /**

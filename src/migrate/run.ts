@@ -8,7 +8,7 @@
 import { err, errAsync, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, MigrationError } from '../errors.js';
 import type { PlanOptions } from '../policy/plan.js';
-import type { DeploymentState, PendingReceive } from '../spec/deployer.js';
+import type { DeploymentState } from '../spec/deployer.js';
 import type { HeldFiles } from '../spec/packager.js';
 import type { Source } from '../spec/source.js';
 import type { Cutover, MigrateOptions, MigrationPhase, MigrationProgress, PhaseTiming, TransferRound } from './types.js';
@@ -36,8 +36,6 @@ export interface Run {
   estimatedWireBytes?: number;
   /** The first round's inventory, asked during pre-flight while the codec is chosen; taken by that round. */
   firstInventory?: ResultAsync<HeldFiles | undefined, ApMigrateError>;
-  /** The first round's receive, started during pre-flight once that inventory answered; fed by that round, else cancelled at the end. */
-  earlyReceive?: Promise<PendingReceive<unknown> | undefined>;
 }
 
 /** A new run of `options`. */

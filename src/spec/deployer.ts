@@ -105,20 +105,6 @@ export interface ReceiveOptions {
   activateNext?: boolean;
 }
 
-/** What `migrate()` knows of a round only once the wire codec is chosen: given to {@link PendingReceive.feed}. */
-export type WireOptions = Pick<ReceiveOptions, 'compression' | 'bandwidthLimit' | 'onWireBytes'>;
-
-/**
- * A receive started before its payload exists (see {@link Deployer.launchReceive}): fed once, or
- * cancelled when the migration ends before its transfer.
- */
-export interface PendingReceive<Payload = Readable> {
-  /** Send the payload: what `receive` with the launch's options and these would return. */
-  feed(payload: Payload, onBytes: ((bytes: number) => void) | undefined, wire: WireOptions): ResultAsync<StagedBundle, ApMigrateError>;
-  /** Never fed: stop it, having written nothing at the destination; settles once it stopped. */
-  cancel(): Promise<void>;
-}
-
 /** What `migrate()` asks a destination before packing a round: which files it already holds. */
 export interface InventoryQuery {
   round: 'full' | 'delta';
@@ -213,13 +199,6 @@ export interface Deployer<Payload = Readable, Facts = unknown> {
   preflight(context: DeployContext, estimatedBytes: number): ResultAsync<PreflightReport<Facts>, ApMigrateError>;
   /** Receive the payload into `preflight.stagingDir` and verify it. */
   receive(context: DeployContext, preflight: PreflightReport<Facts>, payload: Payload, onBytes?: (bytes: number) => void, options?: ReceiveOptions): ResultAsync<StagedBundle, ApMigrateError>;
-  /**
-   * Start receiving before the payload exists, so the destination's start-up overlaps the rest of
-   * pre-flight (the codec's link sample); `feed` it later with what `options` lacked. Undefined
-   * when this pre-flight's receiver cannot (then `receive` is called). `options`' wire fields are
-   * ignored: `feed` gives them.
-   */
-  launchReceive?(context: DeployContext, preflight: PreflightReport<Facts>, options: ReceiveOptions): PendingReceive<Payload> | undefined;
   /**
    * What the destination already holds for a round (see `bundle/seeds.ts`): the packer sends those
    * files as seeded entries. A method without it receives everything, and has no pre-copy.

@@ -18,7 +18,6 @@ import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
 import { err, errAsync, ok, okAsync, ResultAsync, type Result } from 'neverthrow';
 import { ApMigrateError, InvalidInputError, type InputIssue } from '../errors.js';
-import { DECOMPRESSOR_FAILED_LINE, DECOMPRESSOR_FAILED_STATUS } from './wire-header.js';
 import { DeployError } from '../destination/deploy-error.js';
 import { createLocalExecutor, ExecError } from '../exec/local.js';
 import type { ExecResult } from '../spec/executor.js';
@@ -59,8 +58,11 @@ export const ZSTD_LEVEL_3_BELOW_BYTES_PER_SECOND = 25e6;
  */
 export const DEFAULT_COMPRESSOR_BYTES_PER_SECOND = { zstd: 90e6, gzip: 60e6 } as const;
 
-// The wrapper's failure status and line, shared with the receiver's own decoder (wire header).
-export { DECOMPRESSOR_FAILED_LINE, DECOMPRESSOR_FAILED_STATUS } from './wire-header.js';
+/** Exit status of the {@link decompressingArgv} wrapper when the decompressor (not the command) failed. */
+export const DECOMPRESSOR_FAILED_STATUS = 125;
+
+/** Start of the stderr line the wrapper prints when the decompressor failed. */
+export const DECOMPRESSOR_FAILED_LINE = 'ap-migrate: the decompressor';
 
 /** The destination's decompressor of each codec (fixed text: never built from input). */
 const DECOMPRESSOR: Record<'zstd' | 'gzip', string> = { zstd: 'zstd -dcq', gzip: 'gzip -dc' };

@@ -7,7 +7,7 @@
  */
 import type { Readable } from 'node:stream';
 import { createBundlePackager } from '../../bundle/packager.js';
-import type { DeployContext, Deployer, ReceiveOptions } from '../../spec/deployer.js';
+import type { DeployContext, Deployer } from '../../spec/deployer.js';
 import {
   buildAndActivate,
   rootSpecOf,
@@ -19,7 +19,7 @@ import {
   startDetached,
   supervisedLaunchArgv,
 } from '../../destination/index.js';
-import { inventoryWithReceiver, launchReceiver, type ReceiveWithReceiverOptions } from '../../destination/receiver.js';
+import { inventoryWithReceiver } from '../../destination/receiver.js';
 import type { ProfileSafetyOptions } from '../../destination/profile-safety.js';
 
 /** Options of {@link createChrootDeployer}. */
@@ -46,19 +46,19 @@ export function chrootLaunchArgv(context: DeployContext, rootDir: string): strin
 
 /** The chroot deployer. */
 export function createChrootDeployer(options: ChrootDeployerOptions = {}): Deployer<Readable, undefined> {
-  const receiverOptions = (context: DeployContext, round: ReceiveOptions | undefined): ReceiveWithReceiverOptions => ({
-    ...round,
-    ...(options.allowDevices ? { allowDevices: true } : {}),
-    ...(options.setuid ? { setuid: options.setuid } : {}),
-    ...(round?.activateNext ? { buildRoot: rootSpecOf(context) } : {}),
-  });
   return {
     method: 'chroot',
     // The destination supplies its own shared libraries (paper, section 3.2).
     packager: createBundlePackager(() => ({ includeSharedLibraries: false })),
     preflight: (context, estimatedBytes) => preflightLinux(context, estimatedBytes, CHROOT_TOOLS, options),
-    receive: (context, preflight, bundle, onBytes, round) => receiveWithReceiver(context, preflight, bundle, { ...receiverOptions(context, round), ...(onBytes ? { onBytes } : {}) }),
-    launchReceive: (context, preflight, round) => launchReceiver(context, preflight, receiverOptions(context, round)),
+    receive: (context, preflight, bundle, onBytes, round) =>
+      receiveWithReceiver(context, preflight, bundle, {
+        ...round,
+        ...(options.allowDevices ? { allowDevices: true } : {}),
+        ...(options.setuid ? { setuid: options.setuid } : {}),
+        ...(onBytes ? { onBytes } : {}),
+        ...(round?.activateNext ? { buildRoot: rootSpecOf(context) } : {}),
+      }),
     inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query),
     activate: (context, _preflight, staged) => buildAndActivate(context, staged),
     start: (context, activated) =>

@@ -21,7 +21,7 @@
 import type { Readable } from 'node:stream';
 import { createBundlePackager } from '../../bundle/packager.js';
 import type { Deployer } from '../../spec/deployer.js';
-import { inventoryWithReceiver, launchReceiver, receiveWithReceiver } from '../../destination/receiver.js';
+import { inventoryWithReceiver, receiveWithReceiver } from '../../destination/receiver.js';
 import { receiveWithPosixReceiver } from '../../destination/posix-receiver.js';
 import { okAsync } from 'neverthrow';
 import { activateJail } from './activate.js';
@@ -69,12 +69,6 @@ export function createJailDeployer(options: JailDeployerOptions = {}): Deployer<
       const options = { ...round, ...receiveOptions, ...(onBytes ? { onBytes } : {}) };
       const received = preflight.receiver?.kind === 'posix-sh' ? receiveWithPosixReceiver(context, preflight, bundle, options) : receiveWithReceiver(context, preflight, bundle, options);
       return received.mapErr(abortWins(context));
-    },
-    // The POSIX receiver is started once the codec is known (its shell wrapper decodes the stream).
-    launchReceive: (context, preflight, round) => {
-      if (preflight.receiver?.kind === 'posix-sh') return undefined;
-      const pending = launchReceiver(context, preflight, { ...round, ...receiveOptions });
-      return { feed: (bundle, onBytes, wire) => pending.feed(bundle, onBytes, wire).mapErr(abortWins(context)), cancel: () => pending.cancel() };
     },
     // The POSIX receiver takes no seeded entries, so nothing the host holds could be used.
     inventory: (context, preflight, query) => (preflight.receiver?.kind === 'posix-sh' ? okAsync({}) : inventoryWithReceiver(context, preflight, query).mapErr(abortWins(context))),

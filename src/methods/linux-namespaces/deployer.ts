@@ -14,7 +14,7 @@ import { errAsync, okAsync, type ResultAsync } from 'neverthrow';
 import type { Readable } from 'node:stream';
 import type { ApMigrateError } from '../../errors.js';
 import { createBundlePackager } from '../../bundle/packager.js';
-import type { DeployContext, Deployer, PreflightReport, ReceiveOptions } from '../../spec/deployer.js';
+import type { DeployContext, Deployer, PreflightReport } from '../../spec/deployer.js';
 import {
   buildAndActivate,
   rootSpecOf,
@@ -30,7 +30,7 @@ import {
   supervisedLaunchArgv,
   type VethAddresses,
 } from '../../destination/index.js';
-import { inventoryWithReceiver, launchReceiver, type ReceiveWithReceiverOptions } from '../../destination/receiver.js';
+import { inventoryWithReceiver } from '../../destination/receiver.js';
 import type { ProfileSafetyOptions } from '../../destination/profile-safety.js';
 
 export { defaultVethAddresses, type VethAddresses };
@@ -107,19 +107,19 @@ function checkNetworkFree(context: DeployContext, addrs: VethAddresses, report: 
 /** The Linux namespaces deployer. */
 export function createNamespacesDeployer(options: NamespacesDeployerOptions = {}): Deployer<Readable, undefined> {
   const addressesOf = options.addresses ?? defaultVethAddresses;
-  const receiverOptions = (context: DeployContext, round: ReceiveOptions | undefined): ReceiveWithReceiverOptions => ({
-    ...round,
-    ...(options.setuid ? { setuid: options.setuid } : {}),
-    ...(round?.activateNext ? { buildRoot: rootSpecOf(context) } : {}),
-  });
   return {
     method: 'linux-namespaces',
     // The program keeps the libraries it ran with: its namespaces share nothing else with the host's userland.
     packager: createBundlePackager(() => ({ includeSharedLibraries: true })),
     preflight: (context, estimatedBytes) =>
       preflightLinux(context, estimatedBytes, NAMESPACES_TOOLS, options).andThen((report) => checkNetworkFree(context, addressesOf(context.name), report)),
-    receive: (context, preflight, bundle, onBytes, round) => receiveWithReceiver(context, preflight, bundle, { ...receiverOptions(context, round), ...(onBytes ? { onBytes } : {}) }),
-    launchReceive: (context, preflight, round) => launchReceiver(context, preflight, receiverOptions(context, round)),
+    receive: (context, preflight, bundle, onBytes, round) =>
+      receiveWithReceiver(context, preflight, bundle, {
+        ...round,
+        ...(options.setuid ? { setuid: options.setuid } : {}),
+        ...(onBytes ? { onBytes } : {}),
+        ...(round?.activateNext ? { buildRoot: rootSpecOf(context) } : {}),
+      }),
     inventory: (context, preflight, query) => inventoryWithReceiver(context, preflight, query),
     activate: (context, _preflight, staged) => {
       const { netns, hostVeth } = namespaceNames(context.name);
